@@ -1,0 +1,231 @@
+"""An open honeypot database: DuckDB attachment for bulk reads and writes, native SQL for merges.
+
+DuckDB attaches the target as ``db``; selection and staging go through it. Statements that
+must run inside the target (DDL, the chunk merge) go natively: ``postgres_execute`` on
+PostgreSQL, the stdlib ``sqlite3`` module on SQLite (attached SQLite rejects ON CONFLICT).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from etl.db import ddl
+from etl.db.extensions import load_extension, offline_connection
+from etl.db.url import DatabaseUrl, redact
+from etl.errors import DatabaseError, SchemaError
+
+# Columns the refresh reads or writes; anything else in the tables is left alone.
+REQUIRED_COLUMNS = {
+    "asn_inventory": (
+        "asn_number",
+        "organization_name",
+        "organization_country",
+        "rir_registry",
+        "first_seen",
+        "last_seen",
+        "enrichment",
+        "created_at",
+        "updated_at",
+    ),
+    "ip_inventory": (
+        "ip_address",
+        "current_asn",
+        "asn_last_verified",
+        "first_seen",
+        "last_seen",
+        "session_count",
+        "enrichment",
+        "enrichment_updated_at",
+        "created_at",
+        "updated_at",
+    ),
+    "session_summaries": ("session_id", "source_ip", "first_event_at", "last_event_at"),
+}
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    """What `Database.ensure_schema` found and did."""
+
+    created: tuple[str, ...]
+
+
+class Database:
+    """A SQLite or PostgreSQL honeypot database, opened for one refresh run."""
+
+    def __init__(self, url: DatabaseUrl) -> None:
+        self.url = url
+        self.dialect = url.dialect
+        self.duck = offline_connection()
+        self._sqlite: sqlite3.Connection | None = None
+        try:
+            if url.dialect == "sqlite":
+                self._attach_sqlite()
+            else:
+                self._attach_postgres()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------
+    def _attach_sqlite(self) -> None:
+        assert self.url.sqlite_path is not None
+        path = str(self.url.sqlite_path)
+        try:
+            self._sqlite = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self._sqlite.execute("PRAGMA busy_timeout = 60000")
+            self._sqlite.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
+        load_extension(self.duck, "sqlite_scanner")
+        self.duck.execute("SET sqlite_all_varchar = true")
+        try:
+            self.duck.execute("ATTACH ? AS db (TYPE sqlite)", [path])
+        except duckdb.Error as exc:
+            raise DatabaseError(f"DuckDB cannot attach {path!r}: {_first_line(exc)}") from exc
+
+    def _attach_postgres(self) -> None:
+        load_extension(self.duck, "postgres_scanner")
+        try:
+            self.duck.execute("ATTACH ? AS db (TYPE postgres)", [self.url.libpq_url])
+        except duckdb.Error as exc:
+            reason = self._redact(_first_line(exc))
+            reason = reason.split(": ", 1)[-1] if "Unable to connect" in reason else reason
+            raise DatabaseError(f"cannot connect to PostgreSQL {self.url}: {reason}") from exc
+
+    def close(self) -> None:
+        """Release both connections."""
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+        self.duck.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- names and native SQL ---------------------------------------------------------------
+    def table(self, name: str) -> str:
+        """The DuckDB name of a table of the target database."""
+        return f"db.main.{name}" if self.dialect == "sqlite" else f"db.public.{name}"
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.url.secrets())
+
+    def execute_native(self, statements: Sequence[str], params: dict[str, Any] | None = None) -> None:
+        """Run statements inside the target database as one transaction."""
+        try:
+            if self.dialect == "sqlite":
+                self._sqlite_transaction(statements, params or {})
+            else:
+                script = ";\n".join(statements)
+                self.duck.execute("CALL postgres_execute('db', ?)", [script])
+        except (sqlite3.Error, duckdb.Error) as exc:
+            raise DatabaseError(f"database write failed: {self._redact(_first_line(exc))}") from exc
+
+    def _sqlite_transaction(self, statements: Sequence[str], params: dict[str, Any]) -> None:
+        con = self._native_sqlite()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                con.execute(statement, {k: v for k, v in params.items() if f":{k}" in statement})
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _native_sqlite(self) -> sqlite3.Connection:
+        assert self._sqlite is not None
+        return self._sqlite
+
+    def query_native(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a read-only query inside the target database."""
+        try:
+            if self.dialect == "sqlite":
+                return self._native_sqlite().execute(sql).fetchall()
+            return self.duck.execute("SELECT * FROM postgres_query('db', ?)", [sql]).fetchall()
+        except (sqlite3.Error, duckdb.Error) as exc:
+            raise DatabaseError(f"database read failed: {self._redact(_first_line(exc))}") from exc
+
+    def refresh_catalog(self) -> None:
+        """Make DuckDB see tables created natively."""
+        if self.dialect == "postgres":
+            self.duck.execute("CALL pg_clear_cache()")
+        else:
+            self.duck.execute("DETACH db")
+            assert self.url.sqlite_path is not None
+            self.duck.execute("ATTACH ? AS db (TYPE sqlite)", [str(self.url.sqlite_path)])
+
+    @contextmanager
+    def duck_errors(self, action: str) -> Iterator[None]:
+        """Translate DuckDB errors raised while doing ``action``."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise DatabaseError(f"{action} failed: {self._redact(_first_line(exc))}") from exc
+
+    # -- schema -----------------------------------------------------------------------------
+    def columns(self, table: str) -> set[str]:
+        """Column names of a table in the target database (empty when it does not exist)."""
+        if self.dialect == "sqlite":
+            rows = self.query_native(f"SELECT name FROM pragma_table_info('{table}')")
+        else:
+            rows = self.query_native(
+                "SELECT column_name FROM information_schema.columns "
+                f"WHERE table_schema = 'public' AND table_name = '{table}'"
+            )
+        return {str(row[0]) for row in rows}
+
+    def ensure_schema(self) -> SchemaReport:
+        """Create absent tiers (cowrieprocessor DDL); check that present ones can be refreshed."""
+        present = {name for name in ddl.TIER_TABLES if self.columns(name)}
+        for name in present:
+            missing = [c for c in REQUIRED_COLUMNS[name] if c not in self.columns(name)]
+            if missing:
+                raise SchemaError(
+                    f"table {name} exists but lacks column(s) {', '.join(missing)}: "
+                    "this is not a cowrieprocessor database the refresh can write"
+                )
+        absent = tuple(name for name in ddl.TIER_TABLES if name not in present)
+        if absent:
+            tables = ddl.SQLITE_TABLES if self.dialect == "sqlite" else ddl.POSTGRES_TABLES
+            statements = [stmt for name in absent for stmt in _split(tables[name])]
+            if not present:
+                statements += self._schema_state_statements()
+            self.execute_native(statements)
+            self.refresh_catalog()
+        return SchemaReport(created=absent)
+
+    def _schema_state_statements(self) -> list[str]:
+        """Record schema_version 17 so cowrieprocessor does not re-run its migrations."""
+        version = ddl.SCHEMA_VERSION
+        if self.dialect == "sqlite":
+            create = [] if self.columns("schema_state") else _split(ddl.SQLITE_SCHEMA_STATE)
+            insert = (
+                'INSERT INTO schema_state ("key", value) '
+                f"VALUES ('schema_version', '{version}') ON CONFLICT DO NOTHING"
+            )
+        else:
+            create = [] if self.columns("schema_state") else _split(ddl.POSTGRES_SCHEMA_STATE)
+            insert = (
+                "INSERT INTO public.schema_state (key, value) "
+                f"VALUES ('schema_version', '{version}') ON CONFLICT DO NOTHING"
+            )
+        return [*create, insert]
+
+
+def _split(script: str) -> list[str]:
+    return [stmt.strip() for stmt in script.split(";") if stmt.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

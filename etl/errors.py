@@ -1,0 +1,41 @@
+"""The project's own error types.
+
+    EtlError                    anything the CLI turns into one line and an exit code
+    ├── UsageError              bad option or configuration value (exit 2, nothing written)
+    ├── DatabaseError           the database cannot be opened, read or written
+    │   └── SchemaError         tables exist but are not the cowrieprocessor shape
+    └── MaxMindError            a named MaxMind file is missing or is not an mmdb
+
+Foreign errors (duckdb, sqlite3, maxminddb, OSError) are translated at the edge that
+calls them, raised ``from`` the original, and with secrets redacted from the message.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Base class: a failure with a message fit to show a user as one line."""
+
+    exit_code = 1
+
+
+class UsageError(EtlError):
+    """A bad option or configuration value; the run did not start."""
+
+    exit_code = 2
+
+
+class DatabaseError(EtlError):
+    """The database could not be opened, read or written."""
+
+    exit_code = 1
+
+
+class SchemaError(DatabaseError):
+    """The database has the tables, but not in a shape the refresh can write safely."""
+
+    exit_code = 2
+
+
+class MaxMindError(UsageError):
+    """A MaxMind database named by the user is missing or unreadable."""
