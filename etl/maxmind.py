@@ -197,7 +197,7 @@ def _ipv6_networks(rows: pl.DataFrame) -> pl.Series:
 def with_maxmind(
     frame: pl.DataFrame, databases: MaxMindDatabases, cached_at: datetime
 ) -> pl.DataFrame:
-    """Add the ``maxmind`` block and ``maxmind_asn`` for rows with ``stale_maxmind`` and no bogon."""
+    """Add the ``maxmind`` block (and its asn, asn_org, status) to stale, non-bogon rows."""
     wanted = pl.col("stale_maxmind") & ~pl.col("is_bogon")
     rows = frame.with_row_index("_row").filter(wanted)
     found = pl.lit(False)
@@ -242,6 +242,8 @@ def with_maxmind(
     blocks = rows.select(
         "_row",
         pl.col("asn").alias("maxmind_asn"),
+        pl.col("asn_org").alias("maxmind_asn_org"),
+        pl.col("status").alias("maxmind_status"),
         pl.struct(*BLOCK_FIELDS).struct.json_encode().alias("maxmind"),
     )
     return (

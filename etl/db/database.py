@@ -86,14 +86,14 @@ class Database:
         load_extension(self.duck, "sqlite_scanner")
         self.duck.execute("SET sqlite_all_varchar = true")
         try:
-            self.duck.execute("ATTACH ? AS db (TYPE sqlite)", [path])
+            self.duck.execute(f"ATTACH {sql_string(path)} AS db (TYPE sqlite)")
         except duckdb.Error as exc:
             raise DatabaseError(f"DuckDB cannot attach {path!r}: {_first_line(exc)}") from exc
 
     def _attach_postgres(self) -> None:
         load_extension(self.duck, "postgres_scanner")
         try:
-            self.duck.execute("ATTACH ? AS db (TYPE postgres)", [self.url.libpq_url])
+            self.duck.execute(f"ATTACH {sql_string(self.url.libpq_url)} AS db (TYPE postgres)")
         except duckdb.Error as exc:
             reason = self._redact(_first_line(exc))
             reason = reason.split(": ", 1)[-1] if "Unable to connect" in reason else reason
@@ -162,7 +162,7 @@ class Database:
         else:
             self.duck.execute("DETACH db")
             assert self.url.sqlite_path is not None
-            self.duck.execute("ATTACH ? AS db (TYPE sqlite)", [str(self.url.sqlite_path)])
+            self.duck.execute(f"ATTACH {sql_string(str(self.url.sqlite_path))} AS db (TYPE sqlite)")
 
     @contextmanager
     def duck_errors(self, action: str) -> Iterator[None]:
@@ -222,10 +222,19 @@ class Database:
         return [*create, insert]
 
 
+def sql_string(value: str) -> str:
+    """A SQL string literal (for the few statements that take no parameters, like ATTACH)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _split(script: str) -> list[str]:
     return [stmt.strip() for stmt in script.split(";") if stmt.strip()]
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The informative line of a driver error (PostgreSQL's ``ERROR:`` line when there is one)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR:" in line:
+            return line[line.index("ERROR:") :]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,185 @@
+"""Stale selection (SPEC 2.2): which IPs this run refreshes, as a Polars frame.
+
+Runs in DuckDB over the attached database. Timestamps are compared as timestamps: SQLite
+text (cowrieprocessor's ``YYYY-MM-DD HH:MM:SS.ffffff``, ISO forms, epoch numbers) is parsed
+first, never compared as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from etl.config import Freshness
+from etl.db.database import Database
+
+# Fields read from each inventory row's enrichment JSON, parsed once per row.
+_PATHS = (
+    "$.validation.is_bogon",
+    "$.maxmind.status",
+    "$.maxmind.cached_at",
+    "$.maxmind.db_build_epoch",
+    "$.maxmind.asn",
+    "$.cymru.status",
+    "$.cymru.cached_at",
+    "$.cymru.asn",
+    "$.greynoise.status",
+    "$.greynoise.cached_at",
+)
+_F = {path: f"f[{i + 1}]" for i, path in enumerate(_PATHS)}
+
+SELECTION_SCHEMA = {
+    "ip": pl.String,
+    "is_new": pl.Boolean,
+    "never_enriched": pl.Boolean,
+    "first_seen": pl.Datetime("us", "UTC"),
+    "last_seen": pl.Datetime("us", "UTC"),
+    "session_count": pl.Int64,
+    "current_asn": pl.Int64,
+    "old_maxmind_asn": pl.Int64,
+    "stale_maxmind": pl.Boolean,
+    "stale_cymru": pl.Boolean,
+    "stale_greynoise": pl.Boolean,
+}
+
+_TIMESTAMP_MACRO = r"""
+CREATE OR REPLACE TEMP MACRO etl_ts(x) AS CASE
+    WHEN x IS NULL OR trim(x) = '' THEN NULL
+    WHEN regexp_full_match(trim(x), '[0-9]+(\.[0-9]+)?') THEN to_timestamp(CAST(trim(x) AS DOUBLE))
+    ELSE TRY_CAST(replace(trim(x), 'Z', '+00:00') AS TIMESTAMPTZ)
+END
+"""
+
+
+@dataclass(frozen=True)
+class SelectionRules:
+    """What makes an IP selectable in this run."""
+
+    now: datetime
+    freshness: Freshness
+    maxmind: bool
+    cymru: bool
+    greynoise: bool
+    maxmind_build_epoch: int = 0
+    max_ips: int | None = None
+    only_ips: tuple[str, ...] = ()
+
+
+def _interval(delta: timedelta) -> str:
+    return f"INTERVAL {int(delta.total_seconds())} SECOND"
+
+
+def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
+    """SQL booleans over the parsed fields ``f`` (see `_PATHS`), one per source."""
+    fresh = rules.freshness
+    mm_cached = f"etl_ts({_F['$.maxmind.cached_at']})"
+    cy_cached = f"etl_ts({_F['$.cymru.cached_at']})"
+    gn_cached = f"etl_ts({_F['$.greynoise.cached_at']})"
+    cy_status = (
+        f"coalesce({_F['$.cymru.status']}, "
+        f"CASE WHEN {_F['$.cymru.asn']} IS NULL THEN 'not_found' ELSE 'ok' END)"
+    )
+    maxmind = (
+        f"({mm_cached} IS NULL OR {_F['$.maxmind.status']} = 'error'"
+        f" OR {mm_cached} < $now - {_interval(fresh.maxmind)}"
+        f" OR coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < $epoch)"
+    )
+    cymru = (
+        f"({cy_cached} IS NULL OR {cy_status} = 'error'"
+        f" OR ({cy_status} = 'not_found' AND {cy_cached} < $now - {_interval(fresh.cymru_not_found)})"
+        f" OR {cy_cached} < $now - {_interval(fresh.cymru_ok)})"
+    )
+    greynoise = (
+        f"({gn_cached} IS NULL OR {_F['$.greynoise.status']} = 'error'"
+        f" OR {gn_cached} < $now - {_interval(fresh.greynoise)})"
+    )
+    forced = bool(rules.only_ips)
+    return {
+        "stale_maxmind": ("true" if forced else maxmind) if rules.maxmind else "false",
+        "stale_cymru": ("true" if forced else cymru) if rules.cymru else "false",
+        "stale_greynoise": ("true" if forced else greynoise) if rules.greynoise else "false",
+    }
+
+
+def selection_sql(db: Database, rules: SelectionRules) -> str:
+    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
+    stale = _stale_expressions(rules)
+    paths = ", ".join(f"'{p}'" for p in _PATHS)
+    only = "AND ip IN (SELECT unnest($only_ips))" if rules.only_ips else ""
+    bogon_filter = "" if rules.only_ips else "AND NOT known_bogon"
+    limit = "LIMIT $max_ips" if rules.max_ips is not None else ""
+    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
+    return f"""
+WITH inventory AS (
+    SELECT CAST(ip_address AS VARCHAR) AS ip,
+           etl_ts(CAST(last_seen AS VARCHAR)) AS last_seen,
+           etl_ts(CAST(enrichment_updated_at AS VARCHAR)) IS NULL AS never_enriched,
+           TRY_CAST(current_asn AS BIGINT) AS current_asn,
+           json_extract_string(
+               CASE WHEN json_valid(CAST(enrichment AS VARCHAR))
+                    THEN CAST(enrichment AS VARCHAR) ELSE '{{}}' END, [{paths}]) AS f
+    FROM {db.table("ip_inventory")}
+), flagged AS (
+    SELECT ip, last_seen, never_enriched, current_asn,
+           coalesce({_F["$.validation.is_bogon"]} IN ('true', '1'), false) AS known_bogon,
+           TRY_CAST({_F["$.maxmind.asn"]} AS BIGINT) AS old_maxmind_asn,
+           {stale["stale_maxmind"]} AS stale_maxmind,
+           {stale["stale_cymru"]} AS cymru_block_stale,
+           {stale["stale_greynoise"]} AS stale_greynoise
+    FROM inventory
+), stale AS (
+    SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
+    FROM flagged
+), sessions AS (
+    SELECT CAST(source_ip AS VARCHAR) AS ip,
+           min(etl_ts(CAST(first_event_at AS VARCHAR))) AS first_seen,
+           max(etl_ts(CAST(last_event_at AS VARCHAR))) AS last_seen,
+           count(*) AS session_count
+    FROM {db.table("session_summaries")}
+    WHERE source_ip IS NOT NULL
+    GROUP BY 1
+), candidates AS (
+    SELECT s.ip, true AS is_new, true AS never_enriched, s.first_seen, s.last_seen,
+           s.session_count, CAST(NULL AS BIGINT) AS current_asn,
+           CAST(NULL AS BIGINT) AS old_maxmind_asn,
+           {enabled["maxmind"]} AS stale_maxmind, {enabled["cymru"]} AS stale_cymru,
+           {enabled["greynoise"]} AS stale_greynoise
+    FROM sessions AS s ANTI JOIN inventory AS i ON s.ip = i.ip
+    UNION ALL
+    SELECT ip, false, never_enriched, NULL, last_seen, NULL, current_asn, old_maxmind_asn,
+           stale_maxmind, stale_cymru, stale_greynoise
+    FROM stale
+    WHERE (stale_maxmind OR stale_cymru OR stale_greynoise) {bogon_filter}
+)
+SELECT * FROM candidates
+WHERE true {only}
+ORDER BY never_enriched DESC, last_seen DESC NULLS LAST, ip
+{limit}
+"""
+
+
+def _enabled(rules: SelectionRules) -> dict[str, bool]:
+    return {"maxmind": rules.maxmind, "cymru": rules.cymru, "greynoise": rules.greynoise}
+
+
+def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
+    """IPs to refresh, never-enriched first, then by last_seen descending."""
+    db.duck.execute(_TIMESTAMP_MACRO)
+    params: dict[str, object] = {"now": rules.now, "epoch": rules.maxmind_build_epoch}
+    if rules.only_ips:
+        params["only_ips"] = list(rules.only_ips)
+    if rules.max_ips is not None:
+        params["max_ips"] = rules.max_ips
+    sql = selection_sql(db, rules)
+    used = {name: value for name, value in params.items() if f"${name}" in sql}
+    with db.duck_errors("selecting stale IPs"):
+        frame = db.duck.execute(sql, used).pl()
+    return frame.cast(SELECTION_SCHEMA)  # type: ignore[arg-type]
+
+
+def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:
+    """Addresses asked for with ``--ip`` that are neither in the inventory nor in sessions."""
+    found = set(frame["ip"].to_list())
+    return [ip for ip in requested if ip not in found]

@@ -1,0 +1,212 @@
+"""Write path (SPEC 4): stage a merged chunk through DuckDB, merge it natively in one transaction.
+
+Per chunk: DuckDB bulk-inserts the chunk into two staging tables inside the target database,
+then one native transaction upserts ``asn_inventory`` (first: ``current_asn`` points at it)
+and ``ip_inventory``, and empties the staging tables.
+
+Merge rules for ``ip_inventory``:
+- ``enrichment``: each block present in the chunk replaces that whole top-level block; every
+  other key is kept (PostgreSQL ``jsonb ||``; SQLite ``json_set``/``json_remove``).
+- ``current_asn`` / ``asn_last_verified``: set when the chunk has an ASN for the IP, else kept.
+- ``enrichment_updated_at``: the write time when a source answered ``ok``/``not_found``.
+- ``first_seen``, ``last_seen``, ``session_count``: only for new rows, from their sessions.
+- PostgreSQL GENERATED columns are never named.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from typing import Final
+
+import polars as pl
+
+from etl.db.database import Database
+
+BLOCKS: Final = ("validation", "maxmind", "cymru", "greynoise")
+MAX_PG_INTEGER: Final = 2**31 - 1
+
+IP_STAGE_COLUMNS: Final = {
+    "ip_address": "VARCHAR",
+    "current_asn": "BIGINT",
+    "first_seen": "TIMESTAMPTZ",
+    "last_seen": "TIMESTAMPTZ",
+    "session_count": "BIGINT",
+    "touched": "INTEGER",  # 0/1: SQLite stages read as text would turn 'true' into false
+    "patch": "VARCHAR",
+}
+ASN_STAGE_COLUMNS: Final = {
+    "asn_number": "BIGINT",
+    "organization_name": "VARCHAR",
+    "organization_country": "VARCHAR",
+    "rir_registry": "VARCHAR",
+}
+
+SQLITE_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def sqlite_timestamp(moment: datetime) -> str:
+    """cowrieprocessor's SQLite text form: UTC, space separator, six fractional digits."""
+    return moment.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
+
+
+def enrichment_patch(frame: pl.DataFrame) -> pl.Expr:
+    """A JSON object holding only the blocks present in each row (block columns are JSON text)."""
+    members = [
+        pl.when(pl.col(name).is_not_null()).then(pl.lit(f'"{name}":') + pl.col(name))
+        for name in BLOCKS
+        if name in frame.columns
+    ]
+    if not members:
+        return pl.lit("{}")
+    return pl.lit("{") + pl.concat_str(members, separator=",", ignore_nulls=True) + pl.lit("}")
+
+
+class ChunkWriter:
+    """Upserts chunks into one database; owns its staging tables for the run."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        tag = f"{os.getpid()}_{secrets.token_hex(3)}"
+        self.ip_stage = f"_etl_stage_ip_{tag}"
+        self.asn_stage = f"_etl_stage_asn_{tag}"
+        self.rows_written = 0
+        self.asn_rows_written = 0
+        for name, columns in ((self.ip_stage, IP_STAGE_COLUMNS), (self.asn_stage, ASN_STAGE_COLUMNS)):
+            self._create_stage(name, columns)
+
+    def _create_stage(self, name: str, columns: dict[str, str]) -> None:
+        if self.db.dialect == "sqlite":  # SQLite stages timestamps as cowrieprocessor text
+            columns = {c: "VARCHAR" if t == "TIMESTAMPTZ" else t for c, t in columns.items()}
+        body = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
+        with self.db.duck_errors("creating a staging table"):
+            self.db.duck.execute(f"CREATE TABLE {self.db.table(name)} ({body})")
+
+    def close(self) -> None:
+        """Drop the staging tables."""
+        for name in (self.ip_stage, self.asn_stage):
+            self.db.execute_native([f"DROP TABLE IF EXISTS {name}"])
+
+    def write(self, ips: pl.DataFrame, asns: pl.DataFrame, now: datetime | None = None) -> None:
+        """Upsert one chunk: ``ips`` has the IP stage columns, ``asns`` the ASN stage columns."""
+        now = now or datetime.now(UTC)
+        self._stage(self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS)))
+        self._stage(self.ip_stage, ips.select(list(IP_STAGE_COLUMNS)))
+        if self.db.dialect == "sqlite":
+            self.db.execute_native(self._sqlite_merge(), {"now": sqlite_timestamp(now)})
+        else:
+            self.db.execute_native(self._postgres_merge(now))
+        self.rows_written += ips.height
+        self.asn_rows_written += asns.height
+
+    def _stage(self, table: str, frame: pl.DataFrame) -> None:
+        if not frame.height:
+            return
+        columns = ", ".join(frame.columns)
+        values = ", ".join(
+            f"strftime({c}, '{SQLITE_TIME_FORMAT}')"
+            if self.db.dialect == "sqlite" and frame.schema[c] == pl.Datetime("us", "UTC")
+            else c
+            for c in frame.columns
+        )
+        with self.db.duck_errors("staging a chunk"):
+            self.db.duck.register("etl_chunk", frame)
+            try:
+                self.db.duck.execute(
+                    f"INSERT INTO {self.db.table(table)} ({columns}) SELECT {values} FROM etl_chunk"
+                )
+            finally:
+                self.db.duck.unregister("etl_chunk")
+
+    def _sqlite_merge(self) -> list[str]:
+        old = "CASE WHEN json_valid(ip_inventory.enrichment) THEN ip_inventory.enrichment ELSE '{}' END"
+        new = "excluded.enrichment"
+        set_pairs = ", ".join(
+            f"'$.{b}', coalesce(json_extract({new}, '$.{b}'), json_extract({old}, '$.{b}'))"
+            for b in BLOCKS
+        )
+        absent = ", ".join(
+            f"CASE WHEN json_type({new}, '$.{b}') IS NULL AND json_type({old}, '$.{b}') IS NULL "
+            f"THEN '$.{b}' ELSE '$.__etl_absent__' END"
+            for b in BLOCKS
+        )
+        return [
+            f"""INSERT INTO asn_inventory (asn_number, organization_name, organization_country,
+                    rir_registry, first_seen, last_seen, enrichment, created_at, updated_at)
+                SELECT asn_number, organization_name, organization_country, rir_registry,
+                       :now, :now, '{{}}', :now, :now
+                FROM {self.asn_stage} WHERE true
+                ON CONFLICT (asn_number) DO UPDATE SET
+                    organization_name = coalesce(asn_inventory.organization_name,
+                                                 excluded.organization_name),
+                    organization_country = coalesce(asn_inventory.organization_country,
+                                                    excluded.organization_country),
+                    rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
+                    updated_at = excluded.updated_at
+                WHERE (asn_inventory.organization_name IS NULL
+                       AND excluded.organization_name IS NOT NULL)
+                   OR (asn_inventory.organization_country IS NULL
+                       AND excluded.organization_country IS NOT NULL)
+                   OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)""",
+            f"""INSERT INTO ip_inventory (ip_address, current_asn, asn_last_verified, first_seen,
+                    last_seen, session_count, enrichment, enrichment_updated_at,
+                    enrichment_version, created_at, updated_at)
+                SELECT ip_address, current_asn,
+                       CASE WHEN current_asn IS NOT NULL THEN :now END,
+                       coalesce(first_seen, last_seen, :now), coalesce(last_seen, first_seen, :now),
+                       coalesce(session_count, 0), patch,
+                       CASE WHEN touched THEN :now END, '2.2', :now, :now
+                FROM {self.ip_stage} WHERE true
+                ON CONFLICT (ip_address) DO UPDATE SET
+                    current_asn = coalesce(excluded.current_asn, ip_inventory.current_asn),
+                    asn_last_verified = coalesce(excluded.asn_last_verified,
+                                                 ip_inventory.asn_last_verified),
+                    enrichment = json_remove(json_set({old}, {set_pairs}), {absent}),
+                    enrichment_updated_at = coalesce(excluded.enrichment_updated_at,
+                                                     ip_inventory.enrichment_updated_at),
+                    updated_at = excluded.updated_at""",
+            f"DELETE FROM {self.asn_stage}",
+            f"DELETE FROM {self.ip_stage}",
+        ]
+
+    def _postgres_merge(self, now: datetime) -> list[str]:
+        ts = f"'{now.astimezone(UTC).isoformat()}'::timestamptz"
+        return [
+            f"""INSERT INTO public.asn_inventory (asn_number, organization_name,
+                    organization_country, rir_registry, first_seen, last_seen, enrichment,
+                    created_at, updated_at)
+                SELECT asn_number, organization_name, organization_country, rir_registry,
+                       {ts}, {ts}, '{{}}'::json, {ts}, {ts}
+                FROM public.{self.asn_stage}
+                ON CONFLICT (asn_number) DO UPDATE SET
+                    organization_name = coalesce(asn_inventory.organization_name,
+                                                 excluded.organization_name),
+                    organization_country = coalesce(asn_inventory.organization_country,
+                                                    excluded.organization_country),
+                    rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
+                    updated_at = excluded.updated_at
+                WHERE (asn_inventory.organization_name IS NULL
+                       AND excluded.organization_name IS NOT NULL)
+                   OR (asn_inventory.organization_country IS NULL
+                       AND excluded.organization_country IS NOT NULL)
+                   OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)""",
+            f"""INSERT INTO public.ip_inventory (ip_address, current_asn, asn_last_verified,
+                    first_seen, last_seen, session_count, enrichment, enrichment_updated_at,
+                    created_at, updated_at)
+                SELECT ip_address, current_asn,
+                       CASE WHEN current_asn IS NOT NULL THEN {ts} END,
+                       coalesce(first_seen, last_seen, {ts}), coalesce(last_seen, first_seen, {ts}),
+                       coalesce(session_count, 0), patch::jsonb,
+                       CASE WHEN touched = 1 THEN {ts} END, {ts}, {ts}
+                FROM public.{self.ip_stage}
+                ON CONFLICT (ip_address) DO UPDATE SET
+                    current_asn = coalesce(excluded.current_asn, ip_inventory.current_asn),
+                    asn_last_verified = coalesce(excluded.asn_last_verified,
+                                                 ip_inventory.asn_last_verified),
+                    enrichment = ip_inventory.enrichment::jsonb || excluded.enrichment::jsonb,
+                    enrichment_updated_at = coalesce(excluded.enrichment_updated_at,
+                                                     ip_inventory.enrichment_updated_at),
+                    updated_at = excluded.updated_at""",
+            f"TRUNCATE public.{self.asn_stage}, public.{self.ip_stage}",
+        ]

@@ -1,0 +1,127 @@
+"""Run reporting: one object receives events; the summary is what a run returns.
+
+`Reporter` is the hook the pipeline calls (phase started, progress, notes). `LineReporter`
+writes plain, greppable lines; richer listeners (progress bars, status file) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from etl.db.url import redact
+
+STATUSES = ("ok", "not_found", "error", "skipped")
+
+
+@dataclass
+class SourceCounts:
+    """How one source fared in a run."""
+
+    queried: int = 0
+    ok: int = 0
+    not_found: int = 0
+    error: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class RunSummary:
+    """What a refresh did; also written as ``--summary-json``."""
+
+    selected: int = 0
+    new_ips: int = 0
+    bogons: int = 0
+    sources: dict[str, SourceCounts] = field(
+        default_factory=lambda: {s: SourceCounts() for s in ("maxmind", "cymru", "greynoise")}
+    )
+    cymru_batches: int = 0
+    upserted: int = 0
+    asn_upserted: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+    def write_json(self, path: Path, secrets: tuple[str, ...] = ()) -> None:
+        """Write the summary as one JSON object."""
+        path.write_text(redact(json.dumps(self.to_dict(), indent=2), secrets) + "\n")
+
+    def table(self) -> str:
+        """A plain-text summary table for the end of a run."""
+        lines = [
+            f"selected {self.selected} IPs ({self.new_ips} new, {self.bogons} bogon or invalid)",
+            f"{'source':<10} {'queried':>8} " + " ".join(f"{s:>9}" for s in STATUSES),
+        ]
+        for name, counts in self.sources.items():
+            values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
+            lines.append(f"{name:<10} {counts.queried:>8} {values}")
+        written = "would write nothing (dry run)" if self.dry_run else (
+            f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows"
+        )
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
+        lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]
+        return "\n".join(lines)
+
+
+class Reporter(Protocol):
+    """Receives the events of a run."""
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """A phase begins with ``total`` items to do."""
+
+    def advanced(self, phase: str, done: int) -> None:
+        """``done`` more items of the phase are finished."""
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """The phase ended after ``seconds``."""
+
+    def note(self, message: str) -> None:
+        """Something the user should read once."""
+
+
+class LineReporter:
+    """Plain log lines (for cron and pipes); quiet shows notes only."""
+
+    def __init__(
+        self, stream: TextIO | None = None, verbosity: int = 0, secrets: tuple[str, ...] = ()
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.verbosity = verbosity
+        self.secrets = secrets
+        self._done: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+        self._started: dict[str, float] = {}
+
+    def _line(self, text: str) -> None:
+        print(redact(text, self.secrets), file=self.stream, flush=True)
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """Log the start of a phase."""
+        self._done[phase], self._total[phase] = 0, total
+        self._started[phase] = time.monotonic()
+        if self.verbosity >= 0:
+            self._line(f"{phase}: {total} to do")
+
+    def advanced(self, phase: str, done: int) -> None:
+        """Count progress; log it in verbose mode."""
+        self._done[phase] = self._done.get(phase, 0) + done
+        if self.verbosity > 0:
+            self._line(f"{phase}: {self._done[phase]}/{self._total.get(phase, 0)}")
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """Log the end of a phase."""
+        if self.verbosity >= 0:
+            self._line(f"{phase}: done in {seconds:.2f}s")
+
+    def note(self, message: str) -> None:
+        """Log a note (always, even when quiet)."""
+        self._line(message)

@@ -1,0 +1,99 @@
+"""Fixtures: the shared reference data, fresh SQLite files and fresh PostgreSQL databases."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The team's reference data folder (tests that need it skip when it is absent)."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mmdb(shared: Path) -> dict[str, Path]:
+    """MaxMind's official test databases."""
+    folder = shared / "maxmind-test-data"
+    return {
+        "asn": folder / "GeoLite2-ASN-Test.mmdb",
+        "city": folder / "GeoLite2-City-Test.mmdb",
+        "country": folder / "GeoLite2-Country-Test.mmdb",
+        "geoip2_city": folder / "GeoIP2-City-Test.mmdb",
+    }
+
+
+@pytest.fixture(scope="session")
+def mmdb_networks(shared: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """The test databases' source JSON: network -> record, per database."""
+    folder = shared / "maxmind-test-data"
+    result = {}
+    for kind, name in (("asn", "GeoLite2-ASN-Test.json"), ("city", "GeoLite2-City-Test.json")):
+        entries = json.loads((folder / name).read_text())
+        result[kind] = {net: rec for entry in entries for net, rec in entry.items()}
+    return result
+
+
+@pytest.fixture
+def compat_sqlite(tmp_path: Path, shared: Path) -> Path:
+    """A new SQLite file built from cowrieprocessor's reference DDL."""
+    path = tmp_path / "cowrie.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript((shared / "compat" / "cowrieprocessor-sqlite.sql").read_text())
+    con.close()
+    return path
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN, connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    """Whether the PostgreSQL server on 127.0.0.1:5432 answers."""
+    return _pg_available()
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped after the test)."""
+    if not pg_available:
+        pytest.fail("PostgreSQL on 127.0.0.1:5432 is not running (start it; see .ci/run)")
+    import psycopg
+
+    name = f"etl_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def compat_pg(pg_url: str, shared: Path) -> str:
+    """A new PostgreSQL database built from cowrieprocessor's reference DDL."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute((shared / "compat" / "cowrieprocessor-postgres.sql").read_text())  # type: ignore[arg-type]
+    return pg_url
