@@ -109,7 +109,6 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     paths = ", ".join(f"'{p}'" for p in _PATHS)
     only = "AND ip IN (SELECT unnest($only_ips))" if rules.only_ips else ""
     bogon_filter = "" if rules.only_ips else "AND NOT known_bogon"
-    limit = "LIMIT $max_ips" if rules.max_ips is not None else ""
     enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     return f"""
 WITH inventory AS (
@@ -156,7 +155,6 @@ WITH inventory AS (
 SELECT * FROM candidates
 WHERE true {only}
 ORDER BY never_enriched DESC, last_seen DESC NULLS LAST, ip
-{limit}
 """
 
 
@@ -170,12 +168,13 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     params: dict[str, object] = {"now": rules.now, "epoch": rules.maxmind_build_epoch}
     if rules.only_ips:
         params["only_ips"] = list(rules.only_ips)
-    if rules.max_ips is not None:
-        params["max_ips"] = rules.max_ips
     sql = selection_sql(db, rules)
     used = {name: value for name, value in params.items() if f"${name}" in sql}
     with db.duck_errors("selecting stale IPs"):
         frame = db.duck.execute(sql, used).pl()
+    # --ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
+    if rules.max_ips is not None:
+        frame = frame.head(rules.max_ips)
     return frame.cast(SELECTION_SCHEMA)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,37 @@
+# Everything runs from the project's own virtualenv; `make setup` builds it from pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup refresh demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# A real refresh with the settings from the environment (ETL_DB_URL, MAXMIND_DIR, ...).
+refresh: setup
+	mkdir -p data
+	$(BIN)/python -m etl.refresh $(ARGS)
+
+# Until the sample world and simulators land: a refresh of the default database.
+demo: refresh
+
+lint: setup
+	$(BIN)/ruff check etl tests bench
+	$(BIN)/ruff format --check etl tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85
+
+bench: setup
+	$(BIN)/python bench/refresh_scale.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
