@@ -125,7 +125,8 @@ def _locate(tree: MmdbTree, rows: pl.DataFrame, prefix: str) -> pl.DataFrame:
             parts.append(part)
     if not parts:
         return rows.with_columns(
-            pl.lit(0, pl.Int64).alias(f"{prefix}_ptr"), pl.lit(0, pl.Int64).alias(f"{prefix}_prefix")
+            pl.lit(0, pl.Int64).alias(f"{prefix}_ptr"),
+            pl.lit(0, pl.Int64).alias(f"{prefix}_prefix"),
         )
     return pl.concat(parts)
 

@@ -21,8 +21,10 @@ from etl.validation import with_validation
 
 # Sources whose clients are not part of this version: never asked, blocks left as they are.
 UNAVAILABLE = {
-    Source.CYMRU: "Team Cymru lookups are not available in this version: cymru blocks are left as they are",
-    Source.GREYNOISE: "GreyNoise lookups are not available in this version: greynoise blocks are left as they are",
+    Source.CYMRU: "Team Cymru lookups are not available in this version: "
+    "cymru blocks are left as they are",
+    Source.GREYNOISE: "GreyNoise lookups are not available in this version: "
+    "greynoise blocks are left as they are",
 }
 
 
@@ -36,7 +38,9 @@ def _phase(summary: RunSummary, reporter: Reporter, name: str, total: int) -> It
     reporter.phase_finished(name, seconds)
 
 
-def _active_sources(config: RefreshConfig, maxmind: MaxMindDatabases, reporter: Reporter) -> set[Source]:
+def _active_sources(
+    config: RefreshConfig, maxmind: MaxMindDatabases, reporter: Reporter
+) -> set[Source]:
     active = {source for source in Source if config.enabled(source)}
     if Source.GREYNOISE not in config.skip and not config.greynoise_api_key:
         reporter.note("GreyNoise skipped: set GREYNOISE_API_KEY to enable it")

@@ -1,4 +1,4 @@
-"""``python -m etl.refresh``: parse options into a `RefreshConfig`, run it, map errors to exit codes."""
+"""``python -m etl.refresh``: options into a `RefreshConfig`, run it, errors to exit codes."""
 
 from __future__ import annotations
 
@@ -15,23 +15,22 @@ from etl.errors import EtlError, UsageError
 from etl.pipeline import refresh
 from etl.report import LineReporter
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=False,
-    rich_markup_mode=None,
-    help="Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.",
-    epilog=(
-        "Examples:\n\n"
-        "  python -m etl.refresh --ips 10000\n\n"
-        "  python -m etl.refresh --db postgresql://etl@db:5432/cowrie --skip greynoise\n\n"
-        "  python -m etl.refresh --ip 203.0.113.9 --dry-run"
-    ),
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+EXAMPLES = (
+    "Examples:\n\n"
+    "  python -m etl.refresh --ips 10000\n\n"
+    "  python -m etl.refresh --db postgresql://etl@db:5432/cowrie --skip greynoise\n\n"
+    "  python -m etl.refresh --ip 198.51.100.9 --dry-run"
 )
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="sqlite:///path.db or postgresql://user:pass@host:port/db "
-                 "[env ETL_DB_URL; default sqlite:///data/honeypot.sqlite]"),
+    typer.Option(
+        "--db",
+        help="sqlite:///path.db or postgresql://user:pass@host:port/db "
+        "[env ETL_DB_URL; default sqlite:///data/honeypot.sqlite]",
+    ),
 ]
 PathOption = Annotated[Path | None, typer.Option(dir_okay=False)]
 
@@ -49,41 +48,76 @@ _NOT_YET = {
 }
 
 
-@app.command()
+@app.command(epilog=EXAMPLES)
 def main(
     db: DbOption = None,
-    ips: Annotated[int | None, typer.Option("--ips", help="Refresh at most N IPs "
-                   "(never-enriched first, then most recently seen).")] = None,
-    ip: Annotated[list[str] | None, typer.Option("--ip", help="Refresh this address now, "
-                  "stale or not (repeatable).")] = None,
-    maxmind_dir: Annotated[Path | None, typer.Option(help="Folder with GeoLite2-ASN.mmdb and "
-                           "GeoLite2-City.mmdb [env MAXMIND_DIR; default data/maxmind].")] = None,
+    ips: Annotated[
+        int | None,
+        typer.Option(
+            "--ips", help="Refresh at most N IPs (never-enriched first, then most recently seen)."
+        ),
+    ] = None,
+    ip: Annotated[
+        list[str] | None,
+        typer.Option("--ip", help="Refresh this address now, stale or not (repeatable)."),
+    ] = None,
+    maxmind_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with GeoLite2-ASN.mmdb and "
+            "GeoLite2-City.mmdb [env MAXMIND_DIR; default data/maxmind]."
+        ),
+    ] = None,
     maxmind_asn: Annotated[Path | None, typer.Option(help="GeoLite2-ASN .mmdb file.")] = None,
-    maxmind_city: Annotated[Path | None, typer.Option(help="GeoLite2-City or GeoIP2-City .mmdb file.")] = None,
-    skip: Annotated[list[Source] | None, typer.Option("--skip", help="Do not ask this source "
-                    "(repeatable); its blocks stay as they are.")] = None,
+    maxmind_city: Annotated[
+        Path | None, typer.Option(help="GeoLite2-City or GeoIP2-City .mmdb file.")
+    ] = None,
+    skip: Annotated[
+        list[Source] | None,
+        typer.Option(
+            "--skip", help="Do not ask this source (repeatable); its blocks stay as they are."
+        ),
+    ] = None,
     commit_every: Annotated[int, typer.Option(help="Rows per committed chunk.")] = 5000,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Select and report; contact no "
-                       "service, write nothing.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Select and report; contact no service, write nothing."),
+    ] = False,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Write the run summary as JSON here.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only notes and errors.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Progress of every chunk.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Progress of every chunk.")
+    ] = False,
     cymru: Annotated[str | None, typer.Option(help="Team Cymru whois HOST:PORT.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="IPs per Cymru session.")] = None,
     greynoise_url: Annotated[str | None, typer.Option(help="GreyNoise API base URL.")] = None,
     greynoise_mode: Annotated[str | None, typer.Option(help="community or enterprise.")] = None,
-    greynoise_rate: Annotated[float | None, typer.Option(help="GreyNoise requests per second.")] = None,
-    greynoise_budget: Annotated[int | None, typer.Option(help="GreyNoise requests per run.")] = None,
+    greynoise_rate: Annotated[
+        float | None, typer.Option(help="GreyNoise requests per second.")
+    ] = None,
+    greynoise_budget: Annotated[
+        int | None, typer.Option(help="GreyNoise requests per run.")
+    ] = None,
     status_file: Annotated[Path | None, typer.Option(help="JSON progress file.")] = None,
     metrics_file: Annotated[Path | None, typer.Option(help="Prometheus textfile.")] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="etl.toml file.")] = None,
 ) -> None:
-    """Refresh stale IP enrichment in place; exit 0 done, 1 aborted, 2 bad usage."""
+    """Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.
+
+    Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage.
+    """
     given = {
-        "--cymru": cymru, "--batch-size": batch_size, "--greynoise-url": greynoise_url,
-        "--greynoise-mode": greynoise_mode, "--greynoise-rate": greynoise_rate,
-        "--greynoise-budget": greynoise_budget, "--status-file": status_file,
-        "--metrics-file": metrics_file, "--config": config_file,
+        "--cymru": cymru,
+        "--batch-size": batch_size,
+        "--greynoise-url": greynoise_url,
+        "--greynoise-mode": greynoise_mode,
+        "--greynoise-rate": greynoise_rate,
+        "--greynoise-budget": greynoise_budget,
+        "--status-file": status_file,
+        "--metrics-file": metrics_file,
+        "--config": config_file,
     }
     secrets: tuple[str, ...] = ()
     try:

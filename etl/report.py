@@ -64,8 +64,12 @@ class RunSummary:
         for name, counts in self.sources.items():
             values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
             lines.append(f"{name:<10} {counts.queried:>8} {values}")
-        written = "would write nothing (dry run)" if self.dry_run else (
-            f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows"
+        written = (
+            "would write nothing (dry run)"
+            if self.dry_run
+            else (
+                f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows"
+            )
         )
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
         lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]

@@ -67,11 +67,18 @@ def test_documented_answers(databases: MaxMindDatabases, address: str) -> None:
 def test_location_fields(databases: MaxMindDatabases) -> None:
     block = lookup(databases, ["89.160.20.115"])["89.160.20.115"]
     assert block is not None
-    assert (block["latitude"], block["longitude"], block["accuracy_radius"]) == (58.4167, 15.6167, 76)
+    assert (block["latitude"], block["longitude"], block["accuracy_radius"]) == (
+        58.4167,
+        15.6167,
+        76,
+    )
     no_country = lookup(databases, ["2a02:d500::1"])["2a02:d500::1"]
     assert no_country is not None
     assert (no_country["latitude"], no_country["longitude"], no_country["accuracy_radius"]) == (
-        48.69096, 9.14062, 100)
+        48.69096,
+        9.14062,
+        100,
+    )
 
 
 def test_miss_is_not_found_and_bogons_are_never_looked_up(databases: MaxMindDatabases) -> None:
@@ -92,7 +99,9 @@ def test_rows_not_stale_are_left_alone(databases: MaxMindDatabases) -> None:
     assert out["ip"].to_list() == ["1.0.0.1", "89.160.20.115"]
 
 
-def _oracle(networks: dict[str, dict[str, Any]], address: str) -> tuple[dict[str, Any] | None, str | None]:
+def _oracle(
+    networks: dict[str, dict[str, Any]], address: str
+) -> tuple[dict[str, Any] | None, str | None]:
     """Longest-prefix match over the JSON source: the independent expectation."""
     ip = ipaddress.ip_address(address)
     best: tuple[int, str] | None = None
@@ -121,7 +130,9 @@ def test_vectorized_join_equals_json_longest_prefix(
     merges adjacent networks with equal records, so the JSON's CIDR is not always the answer)."""
     rng = random.Random(seed)
     asn_nets, city_nets = mmdb_networks["asn"], mmdb_networks["city"]
-    addresses = sorted(set(_addresses_near(asn_nets, rng, 40) + _addresses_near(city_nets, rng, 40)))
+    addresses = sorted(
+        set(_addresses_near(asn_nets, rng, 40) + _addresses_near(city_nets, rng, 40))
+    )
     addresses = [a for a in addresses if ipaddress.ip_address(a).is_global]
     result = lookup(databases, addresses)
     for address in addresses:
@@ -148,7 +159,7 @@ def test_named_file_missing_or_not_mmdb(tmp_path: Path, mmdb: dict[str, Path]) -
     junk.write_bytes(b"definitely not a maxmind database" * 10)
     with pytest.raises(MaxMindError, match="not a readable MaxMind DB"):
         open_maxmind(RefreshConfig(maxmind_city=junk))
-    with pytest.raises(MaxMindError, match="not a ASN one|not a ASN"):
+    with pytest.raises(MaxMindError, match=r"not a ASN one"):
         open_maxmind(RefreshConfig(maxmind_asn=mmdb["city"]))
 
 

@@ -15,7 +15,10 @@ from etl.validation import _IPV4_BOGONS, ipv6_reason, with_validation
 
 def classify(values: list[str]) -> dict[str, tuple[bool, str | None]]:
     out = with_validation(pl.DataFrame({"ip": values}, schema={"ip": pl.String}))
-    return {ip: (bogon, reason) for ip, bogon, reason in out.select("ip", "is_bogon", "bogon_reason").iter_rows()}
+    return {
+        ip: (bogon, reason)
+        for ip, bogon, reason in out.select("ip", "is_bogon", "bogon_reason").iter_rows()
+    }
 
 
 def reference_ipv4(text: str) -> str | None:
@@ -106,7 +109,9 @@ def test_ipv6_in_any_textual_form(addresses: list[ipaddress.IPv6Address]) -> Non
 
 @settings(max_examples=200, deadline=None)
 @given(st.ip_addresses())
-def test_not_global_is_always_a_bogon(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_not_global_is_always_a_bogon(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
     """Whatever the stdlib says is not globally routable is never sent anywhere."""
     if not address.is_global or address.is_multicast:
         assert classify([str(address)])[str(address)][0]

@@ -15,16 +15,37 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 GARBAGE = (" 8.8.8.8 ", "", "999.1.1.1", "1.2.3.4/24", "not-an-ip", "01.2.3.4")
-BOGONS = ("10.1.2.3", "192.168.7.7", "127.0.0.1", "169.254.3.3", "100.64.0.9", "224.0.0.5",
-          "0.0.0.0", "192.0.2.10", "240.1.1.1", "fe80::1", "::1", "2001:db8::5", "fd00::7")
+BOGONS = (
+    "10.1.2.3",
+    "192.168.7.7",
+    "127.0.0.1",
+    "169.254.3.3",
+    "100.64.0.9",
+    "224.0.0.5",
+    "0.0.0.0",
+    "192.0.2.10",
+    "240.1.1.1",
+    "fe80::1",
+    "::1",
+    "2001:db8::5",
+    "fd00::7",
+)
 LEGACY_BLOCKS = {
     "dshield": {"ip": {"number": "x", "count": 3, "ascountry": "CN", "as": 4837}},
     "spur": ["CHINA UNICOM", [], "", ["DATACENTER"]],
     "urlhaus": "",
     "password_stats": {"total_attempts": 3, "breached": True},
 }
-STATES = ("missing", "never", "legacy", "stale_maxmind", "fresh", "maxmind_error",
-          "old_epoch", "fresh_no_asn")
+STATES = (
+    "missing",
+    "never",
+    "legacy",
+    "stale_maxmind",
+    "fresh",
+    "maxmind_error",
+    "old_epoch",
+    "fresh_no_asn",
+)
 
 
 def sqlite_text(moment: datetime) -> str:
@@ -42,11 +63,23 @@ class World:
     inventory: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _maxmind_block(cached_at: datetime, epoch: int, asn: int | None, status: str = "ok") -> dict[str, Any]:
-    return {"country": "SE", "country_name": "Sweden", "city": "Old", "latitude": 1.0,
-            "longitude": 2.0, "accuracy_radius": 5, "asn": asn, "asn_org": "Old Org",
-            "network": "1.0.0.0/8", "db_build_epoch": epoch, "status": status,
-            "cached_at": cached_at.isoformat()}
+def _maxmind_block(
+    cached_at: datetime, epoch: int, asn: int | None, status: str = "ok"
+) -> dict[str, Any]:
+    return {
+        "country": "SE",
+        "country_name": "Sweden",
+        "city": "Old",
+        "latitude": 1.0,
+        "longitude": 2.0,
+        "accuracy_radius": 5,
+        "asn": asn,
+        "asn_org": "Old Org",
+        "network": "1.0.0.0/8",
+        "db_build_epoch": epoch,
+        "status": status,
+        "cached_at": cached_at.isoformat(),
+    }
 
 
 def _addresses(rng: random.Random, count: int, networks: list[str]) -> list[str]:
@@ -65,8 +98,14 @@ def _addresses(rng: random.Random, count: int, networks: list[str]) -> list[str]
     return sorted(seen)
 
 
-def plan_world(count: int, seed: int = 7, networks: list[str] | None = None, epoch: int = 1770245369,
-               allow_missing: bool = True, now: datetime | None = None) -> World:
+def plan_world(
+    count: int,
+    seed: int = 7,
+    networks: list[str] | None = None,
+    epoch: int = 1770245369,
+    allow_missing: bool = True,
+    now: datetime | None = None,
+) -> World:
     """Decide every IP's state and rows (no database access)."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
@@ -90,27 +129,43 @@ def plan_world(count: int, seed: int = 7, networks: list[str] | None = None, epo
         elif state == "legacy":
             enrichment, updated = dict(LEGACY_BLOCKS), None
         elif state == "stale_maxmind":
-            enrichment = {"maxmind": _maxmind_block(now - timedelta(days=30), epoch, 64500),
-                          "dshield": LEGACY_BLOCKS["dshield"]}
+            enrichment = {
+                "maxmind": _maxmind_block(now - timedelta(days=30), epoch, 64500),
+                "dshield": LEGACY_BLOCKS["dshield"],
+            }
         elif state == "fresh":
-            enrichment = {"maxmind": _maxmind_block(now - timedelta(days=1), epoch, 64501),
-                          "spur": LEGACY_BLOCKS["spur"]}
+            enrichment = {
+                "maxmind": _maxmind_block(now - timedelta(days=1), epoch, 64501),
+                "spur": LEGACY_BLOCKS["spur"],
+            }
             current_asn = 64501
         elif state == "maxmind_error":
             enrichment = {"maxmind": _maxmind_block(now - timedelta(hours=2), epoch, None, "error")}
         elif state == "old_epoch":
             enrichment = {"maxmind": _maxmind_block(now - timedelta(days=1), epoch - 86400, 64502)}
         elif state == "fresh_no_asn":
-            enrichment = {"maxmind": _maxmind_block(now - timedelta(days=2), epoch, None),
-                          "cymru": {"asn": 64503, "status": "ok",
-                                    "cached_at": (now - timedelta(days=3)).isoformat()}}
+            enrichment = {
+                "maxmind": _maxmind_block(now - timedelta(days=2), epoch, None),
+                "cymru": {
+                    "asn": 64503,
+                    "status": "ok",
+                    "cached_at": (now - timedelta(days=3)).isoformat(),
+                },
+            }
             current_asn = 64503
-        world.inventory.append({
-            "ip_address": address, "current_asn": current_asn, "first_seen": first_seen,
-            "last_seen": last_seen, "session_count": world.sessions[address],
-            "enrichment": enrichment, "enrichment_updated_at": updated,
-            "created_at": first_seen, "updated_at": updated or first_seen,
-        })
+        world.inventory.append(
+            {
+                "ip_address": address,
+                "current_asn": current_asn,
+                "first_seen": first_seen,
+                "last_seen": last_seen,
+                "session_count": world.sessions[address],
+                "enrichment": enrichment,
+                "enrichment_updated_at": updated,
+                "created_at": first_seen,
+                "updated_at": updated or first_seen,
+            }
+        )
     return world
 
 
@@ -135,16 +190,35 @@ def load_sqlite(path: str, world: World) -> None:
         con.executemany(
             "INSERT INTO asn_inventory (asn_number, organization_name, first_seen, last_seen, "
             "enrichment, created_at, updated_at) VALUES (?, ?, ?, ?, '{}', ?, ?)",
-            [(a, f"AS{a} Org", sqlite_text(world.now), sqlite_text(world.now),
-              sqlite_text(world.now), sqlite_text(world.now)) for a in ASNS],
+            [
+                (
+                    a,
+                    f"AS{a} Org",
+                    sqlite_text(world.now),
+                    sqlite_text(world.now),
+                    sqlite_text(world.now),
+                    sqlite_text(world.now),
+                )
+                for a in ASNS
+            ],
         )
         con.executemany(
             "INSERT INTO ip_inventory (ip_address, current_asn, first_seen, last_seen, session_count,"
             " enrichment, enrichment_updated_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(r["ip_address"], r["current_asn"], sqlite_text(r["first_seen"]),
-              sqlite_text(r["last_seen"]), r["session_count"], json.dumps(r["enrichment"]),
-              sqlite_text(r["enrichment_updated_at"]) if r["enrichment_updated_at"] else None,
-              sqlite_text(r["created_at"]), sqlite_text(r["updated_at"])) for r in world.inventory],
+            [
+                (
+                    r["ip_address"],
+                    r["current_asn"],
+                    sqlite_text(r["first_seen"]),
+                    sqlite_text(r["last_seen"]),
+                    r["session_count"],
+                    json.dumps(r["enrichment"]),
+                    sqlite_text(r["enrichment_updated_at"]) if r["enrichment_updated_at"] else None,
+                    sqlite_text(r["created_at"]),
+                    sqlite_text(r["updated_at"]),
+                )
+                for r in world.inventory
+            ],
         )
         con.executemany(
             "INSERT INTO session_summaries (session_id, source_ip, first_event_at, last_event_at) "
@@ -169,9 +243,19 @@ def load_postgres(dsn: str, world: World) -> None:
             "enrichment, enrichment_updated_at, created_at, updated_at) FROM STDIN"
         ) as copy:
             for r in world.inventory:
-                copy.write_row((r["ip_address"], r["current_asn"], r["first_seen"], r["last_seen"],
-                                r["session_count"], json.dumps(r["enrichment"]),
-                                r["enrichment_updated_at"], r["created_at"], r["updated_at"]))
+                copy.write_row(
+                    (
+                        r["ip_address"],
+                        r["current_asn"],
+                        r["first_seen"],
+                        r["last_seen"],
+                        r["session_count"],
+                        json.dumps(r["enrichment"]),
+                        r["enrichment_updated_at"],
+                        r["created_at"],
+                        r["updated_at"],
+                    )
+                )
         with cur.copy(
             "COPY session_summaries (session_id, source_ip, first_event_at, last_event_at) FROM STDIN"
         ) as copy:

@@ -120,7 +120,9 @@ class Database:
     def _redact(self, text: str) -> str:
         return redact(text, self.url.secrets())
 
-    def execute_native(self, statements: Sequence[str], params: dict[str, Any] | None = None) -> None:
+    def execute_native(
+        self, statements: Sequence[str], params: dict[str, Any] | None = None
+    ) -> None:
         """Run statements inside the target database as one transaction."""
         try:
             if self.dialect == "sqlite":

@@ -88,7 +88,8 @@ def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
     )
     cymru = (
         f"({cy_cached} IS NULL OR {cy_status} = 'error'"
-        f" OR ({cy_status} = 'not_found' AND {cy_cached} < $now - {_interval(fresh.cymru_not_found)})"
+        f" OR ({cy_status} = 'not_found'"
+        f"     AND {cy_cached} < $now - {_interval(fresh.cymru_not_found)})"
         f" OR {cy_cached} < $now - {_interval(fresh.cymru_ok)})"
     )
     greynoise = (

@@ -73,7 +73,10 @@ class ChunkWriter:
         self.asn_stage = f"_etl_stage_asn_{tag}"
         self.rows_written = 0
         self.asn_rows_written = 0
-        for name, columns in ((self.ip_stage, IP_STAGE_COLUMNS), (self.asn_stage, ASN_STAGE_COLUMNS)):
+        for name, columns in (
+            (self.ip_stage, IP_STAGE_COLUMNS),
+            (self.asn_stage, ASN_STAGE_COLUMNS),
+        ):
             self._create_stage(name, columns)
 
     def _create_stage(self, name: str, columns: dict[str, str]) -> None:
@@ -120,7 +123,10 @@ class ChunkWriter:
                 self.db.duck.unregister("etl_chunk")
 
     def _sqlite_merge(self) -> list[str]:
-        old = "CASE WHEN json_valid(ip_inventory.enrichment) THEN ip_inventory.enrichment ELSE '{}' END"
+        old = (
+            "CASE WHEN json_valid(ip_inventory.enrichment) "
+            "THEN ip_inventory.enrichment ELSE '{}' END"
+        )
         new = "excluded.enrichment"
         set_pairs = ", ".join(
             f"'$.{b}', coalesce(json_extract({new}, '$.{b}'), json_extract({old}, '$.{b}'))"

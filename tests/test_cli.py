@@ -1,0 +1,142 @@
+"""``python -m etl.refresh``: options, one-line errors, exit codes, no secrets in output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from etl.db.url import parse_database_url, redact
+from etl.errors import UsageError
+from etl.refresh import app
+from tests.world import load_sqlite, plan_world
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"GREYNOISE_API_KEY": "", "ETL_DB_URL": ""})
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "mysql://x/y"], "scheme 'mysql' is not supported"),
+        (["--db", "honeypot.sqlite"], "is not a database URL"),
+        (["--db", "sqlite://relative.db"], "needs three slashes"),
+        (["--db", "sqlite:////no/such/folder/x.db"], "the folder '/no/such/folder' does not exist"),
+        (["--db", "postgresql://u:pw@127.0.0.1:99999/db"], "malformed"),
+        (["--db", "postgresql://127.0.0.1:5432"], "needs a database name"),
+        (["--ips", "0"], "--ips must be a positive number, got 0"),
+        (["--ips", "-5"], "--ips must be a positive number, got -5"),
+        (["--commit-every", "0"], "--commit-every must be a positive number"),
+        (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
+        (["--cymru", "127.0.0.1:43"], "--cymru: the Team Cymru client is not available"),
+        (["--status-file", "s.json"], "--status-file: the status file is not available"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    code, output = (
+        run("--db", f"sqlite:///{tmp_path}/x.db", *args) if args[0] != "--db" else run(*args)
+    )
+    assert code == 2, output
+    assert message in output
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_not_an_mmdb_file(tmp_path: Path) -> None:
+    junk = tmp_path / "GeoLite2-City.mmdb"
+    junk.write_text("hello")
+    code, output = run("--db", f"sqlite:///{tmp_path}/x.db", "--maxmind-city", str(junk))
+    assert code == 2
+    assert "not a readable MaxMind DB" in output
+
+
+def test_unreachable_postgres_is_one_line_without_password() -> None:
+    code, output = run("--db", "postgresql://etl:s3cr3t-pw@127.0.0.1:1/cowrie", "--skip", "maxmind")
+    assert code == 1
+    assert "cannot connect to PostgreSQL postgresql://etl:***@127.0.0.1:1/cowrie" in output
+    assert "s3cr3t-pw" not in output
+    assert "Traceback" not in output
+
+
+def test_a_full_run_with_summary_json(
+    tmp_path: Path, mmdb: dict[str, Path], compat_sqlite: Path
+) -> None:
+    load_sqlite(str(compat_sqlite), plan_world(200, networks=["89.160.0.0/17"]))
+    summary = tmp_path / "summary.json"
+    code, output = run(
+        "--db",
+        f"sqlite:///{compat_sqlite}",
+        "--maxmind-asn",
+        str(mmdb["asn"]),
+        "--maxmind-city",
+        str(mmdb["city"]),
+        "--skip",
+        "cymru",
+        "--skip",
+        "greynoise",
+        "--ips",
+        "50",
+        "--summary-json",
+        str(summary),
+    )
+    assert code == 0, output
+    data = json.loads(summary.read_text())
+    assert data["selected"] == 50
+    assert data["upserted"] == 50
+    assert data["sources"]["maxmind"]["queried"] + data["bogons"] == 50
+    assert set(data["phase_seconds"]) == {"select", "validate", "maxmind", "write"}
+    assert "selected 50 IPs" in output
+
+
+def test_help_reads_well() -> None:
+    code, output = run("--help")
+    assert code == 0
+    for option in (
+        "--db",
+        "--ips",
+        "--ip",
+        "--skip",
+        "--dry-run",
+        "--summary-json",
+        "--maxmind-dir",
+    ):
+        assert option in output
+    assert "Examples" in output
+
+
+def test_module_entry_point_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "etl.refresh", "--ips", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --ips must be a positive number, got 0"
+
+
+def test_url_parsing_and_redaction(tmp_path: Path) -> None:
+    url = parse_database_url("postgresql://u:p%40ss@db.example:6543/cowrie")
+    assert url.dialect == "postgres"
+    assert url.password == "p@ss"
+    assert "p%40ss" not in str(url) and "p@ss" not in str(url)
+    assert parse_database_url("postgres://u@h/db").libpq_url == "postgresql://u@h/db"
+    sqlite = parse_database_url(f"sqlite:///{tmp_path}/a.db")
+    assert sqlite.sqlite_path == tmp_path / "a.db"
+    with pytest.raises(UsageError, match="is a folder"):
+        parse_database_url(f"sqlite:///{tmp_path}")
+    assert (
+        redact("see postgresql://a:b@c/d and key K1", ("K1",))
+        == "see postgresql://a:***@c/d and key ***"
+    )

@@ -1,0 +1,217 @@
+"""Write path merge rules, property-based, on a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etl.db.database import Database
+from etl.db.url import parse_database_url
+from etl.db.write import BLOCKS, ChunkWriter, enrichment_patch, sqlite_timestamp
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
+OLD = NOW - timedelta(days=40)
+
+# PostgreSQL jsonb cannot hold U+0000; no source of ours produces it.
+text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]), max_size=12)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    text,
+    st.floats(-1e6, 1e6, allow_nan=False, width=32),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(text, inner, max_size=3)),
+    max_leaves=6,
+)
+foreign_keys = st.sampled_from(
+    ["dshield", "spur", "urlhaus", "password_stats", "ip_classification", "x y"]
+)
+# Keys read by PostgreSQL generated columns (country, noise, is_bogon) are typed; see test_refresh_e2e.
+blocks = st.dictionaries(
+    st.sampled_from(["asn", "status", "cached_at", "weird key"]), json_values, max_size=4
+)
+existing = st.fixed_dictionaries(
+    {},
+    optional={
+        **{k: json_values for k in ("dshield", "spur", "urlhaus", "password_stats")},
+        **{b: blocks for b in BLOCKS},
+    },
+)
+new_blocks = st.fixed_dictionaries({}, optional={b: blocks for b in BLOCKS})
+ADDRESSES = [f"198.18.{i}.1" for i in range(8)]
+case = st.lists(
+    st.tuples(
+        st.booleans(), existing, new_blocks, st.one_of(st.none(), st.integers(1, 3)), st.booleans()
+    ),
+    min_size=1,
+    max_size=len(ADDRESSES),
+)
+
+
+def expected_enrichment(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The merge rule: blocks of this run replace whole blocks; every other key is kept."""
+    merged = dict(old or {})
+    merged.update(new)
+    return merged
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    db = Database(parse_database_url(f"sqlite:///{tmp_path / 'w.sqlite'}"))
+    db.ensure_schema()
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[Database]:
+    db = Database(parse_database_url(pg_url))
+    db.ensure_schema()
+    yield db
+    db.close()
+
+
+def _seed(db: Database, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    asn = (
+        "INSERT INTO asn_inventory (asn_number, organization_name, first_seen, last_seen, enrichment, "
+        "created_at, updated_at) VALUES ({n}, NULL, {t}, {t}, '{{}}', {t}, {t}) ON CONFLICT DO NOTHING"
+    )
+    t = (
+        f"'{sqlite_timestamp(OLD)}'"
+        if db.dialect == "sqlite"
+        else f"'{OLD.isoformat()}'::timestamptz"
+    )
+    statements = [asn.format(n=n, t=t) for n in (1, 2, 3)]
+    statements += ["DELETE FROM ip_inventory"]
+    for address, enrichment in rows:
+        text = json.dumps(enrichment).replace("'", "''")
+        statements.append(
+            "INSERT INTO ip_inventory (ip_address, current_asn, asn_last_verified, first_seen, last_seen, "
+            f"session_count, enrichment, enrichment_updated_at, created_at, updated_at) VALUES "
+            f"('{address}', 1, {t}, {t}, {t}, 7, '{text}', {t}, {t}, {t})"
+        )
+    db.execute_native(statements)
+
+
+def _read(db: Database) -> dict[str, dict[str, Any]]:
+    rows = db.query_native(
+        "SELECT ip_address, current_asn, session_count, CAST(enrichment AS TEXT), "
+        "CAST(first_seen AS TEXT), CAST(enrichment_updated_at AS TEXT) FROM ip_inventory"
+    )
+    return {
+        r[0]: {
+            "current_asn": r[1],
+            "session_count": r[2],
+            "enrichment": json.loads(r[3]),
+            "first_seen": r[4],
+            "updated": r[5],
+        }
+        for r in rows
+    }
+
+
+def check_merge(
+    db: Database, rows: list[tuple[bool, dict[str, Any], dict[str, Any], int | None, bool]]
+) -> None:
+    seeded = [(ADDRESSES[i], old) for i, (exists, old, *_rest) in enumerate(rows) if exists]
+    _seed(db, seeded)
+    before = _read(db)
+    chunk = pl.DataFrame(
+        {
+            "ip_address": ADDRESSES[: len(rows)],
+            "current_asn": [asn for *_x, asn, _t in rows],
+            "first_seen": [OLD - timedelta(days=3)] * len(rows),
+            "last_seen": [OLD] * len(rows),
+            "session_count": [2] * len(rows),
+            "touched": [int(t) for *_x, t in rows],
+            **{
+                b: [json.dumps(new[b]) if b in new else None for _e, _o, new, _a, _t in rows]
+                for b in BLOCKS
+            },
+        },
+        schema_overrides={
+            "current_asn": pl.Int64,
+            "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC"),
+            **{b: pl.String for b in BLOCKS},
+        },
+    )
+    chunk = chunk.with_columns(enrichment_patch(chunk).alias("patch"))
+    asns = pl.DataFrame(
+        {
+            "asn_number": [1, 2, 3],
+            "organization_name": ["one", "two", "x'); DROP TABLE ip_inventory;--"],
+            "organization_country": [None, "GB", None],
+            "rir_registry": [None, "ripencc", None],
+        },
+        schema_overrides={"organization_country": pl.String, "rir_registry": pl.String},
+    )
+    writer = ChunkWriter(db)
+    try:
+        writer.write(chunk, asns, NOW)
+    finally:
+        writer.close()
+    after = _read(db)
+    for index, (exists, old, new, asn, touched) in enumerate(rows):
+        address = ADDRESSES[index]
+        row = after[address]
+        assert row["enrichment"] == expected_enrichment(old if exists else None, new), address
+        assert row["current_asn"] == (asn if asn is not None else (1 if exists else None))
+        assert row["session_count"] == (7 if exists else 2)
+        if exists:
+            assert row["first_seen"] == before[address]["first_seen"]
+            if not touched:
+                assert row["updated"] == before[address]["updated"]
+        assert (row["updated"] is not None) == (touched or exists)
+    names = dict(db.query_native("SELECT asn_number, organization_name FROM asn_inventory"))
+    assert names[3] == "x'); DROP TABLE ip_inventory;--"
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case)
+def test_sqlite_merge_rules(sqlite_db: Database, rows: Any) -> None:
+    check_merge(sqlite_db, rows)
+
+
+@pytest.mark.postgres
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case)
+def test_postgres_merge_rules(pg_db: Database, rows: Any) -> None:
+    check_merge(pg_db, rows)
+
+
+def test_sqlite_timestamps_in_cowrieprocessor_text_form(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    check_merge(sqlite_db, [(False, {}, {"validation": {"is_bogon": False}}, 2, True)])
+    con = sqlite3.connect(tmp_path / "w.sqlite")
+    row = con.execute(
+        "SELECT first_seen, last_seen, enrichment_updated_at, asn_last_verified, created_at "
+        "FROM ip_inventory"
+    ).fetchone()
+    assert (
+        row
+        == (sqlite_timestamp(OLD - timedelta(days=3)), sqlite_timestamp(OLD))
+        + (sqlite_timestamp(NOW),) * 3
+    )
+    assert sqlite_timestamp(NOW) == "2026-11-28 12:00:00.123456"
+    leftovers = con.execute(
+        "SELECT name FROM sqlite_master WHERE name LIKE '_etl_stage%'"
+    ).fetchall()
+    assert leftovers == []
