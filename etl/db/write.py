@@ -138,23 +138,7 @@ class ChunkWriter:
             for b in BLOCKS
         )
         return [
-            f"""INSERT INTO asn_inventory (asn_number, organization_name, organization_country,
-                    rir_registry, first_seen, last_seen, enrichment, created_at, updated_at)
-                SELECT asn_number, organization_name, organization_country, rir_registry,
-                       :now, :now, '{{}}', :now, :now
-                FROM {self.asn_stage} WHERE true
-                ON CONFLICT (asn_number) DO UPDATE SET
-                    organization_name = coalesce(asn_inventory.organization_name,
-                                                 excluded.organization_name),
-                    organization_country = coalesce(asn_inventory.organization_country,
-                                                    excluded.organization_country),
-                    rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
-                    updated_at = excluded.updated_at
-                WHERE (asn_inventory.organization_name IS NULL
-                       AND excluded.organization_name IS NOT NULL)
-                   OR (asn_inventory.organization_country IS NULL
-                       AND excluded.organization_country IS NOT NULL)
-                   OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)""",
+            _asn_upsert("asn_inventory", self.asn_stage, ":now", "'{}'"),
             f"""INSERT INTO ip_inventory (ip_address, current_asn, asn_last_verified, first_seen,
                     last_seen, session_count, enrichment, enrichment_updated_at,
                     enrichment_version, created_at, updated_at)
@@ -179,24 +163,7 @@ class ChunkWriter:
     def _postgres_merge(self, now: datetime) -> list[str]:
         ts = f"'{now.astimezone(UTC).isoformat()}'::timestamptz"
         return [
-            f"""INSERT INTO public.asn_inventory (asn_number, organization_name,
-                    organization_country, rir_registry, first_seen, last_seen, enrichment,
-                    created_at, updated_at)
-                SELECT asn_number, organization_name, organization_country, rir_registry,
-                       {ts}, {ts}, '{{}}'::json, {ts}, {ts}
-                FROM public.{self.asn_stage}
-                ON CONFLICT (asn_number) DO UPDATE SET
-                    organization_name = coalesce(asn_inventory.organization_name,
-                                                 excluded.organization_name),
-                    organization_country = coalesce(asn_inventory.organization_country,
-                                                    excluded.organization_country),
-                    rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
-                    updated_at = excluded.updated_at
-                WHERE (asn_inventory.organization_name IS NULL
-                       AND excluded.organization_name IS NOT NULL)
-                   OR (asn_inventory.organization_country IS NULL
-                       AND excluded.organization_country IS NOT NULL)
-                   OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)""",
+            _asn_upsert("public.asn_inventory", f"public.{self.asn_stage}", ts, "'{}'::json"),
             f"""INSERT INTO public.ip_inventory (ip_address, current_asn, asn_last_verified,
                     first_seen, last_seen, session_count, enrichment, enrichment_updated_at,
                     created_at, updated_at)
@@ -216,3 +183,24 @@ class ChunkWriter:
                     updated_at = excluded.updated_at""",
             f"TRUNCATE public.{self.asn_stage}, public.{self.ip_stage}",
         ]
+
+
+def _asn_upsert(table: str, stage: str, now: str, empty_json: str) -> str:
+    """Insert new ASNs; for known ones only fill organization fields that are still NULL."""
+    return f"""INSERT INTO {table} AS asn_inventory (asn_number, organization_name,
+            organization_country, rir_registry, first_seen, last_seen, enrichment,
+            created_at, updated_at)
+        SELECT asn_number, organization_name, organization_country, rir_registry,
+               {now}, {now}, {empty_json}, {now}, {now}
+        FROM {stage} WHERE true
+        ON CONFLICT (asn_number) DO UPDATE SET
+            organization_name = coalesce(asn_inventory.organization_name,
+                                         excluded.organization_name),
+            organization_country = coalesce(asn_inventory.organization_country,
+                                            excluded.organization_country),
+            rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
+            updated_at = excluded.updated_at
+        WHERE (asn_inventory.organization_name IS NULL AND excluded.organization_name IS NOT NULL)
+           OR (asn_inventory.organization_country IS NULL
+               AND excluded.organization_country IS NOT NULL)
+           OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)"""
