@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -103,7 +102,6 @@ class LineReporter:
         self.secrets = secrets
         self._done: dict[str, int] = {}
         self._total: dict[str, int] = {}
-        self._started: dict[str, float] = {}
 
     def _line(self, text: str) -> None:
         print(redact(text, self.secrets), file=self.stream, flush=True)
@@ -111,7 +109,6 @@ class LineReporter:
     def phase_started(self, phase: str, total: int) -> None:
         """Log the start of a phase."""
         self._done[phase], self._total[phase] = 0, total
-        self._started[phase] = time.monotonic()
         if self.verbosity >= 0:
             self._line(f"{phase}: {total} to do")
 
