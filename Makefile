@@ -19,8 +19,9 @@ refresh: setup
 	mkdir -p data
 	$(BIN)/python -m etl.refresh $(ARGS)
 
-# Until the sample world and simulators land: a refresh of the default database.
-demo: refresh
+# Sample world under data/, both simulators on loopback, a full refresh (ARGS="--ips 50000").
+demo: setup
+	$(BIN)/python -m etl.demo $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check etl tests bench

@@ -13,7 +13,7 @@ from typing import Final
 import polars as pl
 
 # Reasons in the `validation` block; checked in this order (most specific first).
-_IPV4_BOGONS: Final[tuple[tuple[str, str], ...]] = (
+IPV4_BOGONS: Final[tuple[tuple[str, str], ...]] = (
     ("0.0.0.0/32", "unspecified"),
     ("0.0.0.0/8", "reserved"),
     ("10.0.0.0/8", "private"),
@@ -65,7 +65,7 @@ def ipv4_network_bounds(cidr: str) -> tuple[int, int]:
 
 def _ipv4_reason(ipv4_int: pl.Expr) -> pl.Expr:
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    for cidr, name in reversed(_IPV4_BOGONS):
+    for cidr, name in reversed(IPV4_BOGONS):
         low, high = ipv4_network_bounds(cidr)
         reason = pl.when(ipv4_int.is_between(low, high)).then(pl.lit(name)).otherwise(reason)
     return reason

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.validation import _IPV4_BOGONS, ipv6_reason, with_validation
+from etl.validation import IPV4_BOGONS, ipv6_reason, with_validation
 
 
 def classify(values: list[str]) -> dict[str, tuple[bool, str | None]]:
@@ -24,7 +24,7 @@ def classify(values: list[str]) -> dict[str, tuple[bool, str | None]]:
 def reference_ipv4(text: str) -> str | None:
     """Scalar oracle: the first bogon network (in table order) containing the address."""
     address = ipaddress.IPv4Address(text)
-    for cidr, reason in _IPV4_BOGONS:
+    for cidr, reason in IPV4_BOGONS:
         if address in ipaddress.IPv4Network(cidr):
             return reason
     return None

@@ -7,6 +7,8 @@ PostgreSQL, the stdlib ``sqlite3`` module on SQLite (attached SQLite rejects ON 
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from etl.db import ddl
 from etl.db.extensions import load_extension, offline_connection
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import DatabaseError, SchemaError
+
+# cowrieprocessor's SQLite timestamp text: UTC, space separator, six fractional digits.
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 # Columns the refresh reads or writes; anything else in the tables is left alone.
 REQUIRED_COLUMNS = {
@@ -173,6 +179,63 @@ class Database:
             yield
         except duckdb.Error as exc:
             raise DatabaseError(f"{action} failed: {self._redact(_first_line(exc))}") from exc
+
+    # -- bulk rows --------------------------------------------------------------------------
+    def stage(self, table: str, frame: pl.DataFrame) -> None:
+        """Bulk-insert a frame into an existing table of the target database through DuckDB.
+
+        On SQLite, timestamps go in as cowrieprocessor's text form.
+        """
+        if not frame.height:
+            return
+        columns = ", ".join(frame.columns)
+        values = ", ".join(
+            f"strftime({c}, '{SQLITE_TIME_FORMAT}')"
+            if self.dialect == "sqlite" and isinstance(frame.schema[c], pl.Datetime)
+            else c
+            for c in frame.columns
+        )
+        with self.duck_errors(f"bulk insert into {table}"):
+            self.duck.register("etl_frame", frame)
+            try:
+                self.duck.execute(
+                    f"INSERT INTO {self.table(table)} ({columns}) SELECT {values} FROM etl_frame"
+                )
+            finally:
+                self.duck.unregister("etl_frame")
+
+    def append(self, table: str, frame: pl.DataFrame) -> None:
+        """Append a frame's rows to a table with constraints DuckDB cannot write directly.
+
+        The rows go through a staging table in the target and one native ``INSERT ... SELECT``,
+        cast to the table's column types (so PostgreSQL json/jsonb columns take text).
+        """
+        if not frame.height:
+            return
+        stage = f"_etl_load_{os.getpid()}_{secrets.token_hex(3)}"
+        postgres = self.dialect == "postgres"
+        body = ", ".join(
+            f"{c} {'TIMESTAMPTZ' if postgres and isinstance(t, pl.Datetime) else 'VARCHAR'}"
+            for c, t in frame.schema.items()
+        )
+        with self.duck_errors("creating a staging table"):
+            self.duck.execute(f"CREATE TABLE {self.table(stage)} ({body})")
+        try:
+            self.stage(stage, frame)
+            columns = ", ".join(frame.columns)
+            if self.dialect == "sqlite":
+                select = columns
+            else:
+                target = dict(
+                    self.query_native(
+                        "SELECT column_name, data_type FROM information_schema.columns "
+                        f"WHERE table_schema = 'public' AND table_name = '{table}'"
+                    )
+                )
+                select = ", ".join(f"{c}::{target[c]}" for c in frame.columns)
+            self.execute_native([f"INSERT INTO {table} ({columns}) SELECT {select} FROM {stage}"])
+        finally:
+            self.execute_native([f"DROP TABLE IF EXISTS {stage}"])
 
     # -- schema -----------------------------------------------------------------------------
     def columns(self, table: str) -> set[str]:

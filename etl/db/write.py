@@ -22,7 +22,7 @@ from typing import Final
 
 import polars as pl
 
-from etl.db.database import Database
+from etl.db.database import SQLITE_TIME_FORMAT, Database
 
 BLOCKS: Final = ("validation", "maxmind", "cymru", "greynoise")
 MAX_PG_INTEGER: Final = 2**31 - 1
@@ -42,8 +42,6 @@ ASN_STAGE_COLUMNS: Final = {
     "organization_country": "VARCHAR",
     "rir_registry": "VARCHAR",
 }
-
-SQLITE_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def sqlite_timestamp(moment: datetime) -> str:
@@ -94,33 +92,14 @@ class ChunkWriter:
     def write(self, ips: pl.DataFrame, asns: pl.DataFrame, now: datetime | None = None) -> None:
         """Upsert one chunk: ``ips`` has the IP stage columns, ``asns`` the ASN stage columns."""
         now = now or datetime.now(UTC)
-        self._stage(self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS)))
-        self._stage(self.ip_stage, ips.select(list(IP_STAGE_COLUMNS)))
+        self.db.stage(self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS)))
+        self.db.stage(self.ip_stage, ips.select(list(IP_STAGE_COLUMNS)))
         if self.db.dialect == "sqlite":
             self.db.execute_native(self._sqlite_merge(), {"now": sqlite_timestamp(now)})
         else:
             self.db.execute_native(self._postgres_merge(now))
         self.rows_written += ips.height
         self.asn_rows_written += asns.height
-
-    def _stage(self, table: str, frame: pl.DataFrame) -> None:
-        if not frame.height:
-            return
-        columns = ", ".join(frame.columns)
-        values = ", ".join(
-            f"strftime({c}, '{SQLITE_TIME_FORMAT}')"
-            if self.db.dialect == "sqlite" and frame.schema[c] == pl.Datetime("us", "UTC")
-            else c
-            for c in frame.columns
-        )
-        with self.db.duck_errors("staging a chunk"):
-            self.db.duck.register("etl_chunk", frame)
-            try:
-                self.db.duck.execute(
-                    f"INSERT INTO {self.db.table(table)} ({columns}) SELECT {values} FROM etl_chunk"
-                )
-            finally:
-                self.db.duck.unregister("etl_chunk")
 
     def _sqlite_merge(self) -> list[str]:
         old = (

@@ -1,0 +1,327 @@
+"""A cowrieprocessor-shaped honeypot database drawn from a `World`.
+
+Sessions over 90 days with a heavy-tailed skew (a few IPs with thousands of sessions, most with
+one or two), and inventory rows in every state a refresh meets: missing (sessions, no row;
+SQLite only, PostgreSQL's foreign key forbids it), never enriched, legacy blocks only, stale per
+source, errors, fresh, bogons and strings that are not IP addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+
+from etl.db.database import Database
+from etl.sample.world import COUNTRY_NAMES, Prefix, World
+
+STATES: Final = ("missing", "never", "legacy", "stale", "partial", "error", "fresh")
+_STATE_WEIGHTS: Final = (0.10, 0.12, 0.08, 0.30, 0.08, 0.05, 0.27)
+# Strings cowrie has stored that are not IP addresses exactly as written.
+GARBAGE: Final = (" 8.8.8.8 ", "", "999.1.1.1", "1.2.3.4/24", "not-an-ip", "01.2.3.4")
+_BOGON_NETWORKS: Final = (
+    "10.0.0.0/8",
+    "192.168.0.0/16",
+    "172.16.0.0/12",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "fe80::/64",
+    "fd00::/8",
+)
+LEGACY_BLOCKS: Final = {
+    "dshield": {"ip": {"count": "3", "attacks": "7", "ascountry": "CN", "asname": "CHINANET"}},
+    "spur": ["CHINANET", [], "", ["DATACENTER"]],
+    "urlhaus": "",
+}
+_HEAVY_HITTERS: Final = 20
+
+
+@dataclass
+class SampleDatabase:
+    """What `build_honeypot` wrote: the state of every inventory address, and counts."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    sessions: int = 0
+    asns: int = 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def maxmind_block(
+    world: World, prefix: Prefix | None, cached_at: datetime, epoch: int
+) -> dict[str, Any]:
+    """The maxmind block the refresh writes for an address in ``prefix``."""
+    asn = prefix.origins[0] if prefix and prefix.in_maxmind_asn else None
+    city = prefix.city if prefix else None
+    return {
+        "country": city[1] if city else None,
+        "country_name": COUNTRY_NAMES.get(city[1]) if city else None,
+        "city": city[0] if city else None,
+        "latitude": city[2] if city else None,
+        "longitude": city[3] if city else None,
+        "accuracy_radius": prefix.accuracy_radius if prefix and city else None,
+        "asn": asn,
+        "asn_org": world.systems[asn].organization if asn else None,
+        "network": str(prefix.network) if prefix and (asn or city) else None,
+        "db_build_epoch": epoch,
+        "status": "ok" if asn or city else "not_found",
+        "cached_at": _iso(cached_at),
+    }
+
+
+def cymru_block(world: World, prefix: Prefix | None, cached_at: datetime) -> dict[str, Any]:
+    """The cymru block the refresh writes for an address in ``prefix``."""
+    origins = prefix.origins if prefix else ()
+    owner = world.systems[origins[0]] if origins else None
+    return {
+        "asn": owner.number if owner else None,
+        "asns": list(origins),
+        "asn_org": owner.name if owner else None,
+        "country": prefix.country if prefix else None,
+        "registry": prefix.registry if prefix else "other",
+        "prefix": str(prefix.network) if owner and prefix else None,
+        "allocation_date": prefix.allocated if prefix else None,
+        "status": "ok" if owner else "not_found",
+        "cached_at": _iso(cached_at),
+    }
+
+
+def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str, Any]:
+    """The greynoise block the refresh writes for ``address`` (community mode)."""
+    if ":" in address:
+        return {"status": "skipped", "cached_at": _iso(cached_at)}
+    record = world.greynoise(address)
+    if record is None:
+        return {
+            "noise": False,
+            "riot": False,
+            "classification": "unknown",
+            "name": None,
+            "last_seen": None,
+            "link": None,
+            "status": "not_found",
+            "cached_at": _iso(cached_at),
+        }
+    kind = "ip" if record.noise else "riot"
+    return {
+        "noise": record.noise,
+        "riot": record.riot,
+        "classification": record.classification,
+        "name": record.name,
+        "last_seen": f"{record.last_seen}T00:00:00+00:00",
+        "link": f"https://viz.greynoise.io/{kind}/{address}",
+        "status": "ok",
+        "cached_at": _iso(cached_at),
+    }
+
+
+class _Builder:
+    """Decides each address's state and produces its inventory row."""
+
+    def __init__(self, world: World, epoch: int, now: datetime, rng: np.random.Generator) -> None:
+        self.world, self.epoch, self.now, self.rng = world, epoch, now, rng
+
+    def ago(self, low_days: float, high_days: float) -> datetime:
+        return self.now - timedelta(days=float(self.rng.uniform(low_days, high_days)))
+
+    def enrichment(self, address: str, state: str) -> tuple[dict[str, Any], int | None]:
+        """The enrichment object and current_asn of a valid, global address in ``state``."""
+        if state == "never":
+            return {}, None
+        if state == "legacy":
+            return dict(LEGACY_BLOCKS), None
+        prefix = self.world.route(ipaddress.ip_address(address))
+        fresh, stale = self.ago(0, 6), self.ago(8, 60)
+        epoch = self.epoch
+        if state == "stale" and self.rng.random() < 0.25:
+            fresh_mm, epoch = fresh, self.epoch - 86_400 * 30  # a newer MaxMind build exists
+        else:
+            fresh_mm = stale if state == "stale" else fresh
+        blocks: dict[str, Any] = {"validation": {"is_bogon": False, "reason": None}}
+        blocks["maxmind"] = maxmind_block(self.world, prefix, fresh_mm, epoch)
+        asn = blocks["maxmind"]["asn"]
+        if asn is None:
+            cymru = cymru_block(self.world, prefix, fresh)
+            if state == "stale":
+                days = (91, 200) if cymru["status"] == "ok" else (8, 30)
+                cymru["cached_at"] = _iso(self.ago(*days))
+            elif state == "error":
+                cymru = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+            blocks["cymru"] = cymru
+            asn = cymru.get("asn")
+        if state != "partial":
+            greynoise = greynoise_block(self.world, address, stale if state == "stale" else fresh)
+            if state == "error" and ":" not in address:
+                greynoise = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+            blocks["greynoise"] = greynoise
+        if self.rng.random() < 0.2:
+            blocks["dshield"] = LEGACY_BLOCKS["dshield"]
+        return blocks, asn
+
+
+def _session_frame(addresses: list[str], now: datetime, rng: np.random.Generator) -> pl.DataFrame:
+    """Sessions over 90 days: mostly one or two per IP, a few IPs with thousands."""
+    n = len(addresses)
+    counts = np.minimum(np.floor(rng.pareto(1.6, n)) + 1, 900).astype(np.int64)
+    heavy = rng.choice(n, size=min(_HEAVY_HITTERS, max(1, n // 500)), replace=False)
+    counts[heavy] = rng.integers(1000, 5000, size=heavy.size)
+    span = 90 * 86_400
+    last = rng.uniform(0, 1, n) ** 2 * span  # seconds before now of the IP's last session
+    window = rng.uniform(0, 1, n) * (span - last)  # how long the IP has been active
+    ip_index = np.repeat(np.arange(n), counts)
+    offsets = last[ip_index] + rng.uniform(0, 1, ip_index.size) * window[ip_index]
+    start_us = (now.timestamp() - offsets) * 1e6
+    duration_us = rng.exponential(40.0, ip_index.size) * 1e6
+    return pl.DataFrame(
+        {
+            "session_id": (pl.int_range(0, ip_index.size, eager=True) * 7919 + 4242)
+            .cast(pl.String)
+            .str.zfill(12),
+            "source_ip": pl.Series(addresses, dtype=pl.String).gather(ip_index),
+            "first_event_at": pl.Series(start_us.astype(np.int64)).cast(pl.Datetime("us", "UTC")),
+            "last_event_at": pl.Series((start_us + duration_us).astype(np.int64)).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "event_count": rng.integers(3, 60, ip_index.size),
+            "login_attempts": rng.integers(1, 20, ip_index.size),
+            "command_count": rng.integers(0, 15, ip_index.size),
+        }
+    )
+
+
+def _bogons(count: int, rng: np.random.Generator) -> list[str]:
+    found: set[str] = set()
+    while len(found) < count:
+        network = ipaddress.ip_network(_BOGON_NETWORKS[int(rng.integers(len(_BOGON_NETWORKS)))])
+        offset = int(rng.integers(1, min(network.num_addresses - 1, 1 << 62)))
+        found.add(str(network.network_address + offset))
+    return sorted(found)
+
+
+def build_honeypot(
+    db: Database, world: World, ips: int, epoch: int, seed: int, now: datetime | None = None
+) -> SampleDatabase:
+    """Fill an empty honeypot database with ``ips`` source addresses and their sessions."""
+    now = now or datetime.now(UTC)
+    rng = np.random.default_rng(seed)
+    bogons = _bogons(max(2, ips // 200), rng)
+    garbage = list(GARBAGE[: max(0, min(len(GARBAGE), ips // 1000))])
+    attackers = world.attacking_ips(max(1, ips - len(bogons) - len(garbage)), rng)
+    addresses = attackers + bogons + garbage
+    sessions = _session_frame(addresses, now, rng)
+    per_ip = sessions.group_by("source_ip").agg(
+        pl.col("first_event_at").min().alias("first_seen"),
+        pl.col("last_event_at").max().alias("last_seen"),
+        pl.len().cast(pl.Int64).alias("session_count"),
+    )
+    states = rng.choice(len(STATES), size=len(addresses), p=_STATE_WEIGHTS)
+    builder = _Builder(world, epoch, now, rng)
+    sample = SampleDatabase(sessions=sessions.height)
+    rows: list[tuple[str, int | None, str, datetime | None]] = []
+    attacker_count = len(attackers)
+    for index, address in enumerate(addresses):
+        state = STATES[states[index]]
+        if state == "missing" and db.dialect == "postgres":
+            state = "never"  # session_summaries.source_ip references ip_inventory there
+        if index >= attacker_count:  # bogons and garbage: never validated, or validated
+            state = "missing" if state == "missing" else ("never" if index % 2 else "validated")
+        sample.states[address] = state
+        if state == "missing":
+            continue
+        if state == "validated":
+            rows.append(
+                (
+                    address,
+                    None,
+                    json.dumps({"validation": _validation(address)}),
+                    builder.ago(1, 30),
+                )
+            )
+            continue
+        blocks, asn = builder.enrichment(address, state)
+        touched = None if state == "never" else builder.ago(0, 6)
+        rows.append((address, asn, json.dumps(blocks), touched))
+    inventory = pl.DataFrame(
+        rows,
+        schema={
+            "ip_address": pl.String,
+            "current_asn": pl.Int64,
+            "enrichment": pl.String,
+            "enrichment_updated_at": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    ).join(per_ip, left_on="ip_address", right_on="source_ip", how="left")
+    inventory = inventory.with_columns(
+        pl.col("first_seen").alias("created_at"),
+        pl.coalesce("enrichment_updated_at", "first_seen").alias("updated_at"),
+        pl.when(pl.col("current_asn").is_not_null())
+        .then(pl.col("enrichment_updated_at"))
+        .alias("asn_last_verified"),
+    )
+    asns = _asn_rows(world, inventory["current_asn"].drop_nulls().unique().sort(), now, rng)
+    sample.asns = asns.height
+    db.append("asn_inventory", asns)
+    db.append("ip_inventory", inventory)
+    db.append("session_summaries", sessions)
+    return sample
+
+
+def _validation(address: str) -> dict[str, Any]:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return {"is_bogon": True, "reason": "invalid"}
+    reason = (
+        "loopback" if parsed.is_loopback else "link_local" if parsed.is_link_local else "private"
+    )
+    return {"is_bogon": True, "reason": reason}
+
+
+def _asn_rows(
+    world: World, numbers: pl.Series, now: datetime, rng: np.random.Generator
+) -> pl.DataFrame:
+    """asn_inventory rows: some complete and recent, some lacking registration data, some old."""
+    rows = []
+    for number in numbers.to_list():
+        system = world.systems[number]
+        draw = rng.random()
+        updated = now - timedelta(
+            days=float(rng.uniform(100, 300) if draw < 0.2 else rng.uniform(0, 60))
+        )
+        complete = draw >= 0.5
+        rows.append(
+            (
+                number,
+                system.organization,
+                system.country if complete else None,
+                system.registry if complete else None,
+                updated - timedelta(days=30),
+                updated,
+                "{}",
+                updated - timedelta(days=30),
+                updated,
+            )
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "asn_number": pl.Int64,
+            "organization_name": pl.String,
+            "organization_country": pl.String,
+            "rir_registry": pl.String,
+            "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC"),
+            "enrichment": pl.String,
+            "created_at": pl.Datetime("us", "UTC"),
+            "updated_at": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    )

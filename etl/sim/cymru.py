@@ -1,0 +1,383 @@
+"""Team Cymru IP-to-ASN whois simulator (``python -m etl.sim.cymru``).
+
+Speaks the bulk interface of shared/protocols/cymru-whois.md: ``begin`` (option flags may
+stand on its line), option keywords in any case, LF or CRLF, a ``Bulk mode;`` banner, one
+padded row per origin AS in input order, ``NA`` rows for unrouted and private space,
+``Error: no ASN or IP match on line N.`` with N counted from ``begin``, 5-column ``AS<n>``
+answers, and the connection closed after ``end``. Single queries (``-v 8.8.8.8``) get a header
+and one answer. Answers stream as lines arrive.
+
+Faults (``--fault``, on a ``--fault-rate`` share of sessions): ``drop`` closes the connection
+halfway through the session's answers, ``stall`` stops answering halfway, ``garbage`` mixes
+junk lines into the answers, ``refuse`` resets the connection before the banner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import re
+import signal
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etl.sample.world import World
+from etl.sim.common import HOST, FaultPlan, RequestLog, announce, parse_faults
+
+FAULTS = ("drop", "stall", "garbage", "refuse")
+COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
+_FLAGS = {
+    "-p": ("prefix", True),
+    "-q": ("prefix", False),
+    "-c": ("countrycode", True),
+    "-d": ("countrycode", False),
+    "-r": ("registry", True),
+    "-s": ("registry", False),
+    "-a": ("allocdate", True),
+    "-b": ("allocdate", False),
+    "-n": ("asname", True),
+    "-o": ("asname", False),
+}
+_KEYWORDS = {
+    "prefix": ("prefix", True),
+    "noprefix": ("prefix", False),
+    "countrycode": ("countrycode", True),
+    "nocountrycode": ("countrycode", False),
+    "registry": ("registry", True),
+    "noregistry": ("registry", False),
+    "allocdate": ("allocdate", True),
+    "noallocdate": ("allocdate", False),
+    "asname": ("asname", True),
+    "noasname": ("asname", False),
+}
+_IGNORED = {
+    "truncate",
+    "notruncate",
+    "trunc",
+    "notrunc",
+    "asnumber",
+    "noasnumber",
+    "-t",
+    "-u",
+    "-f",
+    "-w",
+}
+_AS_QUERY = re.compile(r"^as(\d{1,10})$", re.IGNORECASE)
+GARBAGE_LINES = (
+    "%%% garbage \x7f line from a confused proxy",
+    "12345 | 1.2.3",
+    "64999   | 203.0.113.99     | 203.0.113.0/24      | ZZ | arin     | 2000-01-01 | BOGUS-ROW, ZZ",
+    "Error: no ASN or IP match on line 99999.",
+    "| | | | | | | | |",
+    "NA | banana | NA",
+)
+
+
+@dataclass
+class Options:
+    """The columns a session asked for."""
+
+    enabled: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(COLUMNS, False))
+    asname: bool = True
+
+    def set(self, name: str, value: bool) -> None:
+        """Turn one column on or off."""
+        if name == "asname":
+            self.asname = value
+        else:
+            self.enabled[name] = value
+
+    def apply(self, word: str) -> bool:
+        """Apply a flag or keyword; False when ``word`` is neither."""
+        lowered = word.lower()
+        if lowered in ("-v", "verbose"):
+            for name in COLUMNS:
+                self.enabled[name] = True
+            return True
+        setting = _FLAGS.get(lowered) or _KEYWORDS.get(lowered)
+        if setting:
+            self.set(*setting)
+            return True
+        return lowered in _IGNORED
+
+
+def _pad(value: str, width: int) -> str:
+    return value.ljust(width)
+
+
+def ip_rows(
+    world: World, address: ipaddress.IPv4Address | ipaddress.IPv6Address, options: Options
+) -> list[str]:
+    """The answer rows for one IP query (several when the prefix has several origins)."""
+    prefix = world.route(address)
+    echoed = _pad(str(address), 16 if address.version == 4 else 40)
+    if prefix is None:  # private, reserved or unallocated
+        values = [("NA", "", "other", "", "NA")]
+        network = "NA"
+    elif not prefix.origins:  # allocated, not announced
+        values = [("NA", prefix.country, prefix.registry, prefix.allocated, "NA")]
+        network = "NA"
+    else:
+        values = [
+            (str(asn), prefix.country, prefix.registry, prefix.allocated, world.systems[asn].name)
+            for asn in prefix.origins
+        ]
+        network = str(prefix.network)
+    rows = []
+    for asn, country, registry, allocated, name in values:
+        fields = [_pad(asn, 8), echoed]
+        if options.enabled["prefix"]:
+            fields.append(_pad(network, 19))
+        if options.enabled["countrycode"]:
+            fields.append(_pad(country, 2))
+        if options.enabled["registry"]:
+            fields.append(_pad(registry, 8))
+        if options.enabled["allocdate"]:
+            fields.append(_pad(allocated, 10))
+        if options.asname:
+            fields.append(name)
+        rows.append(_join(fields))
+    return rows
+
+
+def as_row(world: World, number: int, options: Options) -> str:
+    """The answer row for one ``AS<n>`` query."""
+    system = world.systems.get(number)
+    if system is None:
+        fields = [_pad("NA", 8), "  ", _pad("other", 8), _pad("", 10), "NA"]
+    else:
+        fields = [
+            _pad(str(number), 8),
+            _pad(system.country, 2),
+            _pad(system.registry, 8),
+            _pad(system.allocated, 10),
+            system.name,
+        ]
+    chosen = [fields[0]]
+    if options.enabled["countrycode"]:
+        chosen.append(fields[1])
+    if options.enabled["registry"]:
+        chosen.append(fields[2])
+    if options.enabled["allocdate"]:
+        chosen.append(fields[3])
+    if options.asname:
+        chosen.append(fields[4])
+    return _join(chosen)
+
+
+def _join(fields: list[str]) -> str:
+    # The AS column is followed by "| " directly (it is padded to 8); the rest by " | ".
+    return fields[0] + "| " + " | ".join(fields[1:])
+
+
+def header(options: Options) -> str:
+    """The header line printed before a single query's answer."""
+    fields = [_pad("AS", 8), _pad("IP", 16)]
+    for name, title, width in (
+        ("prefix", "BGP Prefix", 19),
+        ("countrycode", "CC", 2),
+        ("registry", "Registry", 8),
+        ("allocdate", "Allocated", 10),
+    ):
+        if options.enabled[name]:
+            fields.append(_pad(title, width))
+    if options.asname:
+        fields.append("AS Name")
+    return _join(fields)
+
+
+def answer(world: World, query: str, line_number: int, options: Options) -> list[str]:
+    """The lines that answer one query line."""
+    matched = _AS_QUERY.match(query)
+    if matched:
+        return [as_row(world, int(matched.group(1)), options)]
+    try:
+        address = ipaddress.ip_address(query)
+    except ValueError:
+        return [f"Error: no ASN or IP match on line {line_number}."]
+    return ip_rows(world, address, options)
+
+
+class CymruSimulator:
+    """An asyncio TCP server answering from a `World`."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        latency_ms: float = 0.0,
+        chunk_latency_ms: float = 0.0,
+        faults: FaultPlan | None = None,
+        log: RequestLog | None = None,
+        bulk_header: bool = False,
+        stall_seconds: float = 3600.0,
+    ) -> None:
+        self.world = world
+        self.latency = latency_ms / 1000
+        self.chunk_latency = chunk_latency_ms / 1000
+        self.faults = faults or FaultPlan(None, 0.0, 0)
+        self.log = log or RequestLog(None)
+        self.bulk_header = bulk_header
+        self.stall_seconds = stall_seconds
+        self.sessions = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one TCP session."""
+        self.sessions += 1
+        session = self.sessions
+        fault = self.faults.draw()
+        queries: list[str] = []
+        mode = "single"
+        ended = False
+        try:
+            if fault == "refuse":
+                _reset(writer)
+                return
+            mode, ended = await self._converse(reader, writer, fault, queries)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.log.record(session=session, mode=mode, queries=queries, fault=fault, ended=ended)
+            if not writer.is_closing():
+                writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _converse(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: str | None,
+        queries: list[str],
+    ) -> tuple[str, bool]:
+        options = Options()
+        line_number = 0
+        bulk = False
+        answered = 0
+        first_answer = True
+        async for raw in _lines(reader):
+            line_number += 1
+            text = raw.decode("ascii", "replace").strip()
+            words = text.split()
+            if not bulk:
+                if words and words[-1].lower() == "begin":
+                    bulk = True
+                    for word in words[:-1]:
+                        options.apply(word)
+                    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+                    await self._send(writer, [f"Bulk mode; whois.cymru.com [{stamp}]"])
+                    if self.bulk_header:
+                        await self._send(writer, [header(options)])
+                    continue
+                for word in words[:-1]:
+                    options.apply(word)
+                if words:
+                    queries.append(words[-1])
+                    await self._send(
+                        writer, [header(options), *answer(self.world, words[-1], 1, options)]
+                    )
+                return "single", True
+            if not text:
+                continue
+            lowered = text.lower()
+            if lowered == "end":
+                return "bulk", True
+            if options.apply(lowered):
+                continue
+            queries.append(text)
+            if first_answer and self.chunk_latency:
+                await asyncio.sleep(self.chunk_latency)
+            first_answer = False
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            answered += 1
+            if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
+                if fault == "drop":
+                    _reset(writer)
+                    return "bulk", False
+                await asyncio.sleep(self.stall_seconds)
+                return "bulk", False
+            lines = answer(self.world, text, line_number, options)
+            if fault == "garbage" and answered % 3 == 1:
+                lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)], *lines]
+            await self._send(writer, lines)
+        return ("bulk" if bulk else "single"), False
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, lines: list[str]) -> None:
+        writer.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        await writer.drain()
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Lines as they arrive; a final ``end`` without its newline counts too (ipwhois sends it)."""
+    buffer = b""
+    while chunk := await reader.read(65536):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line
+        if buffer.strip().lower() == b"end":
+            yield buffer
+            return
+    if buffer:
+        yield buffer
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Abort the connection with a TCP reset (what a dropped or null-routed session looks like)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def serve(simulator: CymruSimulator, port: int) -> None:
+    """Listen on 127.0.0.1 until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await asyncio.start_server(simulator.handle, HOST, port, limit=1 << 20)
+    announce(server.sockets[0].getsockname()[1])
+    async with server:
+        await stop.wait()
+    simulator.log.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m etl.sim.cymru``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m etl.sim.cymru", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=4343, help="TCP port (0: any free port)")
+    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument(
+        "--chunk-latency-ms", type=float, default=0.0, help="delay before a session's first answer"
+    )
+    parser.add_argument("--fault", choices=FAULTS, help="fault to inject")
+    parser.add_argument("--fault-rate", type=float, default=1.0, help="share of faulty sessions")
+    parser.add_argument("--bulk-header", action="store_true", help="print a header in bulk mode")
+    parser.add_argument("--log", type=Path, help="JSON lines file: one entry per session")
+    args = parser.parse_args(argv)
+    simulator = CymruSimulator(
+        World(args.seed),
+        latency_ms=args.latency_ms,
+        chunk_latency_ms=args.chunk_latency_ms,
+        faults=FaultPlan(parse_faults(args.fault, FAULTS), args.fault_rate, args.seed),
+        log=RequestLog(args.log),
+        bulk_header=args.bulk_header,
+    )
+    asyncio.run(serve(simulator, args.port))
+
+
+if __name__ == "__main__":
+    main()

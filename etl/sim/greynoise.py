@@ -1,0 +1,394 @@
+"""GreyNoise API simulator (``python -m etl.sim.greynoise``).
+
+Endpoints and literal bodies of shared/protocols/greynoise.md:
+- ``GET /v3/community/{ip}``: 200 / 404 / 400 (IPv6, non-routable, malformed);
+- ``POST /v3/ip[?quick=true]`` with ``{"ips": [...]}`` (at most 10,000) and
+  ``GET /v3/ip/{ip}``: enterprise items, ``request_metadata.ips_not_found``;
+- ``key`` header checked when ``--key`` is set (401), a token bucket of ``--rate`` requests/s
+  (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit
+  (``--daily-limit``, the daily-limit 429 body);
+- faults on a ``--fault-rate`` share of requests: ``5xx``, ``slow``, ``reset``, ``malformed``,
+  ``429``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import math
+import signal
+import socket
+import struct
+import threading
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from etl.sample.world import GreyNoiseRecord, World
+from etl.sim.common import HOST, FaultPlan, RequestLog, announce, parse_faults
+
+FAULTS = ("5xx", "slow", "reset", "malformed", "429")
+MAX_MULTI = 10_000
+NOT_OBSERVED = "IP not observed scanning the internet or contained in RIOT data set."
+INVALID_IPV4 = {"message": "Request is not a valid routable IPv4 address"}
+UNAUTHORIZED = {"message": "Unauthorized"}
+SERVER_ERROR = {"message": "Encountered error while performing request"}
+THROTTLED = {"message": "You've hit the rate limit for this endpoint."}
+INVALID_PARAMETER = {"message": "Invalid parameter"}
+
+
+def daily_limit_body(limit: int, plan: str) -> dict[str, str]:
+    """The daily-limit 429 body (literal for the unauthenticated plan's 100 lookups)."""
+    return {
+        "plan": plan,
+        "rate-limit": f"{limit}-lookups/day",
+        "plan_url": "https://greynoise.io/pricing",
+        "message": f"You have hit your daily rate limit of {limit} requests per day. "
+        "Please create a free account or upgrade your plan at https://greynoise.io/pricing.\n",
+    }
+
+
+def community_body(address: str, record: GreyNoiseRecord | None) -> tuple[int, dict[str, Any]]:
+    """Status and body of ``GET /v3/community/{ip}`` for a routable IPv4 address."""
+    if record is None:
+        return 404, {"ip": address, "noise": False, "riot": False, "message": NOT_OBSERVED}
+    kind = "ip" if record.noise else "riot"
+    return 200, {
+        "ip": address,
+        "noise": record.noise,
+        "riot": record.riot,
+        "classification": record.classification,
+        "name": record.name,
+        "link": f"https://viz.greynoise.io/{kind}/{address}",
+        "last_seen": record.last_seen,
+        "message": "Success",
+    }
+
+
+def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[str, Any]:
+    """One ``data[]`` item of the v3 IP lookup."""
+    if quick:
+        return {
+            "ip": address,
+            "business_service_intelligence": {
+                "found": record.riot,
+                "trust_level": "1" if record.riot else "",
+            },
+            "internet_scanner_intelligence": {
+                "found": record.noise,
+                "classification": record.classification if record.noise else "",
+            },
+        }
+    riot: dict[str, Any] = {"found": record.riot, "trust_level": ""}
+    if record.riot:
+        riot.update(
+            category="public_dns" if "DNS" in record.name else "cdn",
+            name=record.name,
+            description=f"{record.name} service",
+            explanation="",
+            last_updated=f"{record.last_seen}T12:30:45Z",
+            reference="",
+            trust_level="1",
+        )
+    scanner: dict[str, Any] = {"found": record.noise, "classification": ""}
+    if record.noise:
+        scanner.update(
+            ip=address,
+            seen=True,
+            classification=record.classification,
+            first_seen="2025-06-01",
+            last_seen=record.last_seen,
+            last_seen_timestamp=f"{record.last_seen}T08:00:00Z",
+            actor=record.name,
+            spoofable=False,
+            cves=[],
+            tor=False,
+            vpn=False,
+            vpn_service="",
+            metadata={"asn": "", "source_country_code": "", "organization": "", "rdns": ""},
+            tags=[],
+        )
+    return {
+        "ip": address,
+        "business_service_intelligence": riot,
+        "internet_scanner_intelligence": scanner,
+    }
+
+
+class TokenBucket:
+    """Requests per second with a one-second burst; None rate means unlimited."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate or 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take a token; return 0, or the seconds until one is available."""
+        if self.rate is None:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate
+
+
+class GreyNoiseSimulator:
+    """The state shared by all request handlers."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        key: str | None = None,
+        rate: float | None = None,
+        daily_limit: int | None = None,
+        latency_ms: float = 0.0,
+        faults: FaultPlan | None = None,
+        retry_after: str = "seconds",
+        slow_seconds: float = 5.0,
+        log: RequestLog | None = None,
+    ) -> None:
+        self.world = world
+        self.key = key
+        self.bucket = TokenBucket(rate)
+        self.daily_limit = daily_limit
+        self.latency = latency_ms / 1000
+        self.faults = faults or FaultPlan(None, 0.0, 0)
+        self.retry_after = retry_after
+        self.slow_seconds = slow_seconds
+        self.log = log or RequestLog(None)
+        self.spent = 0
+        self._lock = threading.Lock()
+
+    def spend(self) -> bool:
+        """Count one lookup against the daily limit; False when it is spent."""
+        with self._lock:
+            if self.daily_limit is not None and self.spent >= self.daily_limit:
+                return False
+            self.spent += 1
+            return True
+
+    def retry_after_header(self, wait: float) -> dict[str, str]:
+        """The Retry-After header for a throttling 429, in the configured style."""
+        seconds = max(1, math.ceil(wait))
+        if self.retry_after == "date":
+            return {"Retry-After": formatdate(time.time() + seconds + 1, usegmt=True)}
+        if self.retry_after == "none":
+            return {}
+        return {"Retry-After": str(seconds)}
+
+
+def _routable_ipv4(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_global and text == str(address)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One keep-alive HTTP connection to the simulator."""
+
+    protocol_version = "HTTP/1.1"
+    server: GreyNoiseServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log (the JSON log records requests)."""
+
+    # -- responses ---------------------------------------------------------------------------
+    def _send(
+        self, status: int, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _reset(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        self.close_connection = True
+
+    # -- request flow ------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        """Community lookups and the single-IP enterprise lookup."""
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        """Enterprise multi lookups."""
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        sim = self.server.simulator
+        parts = urlsplit(self.path)
+        ips: list[str] = []
+        body: bytes = b""
+        if method == "POST":
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+        status, response, headers = self._route(sim, method, parts.path, parts.query, body, ips)
+        sim.log.record(
+            method=method,
+            path=parts.path,
+            ips=ips,
+            status=status,
+            authenticated=self.headers.get("key") is not None,
+        )
+        if status == 0:
+            self._reset()
+            return
+        self._send(status, response, headers)
+
+    def _route(
+        self,
+        sim: GreyNoiseSimulator,
+        method: str,
+        path: str,
+        query: str,
+        body: bytes,
+        ips: list[str],
+    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        community = method == "GET" and path.startswith("/v3/community/")
+        single = method == "GET" and path.startswith("/v3/ip/")
+        multi = method == "POST" and path == "/v3/ip"
+        if not (community or single or multi):
+            return 404, {"message": "Not Found"}, {}
+        if community or single:
+            ips.append(path.rsplit("/", 1)[1])
+        else:
+            try:
+                requested = json.loads(body)["ips"]
+                if not isinstance(requested, list) or len(requested) > MAX_MULTI:
+                    raise ValueError
+                ips.extend(str(ip) for ip in requested)
+            except (ValueError, KeyError, TypeError):
+                return 400, INVALID_PARAMETER, {}
+        key = self.headers.get("key")
+        if sim.key is not None and key != sim.key:
+            return 401, UNAUTHORIZED, {}
+        wait = sim.bucket.take()
+        fault = sim.faults.draw()
+        if wait or fault == "429":
+            return 429, THROTTLED, sim.retry_after_header(wait or 1.0)
+        if not sim.spend():
+            plan = "unauthenticated" if key is None else "community"
+            return 429, daily_limit_body(sim.daily_limit or 0, plan), {}
+        if sim.latency:
+            time.sleep(sim.latency)
+        if fault == "slow":
+            time.sleep(sim.slow_seconds)
+        elif fault == "reset":
+            return 0, b"", {}
+        elif fault == "5xx":
+            return 500, SERVER_ERROR, {}
+        if community:
+            if not _routable_ipv4(ips[0]):
+                return 400, INVALID_IPV4, {}
+            status, answer = community_body(ips[0], sim.world.greynoise(ips[0]))
+        else:
+            answer = self._enterprise(sim, ips, quick="quick=true" in query.lower())
+            status = 200
+            if single:
+                found = answer["data"]
+                answer = found[0] if found else {"ip": ips[0], "message": NOT_OBSERVED}
+                status = 200 if found else 404
+        if fault == "malformed":
+            return status, json.dumps(answer).encode()[: max(5, len(json.dumps(answer)) // 2)], {}
+        return status, answer, {}
+
+    @staticmethod
+    def _enterprise(sim: GreyNoiseSimulator, ips: list[str], quick: bool) -> dict[str, Any]:
+        data, not_found = [], []
+        for address in dict.fromkeys(ips):
+            record = sim.world.greynoise(address) if _routable_ipv4(address) else None
+            if record is None:
+                not_found.append(address)
+            else:
+                data.append(enterprise_item(address, record, quick))
+        return {
+            "data": data,
+            "request_metadata": {
+                "restricted_fields": [],
+                "message": "ok",
+                "ips_not_found": not_found,
+            },
+        }
+
+
+class GreyNoiseServer(ThreadingHTTPServer):
+    """A threading HTTP server bound to 127.0.0.1 that carries the simulator state."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, simulator: GreyNoiseSimulator) -> None:
+        super().__init__((HOST, port), Handler)
+        self.simulator = simulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m etl.sim.greynoise``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m etl.sim.greynoise", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=8088, help="TCP port (0: any free port)")
+    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
+    parser.add_argument("--key", help="require this API key in the `key` header")
+    parser.add_argument("--rate", type=float, help="requests per second before 429")
+    parser.add_argument("--daily-limit", type=int, help="lookups before the daily-limit 429")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
+    parser.add_argument("--fault", choices=FAULTS, help="fault to inject")
+    parser.add_argument("--fault-rate", type=float, default=1.0, help="share of faulty requests")
+    parser.add_argument(
+        "--retry-after", choices=("seconds", "date", "none"), default="seconds",
+        help="form of Retry-After on a throttling 429",
+    )  # fmt: skip
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="delay of a slow fault")
+    parser.add_argument("--log", type=Path, help="JSON lines file: one entry per request")
+    args = parser.parse_args(argv)
+    simulator = GreyNoiseSimulator(
+        World(args.seed),
+        key=args.key,
+        rate=args.rate,
+        daily_limit=args.daily_limit,
+        latency_ms=args.latency_ms,
+        faults=FaultPlan(parse_faults(args.fault, FAULTS), args.fault_rate, args.seed),
+        retry_after=args.retry_after,
+        slow_seconds=args.slow_seconds,
+        log=RequestLog(args.log),
+    )
+    server = GreyNoiseServer(args.port, simulator)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    announce(server.server_address[1])
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+        simulator.log.close()
+
+
+if __name__ == "__main__":
+    main()

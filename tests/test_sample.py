@@ -1,0 +1,180 @@
+"""The sample world, its MaxMind files and honeypot databases, and `make demo`."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import maxminddb
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etl.sample.mmdb_files import build_epoch, write_maxmind_files
+from etl.sample.world import World
+from tests.sims import run_module
+
+WORLD = World(1)
+SQLITE_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
+
+
+def sample(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_module("etl.sample", *args)
+
+
+def test_world_is_determined_by_its_seed() -> None:
+    again = World(1)
+    assert [p.network for p in again.prefixes] == [p.network for p in WORLD.prefixes]
+    assert again.systems == WORLD.systems
+    assert [p.network for p in World(2).prefixes] != [p.network for p in WORLD.prefixes]
+
+
+def test_world_has_the_awkward_cases() -> None:
+    names = [s.name for s in WORLD.systems.values()]
+    assert any("'" in n and '"' in n for n in names)
+    assert any("DROP TABLE" in n for n in names)
+    assert any(len(n) >= 200 for n in names)
+    assert any(not n.isascii() for n in names)
+    assert any(len(p.origins) > 1 for p in WORLD.prefixes)
+    assert any(not p.origins for p in WORLD.prefixes)
+    assert any(p.network.version == 6 for p in WORLD.prefixes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_route_agrees_with_a_linear_scan(value: int) -> None:
+    address = ipaddress.IPv4Address(value)
+    expected = [p for p in WORLD.prefixes if address in p.network]
+    assert WORLD.route(address) == (expected[0] if expected else None)
+
+
+def test_attacking_ips_are_global_and_routed() -> None:
+    ips = WORLD.attacking_ips(3000, np.random.default_rng(5))
+    assert len(set(ips)) == 3000
+    parsed = [ipaddress.ip_address(ip) for ip in ips]
+    assert all(address.is_global for address in parsed)
+    assert all(WORLD.route(address) is not None for address in parsed)
+    assert 20 <= sum(address.version == 6 for address in parsed) <= 120
+
+
+def test_maxmind_files_follow_the_world(tmp_path: Path) -> None:
+    asn_path, city_path = write_maxmind_files(WORLD, tmp_path)
+    assert build_epoch(asn_path) > 1_700_000_000
+    ips = WORLD.attacking_ips(2000, np.random.default_rng(9))
+    missing = 0
+    with (
+        maxminddb.open_database(str(asn_path)) as asn,
+        maxminddb.open_database(str(city_path)) as city,
+    ):
+        assert asn.metadata().database_type == "GeoLite2-ASN"
+        for ip in ips:
+            prefix = WORLD.route(ipaddress.ip_address(ip))
+            assert prefix is not None
+            record = asn.get(ip)
+            if prefix.in_maxmind_asn:
+                assert isinstance(record, dict)
+                assert record["autonomous_system_number"] == prefix.origins[0]
+            else:
+                assert record is None
+                missing += 1
+            located = city.get(ip)
+            if prefix.city:
+                assert isinstance(located, dict)
+                assert located["country"]["iso_code"] == prefix.city[1]  # type: ignore[index]
+    assert 0.05 <= missing / len(ips) <= 0.16  # "about 10% of attacking IPs have no ASN"
+
+
+def test_sample_sqlite_database(tmp_path: Path) -> None:
+    db = tmp_path / "honeypot.sqlite"
+    result = sample("--db", f"sqlite:///{db}", "--ips", "3000", "--maxmind-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "3000 IPs" in result.stdout
+    con = sqlite3.connect(db)
+    sessions = dict(con.execute("SELECT source_ip, count(*) FROM session_summaries GROUP BY 1"))
+    inventory = {
+        row[0]: row[1:]
+        for row in con.execute(
+            "SELECT ip_address, session_count, first_seen, last_seen, enrichment FROM ip_inventory"
+        )
+    }
+    assert len(sessions) == 3000
+    counts = sorted(sessions.values())
+    assert counts[len(counts) // 2] <= 2 and counts[-1] >= 1000
+    assert 0 < len(sessions) - len(inventory) < 600  # IPs with sessions but no inventory row
+    for address, (count, first_seen, last_seen, enrichment) in inventory.items():
+        assert count == sessions[address]
+        assert SQLITE_TS.match(first_seen) and SQLITE_TS.match(last_seen)
+        assert isinstance(json.loads(enrichment), dict)
+    blocks = [json.loads(row[3]) for row in inventory.values()]
+    assert any(b == {} for b in blocks)
+    assert any("dshield" in b and "maxmind" not in b for b in blocks)
+    assert any(b.get("greynoise", {}).get("status") == "error" for b in blocks)
+    assert any(b.get("cymru", {}).get("status") == "not_found" for b in blocks)
+    assert any(b.get("validation", {}).get("is_bogon") for b in blocks)
+    # Sessions of never-inventoried IPs break the (unenforced) foreign key until a refresh.
+    assert con.execute("PRAGMA foreign_key_check").fetchall()
+    con.close()
+    refresh = run_module(
+        "etl.refresh",
+        "--db",
+        f"sqlite:///{db}",
+        "--maxmind-dir",
+        str(tmp_path),
+        "--skip",
+        "cymru",
+        "--skip",
+        "greynoise",
+    )
+    assert refresh.returncode == 0, refresh.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    con.close()
+    refused = sample("--db", f"sqlite:///{db}", "--ips", "10", "--maxmind-dir", str(tmp_path))
+    assert refused.returncode == 2 and "--replace" in refused.stderr
+
+
+def test_sample_postgres_database_refreshes(tmp_path: Path, pg_url: str) -> None:
+    result = sample("--db", pg_url, "--ips", "1500", "--maxmind-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    import psycopg
+
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT count(*) FROM ip_inventory").fetchone() == (1500,)
+        orphans = con.execute(
+            "SELECT count(*) FROM session_summaries s LEFT JOIN ip_inventory i "
+            "ON i.ip_address = s.source_ip WHERE i.ip_address IS NULL"
+        ).fetchone()
+        assert orphans == (0,)
+    refresh = run_module(
+        "etl.refresh",
+        "--db",
+        pg_url,
+        "--maxmind-dir",
+        str(tmp_path),
+        "--skip",
+        "cymru",
+        "--skip",
+        "greynoise",
+    )
+    assert refresh.returncode == 0, refresh.stderr
+    again = sample("--db", pg_url, "--ips", "200", "--maxmind-dir", str(tmp_path), "--replace")
+    assert again.returncode == 0, again.stderr
+
+
+def test_sample_rejects_bad_input(tmp_path: Path) -> None:
+    assert sample("--ips", "0").returncode == 2
+    bad = sample("--db", "mysql://x", "--ips", "5", "--maxmind-dir", str(tmp_path))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = run_module("etl.demo", "--ips", "600", "--data", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Team Cymru simulator on 127.0.0.1:" in result.stdout
+    assert re.search(r"selected \d+ IPs", result.stdout)
+    assert (tmp_path / "honeypot.sqlite").exists()
+    assert (tmp_path / "maxmind" / "GeoLite2-ASN.mmdb").exists()
