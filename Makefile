@@ -32,7 +32,8 @@ test: lint
 	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85
 
 bench: setup
-	$(BIN)/python bench/refresh_scale.py $(ARGS)
+	$(BIN)/python bench/refresh_scale.py
+	$(BIN)/python bench/cymru_phase.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -13,10 +13,13 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from etl.clients.cymru import CymruSettings
 from etl.errors import UsageError
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
+DEFAULT_CYMRU = "whois.cymru.com:43"
+DEFAULT_BATCH_SIZE = 500
 
 
 class Source(StrEnum):
@@ -35,6 +38,7 @@ class Freshness:
     cymru_ok: timedelta = timedelta(days=90)
     cymru_not_found: timedelta = timedelta(days=7)
     greynoise: timedelta = timedelta(days=7)
+    asn_details: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class RefreshConfig:
     dry_run: bool = False
     summary_json: Path | None = None
     verbosity: int = 0
+    cymru: str = DEFAULT_CYMRU
+    batch_size: int = DEFAULT_BATCH_SIZE
+    cymru_sessions: int = 2
+    cymru_timeout: float = 30.0
     greynoise_api_key: str | None = field(default=None, repr=False)
     freshness: Freshness = field(default_factory=Freshness)
 
@@ -60,6 +68,21 @@ class RefreshConfig:
             raise UsageError(f"--ips must be a positive number, got {self.max_ips}")
         if self.commit_every <= 0:
             raise UsageError(f"--commit-every must be a positive number, got {self.commit_every}")
+        if self.batch_size <= 0:
+            raise UsageError(f"--batch-size must be a positive number, got {self.batch_size}")
+        CymruSettings.parse_address(self.cymru)
+
+    def cymru_settings(self) -> CymruSettings:
+        """How to reach Team Cymru in this run."""
+        host, port = CymruSettings.parse_address(self.cymru)
+        return CymruSettings(
+            host=host,
+            port=port,
+            batch_size=self.batch_size,
+            sessions=self.cymru_sessions,
+            read_timeout=self.cymru_timeout,
+            min_split=max(1, min(50, self.batch_size // 4)),
+        )
 
     def enabled(self, source: Source) -> bool:
         """Whether the run may ask this source (not skipped, and configured)."""

@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def refresh_service_options(cymru: str, greynoise: str) -> list[str]:
     """Options pointing the refresh at the simulators (the clients not yet built are skipped)."""
-    del cymru, greynoise  # the Cymru and GreyNoise clients are not part of this version yet
-    print("demo: the Team Cymru and GreyNoise clients are not built yet: skipping them", flush=True)
-    return ["--skip", "cymru", "--skip", "greynoise"]
+    del greynoise  # the GreyNoise client is not part of this version yet
+    print("demo: the GreyNoise client is not built yet: skipping it", flush=True)
+    return ["--cymru", cymru, "--skip", "greynoise"]
 
 
 if __name__ == "__main__":

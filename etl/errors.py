@@ -4,7 +4,14 @@
     ├── UsageError              bad option or configuration value (exit 2, nothing written)
     ├── DatabaseError           the database cannot be opened, read or written
     │   └── SchemaError         tables exist but are not the cowrieprocessor shape
-    └── MaxMindError            a named MaxMind file is missing or is not an mmdb
+    ├── MaxMindError            a named MaxMind file is missing or is not an mmdb
+    └── ServiceError            a remote service gave no usable answer
+        ├── ServiceUnavailableError connections refused or timing out again and again (Cymru)
+        ├── UnauthorizedError       the API key was refused (GreyNoise 401/403)
+        └── QuotaExhaustedError     the daily quota is spent (GreyNoise daily-limit 429)
+
+Per-IP service failures are not exceptions: they become ``status: error`` in the IP's block.
+A ServiceError stops that source for the run; the run itself goes on.
 
 Foreign errors (duckdb, sqlite3, maxminddb, OSError) are translated at the edge that
 calls them, raised ``from`` the original, and with secrets redacted from the message.
@@ -39,3 +46,19 @@ class SchemaError(DatabaseError):
 
 class MaxMindError(UsageError):
     """A MaxMind database named by the user is missing or unreadable."""
+
+
+class ServiceError(EtlError):
+    """A remote service cannot be used for the rest of this run."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The service refused or timed out too many sessions in a row (perhaps we are blocked)."""
+
+
+class UnauthorizedError(ServiceError):
+    """The service rejected our credentials."""
+
+
+class QuotaExhaustedError(ServiceError):
+    """The service's quota for today is spent."""

@@ -39,9 +39,9 @@ def merged_enrichment(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         pl.col("ip").alias("ip_address"),
         current_asn(frame).alias("current_asn"),
-        pl.col("first_seen"),
-        pl.col("last_seen"),
-        pl.col("session_count"),
+        _column(frame, "first_seen", pl.Datetime("us", "UTC")).alias("first_seen"),
+        _column(frame, "last_seen", pl.Datetime("us", "UTC")).alias("last_seen"),
+        _column(frame, "session_count", pl.Int64()).alias("session_count"),
         answered(frame).cast(pl.Int32).alias("touched"),
         enrichment_patch(frame).alias("patch"),
     )

@@ -36,8 +36,6 @@ PathOption = Annotated[Path | None, typer.Option(dir_okay=False)]
 
 # Options of parts that are not in this version: accepted, then refused with exit code 2.
 _NOT_YET = {
-    "--cymru": "the Team Cymru client",
-    "--batch-size": "the Team Cymru client",
     "--greynoise-url": "the GreyNoise client",
     "--greynoise-mode": "the GreyNoise client",
     "--greynoise-rate": "the GreyNoise client",
@@ -90,8 +88,13 @@ def main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Progress of every chunk.")
     ] = False,
-    cymru: Annotated[str | None, typer.Option(help="Team Cymru whois HOST:PORT.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="IPs per Cymru session.")] = None,
+    cymru: Annotated[
+        str | None,
+        typer.Option(help="Team Cymru bulk whois HOST:PORT [default whois.cymru.com:43]."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="IPs per Team Cymru session [default 500].")
+    ] = None,
     greynoise_url: Annotated[str | None, typer.Option(help="GreyNoise API base URL.")] = None,
     greynoise_mode: Annotated[str | None, typer.Option(help="community or enterprise.")] = None,
     greynoise_rate: Annotated[
@@ -109,8 +112,6 @@ def main(
     Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage.
     """
     given = {
-        "--cymru": cymru,
-        "--batch-size": batch_size,
         "--greynoise-url": greynoise_url,
         "--greynoise-mode": greynoise_mode,
         "--greynoise-rate": greynoise_rate,
@@ -143,6 +144,8 @@ def main(
             summary_json=summary_json,
             verbosity=-1 if quiet else (1 if verbose else 0),
             greynoise_api_key=settings["greynoise_api_key"],  # type: ignore[arg-type]
+            cymru=cymru or cfg.DEFAULT_CYMRU,
+            batch_size=cfg.DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         )
         secrets = config.secrets()
         reporter = LineReporter(verbosity=config.verbosity, secrets=secrets)

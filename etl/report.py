@@ -87,6 +87,9 @@ class Reporter(Protocol):
     def phase_finished(self, phase: str, seconds: float) -> None:
         """The phase ended after ``seconds``."""
 
+    def info(self, message: str) -> None:
+        """A progress line worth keeping in a log (hidden when quiet)."""
+
     def note(self, message: str) -> None:
         """Something the user should read once."""
 
@@ -122,6 +125,11 @@ class LineReporter:
         """Log the end of a phase."""
         if self.verbosity >= 0:
             self._line(f"{phase}: done in {seconds:.2f}s")
+
+    def info(self, message: str) -> None:
+        """Log a progress line unless quiet."""
+        if self.verbosity >= 0:
+            self._line(message)
 
     def note(self, message: str) -> None:
         """Log a note (always, even when quiet)."""

@@ -36,7 +36,8 @@ def run(*args: str) -> tuple[int, str]:
         (["--ips", "-5"], "--ips must be a positive number, got -5"),
         (["--commit-every", "0"], "--commit-every must be a positive number"),
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
-        (["--cymru", "127.0.0.1:43"], "--cymru: the Team Cymru client is not available"),
+        (["--cymru", "127.0.0.1:http"], "--cymru must be HOST:PORT, got '127.0.0.1:http'"),
+        (["--batch-size", "0"], "--batch-size must be a positive number, got 0"),
         (["--status-file", "s.json"], "--status-file: the status file is not available"),
     ],
 )
@@ -94,7 +95,7 @@ def test_a_full_run_with_summary_json(
     assert data["selected"] == 50
     assert data["upserted"] == 50
     assert data["sources"]["maxmind"]["queried"] + data["bogons"] == 50
-    assert set(data["phase_seconds"]) == {"select", "validate", "maxmind", "write"}
+    assert set(data["phase_seconds"]) == {"select", "validate", "maxmind", "write", "asn_counts"}
     assert "selected 50 IPs" in output
 
 

@@ -42,6 +42,8 @@ ASN_STAGE_COLUMNS: Final = {
     "organization_country": "VARCHAR",
     "rir_registry": "VARCHAR",
 }
+# Tier 1 (AS registration from Cymru): the asn stage plus the asn_inventory `cymru` block.
+ASN_DETAIL_STAGE_COLUMNS: Final = {**ASN_STAGE_COLUMNS, "details": "VARCHAR"}
 
 
 def sqlite_timestamp(moment: datetime) -> str:
@@ -73,7 +75,7 @@ class ChunkWriter:
         self.asn_rows_written = 0
         for name, columns in (
             (self.ip_stage, IP_STAGE_COLUMNS),
-            (self.asn_stage, ASN_STAGE_COLUMNS),
+            (self.asn_stage, ASN_DETAIL_STAGE_COLUMNS),
         ):
             self._create_stage(name, columns)
 
@@ -100,6 +102,65 @@ class ChunkWriter:
             self.db.execute_native(self._postgres_merge(now))
         self.rows_written += ips.height
         self.asn_rows_written += asns.height
+
+    def write_asn_details(self, details: pl.DataFrame, now: datetime | None = None) -> None:
+        """Tier 1: store AS registration data (name, country, registry) and the ``cymru`` block.
+
+        ``details`` has the asn stage columns plus ``details`` (the block as JSON text). Known
+        values replace old ones; a NULL (AS not found) keeps what the row had.
+        """
+        now = now or datetime.now(UTC)
+        self.db.stage(self.asn_stage, details.select(list(ASN_DETAIL_STAGE_COLUMNS)))
+        if self.db.dialect == "sqlite":
+            stamp = ":now"
+            merged = (
+                "json_set(CASE WHEN json_valid(asn_inventory.enrichment) "
+                "THEN asn_inventory.enrichment ELSE '{}' END, "
+                "'$.cymru', json_extract(excluded.enrichment, '$.cymru'))"
+            )
+            block = "json_object('cymru', json(details))"
+            statements = [
+                _asn_details_upsert("asn_inventory", self.asn_stage, stamp, block, merged),
+                f"DELETE FROM {self.asn_stage}",
+            ]
+            self.db.execute_native(statements, {"now": sqlite_timestamp(now)})
+        else:
+            stamp = f"'{now.astimezone(UTC).isoformat()}'::timestamptz"
+            merged = (
+                "(coalesce(asn_inventory.enrichment::jsonb, '{}'::jsonb) "
+                "|| excluded.enrichment::jsonb)::json"
+            )
+            block = "json_build_object('cymru', details::json)"
+            statements = [
+                _asn_details_upsert(
+                    "public.asn_inventory", f"public.{self.asn_stage}", stamp, block, merged
+                ),
+                f"TRUNCATE public.{self.asn_stage}",
+            ]
+            self.db.execute_native(statements)
+        self.asn_rows_written += details.height
+
+    def recount_asns(self, asns: list[int]) -> None:
+        """Recompute unique_ip_count and total_session_count of these ASNs, set-based."""
+        if not asns:
+            return
+        frame = pl.DataFrame({"asn_number": sorted(set(asns))}, schema={"asn_number": pl.Int64})
+        self.db.stage(self.asn_stage, frame)
+        prefix = "" if self.db.dialect == "sqlite" else "public."
+        self.db.execute_native(
+            [
+                f"""UPDATE {prefix}asn_inventory
+                    SET unique_ip_count = counts.ips, total_session_count = counts.sessions
+                    FROM (SELECT stage.asn_number, count(ip.ip_address) AS ips,
+                                 coalesce(sum(ip.session_count), 0) AS sessions
+                          FROM {prefix}{self.asn_stage} AS stage
+                          LEFT JOIN {prefix}ip_inventory AS ip
+                                 ON ip.current_asn = stage.asn_number
+                          GROUP BY stage.asn_number) AS counts
+                    WHERE asn_inventory.asn_number = counts.asn_number""",
+                f"DELETE FROM {prefix}{self.asn_stage}",
+            ]
+        )
 
     def _sqlite_merge(self) -> list[str]:
         old = (
@@ -183,3 +244,22 @@ def _asn_upsert(table: str, stage: str, now: str, empty_json: str) -> str:
            OR (asn_inventory.organization_country IS NULL
                AND excluded.organization_country IS NOT NULL)
            OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)"""
+
+
+def _asn_details_upsert(table: str, stage: str, now: str, details: str, merged: str) -> str:
+    """Insert or update ASNs with Cymru's AS registration data (Tier 1)."""
+    return f"""INSERT INTO {table} AS asn_inventory (asn_number, organization_name,
+            organization_country, rir_registry, first_seen, last_seen, enrichment,
+            enrichment_updated_at, created_at, updated_at)
+        SELECT asn_number, organization_name, organization_country, rir_registry,
+               {now}, {now}, {details}, {now}, {now}, {now}
+        FROM {stage} WHERE true
+        ON CONFLICT (asn_number) DO UPDATE SET
+            organization_name = coalesce(excluded.organization_name,
+                                         asn_inventory.organization_name),
+            organization_country = coalesce(excluded.organization_country,
+                                            asn_inventory.organization_country),
+            rir_registry = coalesce(excluded.rir_registry, asn_inventory.rir_registry),
+            enrichment = {merged},
+            enrichment_updated_at = excluded.enrichment_updated_at,
+            updated_at = excluded.updated_at"""

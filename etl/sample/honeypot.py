@@ -267,6 +267,11 @@ def build_honeypot(
         .alias("asn_last_verified"),
     )
     asns = _asn_rows(world, inventory["current_asn"].drop_nulls().unique().sort(), now, rng)
+    counts = inventory.group_by("current_asn").agg(
+        pl.len().alias("unique_ip_count"),
+        pl.col("session_count").sum().alias("total_session_count"),
+    )
+    asns = asns.join(counts, left_on="asn_number", right_on="current_asn", how="left")
     sample.asns = asns.height
     db.append("asn_inventory", asns)
     db.append("ip_inventory", inventory)

@@ -261,7 +261,9 @@ class CymruSimulator:
         bulk = False
         answered = 0
         first_answer = True
-        async for raw in _lines(reader):
+        loop = asyncio.get_running_loop()
+        due = 0.0
+        async for raw, arrived in _lines(reader):
             line_number += 1
             text = raw.decode("ascii", "replace").strip()
             words = text.split()
@@ -291,11 +293,13 @@ class CymruSimulator:
             if options.apply(lowered):
                 continue
             queries.append(text)
-            if first_answer and self.chunk_latency:
-                await asyncio.sleep(self.chunk_latency)
+            # Each answer is due `latency` after the later of its line's arrival and the
+            # previous answer, on the loop clock, so sleep overheads do not add up.
+            delay = self.latency + (self.chunk_latency if first_answer else 0.0)
             first_answer = False
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            if delay:
+                due = max(arrived, due) + delay
+                await asyncio.sleep(max(0.0, due - loop.time()))
             answered += 1
             if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
                 if fault == "drop":
@@ -315,19 +319,22 @@ class CymruSimulator:
         await writer.drain()
 
 
-async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Lines as they arrive; a final ``end`` without its newline counts too (ipwhois sends it)."""
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, float]]:
+    """Lines with their arrival time (loop clock); a final ``end`` without its newline counts
+    too (ipwhois sends it that way)."""
+    loop = asyncio.get_running_loop()
     buffer = b""
     while chunk := await reader.read(65536):
+        arrived = loop.time()
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            yield line
+            yield line, arrived
         if buffer.strip().lower() == b"end":
-            yield buffer
+            yield buffer, arrived
             return
     if buffer:
-        yield buffer
+        yield buffer, loop.time()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
