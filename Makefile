@@ -34,6 +34,7 @@ test: lint
 bench: setup
 	$(BIN)/python bench/refresh_scale.py
 	$(BIN)/python bench/cymru_phase.py
+	$(BIN)/python bench/service_bound.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

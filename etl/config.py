@@ -14,12 +14,14 @@ from enum import StrEnum
 from pathlib import Path
 
 from etl.clients.cymru import CymruSettings
+from etl.clients.greynoise import GreyNoiseSettings
 from etl.errors import UsageError
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
 DEFAULT_CYMRU = "whois.cymru.com:43"
 DEFAULT_BATCH_SIZE = 500
+DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 
 
 class Source(StrEnum):
@@ -60,6 +62,10 @@ class RefreshConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     cymru_sessions: int = 2
     cymru_timeout: float = 30.0
+    greynoise_url: str = DEFAULT_GREYNOISE_URL
+    greynoise_mode: str = "community"
+    greynoise_rate: float = 10.0
+    greynoise_budget: int | None = None
     greynoise_api_key: str | None = field(default=None, repr=False)
     freshness: Freshness = field(default_factory=Freshness)
 
@@ -71,6 +77,16 @@ class RefreshConfig:
         if self.batch_size <= 0:
             raise UsageError(f"--batch-size must be a positive number, got {self.batch_size}")
         CymruSettings.parse_address(self.cymru)
+        self.greynoise_settings()
+
+    def greynoise_settings(self) -> GreyNoiseSettings:
+        """How to reach GreyNoise in this run (checks the values)."""
+        return GreyNoiseSettings(
+            url=self.greynoise_url,
+            mode=self.greynoise_mode,
+            rate=self.greynoise_rate,
+            budget=self.greynoise_budget,
+        )
 
     def cymru_settings(self) -> CymruSettings:
         """How to reach Team Cymru in this run."""

@@ -98,6 +98,18 @@ def with_cymru_block(frame: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:
     return frame.with_columns(block.struct.json_encode().alias("cymru"))
 
 
+def split_batch(batch: Batch) -> tuple[Batch, Batch]:
+    """The IP queries and the ``AS<n>`` queries of a chunk, as two batches."""
+    parts = []
+    for is_as in (False, True):
+        queries = [q for q in batch.queries if q.startswith("AS") == is_as]
+        part = Batch(batch.number, batch.total, queries, sessions=batch.sessions)
+        part.answers = {q: a for q, a in batch.answers.items() if q.startswith("AS") == is_as}
+        part.failed = [q for q in batch.failed if q.startswith("AS") == is_as]
+        parts.append(part)
+    return parts[0], parts[1]
+
+
 def lookup_cymru(frame: pl.DataFrame, client: CymruClient, cached_at: datetime) -> pl.DataFrame:
     """Add the cymru columns and block to the rows that need Team Cymru (whole frame at once)."""
     parts = [cymru_results(batch, cached_at) for batch in client.lookup(cymru_targets(frame))]

@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def refresh_service_options(cymru: str, greynoise: str) -> list[str]:
-    """Options pointing the refresh at the simulators (the clients not yet built are skipped)."""
-    del greynoise  # the GreyNoise client is not part of this version yet
-    print("demo: the GreyNoise client is not built yet: skipping it", flush=True)
-    return ["--cymru", cymru, "--skip", "greynoise"]
+    """Options pointing the refresh at the simulators."""
+    return ["--cymru", cymru, "--greynoise-url", greynoise, "--greynoise-rate", "500"]
 
 
 if __name__ == "__main__":

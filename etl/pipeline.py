@@ -1,8 +1,8 @@
 """The refresh, in the order it happens.
 
     select -> validate -> MaxMind -> commit (validation + maxmind blocks of every selected row)
-           -> network phases in threads (Team Cymru now, GreyNoise later), each result part
-              committed as it arrives (`Committer`)
+           -> network phases in threads at the same time (Team Cymru, GreyNoise), each
+              result part committed as it arrives (`Committer`)
            -> Tier 1: AS registration data for the ASNs the run touched -> ASN counts
 
 A run stopped at any point keeps every committed chunk; what is still stale is picked up by the
@@ -14,31 +14,30 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
 
-from etl.clients.cymru import CymruClient
+from etl.clients.cymru import Batch, CymruClient
+from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient
 from etl.commit import Committer
 from etl.config import RefreshConfig, Source
-from etl.cymru import as_queries, asn_details, cymru_results, cymru_targets
+from etl.cymru import as_queries, asn_details, cymru_results, cymru_targets, split_batch
 from etl.db.database import Database
-from etl.db.select import SelectionRules, asns_needing_details, select_stale, unknown_ips
+from etl.db.select import SelectionRules, asns_with_fresh_details, select_stale, unknown_ips
 from etl.db.url import parse_database_url
-from etl.db.write import ChunkWriter
+from etl.db.write import MAX_PG_INTEGER, ChunkWriter
 from etl.errors import ServiceError
+from etl.greynoise import greynoise_results, greynoise_targets
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
 from etl.report import LineReporter, Reporter, RunSummary
 from etl.validation import with_validation
 
-# Sources whose clients are not part of this version: never asked, blocks left as they are.
-UNAVAILABLE = {
-    Source.GREYNOISE: "GreyNoise lookups are not available in this version: "
-    "greynoise blocks are left as they are",
-}
+GREYNOISE_PART_ROWS = 200  # answers handed to the committer at a time
+GREYNOISE_PART_SECONDS = 0.5
 BASE_COLUMNS = (
     "ip",
     "first_seen",
@@ -67,11 +66,10 @@ def _active_sources(
 ) -> set[Source]:
     active = {source for source in Source if config.enabled(source)}
     if Source.GREYNOISE not in config.skip and not config.greynoise_api_key:
-        reporter.note("GreyNoise skipped: set GREYNOISE_API_KEY to enable it")
-    for source, message in UNAVAILABLE.items():
-        if source in active:
-            reporter.note(message)
-            active.discard(source)
+        reporter.note(
+            "GreyNoise skipped: no API key (set GREYNOISE_API_KEY, or greynoise_api_key in "
+            "etl.toml, to enable it)"
+        )
     if Source.MAXMIND in active and not maxmind.available:
         active.discard(Source.MAXMIND)
     return active
@@ -108,10 +106,17 @@ def refresh(config: RefreshConfig, reporter: Reporter | None = None) -> RunSumma
                 return summary
             now = datetime.now(UTC)
             frame = _prepare(db, config, active, maxmind, now, summary, reporter)
-            targets = cymru_targets(frame) if Source.CYMRU in active else []
+            targets = {
+                "cymru": cymru_targets(frame) if Source.CYMRU in active else [],
+                "greynoise": greynoise_targets(frame) if Source.GREYNOISE in active else [],
+            }
             if config.dry_run:
-                summary.sources["cymru"].queried = len(targets)
-                reporter.note(f"dry run: would ask Team Cymru about {len(targets)} IPs")
+                for source, ips in targets.items():
+                    summary.sources[source].queried = len(ips)
+                reporter.note(
+                    f"dry run: would ask Team Cymru about {len(targets['cymru'])} IPs and "
+                    f"GreyNoise about {len(targets['greynoise'])}"
+                )
                 return summary
             _Run(db, config, summary, reporter, now, active).execute(frame, targets)
     finally:
@@ -160,6 +165,7 @@ class _Event:
 
     source: str
     part: pl.DataFrame | None = None
+    asn_details: pl.DataFrame | None = None
     error: BaseException | None = None
     done: bool = False
 
@@ -181,8 +187,10 @@ class _Run:
         self.ask_cymru = Source.CYMRU in active
         self.events: queue.Queue[_Event] = queue.Queue()
         self.cymru = CymruClient(config.cymru_settings())
+        self.fresh_asns: set[int] = set()
+        self.wanted_asns: list[int] = []
 
-    def execute(self, frame: pl.DataFrame, cymru_ips: list[str]) -> None:
+    def execute(self, frame: pl.DataFrame, targets: dict[str, list[str]]) -> None:
         writer = ChunkWriter(self.db)
         committer = Committer(
             writer,
@@ -193,22 +201,45 @@ class _Run:
             with _phase(self.summary, self.reporter, "write", frame.height):
                 committer.add(frame.select(c for c in BASE_COLUMNS if c in frame.columns))
                 committer.flush()
-            phases = {"cymru": lambda: self._cymru_phase(cymru_ips)} if cymru_ips else {}
-            self._run_phases(phases, committer)
+            if self.ask_cymru:  # Tier 1 for the ASNs MaxMind gave, asked along with the IPs
+                self.fresh_asns = asns_with_fresh_details(
+                    self.db, self.now, self.config.freshness.asn_details
+                )
+                known = _storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
+                self.wanted_asns = sorted(known - self.fresh_asns)
+            bodies = {"cymru": self._cymru_phase, "greynoise": self._greynoise_phase}
+            wanted = {
+                "cymru": bool(targets["cymru"] or self.wanted_asns),
+                "greynoise": bool(targets["greynoise"]),
+            }
+            self._run_phases(
+                {name: bodies[name] for name in bodies if wanted[name]},
+                targets,
+                committer,
+                writer,
+            )
             committer.flush()
-            self._asn_details(writer, committer.asns)
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
             with _phase(self.summary, self.reporter, "asn_counts", len(touched)):
                 writer.recount_asns(sorted(touched))
         finally:
-            self.summary.upserted = writer.rows_written
+            # Every selected IP is upserted by the base write; later parts update those rows.
+            self.summary.upserted = min(writer.rows_written, frame.height)
             self.summary.asn_upserted = writer.asn_rows_written
             writer.close()
 
-    def _run_phases(self, phases: dict[str, Callable[[], None]], committer: Committer) -> None:
+    def _run_phases(
+        self,
+        phases: dict[str, Callable[[list[str]], None]],
+        targets: dict[str, list[str]],
+        committer: Committer,
+        writer: ChunkWriter,
+    ) -> None:
         """Run the network phases in threads; commit their parts here as they arrive."""
         threads = {
-            name: threading.Thread(target=self._guarded, args=(name, body), daemon=True)
+            name: threading.Thread(
+                target=self._guarded, args=(name, body, targets[name]), daemon=True
+            )
             for name, body in phases.items()
         }
         for thread in threads.values():
@@ -223,6 +254,8 @@ class _Run:
                 continue
             if event.part is not None:
                 committer.add(event.part)
+            if event.asn_details is not None:
+                writer.write_asn_details(event.asn_details, self.now)
             if event.error is not None:
                 failure = failure or event.error
             if event.done:
@@ -231,9 +264,9 @@ class _Run:
         if failure is not None:
             raise failure
 
-    def _guarded(self, source: str, body: Callable[[], None]) -> None:
+    def _guarded(self, source: str, body: Callable[[list[str]], None], ips: list[str]) -> None:
         try:
-            body()
+            body(ips)
         except ServiceError as exc:
             self.reporter.note(str(exc))
         except BaseException as exc:  # handed to the main thread, raised there
@@ -242,35 +275,82 @@ class _Run:
             self.events.put(_Event(source, done=True))
 
     def _cymru_phase(self, ips: list[str]) -> None:
-        """Ask Team Cymru about ``ips`` in bulk chunks; hand each answered chunk over."""
-        with _phase(self.summary, self.reporter, "cymru", len(ips)):
-            for done, batch in enumerate(self.cymru.lookup(ips), start=1):
-                part = cymru_results(batch, datetime.now(UTC))
-                self.summary.cymru_batches += 1
-                _count(self.summary, "cymru", part["cymru_status"])
-                self.reporter.info(
-                    f"Cymru batch {done}/{batch.total}: {len(batch.answers)} IPs enriched"
-                    + (f", {len(batch.failed)} failed" if batch.failed else "")
-                )
+        """Ask Team Cymru about ``ips`` and the ASNs lacking registration data, in bulk chunks.
+
+        The ``AS<n>`` queries for MaxMind's ASNs share the sessions with the IPs; ASNs that only
+        Cymru's answers revealed are asked at the end. Each answered chunk is handed over.
+        """
+        queries = ips + as_queries(self.wanted_asns)
+        asked = set(self.wanted_asns)
+        discovered: set[int] = set()
+        with _phase(self.summary, self.reporter, "cymru", len(queries)):
+            for done, batch in enumerate(self.cymru.lookup(queries), start=1):
+                ip_batch, as_batch = split_batch(batch)
+                if ip_batch.queries:
+                    part = cymru_results(ip_batch, datetime.now(UTC))
+                    self.summary.cymru_batches += 1
+                    _count(self.summary, "cymru", part["cymru_status"])
+                    discovered.update(part["cymru_asn"].drop_nulls().to_list())
+                    self.reporter.info(
+                        f"Cymru batch {done}/{batch.total}: {len(ip_batch.answers)} IPs enriched"
+                        + (f", {len(ip_batch.failed)} failed" if ip_batch.failed else "")
+                    )
+                    self.events.put(_Event("cymru", part=part))
+                self._hand_over_details(as_batch)
                 self.reporter.advanced("cymru", len(batch.queries))
-                self.events.put(_Event("cymru", part=part))
+            late = sorted(_storable(discovered) - asked - self.fresh_asns)
+            for batch in self.cymru.lookup(as_queries(late)):
+                self._hand_over_details(split_batch(batch)[1])
             self.cymru.check_blocked()
 
-    def _asn_details(self, writer: ChunkWriter, asns: set[int]) -> None:
-        """Tier 1: bulk ``AS<n>`` lookups for ASNs with missing or old registration data."""
-        if self.ask_cymru and asns and not self.cymru.blocked:
-            needed = asns_needing_details(
-                self.db, sorted(asns), self.now, self.config.freshness.asn_details
-            )
-        else:
-            needed = []
-        if not needed:
+    def _hand_over_details(self, batch: Batch) -> None:
+        """Tier 1 rows (AS registration data) from a chunk's ``AS<n>`` answers."""
+        if not batch.queries:
             return
-        with _phase(self.summary, self.reporter, "asn_details", len(needed)):
-            for batch in self.cymru.lookup(as_queries(needed)):
-                details = asn_details(batch).filter(pl.col("status") != "error")
-                writer.write_asn_details(_with_details_block(details, self.now), self.now)
-                self.reporter.advanced("asn_details", len(batch.queries))
+        details = asn_details(batch).filter(pl.col("status") != "error")
+        self.summary.asn_details += details.height
+        if details.height:
+            details = _with_details_block(details, datetime.now(UTC))
+            self.events.put(_Event("cymru", asn_details=details))
+
+    def _greynoise_phase(self, ips: list[str]) -> None:
+        """Ask GreyNoise about ``ips`` within its rate and budget; hand answers over in groups."""
+        client = GreyNoiseClient(
+            self.config.greynoise_settings(), self.config.greynoise_api_key or ""
+        )
+        buffer: list[GreyNoiseAnswer] = []
+        last = time.monotonic()
+
+        def hand_over() -> None:
+            nonlocal last
+            if buffer:
+                part = greynoise_results(buffer, datetime.now(UTC))
+                _count(self.summary, "greynoise", part["greynoise_status"])
+                self.reporter.advanced("greynoise", part.height)
+                self.events.put(_Event("greynoise", part=part))
+                buffer.clear()
+            last = time.monotonic()
+
+        try:
+            with _phase(self.summary, self.reporter, "greynoise", len(ips)):
+                try:
+                    for answer in client.lookup(ips):
+                        buffer.append(answer)
+                        if (
+                            len(buffer) >= GREYNOISE_PART_ROWS
+                            or time.monotonic() - last >= GREYNOISE_PART_SECONDS
+                        ):
+                            hand_over()
+                finally:
+                    hand_over()
+                    self.summary.greynoise_requests = client.requests_sent
+        finally:
+            client.close()
+
+
+def _storable(asns: Iterable[int]) -> set[int]:
+    """AS numbers that fit asn_inventory.asn_number (a 32-bit signed integer on PostgreSQL)."""
+    return {asn for asn in asns if 0 < asn <= MAX_PG_INTEGER}
 
 
 def _with_details_block(details: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:

@@ -36,10 +36,6 @@ PathOption = Annotated[Path | None, typer.Option(dir_okay=False)]
 
 # Options of parts that are not in this version: accepted, then refused with exit code 2.
 _NOT_YET = {
-    "--greynoise-url": "the GreyNoise client",
-    "--greynoise-mode": "the GreyNoise client",
-    "--greynoise-rate": "the GreyNoise client",
-    "--greynoise-budget": "the GreyNoise client",
     "--status-file": "the status file",
     "--metrics-file": "the metrics file",
     "--config": "configuration files",
@@ -95,13 +91,18 @@ def main(
     batch_size: Annotated[
         int | None, typer.Option(help="IPs per Team Cymru session [default 500].")
     ] = None,
-    greynoise_url: Annotated[str | None, typer.Option(help="GreyNoise API base URL.")] = None,
-    greynoise_mode: Annotated[str | None, typer.Option(help="community or enterprise.")] = None,
+    greynoise_url: Annotated[
+        str | None, typer.Option(help="GreyNoise API base URL [default https://api.greynoise.io].")
+    ] = None,
+    greynoise_mode: Annotated[
+        str | None,
+        typer.Option(help="community (GET per IPv4) or enterprise (POST, 10,000 per request)."),
+    ] = None,
     greynoise_rate: Annotated[
-        float | None, typer.Option(help="GreyNoise requests per second.")
+        float | None, typer.Option(help="GreyNoise requests per second [default 10].")
     ] = None,
     greynoise_budget: Annotated[
-        int | None, typer.Option(help="GreyNoise requests per run.")
+        int | None, typer.Option(help="At most N GreyNoise requests in this run.")
     ] = None,
     status_file: Annotated[Path | None, typer.Option(help="JSON progress file.")] = None,
     metrics_file: Annotated[Path | None, typer.Option(help="Prometheus textfile.")] = None,
@@ -112,10 +113,6 @@ def main(
     Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage.
     """
     given = {
-        "--greynoise-url": greynoise_url,
-        "--greynoise-mode": greynoise_mode,
-        "--greynoise-rate": greynoise_rate,
-        "--greynoise-budget": greynoise_budget,
         "--status-file": status_file,
         "--metrics-file": metrics_file,
         "--config": config_file,
@@ -146,6 +143,10 @@ def main(
             greynoise_api_key=settings["greynoise_api_key"],  # type: ignore[arg-type]
             cymru=cymru or cfg.DEFAULT_CYMRU,
             batch_size=cfg.DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+            greynoise_url=greynoise_url or cfg.DEFAULT_GREYNOISE_URL,
+            greynoise_mode=greynoise_mode or "community",
+            greynoise_rate=10.0 if greynoise_rate is None else greynoise_rate,
+            greynoise_budget=greynoise_budget,
         )
         secrets = config.secrets()
         reporter = LineReporter(verbosity=config.verbosity, secrets=secrets)

@@ -39,6 +39,8 @@ class RunSummary:
         default_factory=lambda: {s: SourceCounts() for s in ("maxmind", "cymru", "greynoise")}
     )
     cymru_batches: int = 0
+    asn_details: int = 0
+    greynoise_requests: int = 0
     upserted: int = 0
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)

@@ -120,13 +120,14 @@ def test_cymru_fills_the_asn_fallback_and_tier_1(
             for k, v in row["enrichment"].items()
             if k not in ("cymru", "maxmind", "validation")
         }
-    sessions = [e for e in cymru.entries() if not e["queries"][0].startswith("AS")]
-    assert len(sessions) == -(-len(asked) // 500)
-    assert all(e["mode"] == "bulk" for e in cymru.entries())
     # Tier 1: registration data from Cymru's AS answers, and counts recomputed.
-    asked_as = {int(q[2:]) for e in cymru.entries() for q in e["queries"] if q.startswith("AS")}
-    assert asked_as
-    for number in asked_as:
+    asked_as = [int(q[2:]) for e in cymru.entries() for q in e["queries"] if q.startswith("AS")]
+    assert asked_as and len(asked_as) == len(set(asked_as))
+    sessions = cymru.entries()
+    assert all(e["mode"] == "bulk" for e in sessions)
+    # IPs and MaxMind's ASNs share chunks of 500; ASNs only Cymru revealed follow in one more.
+    assert len(sessions) <= -(-(len(asked) + len(asked_as)) // 500) + 1
+    for number in set(asked_as):
         system = WORLD.systems[number]
         assert asns[number]["organization_country"] == system.country
         assert asns[number]["rir_registry"] == system.registry

@@ -185,23 +185,17 @@ def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:
     return [ip for ip in requested if ip not in found]
 
 
-def asns_needing_details(
-    db: Database, asns: list[int], now: datetime, max_age: timedelta
-) -> list[int]:
-    """ASNs (of ``asns``) whose registration data is missing or older than ``max_age``."""
-    if not asns:
-        return []
+def asns_with_fresh_details(db: Database, now: datetime, max_age: timedelta) -> set[int]:
+    """ASNs whose registration data (name, country, registry) is complete and recent."""
     db.duck.execute(_TIMESTAMP_MACRO)
     sql = f"""
         SELECT TRY_CAST(asn_number AS BIGINT) AS asn_number
         FROM {db.table("asn_inventory")}
-        WHERE TRY_CAST(asn_number AS BIGINT) IN (SELECT unnest($asns))
-          AND organization_name IS NOT NULL AND organization_country IS NOT NULL
+        WHERE organization_name IS NOT NULL AND organization_country IS NOT NULL
           AND rir_registry IS NOT NULL
           AND coalesce(etl_ts(CAST(enrichment_updated_at AS VARCHAR)),
                        etl_ts(CAST(updated_at AS VARCHAR))) >= $cutoff
     """
     with db.duck_errors("reading asn_inventory"):
-        rows = db.duck.execute(sql, {"asns": sorted(set(asns)), "cutoff": now - max_age})
-        fresh = {int(row[0]) for row in rows.fetchall()}
-    return sorted(set(asns) - fresh)
+        rows = db.duck.execute(sql, {"cutoff": now - max_age}).fetchall()
+    return {int(row[0]) for row in rows if row[0] is not None}

@@ -1,0 +1,121 @@
+"""Is the refresh bound by the services? GreyNoise at R requests/s, Cymru at L ms per line.
+
+A SQLite database whose N IPv4 addresses have sessions and no inventory row (so every source
+must be asked) is refreshed by the whole ``python -m etl.refresh`` process against both
+simulators. Printed: the GreyNoise phase against N / R, and the whole run against the larger
+of the two services' bounds (the Cymru latency is chosen so Cymru alone takes about 15 s).
+Usage: python bench/service_bound.py [N] [R]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from etl.db.database import Database  # noqa: E402
+from etl.db.url import parse_database_url  # noqa: E402
+from etl.sample.mmdb_files import write_maxmind_files  # noqa: E402
+from etl.sample.world import World  # noqa: E402
+from etl.sim.process import running  # noqa: E402
+
+KEY = "bench-key"
+
+
+def build(folder: Path, count: int) -> str:
+    """A SQLite database of ``count`` IPv4 sources with sessions and no inventory row."""
+    world = World(1)
+    write_maxmind_files(world, folder)
+    ips = [ip for ip in world.attacking_ips(count * 2, np.random.default_rng(5)) if ":" not in ip]
+    ips = ips[:count]
+    now = datetime.now(UTC)
+    seen = [now - timedelta(hours=n % 500) for n in range(count)]
+    sessions = pl.DataFrame(
+        {
+            "session_id": [f"b{n:011d}" for n in range(count)],
+            "source_ip": ips,
+            "first_event_at": seen,
+            "last_event_at": seen,
+        }
+    )
+    url = f"sqlite:///{folder / 'bound.sqlite'}"
+    with Database(parse_database_url(url)) as db:
+        db.ensure_schema()
+        db.append("session_summaries", sessions)
+    return url
+
+
+class Bench:
+    """Runs ``python -m etl.refresh`` on fresh copies of one database."""
+
+    def __init__(self, folder: Path, count: int, rate: float) -> None:
+        self.folder, self.rate = folder, rate
+        self.url = build(folder, count)
+        self.pristine = (folder / "bound.sqlite").read_bytes()
+
+    def run(self, cymru_ms: float | None, greynoise: bool) -> dict[str, Any]:
+        """One refresh from the pristine copy; Cymru at ``cymru_ms`` per line (None: skipped)."""
+        (self.folder / "bound.sqlite").write_bytes(self.pristine)
+        summary = self.folder / "summary.json"
+        gn_args = ("--key", KEY, "--rate", str(self.rate))
+        cy_args = ("--latency-ms", f"{cymru_ms or 0:.3f}")
+        with (
+            running("greynoise", self.folder / "gn.jsonl", *gn_args) as gn,
+            running("cymru", self.folder / "cy.jsonl", *cy_args) as cy,
+        ):
+            command = [sys.executable, "-m", "etl.refresh", "--db", self.url, "--maxmind-dir",
+                       str(self.folder), "--greynoise-url", gn.url, "--greynoise-rate",
+                       str(self.rate), "--cymru", cy.address, "--summary-json", str(summary),
+                       "--quiet"]  # fmt: skip
+            if cymru_ms is None:
+                command += ["--skip", "cymru"]
+            if not greynoise:
+                command += ["--skip", "greynoise"]
+            started = time.perf_counter()
+            env = {**os.environ, "GREYNOISE_API_KEY": KEY}
+            subprocess.run(command, check=True, env=env, cwd=ROOT)
+            elapsed = time.perf_counter() - started
+        result: dict[str, Any] = json.loads(summary.read_text())
+        result["process_seconds"] = elapsed
+        return result
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    rate = float(sys.argv[2]) if len(sys.argv) > 2 else 50.0
+    with tempfile.TemporaryDirectory() as name:
+        bench = Bench(Path(name), count, rate)
+        alone = bench.run(cymru_ms=None, greynoise=True)
+        trial = bench.run(cymru_ms=20.0, greynoise=False)["phase_seconds"]["cymru"]
+        latency = 20.0 * 15.0 / trial  # Cymru (IPs and AS lookups) alone: about 15 s
+        cymru_alone = bench.run(cymru_ms=latency, greynoise=False)["phase_seconds"]["cymru"]
+        both = bench.run(cymru_ms=latency, greynoise=True)
+    gn_bound = count / rate
+    bound = max(gn_bound, cymru_alone)
+    print(f"{count} IPv4 IPs never enriched; GreyNoise community at {rate:g} requests/s; "
+          f"Cymru {latency:.1f} ms per line, {both['sources']['cymru']['queried']} IPs and "
+          f"{both['asn_details']} ASNs")  # fmt: skip
+    print(f"{'scenario':<34} {'seconds':>8} {'bound':>7} {'ratio':>6}  target")
+    gn_seconds = alone["phase_seconds"]["greynoise"]
+    print(f"{'GreyNoise phase alone':<34} {gn_seconds:>8.2f} {gn_bound:>7.2f} "
+          f"{gn_seconds / gn_bound:>6.3f}  <= 1.10")  # fmt: skip
+    print(f"{'Cymru phase alone':<34} {cymru_alone:>8.2f} {'':>7} {'':>6}  about 15 s")
+    wall = both["process_seconds"]
+    print(f"{'whole process, both services':<34} {wall:>8.2f} {bound:>7.2f} {wall / bound:>6.3f}"
+          f"  <= 1.15 x {gn_bound:.0f} s + 5 s = {1.15 * gn_bound + 5:.1f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

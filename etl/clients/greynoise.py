@@ -1,0 +1,410 @@
+"""GreyNoise API client (SPEC 3.3; shared/protocols/greynoise.md).
+
+Community mode: ``GET /v3/community/{ip}`` per IPv4 address, paced by a shared token bucket
+(`Pacer`) with enough worker threads in flight that the rate is actually reached, on one
+keep-alive ``requests`` session. Enterprise mode: ``POST /v3/ip`` with up to 10,000 IPs.
+
+Per-IP outcomes are values (`GreyNoiseAnswer` with status ok / not_found / error / skipped);
+conditions that end GreyNoise for the run are typed errors, raised once the work in flight has
+settled: `UnauthorizedError` (401/403), `QuotaExhaustedError` (daily limit, or our own
+``--greynoise-budget``), `ServiceUnavailableError` (a Retry-After longer than we may wait).
+IPs never asked because of such a stop get no answer at all: their old block stays as it was.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from etl import __version__
+from etl.errors import (
+    QuotaExhaustedError,
+    ServiceError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    UsageError,
+)
+
+MODES: Final = ("community", "enterprise")
+MAX_MULTI: Final = 10_000
+VIZ: Final = "https://viz.greynoise.io"
+MAX_THROTTLES: Final = 20  # throttling 429s one request may meet before it counts as an error
+
+
+@dataclass(frozen=True)
+class GreyNoiseAnswer:
+    """The ``greynoise`` block fields for one IP."""
+
+    ip: str
+    status: str
+    noise: bool | None = None
+    riot: bool | None = None
+    classification: str | None = None
+    name: str | None = None
+    last_seen: str | None = None
+    link: str | None = None
+
+    @classmethod
+    def not_observed(cls, ip: str) -> GreyNoiseAnswer:
+        """GreyNoise has neither seen the IP scanning nor lists it in RIOT."""
+        return cls(ip, "not_found", False, False, "unknown")
+
+
+@dataclass(frozen=True)
+class GreyNoiseSettings:
+    """Where and how fast to ask GreyNoise."""
+
+    url: str = "https://api.greynoise.io"
+    mode: str = "community"
+    rate: float = 10.0
+    budget: int | None = None
+    timeout: float = 15.0
+    retries: int = 3
+    backoff: float = 1.0
+    max_retry_after: float = 300.0
+    batch_size: int = MAX_MULTI
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"--greynoise-mode must be community or enterprise, got {self.mode!r}")
+        if not self.rate > 0:
+            raise UsageError(f"--greynoise-rate must be a positive number, got {self.rate}")
+        if self.budget is not None and self.budget < 0:
+            raise UsageError(f"--greynoise-budget must be 0 or more, got {self.budget}")
+        if not self.url.startswith(("http://", "https://")):
+            raise UsageError(f"--greynoise-url must be an http(s) URL, got {self.url!r}")
+
+    @property
+    def workers(self) -> int:
+        """Requests in flight: enough for the rate at up to a second of latency, at most 64."""
+        return max(2, min(64, math.ceil(self.rate) + 2))
+
+
+class Pacer:
+    """A token bucket shared by all workers: one request every 1/rate seconds.
+
+    ``pause`` (a throttling 429's Retry-After) holds back every worker, not only the one that
+    was told to wait.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / rate
+        self.clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Reserve the next slot; return how long to sleep before using it."""
+        with self._lock:
+            now = self.clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+            return slot - now
+
+    def pause(self, seconds: float) -> None:
+        """No request from anyone for ``seconds``."""
+        with self._lock:
+            self._next = max(self._next, self.clock() + seconds)
+
+
+def retry_after_seconds(header: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date)."""
+    if header is None or not header.strip():
+        return None
+    text = header.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, moment.timestamp() - current)
+
+
+def is_daily_limit(body: Any) -> bool:
+    """A 429 that means the quota is spent (our rule: plan / rate-limit keys, or "daily")."""
+    if not isinstance(body, dict):
+        return False
+    message = str(body.get("message", ""))
+    return "plan" in body or "rate-limit" in body or "daily" in message.lower()
+
+
+def _midnight(day: Any) -> str | None:
+    """A ``YYYY-MM-DD`` date (or a timestamp's date part) as midnight UTC, as upstream stores it."""
+    if not isinstance(day, str) or len(day) < 10:
+        return None
+    try:
+        parsed = datetime.strptime(day[:10], "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return parsed.isoformat()
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def community_answer(ip: str, status_code: int, body: Any) -> GreyNoiseAnswer:
+    """Map a community response (200 or 404) onto the block."""
+    if status_code == 404:
+        return GreyNoiseAnswer.not_observed(ip)
+    if not isinstance(body, dict) or not isinstance(body.get("noise"), bool):
+        raise ValueError("not a community answer")
+    return GreyNoiseAnswer(
+        ip=ip,
+        status="ok",
+        noise=body["noise"],
+        riot=bool(body.get("riot")),
+        classification=_text(body.get("classification")) or "unknown",
+        name=_text(body.get("name")),
+        last_seen=_midnight(body.get("last_seen")),
+        link=_text(body.get("link")),
+    )
+
+
+def enterprise_answer(item: dict[str, Any]) -> GreyNoiseAnswer:
+    """Map one v3 ``data[]`` item (full or quick) onto the block."""
+    ip = str(item["ip"])
+    scanner = item.get("internet_scanner_intelligence") or {}
+    business = item.get("business_service_intelligence") or {}
+    noise = bool(scanner.get("found"))
+    riot = bool(business.get("found"))
+    if noise:
+        classification = _text(scanner.get("classification")) or "unknown"
+    else:
+        classification = "benign" if riot else "unknown"
+    name = (_text(business.get("name")) if riot else None) or _text(scanner.get("actor"))
+    last_seen = _midnight(scanner.get("last_seen")) if noise else None
+    if last_seen is None and riot:
+        last_seen = _midnight(business.get("last_updated"))
+    link = f"{VIZ}/ip/{ip}" if noise else (f"{VIZ}/riot/{ip}" if riot else None)
+    return GreyNoiseAnswer(ip, "ok", noise, riot, classification, name, last_seen, link)
+
+
+class _StopError(Exception):
+    """Internal: GreyNoise is finished for this run (the reason is in ``error``)."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _RetryError(Exception):
+    """Internal: this attempt failed in a way worth another try."""
+
+
+class _ThrottledError(Exception):
+    """Internal: a throttling 429; everyone waits (`Pacer.pause`), then this request retries."""
+
+
+class GreyNoiseClient:
+    """Looks IPs up within the rate, the budget and the service's answers."""
+
+    def __init__(
+        self,
+        settings: GreyNoiseSettings,
+        api_key: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._key = api_key
+        self._sleep = sleep
+        self.pacer = Pacer(settings.rate)
+        self.requests_sent = 0
+        self._stopped: ServiceError | None = None
+        self._lock = threading.Lock()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.workers, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"}
+        )
+
+    def close(self) -> None:
+        """Close the keep-alive connections."""
+        self.session.close()
+
+    # -- public ------------------------------------------------------------------------------
+    def lookup(self, ips: Iterable[str]) -> Iterator[GreyNoiseAnswer]:
+        """Answers as they arrive. IPv6 is ``skipped``; IPs not reached get no answer.
+
+        Raises the `ServiceError` that stopped GreyNoise once everything in flight is done.
+        """
+        wanted: list[str] = []
+        for ip in ips:
+            if ":" in ip:
+                yield GreyNoiseAnswer(ip, "skipped")
+            else:
+                wanted.append(ip)
+        if self.settings.mode == "community":
+            yield from self._run(self._community, wanted, self.settings.workers)
+        else:
+            size = self.settings.batch_size
+            chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
+            for answers in self._run(self._enterprise, chunks, 2):
+                yield from answers
+        if self._stopped is not None:
+            raise self._stopped
+
+    # -- scheduling --------------------------------------------------------------------------
+    def _run(self, work: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
+        """Run ``work`` over ``items`` with at most ``workers`` in flight; yield results."""
+        pending: set[Future[Any]] = set()
+        queue = iter(items)
+        with ThreadPoolExecutor(workers, thread_name_prefix="greynoise") as pool:
+            while True:
+                while len(pending) < workers and self._stopped is None:
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    pending.add(pool.submit(self._guard, work, item))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    if result is not None:
+                        yield result
+
+    def _guard(self, work: Callable[[Any], Any], item: Any) -> Any:
+        try:
+            return work(item)
+        except _StopError as stop:
+            with self._lock:
+                self._stopped = self._stopped or stop.error
+            return None
+
+    # -- one request, with pacing, budget, retries -------------------------------------------
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> requests.Response:
+        """Send one request in the next paced slot, retrying what is worth retrying."""
+        failures = throttles = 0
+        while True:
+            if self._stopped is not None:
+                raise _StopError(self._stopped)
+            self._spend()
+            delay = self.pacer.reserve()
+            if delay > 0:
+                self._sleep(delay)
+            try:
+                response = self.session.request(
+                    method,
+                    self.settings.url.rstrip("/") + path,
+                    headers={"key": self._key},
+                    json=body,
+                    timeout=self.settings.timeout,
+                )
+                return self._check(response)
+            except _ThrottledError:
+                throttles += 1
+                if throttles > MAX_THROTTLES:
+                    raise _RetryError from None
+                continue
+            except (requests.RequestException, _RetryError):
+                failures += 1
+                if failures > self.settings.retries:
+                    raise
+                backoff = self.settings.backoff * 2 ** (failures - 1)
+                self._sleep(backoff * (0.5 + random.random() / 2))  # jitter
+
+    def _spend(self) -> None:
+        budget = self.settings.budget
+        with self._lock:
+            if budget is not None and self.requests_sent >= budget:
+                raise _StopError(
+                    QuotaExhaustedError(
+                        f"GreyNoise budget of {budget} requests for this run is spent: "
+                        "the IPs not asked keep their old blocks"
+                    )
+                )
+            self.requests_sent += 1
+
+    def _check(self, response: requests.Response) -> requests.Response:
+        """Return a usable response; raise `_RetryError` or `_StopError` for the others."""
+        status = response.status_code
+        if status in (401, 403):
+            raise _StopError(
+                UnauthorizedError(
+                    f"GreyNoise refused the API key (HTTP {status}): GreyNoise stopped for this "
+                    "run; check GREYNOISE_API_KEY"
+                )
+            )
+        if status == 429:
+            body = _json(response)
+            if is_daily_limit(body):
+                raise _StopError(
+                    QuotaExhaustedError(
+                        "GreyNoise daily limit reached: GreyNoise stopped for this run; "
+                        "the IPs not asked keep their old blocks"
+                    )
+                )
+            wait_for = retry_after_seconds(response.headers.get("Retry-After"))
+            if wait_for is not None and wait_for > self.settings.max_retry_after:
+                raise _StopError(
+                    ServiceUnavailableError(
+                        f"GreyNoise asked us to wait {wait_for:.0f} s: GreyNoise stopped for "
+                        "this run"
+                    )
+                )
+            self.pacer.pause(wait_for if wait_for is not None else self.settings.backoff)
+            raise _ThrottledError
+        if status >= 500:
+            raise _RetryError
+        return response
+
+    # -- the two modes -----------------------------------------------------------------------
+    def _community(self, ip: str) -> GreyNoiseAnswer:
+        try:
+            response = self._request("GET", f"/v3/community/{ip}", None)
+        except (requests.RequestException, _RetryError):
+            return GreyNoiseAnswer(ip, "error")
+        if response.status_code == 400:
+            return GreyNoiseAnswer(ip, "skipped")
+        if response.status_code not in (200, 404):
+            return GreyNoiseAnswer(ip, "error")
+        try:
+            return community_answer(ip, response.status_code, _json(response, strict=True))
+        except ValueError:
+            return GreyNoiseAnswer(ip, "error")
+
+    def _enterprise(self, ips: list[str]) -> list[GreyNoiseAnswer]:
+        try:
+            response = self._request("POST", "/v3/ip", {"ips": ips})
+            body = _json(response, strict=True)
+            if response.status_code not in (200, 206) or not isinstance(body, dict):
+                raise ValueError(f"HTTP {response.status_code}")
+            asked = set(ips)
+            answers = {}
+            for item in body.get("data") or []:
+                if isinstance(item, dict) and item.get("ip") in asked:
+                    answers[item["ip"]] = enterprise_answer(item)
+            for ip in (body.get("request_metadata") or {}).get("ips_not_found") or []:
+                if ip in asked and ip not in answers:
+                    answers[ip] = GreyNoiseAnswer.not_observed(ip)
+        except (requests.RequestException, _RetryError, ValueError, KeyError, TypeError):
+            answers = {}
+        return [answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in ips]
+
+
+def _json(response: requests.Response, strict: bool = False) -> Any:
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError):
+        if strict:
+            raise ValueError("malformed JSON") from None
+        return None

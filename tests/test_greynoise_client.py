@@ -1,0 +1,233 @@
+"""GreyNoise client: pacing, Retry-After, field mapping, and the simulator's every answer."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl.clients.greynoise import (
+    GreyNoiseAnswer,
+    GreyNoiseClient,
+    GreyNoiseSettings,
+    Pacer,
+    community_answer,
+    enterprise_answer,
+    is_daily_limit,
+    retry_after_seconds,
+)
+from etl.errors import QuotaExhaustedError, UnauthorizedError, UsageError
+from etl.sample.world import World
+from tests.sims import Simulator, running
+
+WORLD = World(1)
+KEY = "client-test-key"
+IPS = [ip for ip in WORLD.attacking_ips(400, np.random.default_rng(21)) if ":" not in ip]
+
+
+def expected(ip: str) -> GreyNoiseAnswer:
+    """The community answer the simulator's world implies."""
+    record = WORLD.greynoise(ip)
+    if record is None:
+        return GreyNoiseAnswer.not_observed(ip)
+    kind = "ip" if record.noise else "riot"
+    return GreyNoiseAnswer(
+        ip, "ok", record.noise, record.riot, record.classification, record.name,
+        f"{record.last_seen}T00:00:00+00:00", f"https://viz.greynoise.io/{kind}/{ip}",
+    )  # fmt: skip
+
+
+def client_for(sim: Simulator, key: str = KEY, **overrides: object) -> GreyNoiseClient:
+    options: dict[str, object] = {"rate": 200, "backoff": 0.01, **overrides}
+    settings = GreyNoiseSettings(url=sim.url, **options)  # type: ignore[arg-type]
+    return GreyNoiseClient(settings, key)
+
+
+@pytest.fixture(scope="module")
+def greynoise(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    with running("greynoise", tmp_path_factory.mktemp("gn") / "log.jsonl", "--key", KEY) as sim:
+        yield sim
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_pacer_spaces_requests_and_pauses_everyone() -> None:
+    now = [100.0]
+    pacer = Pacer(rate=10, clock=lambda: now[0])
+    assert [round(pacer.reserve(), 3) for _ in range(3)] == [0.0, 0.1, 0.2]
+    pacer.pause(5)
+    assert round(pacer.reserve(), 3) == 5.0
+    now[0] += 60
+    assert pacer.reserve() == 0.0
+
+
+@given(st.integers(min_value=0, max_value=10**6))
+def test_retry_after_in_seconds(seconds: int) -> None:
+    assert retry_after_seconds(str(seconds)) == seconds
+
+
+@given(st.integers(min_value=0, max_value=86_400))
+def test_retry_after_as_http_date(ahead: int) -> None:
+    now = 1_800_000_000.0
+    header = email.utils.formatdate(now + ahead, usegmt=True)
+    assert retry_after_seconds(header, now=now) == pytest.approx(ahead, abs=1)
+
+
+@given(st.text(max_size=40))
+def test_retry_after_garbage_never_crashes(text: str) -> None:
+    value = retry_after_seconds(text)
+    assert value is None or value >= 0
+
+
+def test_daily_limit_is_told_from_a_throttle() -> None:
+    assert is_daily_limit({"plan": "unauthenticated", "rate-limit": "100-lookups/day"})
+    assert is_daily_limit({"message": "You have hit your daily rate limit"})
+    assert not is_daily_limit({"message": "You've hit the rate limit for this endpoint."})
+    assert not is_daily_limit(None)
+
+
+def test_community_mapping() -> None:
+    body = {"ip": "1.2.3.4", "noise": False, "riot": True, "classification": "benign",
+            "name": "Cloudflare", "link": "https://viz.greynoise.io/riot/1.2.3.4",
+            "last_seen": "2020-01-01", "message": "Success"}  # fmt: skip
+    assert community_answer("1.2.3.4", 200, body) == GreyNoiseAnswer(
+        "1.2.3.4", "ok", False, True, "benign", "Cloudflare", "2020-01-01T00:00:00+00:00",
+        "https://viz.greynoise.io/riot/1.2.3.4",
+    )  # fmt: skip
+    assert community_answer("1.2.3.4", 404, None) == GreyNoiseAnswer.not_observed("1.2.3.4")
+    with pytest.raises(ValueError):
+        community_answer("1.2.3.4", 200, {"message": "Success"})
+
+
+@pytest.mark.parametrize(
+    ("item", "fields"),
+    [
+        (  # noise only, full
+            {"ip": "9.9.9.9", "internet_scanner_intelligence": {"found": True,
+             "classification": "malicious", "actor": "unknown", "last_seen": "2025-11-20"},
+             "business_service_intelligence": {"found": False, "trust_level": ""}},
+            (True, False, "malicious", "unknown", "2025-11-20T00:00:00+00:00",
+             "https://viz.greynoise.io/ip/9.9.9.9"),
+        ),
+        (  # RIOT only: benign, its name, the date of last_updated, a riot link
+            {"ip": "9.9.9.9", "internet_scanner_intelligence": {"found": False,
+             "classification": ""}, "business_service_intelligence": {"found": True,
+             "name": "Quad9", "last_updated": "2025-01-15T12:30:45Z", "trust_level": "1"}},
+            (False, True, "benign", "Quad9", "2025-01-15T00:00:00+00:00",
+             "https://viz.greynoise.io/riot/9.9.9.9"),
+        ),
+        (  # quick: no name, no dates
+            {"ip": "9.9.9.9", "internet_scanner_intelligence": {"found": True,
+             "classification": "benign"}, "business_service_intelligence": {"found": True,
+             "trust_level": "1"}},
+            (True, True, "benign", None, None, "https://viz.greynoise.io/ip/9.9.9.9"),
+        ),
+    ],
+)  # fmt: skip
+def test_enterprise_mapping(item: dict[str, object], fields: tuple[object, ...]) -> None:
+    answer = enterprise_answer(item)
+    assert answer.status == "ok"
+    got = (answer.noise, answer.riot, answer.classification, answer.name, answer.last_seen,
+           answer.link)  # fmt: skip
+    assert got == fields
+
+
+def test_settings_are_checked() -> None:
+    for bad in ({"mode": "free"}, {"rate": 0}, {"budget": -1}, {"url": "ftp://x"}):
+        with pytest.raises(UsageError):
+            GreyNoiseSettings(**bad)  # type: ignore[arg-type]
+
+
+# -- against the simulator -----------------------------------------------------------------
+
+
+def test_community_answers_match_the_world(greynoise: Simulator) -> None:
+    before = len(greynoise.entries())
+    client = client_for(greynoise)
+    answers = {a.ip: a for a in client.lookup([*IPS[:150], "2001:4860:4860::8888"])}
+    assert answers["2001:4860:4860::8888"].status == "skipped"
+    assert {ip: answers[ip] for ip in IPS[:150]} == {ip: expected(ip) for ip in IPS[:150]}
+    entries = greynoise.entries()[before:]
+    assert sorted(ip for e in entries for ip in e["ips"]) == sorted(IPS[:150])  # once each, no v6
+    assert client.requests_sent == 150
+
+
+def test_enterprise_mode_asks_in_bulk(greynoise: Simulator) -> None:
+    before = len(greynoise.entries())
+    client = client_for(greynoise, mode="enterprise", batch_size=300)
+    answers = {a.ip: a for a in client.lookup(IPS)}
+    entries = greynoise.entries()[before:]
+    assert [e["method"] for e in entries] == ["POST", "POST"]
+    assert client.requests_sent == 2
+    for ip in IPS:
+        record = WORLD.greynoise(ip)
+        answer = answers[ip]
+        if record is None:
+            assert answer == GreyNoiseAnswer.not_observed(ip)
+        else:
+            assert (answer.noise, answer.riot, answer.classification) == (
+                record.noise, record.riot, record.classification
+            )  # fmt: skip
+
+
+def test_throttling_is_waited_out(tmp_path: Path) -> None:
+    with running("greynoise", tmp_path / "log.jsonl", "--rate", "20") as sim:
+        client = client_for(sim, rate=60)
+        answers = list(client.lookup(IPS[:40]))
+        statuses = [e["status"] for e in sim.entries()]
+    assert all(a.status in ("ok", "not_found") for a in answers) and len(answers) == 40
+    assert 429 in statuses
+
+
+def test_daily_limit_stops_and_keeps_what_was_answered(tmp_path: Path) -> None:
+    args = ("--key", KEY, "--daily-limit", "30")
+    with running("greynoise", tmp_path / "log.jsonl", *args) as sim:
+        client = client_for(sim)
+        answers: list[GreyNoiseAnswer] = []
+        with pytest.raises(QuotaExhaustedError):
+            for answer in client.lookup(IPS[:100]):
+                answers.append(answer)
+        entries = sim.entries()
+    assert len(answers) == 30
+    assert all(a.status in ("ok", "not_found") for a in answers)
+    assert len(entries) <= 30 + GreyNoiseSettings(rate=200).workers
+
+
+def test_bad_key_stops_at_once(greynoise: Simulator) -> None:
+    before = len(greynoise.entries())
+    client = client_for(greynoise, key="wrong")
+    with pytest.raises(UnauthorizedError) as raised:
+        list(client.lookup(IPS))
+    assert "wrong" not in str(raised.value)
+    assert len(greynoise.entries()) - before <= client.settings.workers
+
+
+def test_budget_caps_requests(greynoise: Simulator) -> None:
+    client = client_for(greynoise, budget=25)
+    answers: list[GreyNoiseAnswer] = []
+    with pytest.raises(QuotaExhaustedError):
+        for answer in client.lookup(IPS):
+            answers.append(answer)
+    assert client.requests_sent == 25 == len(answers)
+
+
+@pytest.mark.parametrize("fault", ["5xx", "reset", "malformed"])
+def test_persistent_faults_become_errors(tmp_path: Path, fault: str) -> None:
+    with running("greynoise", tmp_path / "log.jsonl", "--fault", fault) as sim:
+        answers = list(client_for(sim, retries=2).lookup(IPS[:10]))
+    assert [a.status for a in answers] == ["error"] * 10
+
+
+@pytest.mark.parametrize("fault", ["5xx", "reset", "slow"])
+def test_occasional_faults_are_retried(tmp_path: Path, fault: str) -> None:
+    args = ("--fault", fault, "--fault-rate", "0.2", "--slow-seconds", "2")
+    with running("greynoise", tmp_path / "log.jsonl", *args) as sim:
+        client = client_for(sim, retries=5, timeout=0.5)
+        answers = {a.ip: a for a in client.lookup(IPS[:60])}
+    assert answers == {ip: expected(ip) for ip in IPS[:60]}
