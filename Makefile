@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# A real refresh with the settings from the environment (ETL_DB_URL, MAXMIND_DIR, ...).
+# A real refresh: settings from ./etl.toml when present (see etl.toml.example), then the
+# environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY, ETL_CONFIG), then ARGS.
 refresh: setup
 	mkdir -p data
-	$(BIN)/python -m etl.refresh $(ARGS)
+	$(BIN)/python -m etl.refresh $(if $(wildcard etl.toml),--config etl.toml) $(ARGS)
 
 # Sample world under data/, both simulators on loopback, a full refresh (ARGS="--ips 50000").
 demo: setup

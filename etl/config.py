@@ -7,6 +7,8 @@ The CLI, `make refresh` and the notebook all build a `RefreshConfig` and hand it
 from __future__ import annotations
 
 import os
+import stat
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,6 +59,8 @@ class RefreshConfig:
     commit_every: int = 5000
     dry_run: bool = False
     summary_json: Path | None = None
+    status_file: Path | None = None
+    metrics_file: Path | None = None
     verbosity: int = 0
     cymru: str = DEFAULT_CYMRU
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -109,18 +113,144 @@ class RefreshConfig:
         return True
 
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in any output."""
-        return (self.greynoise_api_key,) if self.greynoise_api_key else ()
+        """Values that must never appear in any output: the API key, the database password."""
+        found = [self.greynoise_api_key, _password(self.db_url)]
+        return tuple(value for value in found if value)
+
+
+def _password(db_url: str) -> str | None:
+    from etl.db.url import parse_database_url
+
+    try:
+        return parse_database_url(db_url).password
+    except UsageError:
+        return None
+
+
+# The settings of etl.toml: the command-line options, named with underscores, plus the key.
+SETTINGS: dict[str, tuple[type, ...]] = {
+    "db": (str,),
+    "ips": (int,),
+    "ip": (list,),
+    "maxmind_dir": (str,),
+    "maxmind_asn": (str,),
+    "maxmind_city": (str,),
+    "cymru": (str,),
+    "batch_size": (int,),
+    "greynoise_url": (str,),
+    "greynoise_mode": (str,),
+    "greynoise_rate": (int, float),
+    "greynoise_budget": (int,),
+    "greynoise_api_key": (str,),
+    "skip": (list,),
+    "commit_every": (int,),
+    "dry_run": (bool,),
+    "status_file": (str,),
+    "summary_json": (str,),
+    "metrics_file": (str,),
+    "quiet": (bool,),
+    "verbose": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """Settings read from an etl.toml, and warnings about the file itself."""
+
+    settings: dict[str, object]
+    warnings: tuple[str, ...] = ()
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """Read and check an etl.toml (a flat table of `SETTINGS`)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise UsageError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(SETTINGS)}"
+        )
+    for name, value in data.items():
+        allowed = SETTINGS[name]
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            kinds = " or ".join(t.__name__ for t in allowed)
+            raise UsageError(f"config file {path}: {name} must be {kinds}, got {value!r}")
+    warnings = []
+    if "greynoise_api_key" in data and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(
+            f"warning: {path} holds the GreyNoise API key and other users can read it; "
+            f"run: chmod 600 {path}"
+        )
+    return ConfigFile(dict(data), tuple(warnings))
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, object]:
-    """Settings taken from the environment (lower precedence than options)."""
+    """Settings taken from the environment (between the config file and the options)."""
     env = os.environ if env is None else env
-    settings: dict[str, object] = {}
-    if env.get("ETL_DB_URL"):
-        settings["db_url"] = env["ETL_DB_URL"]
-    if env.get("MAXMIND_DIR"):
-        settings["maxmind_dir"] = Path(env["MAXMIND_DIR"])
-    if env.get("GREYNOISE_API_KEY"):
-        settings["greynoise_api_key"] = env["GREYNOISE_API_KEY"]
-    return settings
+    names = {
+        "ETL_DB_URL": "db",
+        "MAXMIND_DIR": "maxmind_dir",
+        "GREYNOISE_API_KEY": "greynoise_api_key",
+    }
+    return {setting: env[variable] for variable, setting in names.items() if env.get(variable)}
+
+
+def config_path(option: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The etl.toml to read: ``--config``, else ``ETL_CONFIG``, else none."""
+    env = os.environ if env is None else env
+    if option is not None:
+        return option
+    return Path(env["ETL_CONFIG"]) if env.get("ETL_CONFIG") else None
+
+
+def build_config(settings: Mapping[str, object]) -> RefreshConfig:
+    """A `RefreshConfig` from merged settings (names as in `SETTINGS`)."""
+
+    def path(name: str) -> Path | None:
+        value = settings.get(name)
+        return Path(str(value)) if value is not None else None
+
+    skip = []
+    for name in settings.get("skip") or []:  # type: ignore[attr-defined]
+        try:
+            skip.append(Source(str(name)))
+        except ValueError:
+            raise UsageError(
+                f"--skip must be one of maxmind, cymru, greynoise, got {name!r}"
+            ) from None
+    ips = settings.get("ips")
+    budget = settings.get("greynoise_budget")
+    quiet, verbose = bool(settings.get("quiet")), bool(settings.get("verbose"))
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose cannot be used together")
+    return RefreshConfig(
+        db_url=str(settings.get("db") or DEFAULT_DB_URL),
+        max_ips=None if ips is None else int(str(ips)),
+        only_ips=tuple(str(ip) for ip in settings.get("ip") or []),  # type: ignore[attr-defined]
+        maxmind_dir=path("maxmind_dir") or DEFAULT_MAXMIND_DIR,
+        maxmind_asn=path("maxmind_asn"),
+        maxmind_city=path("maxmind_city"),
+        skip=frozenset(skip),
+        commit_every=int(str(settings.get("commit_every", 5000))),
+        dry_run=bool(settings.get("dry_run")),
+        summary_json=path("summary_json"),
+        status_file=path("status_file"),
+        metrics_file=path("metrics_file"),
+        verbosity=-1 if quiet else (1 if verbose else 0),
+        cymru=str(settings.get("cymru") or DEFAULT_CYMRU),
+        batch_size=int(str(settings.get("batch_size", DEFAULT_BATCH_SIZE))),
+        greynoise_url=str(settings.get("greynoise_url") or DEFAULT_GREYNOISE_URL),
+        greynoise_mode=str(settings.get("greynoise_mode") or "community"),
+        greynoise_rate=float(str(settings.get("greynoise_rate", 10.0))),
+        greynoise_budget=None if budget is None else int(str(budget)),
+        greynoise_api_key=str(settings["greynoise_api_key"])
+        if settings.get("greynoise_api_key")
+        else None,
+    )

@@ -33,7 +33,8 @@ from etl.db.write import MAX_PG_INTEGER, ChunkWriter
 from etl.errors import ServiceError
 from etl.greynoise import greynoise_results, greynoise_targets
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
-from etl.report import LineReporter, Reporter, RunSummary
+from etl.progress import FanOut
+from etl.report import LineReporter, NoteRecorder, Reporter, RunSummary
 from etl.validation import with_validation
 
 GREYNOISE_PART_ROWS = 200  # answers handed to the committer at a time
@@ -85,11 +86,20 @@ def _count(summary: RunSummary, source: str, statuses: pl.Series) -> None:
     counts.skipped += int((statuses == "skipped").sum())
 
 
-def refresh(config: RefreshConfig, reporter: Reporter | None = None) -> RunSummary:
-    """Refresh every stale IP of the configured database; return what was done."""
-    reporter = reporter or LineReporter(verbosity=config.verbosity, secrets=config.secrets())
+def refresh(
+    config: RefreshConfig, reporter: Reporter | None = None, summary: RunSummary | None = None
+) -> RunSummary:
+    """Refresh every stale IP of the configured database; return what was done.
+
+    ``summary`` (optional) is filled in as the run goes, so a caller still has the counts of a
+    run that raised.
+    """
     started = time.monotonic()
-    summary = RunSummary(dry_run=config.dry_run)
+    summary = summary or RunSummary()
+    summary.dry_run = config.dry_run
+    shown = reporter or LineReporter(verbosity=config.verbosity, secrets=config.secrets())
+    reporter = FanOut([shown, NoteRecorder(summary)])
+    reporter.attach(summary)
     url = parse_database_url(config.db_url)
     maxmind = open_maxmind(config) if config.enabled(Source.MAXMIND) else MaxMindDatabases()
     try:

@@ -65,6 +65,10 @@ class RunSummary:
         for name, counts in self.sources.items():
             values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
             lines.append(f"{name:<10} {counts.queried:>8} {values}")
+        lines.append(
+            f"Cymru: {self.cymru_batches} batches, {self.asn_details} ASNs looked up; "
+            f"GreyNoise: {self.greynoise_requests} requests"
+        )
         written = (
             "would write nothing (dry run)"
             if self.dry_run
@@ -78,7 +82,10 @@ class RunSummary:
 
 
 class Reporter(Protocol):
-    """Receives the events of a run."""
+    """Receives the events of a run (from several threads: implementations must cope)."""
+
+    def attach(self, summary: RunSummary) -> None:
+        """The run's summary, updated live while the run goes."""
 
     def phase_started(self, phase: str, total: int) -> None:
         """A phase begins with ``total`` items to do."""
@@ -111,6 +118,9 @@ class LineReporter:
     def _line(self, text: str) -> None:
         print(redact(text, self.secrets), file=self.stream, flush=True)
 
+    def attach(self, summary: RunSummary) -> None:
+        """Nothing to keep."""
+
     def phase_started(self, phase: str, total: int) -> None:
         """Log the start of a phase."""
         self._done[phase], self._total[phase] = 0, total
@@ -136,3 +146,30 @@ class LineReporter:
     def note(self, message: str) -> None:
         """Log a note (always, even when quiet)."""
         self._line(message)
+
+
+class NoteRecorder:
+    """Copies every note into the summary (so ``--summary-json`` explains stops)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+
+    def attach(self, summary: RunSummary) -> None:
+        """Record into this summary from now on."""
+        self.summary = summary
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """Not recorded."""
+
+    def advanced(self, phase: str, done: int) -> None:
+        """Not recorded."""
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """Not recorded."""
+
+    def info(self, message: str) -> None:
+        """Not recorded."""
+
+    def note(self, message: str) -> None:
+        """Keep the note."""
+        self.summary.notes.append(message)

@@ -97,3 +97,14 @@ def compat_pg(pg_url: str, shared: Path) -> str:
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute((shared / "compat" / "cowrieprocessor-postgres.sql").read_text())  # type: ignore[arg-type]
     return pg_url
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``python -m etl.demo`` on 600 IPs: its data folder and everything it printed."""
+    from tests.sims import run_module
+
+    folder = tmp_path_factory.mktemp("demo")
+    result = run_module("etl.demo", "--ips", "600", "--data", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder, result.stdout + result.stderr

@@ -38,7 +38,10 @@ def run(*args: str) -> tuple[int, str]:
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
         (["--cymru", "127.0.0.1:http"], "--cymru must be HOST:PORT, got '127.0.0.1:http'"),
         (["--batch-size", "0"], "--batch-size must be a positive number, got 0"),
-        (["--status-file", "s.json"], "--status-file: the status file is not available"),
+        (["--config", "/no/such/etl.toml"], "config file /no/such/etl.toml does not exist"),
+        (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
+        (["--greynoise-rate", "0"], "--greynoise-rate must be a positive number"),
+        (["--quiet", "--verbose"], "--quiet and --verbose cannot be used together"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(

@@ -171,10 +171,11 @@ def test_sample_rejects_bad_input(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run_module("etl.demo", "--ips", "600", "--data", str(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Team Cymru simulator on 127.0.0.1:" in result.stdout
-    assert re.search(r"selected \d+ IPs", result.stdout)
-    assert (tmp_path / "honeypot.sqlite").exists()
-    assert (tmp_path / "maxmind" / "GeoLite2-ASN.mmdb").exists()
+def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
+    folder, output = demo
+    assert "Team Cymru simulator on 127.0.0.1:" in output
+    assert re.search(r"selected \d+ IPs", output)
+    assert re.search(r"Cymru batch 1/\d+: \d+ IPs enriched", output)
+    assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
+    assert (folder / "honeypot.sqlite").exists()
+    assert (folder / "maxmind" / "GeoLite2-ASN.mmdb").exists()

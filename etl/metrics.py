@@ -1,0 +1,79 @@
+"""``--metrics-file``: the run in Prometheus text exposition format, for node_exporter's
+textfile collector (written atomically at the end of every run, successful or not).
+
+The last success time survives failed runs: it is carried over from the previous file, so an
+alert on ``time() - honeypot_etl_last_success_timestamp_seconds`` fires when refreshes keep
+failing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from etl.progress import atomic_write
+from etl.report import STATUSES, RunSummary
+
+PREFIX = "honeypot_etl"
+_LAST_SUCCESS = re.compile(rf"^{PREFIX}_last_success_timestamp_seconds (\S+)$", re.MULTILINE)
+
+
+def _previous_success(path: Path) -> float | None:
+    try:
+        found = _LAST_SUCCESS.search(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    try:
+        return float(found.group(1)) if found else None
+    except ValueError:
+        return None
+
+
+def _metric(lines: list[str], name: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+    lines.append(f"# HELP {PREFIX}_{name} {help_text}")
+    lines.append(f"# TYPE {PREFIX}_{name} gauge")
+    for labels, value in samples:
+        lines.append(f"{PREFIX}_{name}{labels} {value:g}")
+
+
+def render_metrics(
+    summary: RunSummary, success: bool, now: float, last_success: float | None
+) -> str:
+    """The exposition text of one run."""
+    lines: list[str] = []
+    _metric(lines, "last_run_success", "1 if the last run completed, 0 if it aborted.",
+            [("", 1.0 if success else 0.0)])  # fmt: skip
+    _metric(lines, "last_run_timestamp_seconds", "When the last run ended (Unix time).",
+            [("", now)])  # fmt: skip
+    if last_success is not None:
+        _metric(lines, "last_success_timestamp_seconds",
+                "When a run last completed (Unix time).", [("", last_success)])  # fmt: skip
+    _metric(lines, "run_seconds", "Wall time of the last run.", [("", summary.wall_seconds)])
+    _metric(lines, "phase_seconds", "Seconds per phase in the last run.",
+            [(f'{{phase="{p}"}}', s) for p, s in summary.phase_seconds.items()])  # fmt: skip
+    _metric(lines, "selected_ips", "IPs selected as stale in the last run.",
+            [("", summary.selected)])  # fmt: skip
+    _metric(lines, "bogon_ips", "Selected IPs that are bogons or not IP addresses.",
+            [("", summary.bogons)])  # fmt: skip
+    samples = [
+        (f'{{source="{source}",status="{status}"}}', float(getattr(counts, status)))
+        for source, counts in summary.sources.items()
+        for status in STATUSES
+    ]
+    _metric(lines, "source_ips", "IPs per source and status in the last run.", samples)
+    _metric(lines, "rows_written", "Rows upserted in the last run, per table.",
+            [('{table="ip_inventory"}', summary.upserted),
+             ('{table="asn_inventory"}', summary.asn_upserted)])  # fmt: skip
+    _metric(lines, "cymru_batches", "Team Cymru chunks in the last run.",
+            [("", summary.cymru_batches)])  # fmt: skip
+    _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
+            [("", summary.greynoise_requests)])  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: Path, summary: RunSummary, success: bool) -> None:
+    """Write the metrics file atomically, keeping the last success time of earlier runs."""
+    now = time.time()
+    last_success = now if success else _previous_success(path)
+    atomic_write(path, render_metrics(summary, success, now, last_success))

@@ -1,0 +1,275 @@
+"""What a user and a monitor see while a run goes: progress bars, the status file, fan-out.
+
+All of these are `etl.report.Reporter` implementations; the CLI picks them:
+- `RichProgress`: one bar per phase on a terminal (counts, rate, ETA), notes above the bars;
+- `LineReporter` (etl.report): plain, greppable lines when output is not a terminal;
+- `StatusFile`: a JSON object rewritten atomically (tmp + rename) twice a second for monitors;
+- `FanOut`: hands every event to several reporters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from etl.db.url import redact
+from etl.report import Reporter, RunSummary
+
+
+@dataclass
+class PhaseState:
+    """Progress of one phase: counts, rate and ETA."""
+
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the phase started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    def rate(self) -> float:
+        """Items per second so far."""
+        elapsed = self.elapsed()
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (None when unknown)."""
+        if self.finished is not None:
+            return 0.0
+        rate = self.rate()
+        if not self.total or rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+class FanOut:
+    """A reporter that hands every event to several reporters."""
+
+    def __init__(self, reporters: Sequence[Reporter]) -> None:
+        self.reporters = list(reporters)
+
+    def attach(self, summary: RunSummary) -> None:
+        """Give every reporter the live summary."""
+        for reporter in self.reporters:
+            reporter.attach(summary)
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """Forward."""
+        for reporter in self.reporters:
+            reporter.phase_started(phase, total)
+
+    def advanced(self, phase: str, done: int) -> None:
+        """Forward."""
+        for reporter in self.reporters:
+            reporter.advanced(phase, done)
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """Forward."""
+        for reporter in self.reporters:
+            reporter.phase_finished(phase, seconds)
+
+    def info(self, message: str) -> None:
+        """Forward."""
+        for reporter in self.reporters:
+            reporter.info(message)
+
+    def note(self, message: str) -> None:
+        """Forward."""
+        for reporter in self.reporters:
+            reporter.note(message)
+
+
+class StatusFile:
+    """Keeps ``path`` up to date with the run's state for monitors (at least once a second)."""
+
+    def __init__(self, path: Path, secrets: tuple[str, ...] = (), interval: float = 0.5) -> None:
+        self.path = path
+        self.secrets = secrets
+        self.interval = interval
+        self.phases: dict[str, PhaseState] = {}
+        self.current: str | None = None
+        self.summary: RunSummary | None = None
+        self.started_at = datetime.now(UTC)
+        self.notes: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="status-file", daemon=True)
+        self.write("running")
+        self._thread.start()
+
+    # -- reporter events ---------------------------------------------------------------------
+    def attach(self, summary: RunSummary) -> None:
+        """Report per-source counts from this summary."""
+        self.summary = summary
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """A phase begins."""
+        with self._lock:
+            self.phases[phase] = PhaseState(total)
+            self.current = phase
+
+    def advanced(self, phase: str, done: int) -> None:
+        """Count progress."""
+        with self._lock:
+            state = self.phases.setdefault(phase, PhaseState(0))
+            state.done += done
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """A phase ended."""
+        with self._lock:
+            state = self.phases.setdefault(phase, PhaseState(0))
+            state.finished = time.monotonic()
+            state.done = max(state.done, state.total)
+            running = [name for name, s in self.phases.items() if s.finished is None]
+            self.current = running[-1] if running else self.current
+
+    def info(self, message: str) -> None:
+        """Progress lines are not kept in the status file."""
+
+    def note(self, message: str) -> None:
+        """Keep the notes (they explain stops)."""
+        with self._lock:
+            self.notes.append(message)
+
+    # -- the file ----------------------------------------------------------------------------
+    def snapshot(self, state: str) -> dict[str, Any]:
+        """The status object."""
+        with self._lock:
+            phases = {
+                name: {
+                    "state": "done" if s.finished is not None else "running",
+                    "done": s.done,
+                    "total": s.total,
+                    "rate": round(s.rate(), 3),
+                    "eta_seconds": None if s.eta() is None else round(s.eta() or 0.0, 1),
+                    "seconds": round(s.elapsed(), 3),
+                }
+                for name, s in self.phases.items()
+            }
+            current = phases.get(self.current or "", {})
+            notes = list(self.notes)
+        summary = self.summary
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(),
+            "phase": self.current,
+            "done": current.get("done", 0),
+            "total": current.get("total", 0),
+            "rate": current.get("rate", 0.0),
+            "eta_seconds": current.get("eta_seconds"),
+            "phases": phases,
+            "selected": summary.selected if summary else 0,
+            "sources": summary.to_dict()["sources"] if summary else {},
+            "notes": notes,
+        }
+
+    def write(self, state: str) -> None:
+        """Rewrite the file atomically."""
+        text = json.dumps(self.snapshot(state), indent=2)
+        atomic_write(self.path, redact(text, self.secrets) + "\n")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write("running")
+
+    def close(self, state: str = "finished") -> None:
+        """Stop the writer thread and write the final state (``finished`` or ``failed``)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.write(state)
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "", style="progress.data.speed")
+
+
+class RichProgress:
+    """One progress bar per phase on a terminal; notes and info lines printed above them."""
+
+    def __init__(self, console: Console | None = None, secrets: tuple[str, ...] = ()) -> None:
+        self.secrets = secrets
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.progress.start()
+
+    def attach(self, summary: RunSummary) -> None:
+        """Nothing to keep."""
+
+    def phase_started(self, phase: str, total: int) -> None:
+        """Add a bar (indeterminate when the total is not known)."""
+        self.tasks[phase] = self.progress.add_task(phase, total=total or None)
+
+    def advanced(self, phase: str, done: int) -> None:
+        """Move the bar."""
+        if phase in self.tasks:
+            self.progress.advance(self.tasks[phase], done)
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """Fill the bar."""
+        if phase in self.tasks:
+            task = self.tasks[phase]
+            total = self.progress.tasks[task].total or self.progress.tasks[task].completed or 1
+            self.progress.update(task, total=total, completed=total)
+            self.progress.stop_task(task)
+
+    def info(self, message: str) -> None:
+        """A progress line above the bars."""
+        self.progress.console.print(redact(message, self.secrets), style="dim", highlight=False)
+
+    def note(self, message: str) -> None:
+        """A note above the bars."""
+        self.progress.console.print(redact(message, self.secrets), highlight=False)
+
+    def close(self) -> None:
+        """Leave the finished bars on screen."""
+        self.progress.stop()

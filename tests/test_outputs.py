@@ -1,0 +1,190 @@
+"""What users and monitors see: configuration precedence, status file, metrics, progress, secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from etl import config as cfg
+from etl.errors import UsageError
+from etl.metrics import render_metrics, write_metrics
+from etl.progress import RichProgress, StatusFile
+from etl.refresh import _configure
+from etl.report import RunSummary
+from tests.sims import run_module, running
+
+KEY = "planted-greynoise-key-5f3a9c"
+PASSWORD = "planted-db-password-7e21"
+PROM_LINE = re.compile(r'^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+)$')
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_precedence_is_options_then_env_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(
+        'db = "sqlite:///from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
+        'maxmind_dir = "file-mm"\ncommit_every = 99\n'
+    )
+    toml.chmod(0o600)
+    monkeypatch.setenv("ETL_DB_URL", "sqlite:///from-env.db")
+    monkeypatch.setenv("MAXMIND_DIR", "env-mm")
+    monkeypatch.delenv("GREYNOISE_API_KEY", raising=False)
+    config = _configure({"ips": 11, "db": None}, toml)
+    assert config.db_url == "sqlite:///from-env.db"  # env beats the file
+    assert config.max_ips == 11  # the option beats both
+    assert config.maxmind_dir == Path("env-mm")
+    assert config.greynoise_rate == 3.0 and config.commit_every == 99
+    assert {str(s) for s in config.skip} == {"cymru"}
+    monkeypatch.setenv("ETL_CONFIG", str(toml))
+    monkeypatch.delenv("ETL_DB_URL")
+    assert _configure({}, None).db_url == "sqlite:///from-file.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dbb = 'x'\n", "unknown setting(s) dbb"),
+        ("ips = 'ten'\n", "ips must be int"),
+        ("dry_run = 1\n", "dry_run must be bool"),
+        ("ips = [\n", "not valid TOML"),
+        ("skip = ['dshield']\n", "--skip must be one of maxmind, cymru, greynoise"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        cfg.build_config(cfg.read_config_file(toml).settings)
+
+
+def test_a_readable_key_file_draws_a_warning(tmp_path: Path) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(f'greynoise_api_key = "{KEY}"\n')
+    toml.chmod(0o644)
+    warnings = cfg.read_config_file(toml).warnings
+    assert warnings and "chmod 600" in warnings[0] and KEY not in warnings[0]
+    toml.chmod(0o600)
+    assert not cfg.read_config_file(toml).warnings
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_progress_bars_show_counts_rate_and_notes() -> None:
+    out = io.StringIO()
+    bars = RichProgress(Console(file=out, force_terminal=True, width=120), secrets=(KEY,))
+    bars.phase_started("greynoise", 200)
+    bars.advanced("greynoise", 50)
+    bars.note(f"GreyNoise refused the key {KEY}")
+    bars.phase_finished("greynoise", 1.0)
+    bars.close()
+    text = out.getvalue()
+    assert "greynoise" in text and "200/200" in text
+    assert "GreyNoise refused the key ***" in text and KEY not in text
+
+
+def test_status_file_is_atomic_and_complete(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    status = StatusFile(path, secrets=(KEY,), interval=0.05)
+    summary = RunSummary()
+    status.attach(summary)
+    status.phase_started("greynoise", 100)
+    status.advanced("greynoise", 40)
+    summary.sources["greynoise"].ok = 40
+    time.sleep(0.2)
+    running_state = json.loads(path.read_text())
+    assert running_state["state"] == "running" and running_state["phase"] == "greynoise"
+    assert (running_state["done"], running_state["total"]) == (40, 100)
+    assert running_state["rate"] > 0 and running_state["eta_seconds"] is not None
+    assert running_state["sources"]["greynoise"]["ok"] == 40
+    status.note(f"stopped: key {KEY} refused")
+    status.phase_finished("greynoise", 1.0)
+    status.close()
+    final = json.loads(path.read_text())
+    assert final["state"] == "finished" and final["phases"]["greynoise"]["state"] == "done"
+    assert KEY not in path.read_text()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_metrics_are_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:
+    summary = RunSummary(selected=10, upserted=10)
+    summary.phase_seconds = {"select": 0.5, "greynoise": 3.25}
+    summary.sources["cymru"].ok = 4
+    path = tmp_path / "etl.prom"
+    write_metrics(path, summary, success=True)
+    text = path.read_text()
+    assert all(PROM_LINE.match(line) for line in text.splitlines()), text
+    assert 'honeypot_etl_phase_seconds{phase="greynoise"} 3.25' in text
+    assert 'honeypot_etl_source_ips{source="cymru",status="ok"} 4' in text
+    success = re.search(r"^honeypot_etl_last_success_timestamp_seconds (\S+)$", text, re.M)
+    assert success
+    write_metrics(path, RunSummary(), success=False)
+    failed = path.read_text()
+    assert "honeypot_etl_last_run_success 0" in failed
+    assert f"honeypot_etl_last_success_timestamp_seconds {success.group(1)}" in failed
+    fresh = render_metrics(RunSummary(), False, 1.0, None)
+    assert "last_success_timestamp_seconds" not in fresh
+
+
+# -- a whole run: status file while it goes, files at the end, and no secret anywhere ---------
+
+
+def test_a_monitored_run_leaks_no_secret(tmp_path: Path, pg_url: str) -> None:
+    db_url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")
+    built = run_module("etl.sample", "--db", db_url, "--ips", "400", "--maxmind-dir", str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    status, summary, metrics = (tmp_path / n for n in ("status.json", "summary.json", "etl.prom"))
+    with (
+        running("greynoise", tmp_path / "g.jsonl", "--key", KEY, "--rate", "60") as gn,
+        running("cymru", tmp_path / "c.jsonl", "--fault", "garbage") as cy,
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path),
+             "--cymru", cy.address, "--greynoise-url", gn.url, "--greynoise-rate", "60",
+             "--status-file", str(status), "--summary-json", str(summary),
+             "--metrics-file", str(metrics), "--verbose"],
+            env={**os.environ, "GREYNOISE_API_KEY": KEY},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        seen: list[dict[str, Any]] = []
+        while process.poll() is None:
+            if status.exists():
+                seen.append(json.loads(status.read_text()))  # always whole: atomic replace
+            time.sleep(0.3)
+        stdout, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    stamps = [s["updated_at"] for s in seen if s["state"] == "running"]
+    assert len(set(stamps)) >= 3  # rewritten while running
+    assert any(s["phase"] == "greynoise" and s["rate"] > 0 for s in seen)
+    assert json.loads(status.read_text())["state"] == "finished"
+    assert "Cymru batch 1/1" in stderr and "greynoise:" in stderr
+    outputs = {"stdout": stdout, "stderr": stderr}
+    outputs |= {p.name: p.read_text() for p in (status, summary, metrics)}
+    for name, text in outputs.items():
+        assert KEY not in text, name
+        assert PASSWORD not in text, name
+    assert json.loads(summary.read_text())["sources"]["greynoise"]["queried"] > 0
+
+
+def test_the_example_config_file_is_valid() -> None:
+    from tests.conftest import ROOT
+
+    loaded = cfg.read_config_file(ROOT / "etl.toml.example")
+    assert cfg.build_config(loaded.settings).db_url == "sqlite:///data/honeypot.sqlite"
