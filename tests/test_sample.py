@@ -26,6 +26,13 @@ def sample(*args: str) -> subprocess.CompletedProcess[str]:
     return run_module("etl.sample", *args)
 
 
+def refresh_maxmind_only(db_url: str, maxmind_dir: Path) -> subprocess.CompletedProcess[str]:
+    return run_module(
+        "etl.refresh", "--db", db_url, "--maxmind-dir", str(maxmind_dir),
+        "--skip", "cymru", "--skip", "greynoise",
+    )  # fmt: skip
+
+
 def test_world_is_determined_by_its_seed() -> None:
     again = World(1)
     assert [p.network for p in again.prefixes] == [p.network for p in WORLD.prefixes]
@@ -118,17 +125,7 @@ def test_sample_sqlite_database(tmp_path: Path) -> None:
     # Sessions of never-inventoried IPs break the (unenforced) foreign key until a refresh.
     assert con.execute("PRAGMA foreign_key_check").fetchall()
     con.close()
-    refresh = run_module(
-        "etl.refresh",
-        "--db",
-        f"sqlite:///{db}",
-        "--maxmind-dir",
-        str(tmp_path),
-        "--skip",
-        "cymru",
-        "--skip",
-        "greynoise",
-    )
+    refresh = refresh_maxmind_only(f"sqlite:///{db}", tmp_path)
     assert refresh.returncode == 0, refresh.stderr
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -149,17 +146,7 @@ def test_sample_postgres_database_refreshes(tmp_path: Path, pg_url: str) -> None
             "ON i.ip_address = s.source_ip WHERE i.ip_address IS NULL"
         ).fetchone()
         assert orphans == (0,)
-    refresh = run_module(
-        "etl.refresh",
-        "--db",
-        pg_url,
-        "--maxmind-dir",
-        str(tmp_path),
-        "--skip",
-        "cymru",
-        "--skip",
-        "greynoise",
-    )
+    refresh = refresh_maxmind_only(pg_url, tmp_path)
     assert refresh.returncode == 0, refresh.stderr
     again = sample("--db", pg_url, "--ips", "200", "--maxmind-dir", str(tmp_path), "--replace")
     assert again.returncode == 0, again.stderr

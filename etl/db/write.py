@@ -120,7 +120,7 @@ class ChunkWriter:
             )
             block = "json_object('cymru', json(details))"
             statements = [
-                _asn_details_upsert("asn_inventory", self.asn_stage, stamp, block, merged),
+                _asn_upsert("asn_inventory", self.asn_stage, stamp, block, merged),
                 f"DELETE FROM {self.asn_stage}",
             ]
             self.db.execute_native(statements, {"now": sqlite_timestamp(now)})
@@ -132,7 +132,7 @@ class ChunkWriter:
             )
             block = "json_build_object('cymru', details::json)"
             statements = [
-                _asn_details_upsert(
+                _asn_upsert(
                     "public.asn_inventory", f"public.{self.asn_stage}", stamp, block, merged
                 ),
                 f"TRUNCATE public.{self.asn_stage}",
@@ -225,41 +225,36 @@ class ChunkWriter:
         ]
 
 
-def _asn_upsert(table: str, stage: str, now: str, empty_json: str) -> str:
-    """Insert new ASNs; for known ones only fill organization fields that are still NULL."""
-    return f"""INSERT INTO {table} AS asn_inventory (asn_number, organization_name,
-            organization_country, rir_registry, first_seen, last_seen, enrichment,
-            created_at, updated_at)
-        SELECT asn_number, organization_name, organization_country, rir_registry,
-               {now}, {now}, {empty_json}, {now}, {now}
-        FROM {stage} WHERE true
-        ON CONFLICT (asn_number) DO UPDATE SET
-            organization_name = coalesce(asn_inventory.organization_name,
-                                         excluded.organization_name),
-            organization_country = coalesce(asn_inventory.organization_country,
-                                            excluded.organization_country),
-            rir_registry = coalesce(asn_inventory.rir_registry, excluded.rir_registry),
-            updated_at = excluded.updated_at
-        WHERE (asn_inventory.organization_name IS NULL AND excluded.organization_name IS NOT NULL)
-           OR (asn_inventory.organization_country IS NULL
-               AND excluded.organization_country IS NOT NULL)
-           OR (asn_inventory.rir_registry IS NULL AND excluded.rir_registry IS NOT NULL)"""
+def _asn_upsert(
+    table: str, stage: str, now: str, enrichment: str, merged: str | None = None
+) -> str:
+    """Upsert asn_inventory rows from a stage table.
 
-
-def _asn_details_upsert(table: str, stage: str, now: str, details: str, merged: str) -> str:
-    """Insert or update ASNs with Cymru's AS registration data (Tier 1)."""
+    Without ``merged`` (rows derived from IPs): insert new ASNs and, for known ones, only fill
+    organization fields that are still NULL. With ``merged`` (Tier 1, Cymru's AS answers): known
+    values replace old ones and ``enrichment`` becomes ``merged``.
+    """
+    first, second = ("excluded", "asn_inventory") if merged else ("asn_inventory", "excluded")
+    fields = ("organization_name", "organization_country", "rir_registry")
+    updates = [f"{f} = coalesce({first}.{f}, {second}.{f})" for f in fields]
+    if merged:
+        updates += [
+            f"enrichment = {merged}",
+            "enrichment_updated_at = excluded.enrichment_updated_at",
+        ]
+        condition = ""
+    else:
+        condition = "WHERE " + " OR ".join(
+            f"(asn_inventory.{f} IS NULL AND excluded.{f} IS NOT NULL)" for f in fields
+        )
+    set_clause = ",\n            ".join([*updates, "updated_at = excluded.updated_at"])
+    touched = now if merged else "NULL"  # enrichment_updated_at: only Tier 1 enriches an ASN
     return f"""INSERT INTO {table} AS asn_inventory (asn_number, organization_name,
             organization_country, rir_registry, first_seen, last_seen, enrichment,
             enrichment_updated_at, created_at, updated_at)
         SELECT asn_number, organization_name, organization_country, rir_registry,
-               {now}, {now}, {details}, {now}, {now}, {now}
+               {now}, {now}, {enrichment}, {touched}, {now}, {now}
         FROM {stage} WHERE true
         ON CONFLICT (asn_number) DO UPDATE SET
-            organization_name = coalesce(excluded.organization_name,
-                                         asn_inventory.organization_name),
-            organization_country = coalesce(excluded.organization_country,
-                                            asn_inventory.organization_country),
-            rir_registry = coalesce(excluded.rir_registry, asn_inventory.rir_registry),
-            enrichment = {merged},
-            enrichment_updated_at = excluded.enrichment_updated_at,
-            updated_at = excluded.updated_at"""
+            {set_clause}
+        {condition}"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -57,6 +58,20 @@ def announce(port: int, out: TextIO = sys.stdout) -> None:
     """The first stdout line every simulator prints."""
     out.write(f"listening on {HOST}:{port}\n")
     out.flush()
+
+
+def simulator_parser(
+    prog: str, description: str, port: int, faults: tuple[str, ...], unit: str
+) -> argparse.ArgumentParser:
+    """The options every simulator has; ``unit`` is what a fault applies to (session, request)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--port", type=int, default=port, help="TCP port (0: any free port)")
+    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
+    parser.add_argument("--fault", choices=faults, help="fault to inject")
+    parser.add_argument("--fault-rate", type=float, default=1.0, help=f"share of faulty {unit}s")
+    parser.add_argument("--log", type=Path, help=f"JSON lines file: one entry per {unit}")
+    return parser
 
 
 def parse_faults(kind: str | None, known: tuple[str, ...]) -> str | None:

@@ -14,7 +14,6 @@ junk lines into the answers, ``refuse`` resets the connection before the banner.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -25,10 +24,16 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from etl.sample.world import World
-from etl.sim.common import HOST, FaultPlan, RequestLog, announce, parse_faults
+from etl.sim.common import (
+    HOST,
+    FaultPlan,
+    RequestLog,
+    announce,
+    parse_faults,
+    simulator_parser,
+)
 
 FAULTS = ("drop", "stall", "garbage", "refuse")
 COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
@@ -361,19 +366,13 @@ async def serve(simulator: CymruSimulator, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m etl.sim.cymru``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m etl.sim.cymru", description=__doc__.split("\n")[0]
+    parser = simulator_parser(
+        "python -m etl.sim.cymru", (__doc__ or "").split("\n")[0], 4343, FAULTS, "session"
     )
-    parser.add_argument("--port", type=int, default=4343, help="TCP port (0: any free port)")
-    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     parser.add_argument(
         "--chunk-latency-ms", type=float, default=0.0, help="delay before a session's first answer"
     )
-    parser.add_argument("--fault", choices=FAULTS, help="fault to inject")
-    parser.add_argument("--fault-rate", type=float, default=1.0, help="share of faulty sessions")
     parser.add_argument("--bulk-header", action="store_true", help="print a header in bulk mode")
-    parser.add_argument("--log", type=Path, help="JSON lines file: one entry per session")
     args = parser.parse_args(argv)
     simulator = CymruSimulator(
         World(args.seed),

@@ -13,7 +13,6 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
@@ -25,13 +24,19 @@ import threading
 import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from etl.sample.world import GreyNoiseRecord, World
-from etl.sim.common import HOST, FaultPlan, RequestLog, announce, parse_faults
+from etl.sim.common import (
+    HOST,
+    FaultPlan,
+    RequestLog,
+    announce,
+    parse_faults,
+    simulator_parser,
+)
 
 FAULTS = ("5xx", "slow", "reset", "malformed", "429")
 MAX_MULTI = 10_000
@@ -346,23 +351,17 @@ class GreyNoiseServer(ThreadingHTTPServer):
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m etl.sim.greynoise``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m etl.sim.greynoise", description=(__doc__ or "").split("\n")[0]
+    parser = simulator_parser(
+        "python -m etl.sim.greynoise", (__doc__ or "").split("\n")[0], 8088, FAULTS, "request"
     )
-    parser.add_argument("--port", type=int, default=8088, help="TCP port (0: any free port)")
-    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
     parser.add_argument("--key", help="require this API key in the `key` header")
     parser.add_argument("--rate", type=float, help="requests per second before 429")
     parser.add_argument("--daily-limit", type=int, help="lookups before the daily-limit 429")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
-    parser.add_argument("--fault", choices=FAULTS, help="fault to inject")
-    parser.add_argument("--fault-rate", type=float, default=1.0, help="share of faulty requests")
     parser.add_argument(
         "--retry-after", choices=("seconds", "date", "none"), default="seconds",
         help="form of Retry-After on a throttling 429",
     )  # fmt: skip
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="delay of a slow fault")
-    parser.add_argument("--log", type=Path, help="JSON lines file: one entry per request")
     args = parser.parse_args(argv)
     simulator = GreyNoiseSimulator(
         World(args.seed),
