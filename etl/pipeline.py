@@ -211,6 +211,7 @@ class _Run:
             with _phase(self.summary, self.reporter, "write", frame.height):
                 committer.add(frame.select(c for c in BASE_COLUMNS if c in frame.columns))
                 committer.flush()
+            committer.on_commit = None  # later commits show in the cymru and greynoise bars
             if self.ask_cymru:  # Tier 1 for the ASNs MaxMind gave, asked along with the IPs
                 self.fresh_asns = asns_with_fresh_details(
                     self.db, self.now, self.config.freshness.asn_details
