@@ -3,7 +3,8 @@
     EtlError                    anything the CLI turns into one line and an exit code
     ├── UsageError              bad option or configuration value (exit 2, nothing written)
     ├── DatabaseError           the database cannot be opened, read or written
-    │   └── SchemaError         tables exist but are not the cowrieprocessor shape
+    │   ├── SchemaError         tables exist but are not the cowrieprocessor shape
+    │   └── RunLockedError      another refresh of the same database is running
     ├── MaxMindError            a named MaxMind file is missing or is not an mmdb
     └── ServiceError            a remote service gave no usable answer
         ├── ServiceUnavailableError connections refused or timing out again and again (Cymru)
@@ -42,6 +43,12 @@ class SchemaError(DatabaseError):
     """The database has the tables, but not in a shape the refresh can write safely."""
 
     exit_code = 2
+
+
+class RunLockedError(DatabaseError):
+    """Another refresh holds the database's run lock; this run did nothing."""
+
+    exit_code = 1
 
 
 class MaxMindError(UsageError):

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +27,14 @@ from etl.commit import Committer
 from etl.config import RefreshConfig, Source
 from etl.cymru import as_queries, asn_details, cymru_results, cymru_targets, split_batch
 from etl.db.database import Database
-from etl.db.select import SelectionRules, asns_with_fresh_details, select_stale, unknown_ips
+from etl.db.lock import run_lock
+from etl.db.select import (
+    SelectionRules,
+    asns_with_fresh_details,
+    select_stale,
+    unknown_ips,
+    unusable_rows,
+)
 from etl.db.url import parse_database_url
 from etl.db.write import MAX_PG_INTEGER, ChunkWriter
 from etl.errors import ServiceError
@@ -106,11 +113,19 @@ def refresh(
         for message in maxmind.notes:
             reporter.note(message)
         active = _active_sources(config, maxmind, reporter)
-        with Database(url) as db:
+        lock = nullcontext() if config.dry_run else run_lock(url)
+        left: list[str] = []
+        with lock, Database(url) as db:
             if not config.dry_run:
                 created = db.ensure_schema().created
                 if created:
                     reporter.note(f"created table(s) {', '.join(created)} in {url}")
+                left = db.drop_leftover_stages()
+                if left:
+                    reporter.note(
+                        f"dropped {len(left)} staging table(s) left by a killed run; "
+                        "ASN counts will be recomputed for every ASN"
+                    )
             elif not db.columns("ip_inventory"):
                 reporter.note(f"{url} has no ip_inventory table yet: nothing to select")
                 return summary
@@ -128,7 +143,9 @@ def refresh(
                     f"GreyNoise about {len(targets['greynoise'])}"
                 )
                 return summary
-            _Run(db, config, summary, reporter, now, active).execute(frame, targets)
+            run = _Run(db, config, summary, reporter, now, active)
+            run.recount_all = bool(left)
+            run.execute(frame, targets)
     finally:
         maxmind.close()
         summary.wall_seconds = round(time.monotonic() - started, 3)
@@ -160,6 +177,12 @@ def _prepare(
     for address in unknown_ips(frame, config.only_ips):
         reporter.note(f"--ip {address}: not in ip_inventory nor in session_summaries")
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
+    summary.unusable = unusable_rows(db)
+    if summary.unusable:
+        reporter.note(
+            f"{summary.unusable} ip_inventory row(s) have enrichment that is not a JSON object: "
+            "left unchanged (fix or delete them to have them refreshed)"
+        )
     with _phase(summary, reporter, "validate", frame.height):
         frame = with_validation(frame)
     summary.bogons = int(frame["is_bogon"].sum())
@@ -199,6 +222,7 @@ class _Run:
         self.cymru = CymruClient(config.cymru_settings())
         self.fresh_asns: set[int] = set()
         self.wanted_asns: list[int] = []
+        self.recount_all = False  # a killed run may have left ASN counts behind
 
     def execute(self, frame: pl.DataFrame, targets: dict[str, list[str]]) -> None:
         writer = ChunkWriter(self.db)
@@ -232,7 +256,7 @@ class _Run:
             committer.flush()
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
             with _phase(self.summary, self.reporter, "asn_counts", len(touched)):
-                writer.recount_asns(sorted(touched))
+                writer.recount_asns(None if self.recount_all else sorted(touched))
         finally:
             # Every selected IP is upserted by the base write; later parts update those rows.
             self.summary.upserted = min(writer.rows_written, frame.height)

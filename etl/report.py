@@ -35,6 +35,7 @@ class RunSummary:
     selected: int = 0
     new_ips: int = 0
     bogons: int = 0
+    unusable: int = 0
     sources: dict[str, SourceCounts] = field(
         default_factory=lambda: {s: SourceCounts() for s in ("maxmind", "cymru", "greynoise")}
     )
@@ -59,7 +60,12 @@ class RunSummary:
     def table(self) -> str:
         """A plain-text summary table for the end of a run."""
         lines = [
-            f"selected {self.selected} IPs ({self.new_ips} new, {self.bogons} bogon or invalid)",
+            f"selected {self.selected} IPs ({self.new_ips} new, {self.bogons} bogon or invalid)"
+            + (
+                f"; {self.unusable} rows with unusable enrichment left alone"
+                if self.unusable
+                else ""
+            ),
             f"{'source':<10} {'queried':>8} " + " ".join(f"{s:>9}" for s in STATUSES),
         ]
         for name, counts in self.sources.items():

@@ -67,6 +67,14 @@ NOT_FOUND_IP: Final = IpAnswer((), None, None, None, None, None)
 NOT_FOUND_AS: Final = AsAnswer(None, None, None, None)
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _blank(value: str) -> str | None:
     value = value.strip()
     return value or None
@@ -123,10 +131,10 @@ class BulkParser:
         fields = [part.strip() for part in text.split("|", 6)]
         if fields[0].upper() == "AS":
             return  # a header line
-        if len(fields) == 7:
-            self._ip_row(fields)
-        elif len(fields) == 5:
-            self._as_row(fields)
+        if len(fields) == 7 and _is_address(fields[1]):
+            self._ip_row(fields)  # the AS name keeps any "|" of its own
+        elif len(fields) >= 5 and not _is_address(fields[1]):
+            self._as_row([part.strip() for part in text.split("|", 4)])
         else:
             self.garbage += 1
 

@@ -240,6 +240,24 @@ class Database:
         finally:
             self.execute_native([f"DROP TABLE IF EXISTS {stage}"])
 
+    def drop_leftover_stages(self) -> list[str]:
+        """Drop staging tables a killed run left behind (call only under the run lock)."""
+        if self.dialect == "sqlite":
+            rows = self.query_native(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_etl\\_%' "
+                "ESCAPE '\\'"
+            )
+        else:
+            rows = self.query_native(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+                "AND table_name LIKE '\\_etl\\_%' ESCAPE '\\'"
+            )
+        names = [str(row[0]) for row in rows]
+        if names:
+            self.execute_native([f"DROP TABLE IF EXISTS {name}" for name in names])
+            self.refresh_catalog()
+        return names
+
     # -- schema -----------------------------------------------------------------------------
     def columns(self, table: str) -> set[str]:
         """Column names of a table in the target database (empty when it does not exist)."""

@@ -44,6 +44,13 @@ SELECTION_SCHEMA = {
     "stale_greynoise": pl.Boolean,
 }
 
+# Rows whose enrichment is not a JSON object cannot be merged without losing what they hold:
+# the refresh leaves them alone and counts them (NULL counts as an empty object).
+USABLE_ENRICHMENT = (
+    "(enrichment IS NULL OR (json_valid(CAST(enrichment AS VARCHAR))"
+    " AND json_type(CAST(enrichment AS VARCHAR)) = 'OBJECT'))"
+)
+
 _TIMESTAMP_MACRO = r"""
 CREATE OR REPLACE TEMP MACRO etl_ts(x) AS CASE
     WHEN x IS NULL OR trim(x) = '' THEN NULL
@@ -117,6 +124,7 @@ WITH inventory AS (
            etl_ts(CAST(last_seen AS VARCHAR)) AS last_seen,
            etl_ts(CAST(enrichment_updated_at AS VARCHAR)) IS NULL AS never_enriched,
            TRY_CAST(current_asn AS BIGINT) AS current_asn,
+           {USABLE_ENRICHMENT} AS usable,
            json_extract_string(
                CASE WHEN json_valid(CAST(enrichment AS VARCHAR))
                     THEN CAST(enrichment AS VARCHAR) ELSE '{{}}' END, [{paths}]) AS f
@@ -129,6 +137,7 @@ WITH inventory AS (
            {stale["stale_cymru"]} AS cymru_block_stale,
            {stale["stale_greynoise"]} AS stale_greynoise
     FROM inventory
+    WHERE usable
 ), stale AS (
     SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
     FROM flagged
@@ -199,3 +208,12 @@ def asns_with_fresh_details(db: Database, now: datetime, max_age: timedelta) -> 
     with db.duck_errors("reading asn_inventory"):
         rows = db.duck.execute(sql, {"cutoff": now - max_age}).fetchall()
     return {int(row[0]) for row in rows if row[0] is not None}
+
+
+def unusable_rows(db: Database) -> int:
+    """Inventory rows left alone because their enrichment is not a JSON object."""
+    with db.duck_errors("checking enrichment JSON"):
+        row = db.duck.execute(
+            f"SELECT count(*) FROM {db.table('ip_inventory')} WHERE NOT {USABLE_ENRICHMENT}"
+        ).fetchone()
+    return int(row[0]) if row else 0

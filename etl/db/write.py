@@ -140,24 +140,34 @@ class ChunkWriter:
             self.db.execute_native(statements)
         self.asn_rows_written += details.height
 
-    def recount_asns(self, asns: list[int]) -> None:
-        """Recompute unique_ip_count and total_session_count of these ASNs, set-based."""
-        if not asns:
-            return
-        frame = pl.DataFrame({"asn_number": sorted(set(asns))}, schema={"asn_number": pl.Int64})
-        self.db.stage(self.asn_stage, frame)
+    def recount_asns(self, asns: list[int] | None) -> None:
+        """Recompute unique_ip_count and total_session_count, set-based: of these ASNs, or of
+        every ASN when ``asns`` is None (after a killed run whose counts were never redone)."""
         prefix = "" if self.db.dialect == "sqlite" else "public."
+        if asns is None:
+            source = f"{prefix}asn_inventory"
+        elif asns:
+            numbers = sorted(set(asns))
+            self.db.stage(
+                self.asn_stage,
+                pl.DataFrame({"asn_number": numbers}, schema={"asn_number": pl.Int64}),
+            )
+            source = f"{prefix}{self.asn_stage}"
+        else:
+            return
         self.db.execute_native(
             [
                 f"""UPDATE {prefix}asn_inventory
                     SET unique_ip_count = counts.ips, total_session_count = counts.sessions
                     FROM (SELECT stage.asn_number, count(ip.ip_address) AS ips,
                                  coalesce(sum(ip.session_count), 0) AS sessions
-                          FROM {prefix}{self.asn_stage} AS stage
+                          FROM {source} AS stage
                           LEFT JOIN {prefix}ip_inventory AS ip
                                  ON ip.current_asn = stage.asn_number
                           GROUP BY stage.asn_number) AS counts
-                    WHERE asn_inventory.asn_number = counts.asn_number""",
+                    WHERE asn_inventory.asn_number = counts.asn_number
+                      AND (unique_ip_count IS DISTINCT FROM counts.ips
+                           OR total_session_count IS DISTINCT FROM counts.sessions)""",
                 f"DELETE FROM {prefix}{self.asn_stage}",
             ]
         )
@@ -217,7 +227,8 @@ class ChunkWriter:
                     current_asn = coalesce(excluded.current_asn, ip_inventory.current_asn),
                     asn_last_verified = coalesce(excluded.asn_last_verified,
                                                  ip_inventory.asn_last_verified),
-                    enrichment = ip_inventory.enrichment::jsonb || excluded.enrichment::jsonb,
+                    enrichment = coalesce(ip_inventory.enrichment::jsonb, '{{}}'::jsonb)
+                                 || excluded.enrichment::jsonb,
                     enrichment_updated_at = coalesce(excluded.enrichment_updated_at,
                                                      ip_inventory.enrichment_updated_at),
                     updated_at = excluded.updated_at""",

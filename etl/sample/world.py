@@ -115,6 +115,7 @@ AWKWARD_NAMES: Final = (
     "COMMA,SEPARATED,,NAME,, DE",
     'BACKSLASH\\AND"QUOTE {"json": [1]}, NL',
     "L" + "ONG-NAME-" * 23 + ", RU",
+    "TAB\tAND\x07BELL | PIPE %s\\n NAME, SE",
 )
 
 
@@ -191,6 +192,14 @@ _KNOWN_PREFIXES: Final = tuple(
 _KNOWN_GREYNOISE: Final = {
     "1.2.3.4": GreyNoiseRecord(False, True, "benign", "Cloudflare", "2020-01-01"),
     "8.8.8.8": GreyNoiseRecord(False, True, "benign", "Google Public DNS", "2026-11-20"),
+    # A hostile actor name: quotes, "|", SQL, JSON metacharacters, control characters, non-ASCII.
+    "45.33.32.156": GreyNoiseRecord(
+        True,
+        False,
+        "malicious",
+        'x\'); DROP TABLE ip_inventory;-- "}, {"noise": false | \t\x01 Ünïcødé ✓',
+        "2026-11-25",
+    ),
 }
 _ACTORS: Final = ("Shodan.io", "Censys", "BinaryEdge", "Stretchoid", "Palo Alto Networks")
 _SERVICES: Final = ("Cloudflare", "Google Public DNS", "Microsoft Azure", "Akamai", "Fastly")

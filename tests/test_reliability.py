@@ -1,0 +1,181 @@
+"""Reliability: one run per database, leftovers of killed runs, and kill safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from etl.db.database import Database
+from etl.db.lock import run_lock
+from etl.db.url import parse_database_url
+from etl.errors import RunLockedError
+from tests.sims import run_module, running
+
+KEY = "reliability-key"
+
+
+def build_sample(db_url: str, folder: Path, ips: int) -> None:
+    result = run_module(
+        "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_the_run_lock_admits_one_holder(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    db_url = (
+        f"sqlite:///{tmp_path / 'h.sqlite'}"
+        if dialect == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    url = parse_database_url(db_url)
+    taken = pytest.raises(RunLockedError, match=r"another refresh of .* is running")
+    with run_lock(url), taken, run_lock(url):
+        pass
+    with run_lock(url):  # released
+        pass
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_a_second_refresh_exits_while_the_first_runs(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    db_url = (
+        f"sqlite:///{tmp_path / 'h.sqlite'}"
+        if dialect == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    build_sample(db_url, tmp_path, 300)
+    status = tmp_path / "status.json"
+    with running("greynoise", tmp_path / "g.jsonl", "--key", KEY, "--rate", "40") as gn:
+        base = [sys.executable, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path),
+                "--skip", "cymru", "--greynoise-url", gn.url, "--greynoise-rate", "40"]  # fmt: skip
+        env = {**os.environ, "GREYNOISE_API_KEY": KEY}
+        first = subprocess.Popen(
+            [*base, "--status-file", str(status)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if status.exists() and json.loads(status.read_text()).get("phase") == "greynoise":
+                break
+            time.sleep(0.2)
+        second = subprocess.run(
+            base, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        during = len(gn.entries())
+        assert first.wait(timeout=120) == 0
+        asked = [ip for e in gn.entries() for ip in e["ips"]]
+    assert second.returncode == 1
+    assert "another refresh of" in second.stderr and "Traceback" not in second.stderr
+    assert during < len(asked)  # the first run was still asking when the second gave up
+    assert len(asked) == len(set(asked))  # no IP was sent twice
+
+
+def test_staging_tables_of_a_killed_run_are_dropped(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(db_url, tmp_path, 100)
+    con = sqlite3.connect(tmp_path / "h.sqlite")
+    con.execute("CREATE TABLE _etl_stage_ip_4242_abcdef (ip_address VARCHAR)")
+    con.commit()
+    con.close()
+    result = run_module("etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path),
+                        "--skip", "cymru", "--skip", "greynoise")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1 staging table(s) left by a killed run" in result.stderr
+    with Database(parse_database_url(db_url)) as db:
+        assert not db.query_native("SELECT name FROM sqlite_master WHERE name LIKE '_etl%'")
+
+
+# -- hostile answers -------------------------------------------------------------------------
+
+HOSTILE_IP = "45.33.32.156"  # GreyNoise's actor name for it is hostile (see etl.sample.world)
+
+
+def test_hostile_names_are_stored_verbatim_and_touch_nothing_else(tmp_path: Path) -> None:
+    import ipaddress
+
+    import polars as pl
+
+    from etl.sample.mmdb_files import write_maxmind_files
+    from etl.sample.world import AWKWARD_NAMES, World
+
+    world = World(1)
+    write_maxmind_files(world, tmp_path)
+    awkward = {s.number: s for s in world.systems.values() if s.name in AWKWARD_NAMES}
+    sources = [HOSTILE_IP]
+    for prefix in world.prefixes:  # one IP routed by each awkward AS
+        if prefix.origins and prefix.origins[0] in awkward and prefix.network.version == 4:
+            sources.append(str(prefix.network.network_address + 7))
+            awkward.pop(prefix.origins[0])
+    db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    now = datetime.now(UTC)
+    fresh = {"status": "ok", "cached_at": now.isoformat()}
+    bystander = {  # fresh for every source: not selected, and no answer may reach it
+        "validation": {"is_bogon": False, "reason": None},
+        "maxmind": {**fresh, "asn": 64999, "db_build_epoch": 9_999_999_999},
+        "greynoise": fresh,
+        "dshield": {"note": "x'); DROP TABLE ip_inventory;--"},
+        "spur": ["|", '\\"q'],
+    }
+    with Database(parse_database_url(db_url)) as db:
+        db.ensure_schema()
+        db.append("asn_inventory", pl.DataFrame({
+            "asn_number": [64999], "organization_name": ["BYSTANDER, US"],
+            "first_seen": [now], "last_seen": [now], "enrichment": ["{}"],
+            "created_at": [now], "updated_at": [now],
+        }))  # fmt: skip
+        db.append("ip_inventory", pl.DataFrame({
+            "ip_address": ["93.184.216.34"], "current_asn": [64999], "first_seen": [now],
+            "last_seen": [now], "session_count": [3], "enrichment": [json.dumps(bystander)],
+            "enrichment_updated_at": [now], "created_at": [now], "updated_at": [now],
+        }))  # fmt: skip
+        db.append("session_summaries", pl.DataFrame({
+            "session_id": [f"h{n}" for n in range(len(sources))], "source_ip": sources,
+            "first_event_at": [now] * len(sources), "last_event_at": [now] * len(sources),
+        }))  # fmt: skip
+    before = (
+        sqlite3.connect(tmp_path / "h.sqlite")
+        .execute("SELECT * FROM ip_inventory WHERE ip_address = '93.184.216.34'")
+        .fetchone()
+    )
+    with (
+        running("cymru", tmp_path / "c.jsonl") as cy,
+        running("greynoise", tmp_path / "g.jsonl", "--key", KEY) as gn,
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path),
+             "--cymru", cy.address, "--greynoise-url", gn.url, "--greynoise-rate", "100"],
+            env={**os.environ, "GREYNOISE_API_KEY": KEY}, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    con = sqlite3.connect(tmp_path / "h.sqlite")
+    assert (
+        con.execute("SELECT * FROM ip_inventory WHERE ip_address = '93.184.216.34'").fetchone()
+        == before
+    )
+    assert con.execute("SELECT count(*) FROM ip_inventory").fetchone() == (len(sources) + 1,)
+    names = dict(con.execute("SELECT asn_number, organization_name FROM asn_inventory"))
+    for system in world.systems.values():
+        if system.name in AWKWARD_NAMES and system.number in names:
+            assert names[system.number] == system.name  # verbatim, from Cymru's AS answer
+    assert sum(name in AWKWARD_NAMES for name in names.values()) >= 5
+    hostile = json.loads(
+        con.execute(
+            "SELECT enrichment FROM ip_inventory WHERE ip_address = ?", (HOSTILE_IP,)
+        ).fetchone()[0]
+    )
+    assert hostile["greynoise"]["name"] == world.greynoise(HOSTILE_IP).name  # type: ignore[union-attr]
+    assert ipaddress.ip_address(HOSTILE_IP)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
