@@ -3,7 +3,8 @@
     select -> validate -> MaxMind -> commit (validation + maxmind blocks of every selected row)
            -> network phases in threads at the same time (Team Cymru, GreyNoise), each
               result part committed as it arrives (`Committer`)
-           -> Tier 1: AS registration data for the ASNs the run touched -> ASN counts
+              (the Cymru sessions also carry Tier 1: AS registration data for every ASN
+              lacking it or older than 90 days) -> ASN counts of touched ASNs
 
 A run stopped at any point keeps every committed chunk; what is still stale is picked up by the
 next run.
@@ -30,7 +31,7 @@ from etl.db.database import Database
 from etl.db.lock import run_lock
 from etl.db.select import (
     SelectionRules,
-    asns_with_fresh_details,
+    asn_details_state,
     select_stale,
     unknown_ips,
     unusable_rows,
@@ -236,12 +237,10 @@ class _Run:
                 committer.add(frame.select(c for c in BASE_COLUMNS if c in frame.columns))
                 committer.flush()
             committer.on_commit = None  # later commits show in the cymru and greynoise bars
-            if self.ask_cymru:  # Tier 1 for the ASNs MaxMind gave, asked along with the IPs
-                self.fresh_asns = asns_with_fresh_details(
-                    self.db, self.now, self.config.freshness.asn_details
-                )
+            if self.ask_cymru:  # Tier 1, asked along with the IPs in the same sessions
+                self.fresh_asns, stale = asn_details_state(self.db, self.now, self.config.freshness)
                 known = _storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
-                self.wanted_asns = sorted(known - self.fresh_asns)
+                self.wanted_asns = sorted(_storable(stale) | (known - self.fresh_asns))
             bodies = {"cymru": self._cymru_phase, "greynoise": self._greynoise_phase}
             wanted = {
                 "cymru": bool(targets["cymru"] or self.wanted_asns),

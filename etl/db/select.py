@@ -194,20 +194,42 @@ def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:
     return [ip for ip in requested if ip not in found]
 
 
-def asns_with_fresh_details(db: Database, now: datetime, max_age: timedelta) -> set[int]:
-    """ASNs whose registration data (name, country, registry) is complete and recent."""
+def asn_details_state(
+    db: Database, now: datetime, freshness: Freshness
+) -> tuple[set[int], set[int]]:
+    """asn_inventory's ASNs split in two: registration data fresh, or to look up again.
+
+    Fresh: Cymru's AS answer (the row's ``cymru`` block) is younger than 90 days, or 7 days
+    when it was not found; or, never looked up by us, the row is complete and recent.
+    """
     db.duck.execute(_TIMESTAMP_MACRO)
     sql = f"""
-        SELECT TRY_CAST(asn_number AS BIGINT) AS asn_number
-        FROM {db.table("asn_inventory")}
-        WHERE organization_name IS NOT NULL AND organization_country IS NOT NULL
-          AND rir_registry IS NOT NULL
-          AND coalesce(etl_ts(CAST(enrichment_updated_at AS VARCHAR)),
-                       etl_ts(CAST(updated_at AS VARCHAR))) >= $cutoff
+        WITH rows AS (
+            SELECT TRY_CAST(asn_number AS BIGINT) AS asn_number,
+                   organization_name IS NOT NULL AND organization_country IS NOT NULL
+                       AND rir_registry IS NOT NULL AS complete,
+                   etl_ts(CAST(enrichment_updated_at AS VARCHAR)) AS looked_up,
+                   etl_ts(CAST(updated_at AS VARCHAR)) AS updated,
+                   CASE WHEN json_valid(CAST(enrichment AS VARCHAR))
+                        THEN json_extract_string(CAST(enrichment AS VARCHAR), '$.cymru.status')
+                   END AS status
+            FROM {db.table("asn_inventory")}
+        )
+        SELECT asn_number,
+               coalesce((status = 'ok' AND looked_up >= $ok_cutoff)
+                        OR (status = 'not_found' AND looked_up >= $not_found_cutoff)
+                        OR (complete AND coalesce(looked_up, updated) >= $ok_cutoff), false)
+        FROM rows
     """
+    params = {
+        "ok_cutoff": now - freshness.asn_details,
+        "not_found_cutoff": now - freshness.cymru_not_found,
+    }
     with db.duck_errors("reading asn_inventory"):
-        rows = db.duck.execute(sql, {"cutoff": now - max_age}).fetchall()
-    return {int(row[0]) for row in rows if row[0] is not None}
+        rows = db.duck.execute(sql, params).fetchall()
+    fresh = {int(number) for number, ok in rows if number is not None and ok}
+    stale = {int(number) for number, ok in rows if number is not None and not ok}
+    return fresh, stale
 
 
 def unusable_rows(db: Database) -> int:

@@ -20,6 +20,7 @@ import math
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from email.utils import formatdate
@@ -347,6 +348,11 @@ class GreyNoiseServer(ThreadingHTTPServer):
     def __init__(self, port: int, simulator: GreyNoiseSimulator) -> None:
         super().__init__((HOST, port), Handler)
         self.simulator = simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,144 @@
+"""Kill safety: SIGKILL a refresh at seeded random moments; the database stays whole, and a
+rerun ends in the same state as a run that was never interrupted (timestamps aside)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sims import Simulator, run_module, running
+
+KEY = "kill-safety-key"
+TRIALS = 20
+TIMESTAMPS = ("cached_at",)
+
+
+def normalized(path: Path) -> dict[str, Any]:
+    """The database's content without the times a run stamps."""
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    ips = {}
+    for row in con.execute("SELECT * FROM ip_inventory"):
+        enrichment = json.loads(row["enrichment"])
+        for block in enrichment.values():
+            if isinstance(block, dict):
+                for key in TIMESTAMPS:
+                    block.pop(key, None)
+        ips[row["ip_address"]] = (
+            row["current_asn"], row["first_seen"], row["last_seen"], row["session_count"],
+            enrichment, row["enrichment_updated_at"] is None,
+        )  # fmt: skip
+    asns = {
+        row["asn_number"]: (
+            row["organization_name"],
+            row["organization_country"],
+            row["rir_registry"],
+            row["unique_ip_count"],
+            row["total_session_count"],
+        )
+        for row in con.execute("SELECT * FROM asn_inventory")
+    }
+    con.close()
+    return {"ips": ips, "asns": asns}
+
+
+def check_whole(path: Path, pristine_violations: set[tuple[Any, ...]]) -> None:
+    """Integrity, foreign keys, parseable JSON, complete blocks."""
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    violations = set(con.execute("PRAGMA foreign_key_check").fetchall())
+    assert violations <= pristine_violations  # only sessions of IPs not inventoried yet
+    for ip, text in con.execute("SELECT ip_address, enrichment FROM ip_inventory"):
+        enrichment = json.loads(text)
+        assert isinstance(enrichment, dict), ip
+        for name in ("validation", "maxmind", "cymru", "greynoise"):
+            block = enrichment.get(name)
+            if block is None:
+                continue
+            if name == "validation":
+                assert set(block) == {"is_bogon", "reason"}, ip
+            else:
+                assert block["status"] in ("ok", "not_found", "error", "skipped"), ip
+                assert "cached_at" in block, ip
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Simulator, Simulator]]:
+    folder = tmp_path_factory.mktemp("kill")
+    built = run_module(
+        "etl.sample", "--db", f"sqlite:///{folder / 'pristine.sqlite'}", "--ips", "300",
+        "--maxmind-dir", str(folder),
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    with (
+        running("cymru", folder / "c.jsonl", "--latency-ms", "3") as cymru,
+        running("greynoise", folder / "g.jsonl", "--key", KEY) as greynoise,
+    ):
+        yield folder, cymru, greynoise
+
+
+def command(db: Path, folder: Path, cymru: Simulator, greynoise: Simulator) -> list[str]:
+    return [sys.executable, "-m", "etl.refresh", "--db", f"sqlite:///{db}", "--maxmind-dir",
+            str(folder), "--cymru", cymru.address, "--batch-size", "40", "--greynoise-url",
+            greynoise.url, "--greynoise-rate", "400", "--commit-every", "60", "--quiet"]  # fmt: skip
+
+
+def run_to_end(db: Path, folder: Path, cymru: Simulator, greynoise: Simulator) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        command(db, folder, cymru, greynoise), env={**os.environ, "GREYNOISE_API_KEY": KEY},
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def test_sigkill_at_random_moments(world: tuple[Path, Simulator, Simulator]) -> None:
+    folder, cymru, greynoise = world
+    pristine = folder / "pristine.sqlite"
+    con = sqlite3.connect(pristine)
+    pristine_violations = set(con.execute("PRAGMA foreign_key_check").fetchall())
+    con.close()
+    reference = folder / "reference.sqlite"
+    shutil.copy(pristine, reference)
+    duration = run_to_end(reference, folder, cymru, greynoise)
+    expected = normalized(reference)
+    rng = random.Random(20261128)
+    killed_mid_write = 0
+    for trial in range(TRIALS):
+        db = folder / f"trial-{trial}.sqlite"
+        shutil.copy(pristine, db)
+        process = subprocess.Popen(
+            command(db, folder, cymru, greynoise), env={**os.environ, "GREYNOISE_API_KEY": KEY},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(rng.uniform(0.3, duration))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        check_whole(db, pristine_violations)
+        con = sqlite3.connect(db)
+        stages = con.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '_etl%'")
+        killed_mid_write += stages.fetchone()[0] > 0
+        con.close()
+        run_to_end(db, folder, cymru, greynoise)
+        check_whole(db, pristine_violations)
+        got = normalized(db)
+        for part in ("ips", "asns"):
+            keys = set(got[part]) | set(expected[part])
+            diff = {k: (got[part].get(k), expected[part].get(k)) for k in keys}
+            wrong = [(k, pair) for k, pair in diff.items() if pair[0] != pair[1]]
+            assert not wrong, f"trial {trial}, {part}: {wrong[:3]}"
+        db.unlink()
+    assert killed_mid_write >= TRIALS // 4  # the kills did land while the run was writing
