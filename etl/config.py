@@ -66,6 +66,7 @@ class RefreshConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     cymru_sessions: int = 2
     cymru_timeout: float = 30.0
+    retry_backoff: float = 1.0  # first wait before retrying a failed chunk or request (s)
     greynoise_url: str = DEFAULT_GREYNOISE_URL
     greynoise_mode: str = "community"
     greynoise_rate: float = 10.0
@@ -90,6 +91,7 @@ class RefreshConfig:
             mode=self.greynoise_mode,
             rate=self.greynoise_rate,
             budget=self.greynoise_budget,
+            backoff=self.retry_backoff,
         )
 
     def cymru_settings(self) -> CymruSettings:
@@ -101,6 +103,7 @@ class RefreshConfig:
             batch_size=self.batch_size,
             sessions=self.cymru_sessions,
             read_timeout=self.cymru_timeout,
+            backoff=self.retry_backoff,
             min_split=max(1, min(50, self.batch_size // 4)),
         )
 

@@ -47,8 +47,8 @@ SELECTION_SCHEMA = {
 # Rows whose enrichment is not a JSON object cannot be merged without losing what they hold:
 # the refresh leaves them alone and counts them (NULL counts as an empty object).
 USABLE_ENRICHMENT = (
-    "(enrichment IS NULL OR (json_valid(CAST(enrichment AS VARCHAR))"
-    " AND json_type(CAST(enrichment AS VARCHAR)) = 'OBJECT'))"
+    "(enrichment IS NULL OR CASE WHEN json_valid(CAST(enrichment AS VARCHAR))"
+    " THEN json_type(CAST(enrichment AS VARCHAR)) = 'OBJECT' ELSE false END)"
 )
 
 _TIMESTAMP_MACRO = r"""

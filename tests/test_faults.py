@@ -1,0 +1,132 @@
+"""Every simulator fault, end to end: the run completes, the affected IPs are `error` (never
+fresh), nothing else is harmed, and a run without the fault completes them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl.config import RefreshConfig
+from etl.pipeline import refresh
+from etl.report import LineReporter
+from tests.sims import run_module, running
+
+KEY = "faults-key"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("faults")
+    db = folder / "pristine.sqlite"
+    built = run_module("etl.sample", "--db", f"sqlite:///{db}", "--ips", "200",
+                       "--maxmind-dir", str(folder))  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return db
+
+
+def statuses(db: Path, source: str) -> dict[str, str]:
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT ip_address, enrichment FROM ip_inventory").fetchall()
+    con.close()
+    found = {}
+    for ip, text in rows:
+        block = json.loads(text).get(source)
+        if block:
+            found[ip] = block["status"]
+    return found
+
+
+@pytest.fixture
+def db(pristine: Path, tmp_path: Path) -> Iterator[Path]:
+    copy = tmp_path / "h.sqlite"
+    shutil.copy(pristine, copy)
+    yield copy
+
+
+FAULTS = [
+    ("cymru", ("--fault", "drop"), {}),
+    ("cymru", ("--fault", "stall"), {"cymru_timeout": 1.0}),
+    ("cymru", ("--fault", "refuse"), {}),
+    ("greynoise", ("--fault", "5xx"), {}),
+    ("greynoise", ("--fault", "reset"), {}),
+    ("greynoise", ("--fault", "malformed"), {}),
+]
+
+
+@pytest.mark.parametrize(("source", "fault", "extra"), FAULTS, ids=str)
+def test_a_fault_leaves_errors_that_the_next_run_completes(
+    db: Path, pristine: Path, tmp_path: Path, source: str, fault: tuple[str, ...],
+    extra: dict[str, Any],
+) -> None:  # fmt: skip
+    other = "greynoise" if source == "cymru" else "cymru"
+    args = {source: fault, other: ()}
+    with ExitStack() as stack:
+        cy = stack.enter_context(running("cymru", tmp_path / "c1.jsonl", *args["cymru"]))
+        gn = stack.enter_context(
+            running("greynoise", tmp_path / "g1.jsonl", "--key", KEY, *args["greynoise"])
+        )
+        config_dir = pristine.parent
+        first = refresh(
+            RefreshConfig(
+                db_url=f"sqlite:///{db}", maxmind_dir=config_dir, cymru=cy.address,
+                greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=300.0,
+                batch_size=40, retry_backoff=0.05, **extra,
+            ),
+            LineReporter(verbosity=-1),
+        )  # fmt: skip
+    assert first.sources[source].error > 0
+    assert first.sources[other].error == 0  # the other source is not harmed
+    errors = {ip for ip, status in statuses(db, source).items() if status == "error"}
+    assert errors
+    con = sqlite3.connect(db)
+    for ip in errors:  # an error alone never makes a row look fresh
+        (text,) = con.execute(
+            "SELECT enrichment FROM ip_inventory WHERE ip_address = ?", (ip,)
+        ).fetchone()
+        assert json.loads(text)[source]["status"] == "error"
+    con.close()
+    with ExitStack() as stack:
+        cy = stack.enter_context(running("cymru", tmp_path / "c2.jsonl"))
+        gn = stack.enter_context(running("greynoise", tmp_path / "g2.jsonl", "--key", KEY))
+        second = refresh(
+            RefreshConfig(
+                db_url=f"sqlite:///{db}", maxmind_dir=config_dir, cymru=cy.address,
+                greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=300.0,
+            ),
+            LineReporter(verbosity=-1),
+        )  # fmt: skip
+        asked = {ip for e in (cy if source == "cymru" else gn).entries()
+                 for ip in (e.get("queries") or e.get("ips") or [])}  # fmt: skip
+    assert errors <= asked
+    assert second.sources[source].error == 0
+    done = statuses(db, source)
+    assert all(done[ip] in ("ok", "not_found") for ip in errors)
+
+
+def test_throttling_429s_are_waited_out_not_errors(
+    db: Path, pristine: Path, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        cy = stack.enter_context(running("cymru", tmp_path / "c.jsonl"))
+        gn = stack.enter_context(running(
+            "greynoise", tmp_path / "g.jsonl", "--key", KEY, "--fault", "429",
+            "--fault-rate", "0.2",
+        ))  # fmt: skip
+        summary = refresh(
+            RefreshConfig(
+                db_url=f"sqlite:///{db}", maxmind_dir=pristine.parent, cymru=cy.address,
+                greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=300.0,
+            ),
+            LineReporter(verbosity=-1),
+        )  # fmt: skip
+        throttled = sum(e["status"] == 429 for e in gn.entries())
+    assert throttled > 0
+    assert summary.sources["greynoise"].error == 0
+    assert summary.sources["greynoise"].ok + summary.sources["greynoise"].not_found > 100
