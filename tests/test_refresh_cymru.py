@@ -20,7 +20,7 @@ from tests.sims import Simulator, run_module, running
 WORLD = World(1)
 
 
-def build_sample(db_url: str, folder: Path, ips: int = 3000) -> None:
+def build_sample(db_url: str, folder: Path, ips: int = 1500) -> None:
     result = run_module(
         "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
     )
@@ -142,7 +142,7 @@ def test_cymru_fills_the_asn_fallback_and_tier_1(
 
 def test_dropped_sessions_leave_errors_that_the_next_run_completes(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
-    build_sample(db_url, tmp_path, ips=2000)
+    build_sample(db_url, tmp_path, ips=1000)
     with running("cymru", tmp_path / "bad.jsonl", "--fault", "drop") as sim:
         first = refresh(config(db_url, tmp_path, sim, batch_size=40), LineReporter(verbosity=-1))
     assert first.sources["cymru"].error > 0
@@ -162,7 +162,7 @@ def test_dropped_sessions_leave_errors_that_the_next_run_completes(tmp_path: Pat
 
 def test_garbage_lines_do_not_corrupt_answers(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
-    build_sample(db_url, tmp_path, ips=1500)
+    build_sample(db_url, tmp_path, ips=800)
     with running("cymru", tmp_path / "junk.jsonl", "--fault", "garbage") as sim:
         summary = refresh(config(db_url, tmp_path, sim), LineReporter(verbosity=-1))
     assert summary.sources["cymru"].ok > 0

@@ -64,7 +64,7 @@ def fresh_since(blocks: dict[str, dict[str, Any]], moment: datetime) -> set[str]
 
 
 def test_daily_limit_then_the_next_run_asks_only_the_rest(tmp_path: Path) -> None:
-    db_url = build_sample(tmp_path, 1000)
+    db_url = build_sample(tmp_path, 600)
     started = datetime.now(UTC)
     with running("greynoise", tmp_path / "a.jsonl", "--key", KEY, "--daily-limit", "150") as gn:
         lines: list[str] = []
