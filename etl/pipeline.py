@@ -114,6 +114,8 @@ def refresh(
         for message in maxmind.notes:
             reporter.note(message)
         active = _active_sources(config, maxmind, reporter)
+        asked = ", ".join(sorted(active)) or "no source"
+        reporter.info(f"refreshing {url} ({asked}){' (dry run)' if config.dry_run else ''}")
         lock = nullcontext() if config.dry_run else run_lock(url)
         left: list[str] = []
         with lock, Database(url) as db:
