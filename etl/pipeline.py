@@ -223,6 +223,7 @@ class _Run:
         self.ask_cymru = Source.CYMRU in active
         self.events: queue.Queue[_Event] = queue.Queue()
         self.cymru = CymruClient(config.cymru_settings())
+        self.greynoise: GreyNoiseClient | None = None
         self.fresh_asns: set[int] = set()
         self.wanted_asns: list[int] = []
         self.recount_all = False  # a killed run may have left ASN counts behind
@@ -281,24 +282,28 @@ class _Run:
         for thread in threads.values():
             thread.start()
         running = set(threads)
-        failure: BaseException | None = None
-        while running:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
+        try:
+            while running:
+                try:
+                    event = self.events.get(timeout=0.2)
+                except queue.Empty:
+                    committer.tick()
+                    continue
+                if event.part is not None:
+                    committer.add(event.part)
+                if event.asn_details is not None:
+                    writer.write_asn_details(event.asn_details, self.now)
+                if event.error is not None:
+                    raise event.error
+                if event.done:
+                    running.discard(event.source)
                 committer.tick()
-                continue
-            if event.part is not None:
-                committer.add(event.part)
-            if event.asn_details is not None:
-                writer.write_asn_details(event.asn_details, self.now)
-            if event.error is not None:
-                failure = failure or event.error
-            if event.done:
-                running.discard(event.source)
-            committer.tick()
-        if failure is not None:
-            raise failure
+        except BaseException:
+            # A failed commit, a failed phase or Ctrl-C: no service is asked anything more.
+            self.cymru.cancel()
+            if self.greynoise is not None:
+                self.greynoise.cancel()
+            raise
 
     def _guarded(self, source: str, body: Callable[[list[str]], None], ips: list[str]) -> None:
         try:
@@ -351,7 +356,7 @@ class _Run:
 
     def _greynoise_phase(self, ips: list[str]) -> None:
         """Ask GreyNoise about ``ips`` within its rate and budget; hand answers over in groups."""
-        client = GreyNoiseClient(
+        client = self.greynoise = GreyNoiseClient(
             self.config.greynoise_settings(), self.config.greynoise_api_key or ""
         )
         buffer: list[GreyNoiseAnswer] = []

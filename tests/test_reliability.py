@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -179,3 +180,66 @@ def test_hostile_names_are_stored_verbatim_and_touch_nothing_else(tmp_path: Path
     assert hostile["greynoise"]["name"] == world.greynoise(HOSTILE_IP).name  # type: ignore[union-attr]
     assert ipaddress.ip_address(HOSTILE_IP)
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_ctrl_c_stops_asking_services_at_once(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(db_url, tmp_path, 300)
+    status = tmp_path / "status.json"
+    with running("greynoise", tmp_path / "g.jsonl", "--key", KEY, "--rate", "30") as gn:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path),
+             "--skip", "cymru", "--greynoise-url", gn.url, "--greynoise-rate", "30",
+             "--status-file", str(status)],
+            env={**os.environ, "GREYNOISE_API_KEY": KEY}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if status.exists() and json.loads(status.read_text())["phase"] == "greynoise":
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        asked_at_exit = len(gn.entries())
+        time.sleep(1.0)
+        asked_later = len(gn.entries())
+    assert process.returncode == 1
+    assert "interrupted: committed chunks are kept" in stderr and "Traceback" not in stderr
+    assert asked_later == asked_at_exit < 200
+    assert json.loads(status.read_text())["state"] == "failed"
+
+
+def test_a_failed_commit_stops_the_network_phases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etl.config import RefreshConfig, Source
+    from etl.db.write import ChunkWriter
+    from etl.errors import DatabaseError
+    from etl.pipeline import refresh
+    from etl.report import LineReporter
+
+    db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(db_url, tmp_path, 300)
+    original = ChunkWriter.write
+    calls = []
+
+    def failing_write(self: ChunkWriter, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:  # the base write, a first GreyNoise part, then the disk is full
+            raise DatabaseError("database write failed: disk I/O error")
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ChunkWriter, "write", failing_write)
+    with running("greynoise", tmp_path / "g.jsonl", "--key", KEY, "--rate", "30") as gn:
+        config = RefreshConfig(
+            db_url=db_url, maxmind_dir=tmp_path, skip=frozenset({Source.CYMRU}),
+            greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=30.0,
+        )  # fmt: skip
+        with pytest.raises(DatabaseError, match="disk I/O error"):
+            refresh(config, LineReporter(verbosity=-1))
+        time.sleep(0.5)
+        asked = len(gn.entries())
+        time.sleep(1.5)
+        assert len(gn.entries()) == asked < 200  # nothing more was asked after the failure

@@ -285,6 +285,7 @@ class CymruClient:
         self._lock = threading.Lock()
         self._connect_failures = 0
         self.blocked = False
+        self.cancelled = False
         self.sessions = 0
 
     def lookup(self, queries: Sequence[str]) -> Iterator[Batch]:
@@ -369,9 +370,14 @@ class CymruClient:
             if self._connect_failures >= self.settings.blocked_after:
                 self.blocked = True
 
+    def cancel(self) -> None:
+        """Open no more sessions (the run is stopping); chunks not asked end as failed."""
+        self.blocked = True
+        self.cancelled = True
+
     def check_blocked(self) -> None:
         """Raise `ServiceUnavailableError` when sessions kept failing to connect."""
-        if self.blocked:
+        if self.blocked and not self.cancelled:
             raise ServiceUnavailableError(
                 f"Team Cymru at {self.settings.host}:{self.settings.port} refused or timed out "
                 f"{self.settings.blocked_after} connections in a row: stopped asking it this run"

@@ -236,6 +236,11 @@ class GreyNoiseClient:
             {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"}
         )
 
+    def cancel(self) -> None:
+        """Send no more requests (the run is stopping); IPs not asked get no answer."""
+        with self._lock:
+            self._stopped = self._stopped or ServiceError("GreyNoise lookups cancelled")
+
     def close(self) -> None:
         """Close the keep-alive connections."""
         self.session.close()
@@ -295,12 +300,12 @@ class GreyNoiseClient:
         """Send one request in the next paced slot, retrying what is worth retrying."""
         failures = throttles = 0
         while True:
-            if self._stopped is not None:
-                raise _StopError(self._stopped)
-            self._spend()
             delay = self.pacer.reserve()
             if delay > 0:
                 self._sleep(delay)
+            if self._stopped is not None:  # checked after the wait: a stop may have come since
+                raise _StopError(self._stopped)
+            self._spend()
             try:
                 response = self.session.request(
                     method,
