@@ -1,0 +1,71 @@
+"""Overhead against the per-IP loop it replaces (SPEC 7), measured side by side in one run.
+
+Identical copies of a sample database; the same simulators; whole processes timed (start-up
+included); GreyNoise in enterprise mode for the refresh. Scenarios:
+  A: 10,000 IPs, simulators answering at once               (target: >= 10x faster)
+  B: 2,000 IPs, GreyNoise 20 ms per request, Cymru 1 ms/line (target: >= 30x faster)
+Usage: python bench/overhead.py [A|B ...]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from etl.sim.process import running  # noqa: E402
+
+KEY = "bench-key"
+SCENARIOS = {"A": (10_000, 0.0, 0.0, 10.0), "B": (2_000, 20.0, 1.0, 30.0)}
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True,
+                   env={**os.environ, "GREYNOISE_API_KEY": KEY})  # fmt: skip
+    return time.perf_counter() - started
+
+
+def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
+    ips, gn_ms, cymru_ms, target = SCENARIOS[name]
+    pristine = folder / f"{name}.sqlite"
+    sample = [sys.executable, "-m", "etl.sample", "--db", f"sqlite:///{pristine}", "--ips",
+              str(ips), "--maxmind-dir", str(folder)]  # fmt: skip
+    subprocess.run(sample, check=True, capture_output=True)
+    ours, theirs = folder / f"{name}-ours.sqlite", folder / f"{name}-baseline.sqlite"
+    shutil.copy(pristine, ours)
+    shutil.copy(pristine, theirs)
+    with (
+        running("cymru", folder / "c.jsonl", "--latency-ms", str(cymru_ms)) as cy,
+        running("greynoise", folder / "g.jsonl", "--key", KEY, "--latency-ms", str(gn_ms)) as gn,
+    ):
+        refresh = timed([sys.executable, "-m", "etl.refresh", "--db", f"sqlite:///{ours}",
+                         "--maxmind-dir", str(folder), "--cymru", cy.address, "--greynoise-url",
+                         gn.url, "--greynoise-mode", "enterprise", "--quiet"])  # fmt: skip
+        baseline = timed([sys.executable, str(ROOT / "bench" / "baseline_per_ip.py"), "--db",
+                          f"sqlite:///{theirs}", "--maxmind-dir", str(folder), "--cymru",
+                          cy.address, "--greynoise-url", gn.url])  # fmt: skip
+    return name, ips, baseline, refresh, target
+
+
+def main() -> None:
+    names = [n.upper() for n in sys.argv[1:]] or list(SCENARIOS)
+    print(f"{'scenario':<9} {'IPs':>6} {'baseline s':>11} {'refresh s':>10} {'ratio':>7}  target")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            label, ips, baseline, refresh, target = scenario(name, Path(folder))
+            ratio = baseline / refresh
+            verdict = "ok" if ratio >= target else "MISSED"
+            print(f"{label:<9} {ips:>6} {baseline:>11.2f} {refresh:>10.2f} {ratio:>6.1f}x  "
+                  f">= {target:.0f}x {verdict}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
