@@ -30,12 +30,13 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85
+	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85 --durations=10
 
 bench: setup
 	$(BIN)/python bench/refresh_scale.py
 	$(BIN)/python bench/cymru_phase.py
 	$(BIN)/python bench/service_bound.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

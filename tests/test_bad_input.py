@@ -73,7 +73,7 @@ def maxmind(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=st.dictionaries(addresses, enrichments, min_size=1, max_size=12))
 def test_any_inventory_refreshes_without_damage(maxmind: Path, rows: dict[str, str]) -> None:

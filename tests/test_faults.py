@@ -52,7 +52,7 @@ def db(pristine: Path, tmp_path: Path) -> Iterator[Path]:
 
 FAULTS = [
     ("cymru", ("--fault", "drop"), {}),
-    ("cymru", ("--fault", "stall"), {"cymru_timeout": 1.0}),
+    ("cymru", ("--fault", "stall"), {"cymru_timeout": 0.5}),
     ("cymru", ("--fault", "refuse"), {}),
     ("greynoise", ("--fault", "5xx"), {}),
     ("greynoise", ("--fault", "reset"), {}),
