@@ -89,6 +89,14 @@ def pg_url(pg_available: bool) -> Iterator[str]:
             con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL of each dialect: a new SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'h.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def compat_pg(pg_url: str, shared: Path) -> str:
     """A new PostgreSQL database built from cowrieprocessor's reference DDL."""

@@ -86,15 +86,10 @@ def cymru(tmp_path: Path) -> Any:
         yield sim
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
 def test_cymru_fills_the_asn_fallback_and_tier_1(
-    tmp_path: Path, cymru: Simulator, dialect: str, request: pytest.FixtureRequest
+    tmp_path: Path, cymru: Simulator, any_db_url: str
 ) -> None:
-    db_url = (
-        f"sqlite:///{tmp_path / 'h.sqlite'}"
-        if dialect == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    db_url = any_db_url
     build_sample(db_url, tmp_path)
     before, _ = rows(db_url)
     started = datetime.now(UTC)

@@ -30,16 +30,8 @@ def build_sample(db_url: str, folder: Path, ips: int) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
-def test_the_run_lock_admits_one_holder(
-    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
-) -> None:
-    db_url = (
-        f"sqlite:///{tmp_path / 'h.sqlite'}"
-        if dialect == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    url = parse_database_url(db_url)
+def test_the_run_lock_admits_one_holder(any_db_url: str) -> None:
+    url = parse_database_url(any_db_url)
     taken = pytest.raises(RunLockedError, match=r"another refresh of .* is running")
     with run_lock(url), taken, run_lock(url):
         pass
@@ -47,15 +39,8 @@ def test_the_run_lock_admits_one_holder(
         pass
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
-def test_a_second_refresh_exits_while_the_first_runs(
-    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
-) -> None:
-    db_url = (
-        f"sqlite:///{tmp_path / 'h.sqlite'}"
-        if dialect == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+def test_a_second_refresh_exits_while_the_first_runs(tmp_path: Path, any_db_url: str) -> None:
+    db_url = any_db_url
     build_sample(db_url, tmp_path, 300)
     status = tmp_path / "status.json"
     with running("greynoise", tmp_path / "g.jsonl", "--key", KEY, "--rate", "40") as gn:
