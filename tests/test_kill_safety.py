@@ -88,7 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Simu
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     with (
-        running("cymru", folder / "c.jsonl", "--latency-ms", "3") as cymru,
+        running("cymru", folder / "c.jsonl", "--latency-ms", "1") as cymru,
         running("greynoise", folder / "g.jsonl", "--key", KEY) as greynoise,
     ):
         yield folder, cymru, greynoise

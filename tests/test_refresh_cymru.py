@@ -139,7 +139,10 @@ def test_dropped_sessions_leave_errors_that_the_next_run_completes(tmp_path: Pat
     db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
     build_sample(db_url, tmp_path, ips=1000)
     with running("cymru", tmp_path / "bad.jsonl", "--fault", "drop") as sim:
-        first = refresh(config(db_url, tmp_path, sim, batch_size=40), LineReporter(verbosity=-1))
+        first = refresh(
+            config(db_url, tmp_path, sim, batch_size=40, retry_backoff=0.05),
+            LineReporter(verbosity=-1),
+        )
     assert first.sources["cymru"].error > 0
     failed, _ = rows(db_url)
     errors = {

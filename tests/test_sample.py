@@ -135,12 +135,12 @@ def test_sample_sqlite_database(tmp_path: Path) -> None:
 
 
 def test_sample_postgres_database_refreshes(tmp_path: Path, pg_url: str) -> None:
-    result = sample("--db", pg_url, "--ips", "1500", "--maxmind-dir", str(tmp_path))
+    result = sample("--db", pg_url, "--ips", "600", "--maxmind-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     import psycopg
 
     with psycopg.connect(pg_url) as con:
-        assert con.execute("SELECT count(*) FROM ip_inventory").fetchone() == (1500,)
+        assert con.execute("SELECT count(*) FROM ip_inventory").fetchone() == (600,)
         orphans = con.execute(
             "SELECT count(*) FROM session_summaries s LEFT JOIN ip_inventory i "
             "ON i.ip_address = s.source_ip WHERE i.ip_address IS NULL"
