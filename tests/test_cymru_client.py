@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +275,28 @@ def test_refused_connections_mean_blocked(tmp_path: Path) -> None:
     assert client.sessions <= 5
     with pytest.raises(ServiceUnavailableError):
         client.check_blocked()
+
+
+def test_lookup_cymru_adds_the_block_to_the_rows_that_need_it(cymru: Simulator) -> None:
+    import polars as pl
+
+    from etl.cymru import lookup_cymru
+
+    ip = "193.32.71.189"  # allocated, not routed: NA
+    frame = pl.DataFrame(
+        {
+            "ip": ["74.125.225.229", ip, "10.0.0.1", "8.8.8.8"],
+            "stale_cymru": [True, True, True, True],
+            "is_bogon": [False, False, True, False],
+            "old_maxmind_asn": [None, None, None, None],
+            "maxmind_status": ["not_found", "not_found", None, "ok"],
+            "maxmind_asn": [None, None, None, 15169],
+        },
+        schema_overrides={"old_maxmind_asn": pl.Int64, "maxmind_asn": pl.Int64},
+    )
+    result = lookup_cymru(frame, client_for(cymru), datetime.now(UTC))
+    assert result["ip"].to_list() == frame["ip"].to_list()
+    assert result["cymru_status"].to_list() == ["ok", "not_found", None, None]
+    assert result["cymru_asn"].to_list() == [15169, None, None, None]
+    block = json.loads(result["cymru"][1])
+    assert (block["status"], block["country"], block["registry"]) == ("not_found", "UA", "ripencc")

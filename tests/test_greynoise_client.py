@@ -231,3 +231,27 @@ def test_occasional_faults_are_retried(tmp_path: Path, fault: str) -> None:
         client = client_for(sim, retries=5, timeout=0.5)
         answers = {a.ip: a for a in client.lookup(IPS[:60])}
     assert answers == {ip: expected(ip) for ip in IPS[:60]}
+
+
+def test_lookup_greynoise_adds_the_block_to_the_rows_that_need_it(greynoise: Simulator) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from etl.greynoise import lookup_greynoise
+
+    frame = pl.DataFrame(
+        {
+            "ip": ["1.2.3.4", IPS[0], "2001:4860:4860::8888", "10.0.0.1", IPS[1]],
+            "stale_greynoise": [True, True, True, True, False],
+            "is_bogon": [False, False, False, True, False],
+        }
+    )
+    result = lookup_greynoise(frame, client_for(greynoise), datetime.now(UTC))
+    assert result["ip"].to_list() == frame["ip"].to_list()
+    assert result["greynoise_status"].to_list() == [
+        "ok", expected(IPS[0]).status, "skipped", None, None,
+    ]  # fmt: skip
+    block = json.loads(result["greynoise"][0])
+    assert (block["riot"], block["name"], block["status"]) == (True, "Cloudflare", "ok")
