@@ -1,5 +1,7 @@
 """``python -m etl`` is ``python -m etl.refresh``."""
 
-from etl.refresh import app
+import sys
 
-app(prog_name="python -m etl.refresh")
+from etl.refresh import main
+
+sys.exit(main())

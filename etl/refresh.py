@@ -7,160 +7,97 @@ Precedence: options > environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY) >
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from etl import config as cfg
+from etl.cli import CliParser
 from etl.config import RefreshConfig, Source
 from etl.db.url import redact
 from etl.errors import EtlError
 from etl.metrics import write_metrics
 from etl.pipeline import refresh
-from etl.progress import FanOut, RichProgress, StatusFile
+from etl.progress import FanOut, StatusFile
 from etl.report import LineReporter, Reporter, RunSummary
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
+PROG = "python -m etl.refresh"
+DESCRIPTION = """\
+Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.
 
-EXAMPLES = (
-    "Examples:\n\n"
-    "  python -m etl.refresh --ips 10000\n\n"
-    "  python -m etl.refresh --db postgresql://etl@db:5432/cowrie --skip greynoise\n\n"
-    "  python -m etl.refresh --ip 198.51.100.9 --dry-run\n\n"
-    "  GREYNOISE_API_KEY=... python -m etl.refresh --config /etc/honeypot-etl/etl.toml "
-    "--status-file /run/etl-status.json --quiet"
-)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="sqlite:///path.db or postgresql://user:pass@host:port/db "
-        "[env ETL_DB_URL; default sqlite:///data/honeypot.sqlite]",
-    ),
-]
+The GreyNoise key comes from GREYNOISE_API_KEY or etl.toml, never from an option.
+Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage."""
+EXAMPLES = """\
+Examples:
+  python -m etl.refresh --ips 10000
+  python -m etl.refresh --db postgresql://etl@db:5432/cowrie --skip greynoise
+  python -m etl.refresh --ip 198.51.100.9 --dry-run
+  GREYNOISE_API_KEY=... python -m etl.refresh --config /etc/honeypot-etl/etl.toml \\
+      --status-file /run/etl-status.json --quiet"""
 
 
-@app.command(epilog=EXAMPLES)
-def main(
-    db: DbOption = None,
-    ips: Annotated[
-        int | None,
-        typer.Option(
-            "--ips", help="Refresh at most N IPs (never-enriched first, then most recently seen)."
-        ),
-    ] = None,
-    ip: Annotated[
-        list[str] | None,
-        typer.Option("--ip", help="Refresh this address now, stale or not (repeatable)."),
-    ] = None,
-    maxmind_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder with GeoLite2-ASN.mmdb and "
-            "GeoLite2-City.mmdb [env MAXMIND_DIR; default data/maxmind]."
-        ),
-    ] = None,
-    maxmind_asn: Annotated[Path | None, typer.Option(help="GeoLite2-ASN .mmdb file.")] = None,
-    maxmind_city: Annotated[
-        Path | None, typer.Option(help="GeoLite2-City or GeoIP2-City .mmdb file.")
-    ] = None,
-    skip: Annotated[
-        list[Source] | None,
-        typer.Option(
-            "--skip", help="Do not ask this source (repeatable); its blocks stay as they are."
-        ),
-    ] = None,
-    commit_every: Annotated[
-        int | None, typer.Option(help="Rows per committed chunk [default 5000].")
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Select and report; contact no service, write nothing."),
-    ] = False,
-    summary_json: Annotated[
-        Path | None, typer.Option(help="Write the run summary as JSON here.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only notes and errors.")] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Progress of every chunk.")
-    ] = False,
-    cymru: Annotated[
-        str | None,
-        typer.Option(help="Team Cymru bulk whois HOST:PORT [default whois.cymru.com:43]."),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="IPs per Team Cymru session [default 500].")
-    ] = None,
-    greynoise_url: Annotated[
-        str | None, typer.Option(help="GreyNoise API base URL [default https://api.greynoise.io].")
-    ] = None,
-    greynoise_mode: Annotated[
-        str | None,
-        typer.Option(help="community (GET per IPv4) or enterprise (POST, 10,000 per request)."),
-    ] = None,
-    greynoise_rate: Annotated[
-        float | None, typer.Option(help="GreyNoise requests per second [default 10].")
-    ] = None,
-    greynoise_budget: Annotated[
-        int | None, typer.Option(help="At most N GreyNoise requests in this run.")
-    ] = None,
-    status_file: Annotated[
-        Path | None,
-        typer.Option(help="JSON progress file for monitors, rewritten atomically every 0.5 s."),
-    ] = None,
-    metrics_file: Annotated[
-        Path | None,
-        typer.Option(help="Prometheus textfile (node_exporter textfile collector), at the end."),
-    ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", help="etl.toml with the same settings [env ETL_CONFIG]."),
-    ] = None,
-) -> None:
-    """Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.
+def parser() -> CliParser:
+    """The option table of ``python -m etl.refresh`` (SPEC 5)."""
+    p = CliParser(PROG, DESCRIPTION, EXAMPLES)
+    add = p.add_argument
+    add("--db", metavar="URL", help="sqlite:///path.db or postgresql://user:pass@host:port/db "
+        "[env ETL_DB_URL; default sqlite:///data/honeypot.sqlite]")  # fmt: skip
+    add("--ips", type=int, metavar="N",
+        help="refresh at most N IPs (never-enriched first, then most recently seen)")  # fmt: skip
+    add("--ip", action="append", metavar="ADDRESS",
+        help="refresh this address now, stale or not (repeatable)")  # fmt: skip
+    add("--maxmind-dir", type=Path, metavar="DIR", help="folder with GeoLite2-ASN.mmdb and "
+        "GeoLite2-City.mmdb [env MAXMIND_DIR; default data/maxmind]")  # fmt: skip
+    add("--maxmind-asn", type=Path, metavar="FILE", help="GeoLite2-ASN .mmdb file")
+    add("--maxmind-city", type=Path, metavar="FILE",
+        help="GeoLite2-City or GeoIP2-City .mmdb file")  # fmt: skip
+    add("--skip", action="append", choices=[str(s) for s in Source], metavar="SOURCE",
+        help="do not ask this source: maxmind, cymru or greynoise (repeatable); "
+        "its blocks stay as they are")  # fmt: skip
+    add("--commit-every", type=int, metavar="N", help="rows per committed chunk [default 5000]")
+    add("--dry-run", action="store_true", default=None,
+        help="select and report; contact no service, write nothing")  # fmt: skip
+    add("--summary-json", type=Path, metavar="FILE", help="write the run summary as JSON here")
+    add("-q", "--quiet", action="store_true", default=None, help="only notes and errors")
+    add("-v", "--verbose", action="store_true", default=None, help="progress of every chunk")
+    add("--cymru", metavar="HOST:PORT",
+        help="Team Cymru bulk whois [default whois.cymru.com:43]")  # fmt: skip
+    add("--batch-size", type=int, metavar="N", help="IPs per Team Cymru session [default 500]")
+    add("--greynoise-url", metavar="URL",
+        help="GreyNoise API base URL [default https://api.greynoise.io]")  # fmt: skip
+    add("--greynoise-mode", metavar="MODE", help="community (GET per IPv4, the default) or "
+        "enterprise (POST, 10,000 per request)")  # fmt: skip
+    add("--greynoise-rate", type=float, metavar="R",
+        help="GreyNoise requests per second [default 10]")  # fmt: skip
+    add("--greynoise-budget", type=int, metavar="N",
+        help="at most N GreyNoise requests in this run")  # fmt: skip
+    add("--status-file", type=Path, metavar="FILE",
+        help="JSON progress file for monitors, rewritten atomically every 0.5 s")  # fmt: skip
+    add("--metrics-file", type=Path, metavar="FILE",
+        help="Prometheus textfile (node_exporter textfile collector), at the end")  # fmt: skip
+    add("--config", type=Path, metavar="FILE",
+        help="etl.toml with the same settings [env ETL_CONFIG]")  # fmt: skip
+    return p
 
-    The GreyNoise key comes from GREYNOISE_API_KEY or etl.toml, never from an option.
-    Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage.
-    """
-    options: dict[str, Any] = {
-        "db": db,
-        "ips": ips,
-        "ip": ip,
-        "maxmind_dir": maxmind_dir,
-        "maxmind_asn": maxmind_asn,
-        "maxmind_city": maxmind_city,
-        "skip": [str(source) for source in skip] if skip else None,
-        "commit_every": commit_every,
-        "dry_run": dry_run or None,
-        "summary_json": summary_json,
-        "quiet": quiet or None,
-        "verbose": verbose or None,
-        "cymru": cymru,
-        "batch_size": batch_size,
-        "greynoise_url": greynoise_url,
-        "greynoise_mode": greynoise_mode,
-        "greynoise_rate": greynoise_rate,
-        "greynoise_budget": greynoise_budget,
-        "status_file": status_file,
-        "metrics_file": metrics_file,
-    }
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m etl.refresh`` with ``argv``; return the exit status."""
     secrets: tuple[str, ...] = ()
     try:
-        config = _configure(options, config_file)
+        options = vars(parser().parse_args(argv))
+        config = _configure(options, options.pop("config"))
         secrets = config.secrets()
         summary = _run(config)
     except EtlError as exc:
         print(f"error: {redact(str(exc), secrets)}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: committed chunks are kept; run again to finish", file=sys.stderr)
-        raise typer.Exit(1) from None
+        return 1
     if config.verbosity >= 0:
         print(redact(summary.table(), secrets))
+    return 0
 
 
 def _configure(options: dict[str, Any], config_file: Path | None) -> RefreshConfig:
@@ -199,7 +136,11 @@ def _run(config: RefreshConfig) -> RunSummary:
 def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | None]]:
     """Progress bars on a terminal, plain lines otherwise, plus the status file if asked."""
     secrets = config.secrets()
-    bars = RichProgress(secrets=secrets) if config.verbosity == 0 and sys.stderr.isatty() else None
+    bars = None
+    if config.verbosity == 0 and sys.stderr.isatty():
+        from etl.terminal import RichProgress  # rich is loaded only for a terminal
+
+        bars = RichProgress(secrets=secrets)
     shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
     status = StatusFile(config.status_file, secrets) if config.status_file else None
     try:
@@ -210,4 +151,4 @@ def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | N
 
 
 if __name__ == "__main__":
-    app()
+    sys.exit(main())

@@ -5,22 +5,34 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from etl.db.url import parse_database_url, redact
 from etl.errors import UsageError
-from etl.refresh import app
+from etl.refresh import main
 from tests.world import load_sqlite, plan_world
 
-runner = CliRunner()
+Run = Callable[..., tuple[int, str]]
 
 
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), env={"GREYNOISE_API_KEY": "", "ETL_DB_URL": ""})
-    return result.exit_code, result.output
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``python -m etl.refresh ARGS`` in-process: (exit status, stdout + stderr)."""
+    monkeypatch.setenv("GREYNOISE_API_KEY", "")
+    monkeypatch.setenv("ETL_DB_URL", "")
+
+    def invoke(*args: str) -> tuple[int, str]:
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # --help
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    return invoke
 
 
 @pytest.mark.parametrize(
@@ -42,10 +54,14 @@ def run(*args: str) -> tuple[int, str]:
         (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
         (["--greynoise-rate", "0"], "--greynoise-rate must be a positive number"),
         (["--quiet", "--verbose"], "--quiet and --verbose cannot be used together"),
+        (["--ips", "many"], "argument --ips: invalid int value: 'many'"),
+        (["--skip", "dshield"], "argument --skip: invalid choice: 'dshield'"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--db"], "argument --db: expected one argument"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(
-    args: list[str], message: str, tmp_path: Path
+    run: Run, args: list[str], message: str, tmp_path: Path
 ) -> None:
     code, output = (
         run("--db", f"sqlite:///{tmp_path}/x.db", *args) if args[0] != "--db" else run(*args)
@@ -56,7 +72,7 @@ def test_usage_errors_are_one_line_with_exit_2(
     assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1
 
 
-def test_not_an_mmdb_file(tmp_path: Path) -> None:
+def test_not_an_mmdb_file(run: Run, tmp_path: Path) -> None:
     junk = tmp_path / "GeoLite2-City.mmdb"
     junk.write_text("hello")
     code, output = run("--db", f"sqlite:///{tmp_path}/x.db", "--maxmind-city", str(junk))
@@ -64,7 +80,9 @@ def test_not_an_mmdb_file(tmp_path: Path) -> None:
     assert "not a readable MaxMind DB" in output
 
 
-def test_unreachable_postgres_is_one_line_without_password() -> None:
+def test_unreachable_postgres_is_one_line_without_password(
+    run: Run,
+) -> None:
     code, output = run("--db", "postgresql://etl:s3cr3t-pw@127.0.0.1:1/cowrie", "--skip", "maxmind")
     assert code == 1
     assert "cannot connect to PostgreSQL postgresql://etl:***@127.0.0.1:1/cowrie" in output
@@ -73,7 +91,7 @@ def test_unreachable_postgres_is_one_line_without_password() -> None:
 
 
 def test_a_full_run_with_summary_json(
-    tmp_path: Path, mmdb: dict[str, Path], compat_sqlite: Path
+    run: Run, tmp_path: Path, mmdb: dict[str, Path], compat_sqlite: Path
 ) -> None:
     load_sqlite(str(compat_sqlite), plan_world(200, networks=["89.160.0.0/17"]))
     summary = tmp_path / "summary.json"
@@ -102,7 +120,9 @@ def test_a_full_run_with_summary_json(
     assert "selected 50 IPs" in output
 
 
-def test_help_reads_well() -> None:
+def test_help_reads_well(
+    run: Run,
+) -> None:
     code, output = run("--help")
     assert code == 0
     for option in (

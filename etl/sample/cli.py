@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
+from etl.cli import CliParser
 from etl.config import DEFAULT_DB_URL, DEFAULT_MAXMIND_DIR
 from etl.db.database import Database
 from etl.db.url import DatabaseUrl, parse_database_url
@@ -17,8 +16,6 @@ from etl.errors import EtlError, UsageError
 from etl.sample.honeypot import build_honeypot
 from etl.sample.mmdb_files import build_epoch, write_maxmind_files
 from etl.sample.world import World
-
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 
 def _clear(url: DatabaseUrl, replace: bool) -> None:
@@ -43,27 +40,34 @@ def _clear(url: DatabaseUrl, replace: bool) -> None:
             )
 
 
-@app.command()
-def main(
-    db: Annotated[str, typer.Option("--db", help="Target database URL.")] = DEFAULT_DB_URL,
-    ips: Annotated[int, typer.Option("--ips", help="Number of source IPs.")] = 10_000,
-    seed: Annotated[
-        int, typer.Option("--seed", help="World seed (use the same for the simulators).")
-    ] = 1,
-    maxmind_dir: Annotated[
-        Path, typer.Option("--maxmind-dir", help="Where to write the GeoLite2 files.")
-    ] = DEFAULT_MAXMIND_DIR,
-    replace: Annotated[
-        bool, typer.Option("--replace", help="Rebuild a database that already holds rows.")
-    ] = False,
-) -> None:
+def parser() -> CliParser:
+    """The options of ``python -m etl.sample``."""
+    p = CliParser(
+        "python -m etl.sample",
+        "Build a realistic sample honeypot database and MaxMind files from a seeded world.",
+    )
+    p.add_argument("--db", default=DEFAULT_DB_URL, metavar="URL", help="target database URL")
+    p.add_argument("--ips", type=int, default=10_000, metavar="N", help="number of source IPs")
+    p.add_argument(
+        "--seed", type=int, default=1, help="world seed (use the same for the simulators)"
+    )
+    p.add_argument("--maxmind-dir", type=Path, default=DEFAULT_MAXMIND_DIR, metavar="DIR",
+                   help="where to write the GeoLite2 files")  # fmt: skip
+    p.add_argument("--replace", action="store_true",
+                   help="rebuild a database that already holds rows")  # fmt: skip
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Build a realistic sample honeypot database and MaxMind files from a seeded world."""
     started = time.monotonic()
     try:
+        args = parser().parse_args(argv)
+        db, ips, seed, maxmind_dir = args.db, args.ips, args.seed, args.maxmind_dir
         if ips <= 0:
             raise UsageError(f"--ips must be a positive number, got {ips}")
         url = parse_database_url(db)
-        _clear(url, replace)
+        _clear(url, args.replace)
         world = World(seed)
         asn_path, _ = write_maxmind_files(world, maxmind_dir)
         epoch = build_epoch(asn_path)
@@ -72,7 +76,7 @@ def main(
             sample = build_honeypot(database, world, ips, epoch, seed)
     except EtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        return exc.exit_code
     states = ", ".join(
         f"{state} {n}" for state, n in sorted(Counter(sample.states.values()).items())
     )
@@ -83,8 +87,9 @@ def main(
     print(
         f"MaxMind files in {maxmind_dir} (build epoch {epoch}); {time.monotonic() - started:.1f} s"
     )
+    return 0
 
 
 def run() -> None:
     """Entry point of ``python -m etl.sample``."""
-    app()
+    sys.exit(main())
