@@ -58,6 +58,9 @@ REQUIRED_COLUMNS = {
 }
 
 
+SQLITE_CACHE_KIB = 256 * 1024
+
+
 @dataclass(frozen=True)
 class SchemaReport:
     """What `Database.ensure_schema` found and did."""
@@ -89,6 +92,9 @@ class Database:
         try:
             self._sqlite = sqlite3.connect(path, timeout=60, isolation_level=None)
             self._sqlite.execute("PRAGMA busy_timeout = 60000")
+            # This connection's page cache (not stored in the file): upserts touch the table and
+            # its indexes all over; with SQLite's 2 MB default they spend their time re-reading.
+            self._sqlite.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
             self._sqlite.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
@@ -199,13 +205,19 @@ class Database:
             for c in frame.columns
         )
         with self.duck_errors(f"bulk insert into {table}"):
-            self.duck.register("etl_frame", frame)
+            # The frame goes in as an Arrow C stream: no copy, and no pyarrow import.
+            self.duck.from_arrow(frame.__arrow_c_stream__()).to_view("etl_frame")
             try:
                 self.duck.execute(
                     f"INSERT INTO {self.table(table)} ({columns}) SELECT {values} FROM etl_frame"
                 )
             finally:
-                self.duck.unregister("etl_frame")
+                self.duck.execute("DROP VIEW IF EXISTS etl_frame")
+
+    def query_frame(self, sql: str, params: dict[str, object] | None = None) -> pl.DataFrame:
+        """Run a DuckDB query and return its result as a Polars frame (through the Arrow C
+        stream interface, without pyarrow)."""
+        return pl.DataFrame(self.duck.sql(sql, params=params or None))
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         """Append a frame's rows to a table with constraints DuckDB cannot write directly.

@@ -51,12 +51,14 @@ USABLE_ENRICHMENT = (
     " THEN json_type(CAST(enrichment AS VARCHAR)) = 'OBJECT' ELSE false END)"
 )
 
+# Text to TIMESTAMPTZ: the direct cast takes cowrieprocessor's form and ISO forms (fast path);
+# epoch numbers, and what the cast refuses, get the slower checks.
 _TIMESTAMP_MACRO = r"""
-CREATE OR REPLACE TEMP MACRO etl_ts(x) AS CASE
-    WHEN x IS NULL OR trim(x) = '' THEN NULL
-    WHEN regexp_full_match(trim(x), '[0-9]+(\.[0-9]+)?') THEN to_timestamp(CAST(trim(x) AS DOUBLE))
-    ELSE TRY_CAST(replace(trim(x), 'Z', '+00:00') AS TIMESTAMPTZ)
-END
+CREATE OR REPLACE TEMP MACRO etl_ts(x) AS coalesce(
+    TRY_CAST(x AS TIMESTAMPTZ),
+    CASE WHEN regexp_full_match(trim(x), '[0-9]+(\.[0-9]+)?')
+         THEN to_timestamp(CAST(trim(x) AS DOUBLE))
+         ELSE TRY_CAST(replace(trim(x), 'Z', '+00:00') AS TIMESTAMPTZ) END)
 """
 
 
@@ -119,7 +121,7 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     bogon_filter = "" if rules.only_ips else "AND NOT known_bogon"
     enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     return f"""
-WITH inventory AS (
+WITH inventory AS MATERIALIZED (
     SELECT CAST(ip_address AS VARCHAR) AS ip,
            etl_ts(CAST(last_seen AS VARCHAR)) AS last_seen,
            etl_ts(CAST(enrichment_updated_at AS VARCHAR)) IS NULL AS never_enriched,
@@ -141,21 +143,22 @@ WITH inventory AS (
 ), stale AS (
     SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
     FROM flagged
-), sessions AS (
-    SELECT CAST(source_ip AS VARCHAR) AS ip,
+), new_sessions AS (  -- sessions of IPs not in the inventory yet (the only ones that need them)
+    SELECT CAST(s.source_ip AS VARCHAR) AS ip, s.first_event_at, s.last_event_at
+    FROM {db.table("session_summaries")} AS s
+    ANTI JOIN {db.table("ip_inventory")} AS i
+         ON CAST(s.source_ip AS VARCHAR) = CAST(i.ip_address AS VARCHAR)
+    WHERE s.source_ip IS NOT NULL
+), candidates AS (
+    SELECT ip, true AS is_new, true AS never_enriched,
            min(etl_ts(CAST(first_event_at AS VARCHAR))) AS first_seen,
            max(etl_ts(CAST(last_event_at AS VARCHAR))) AS last_seen,
-           count(*) AS session_count
-    FROM {db.table("session_summaries")}
-    WHERE source_ip IS NOT NULL
-    GROUP BY 1
-), candidates AS (
-    SELECT s.ip, true AS is_new, true AS never_enriched, s.first_seen, s.last_seen,
-           s.session_count, CAST(NULL AS BIGINT) AS current_asn,
+           count(*) AS session_count, CAST(NULL AS BIGINT) AS current_asn,
            CAST(NULL AS BIGINT) AS old_maxmind_asn,
            {enabled["maxmind"]} AS stale_maxmind, {enabled["cymru"]} AS stale_cymru,
            {enabled["greynoise"]} AS stale_greynoise
-    FROM sessions AS s ANTI JOIN inventory AS i ON s.ip = i.ip
+    FROM new_sessions
+    GROUP BY ip
     UNION ALL
     SELECT ip, false, never_enriched, NULL, last_seen, NULL, current_asn, old_maxmind_asn,
            stale_maxmind, stale_cymru, stale_greynoise
@@ -181,7 +184,7 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     sql = selection_sql(db, rules)
     used = {name: value for name, value in params.items() if f"${name}" in sql}
     with db.duck_errors("selecting stale IPs"):
-        frame = db.duck.execute(sql, used).pl()
+        frame = db.query_frame(sql, used)
     # --ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
