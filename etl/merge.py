@@ -1,14 +1,14 @@
 """Merge step: turn the enriched frame into the rows the write path stages.
 
 Pure frame logic: which ASN an IP now points at, whether the row counts as freshly enriched,
-and the JSON patch of the blocks this run produced.
+and the JSON blocks this run produced.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from etl.db.write import MAX_PG_INTEGER, enrichment_patch
+from etl.db.write import BLOCKS, MAX_PG_INTEGER
 
 SOURCES = ("maxmind", "cymru", "greynoise")
 ANSWERED = ("ok", "not_found")
@@ -35,7 +35,7 @@ def answered(frame: pl.DataFrame) -> pl.Expr:
 
 
 def merged_enrichment(frame: pl.DataFrame) -> pl.DataFrame:
-    """The ip_inventory stage rows: ASN, sessions for new rows, freshness flag, block patch."""
+    """The ip_inventory stage rows: ASN, sessions for new rows, freshness flag, JSON blocks."""
     return frame.select(
         pl.col("ip").alias("ip_address"),
         current_asn(frame).alias("current_asn"),
@@ -43,7 +43,7 @@ def merged_enrichment(frame: pl.DataFrame) -> pl.DataFrame:
         _column(frame, "last_seen", pl.Datetime("us", "UTC")).alias("last_seen"),
         _column(frame, "session_count", pl.Int64()).alias("session_count"),
         answered(frame).cast(pl.Int32).alias("touched"),
-        enrichment_patch(frame).alias("patch"),
+        *(_column(frame, block, pl.String()).alias(block) for block in BLOCKS),
     )
 
 

@@ -1,10 +1,13 @@
 """The refresh, in the order it happens.
 
-    select -> validate -> MaxMind -> commit (validation + maxmind blocks of every selected row)
-           -> network phases in threads at the same time (Team Cymru, GreyNoise), each
-              result part committed as it arrives (`Committer`)
-              (the Cymru sessions also carry Tier 1: AS registration data for every ASN
-              lacking it or older than 90 days) -> ASN counts of touched ASNs
+    select -> validate -> MaxMind
+           -> network phases in threads at the same time (Team Cymru, GreyNoise); the Cymru
+              sessions also carry Tier 1 (AS registration data for every ASN lacking it or
+              older than 90 days)
+           -> meanwhile the main thread commits (`Committer`): base rows (validation and
+              maxmind blocks) that await no answer at once, the others with their answers
+              (or after two seconds), answers in chunks as they arrive
+           -> ASN counts of touched ASNs
 
 A run stopped at any point keeps every committed chunk; what is still stale is picked up by the
 next run.
@@ -65,9 +68,34 @@ def _phase(summary: RunSummary, reporter: Reporter, name: str, total: int) -> It
     reporter.phase_started(name, total)
     started = time.monotonic()
     yield
-    seconds = time.monotonic() - started
+    _finished(summary, reporter, name, time.monotonic() - started)
+
+
+def _finished(summary: RunSummary, reporter: Reporter, name: str, seconds: float) -> None:
     summary.phase_seconds[name] = round(summary.phase_seconds.get(name, 0.0) + seconds, 3)
     reporter.phase_finished(name, seconds)
+
+
+class _WritePhase:
+    """The ``write`` phase: base rows written so far (some go out with their answers, later)."""
+
+    def __init__(self, summary: RunSummary, reporter: Reporter, total: int) -> None:
+        self.summary, self.reporter, self.total = summary, reporter, total
+        self.done = 0
+        self.started = time.monotonic()
+        reporter.phase_started("write", total)
+        if not total:
+            self._finish()
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` more base rows written; finish the phase with the last one."""
+        self.done += rows
+        self.reporter.advanced("write", rows)
+        if self.done >= self.total:
+            self._finish()
+
+    def _finish(self) -> None:
+        _finished(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 
 def _active_sources(
@@ -230,31 +258,29 @@ class _Run:
 
     def execute(self, frame: pl.DataFrame, targets: dict[str, list[str]]) -> None:
         writer = ChunkWriter(self.db)
-        committer = Committer(
-            writer,
-            self.config.commit_every,
-            on_commit=lambda rows: self.reporter.advanced("write", rows),
-        )
+        write_phase = _WritePhase(self.summary, self.reporter, frame.height)
+        committer = Committer(writer, self.config.commit_every, on_base_written=write_phase.advance)
         try:
-            with _phase(self.summary, self.reporter, "write", frame.height):
-                committer.add(frame.select(c for c in BASE_COLUMNS if c in frame.columns))
-                committer.flush()
-            committer.on_commit = None  # later commits show in the cymru and greynoise bars
             if self.ask_cymru:  # Tier 1, asked along with the IPs in the same sessions
                 self.fresh_asns, stale = asn_details_state(self.db, self.now, self.config.freshness)
                 known = _storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
                 self.wanted_asns = sorted(_storable(stale) | (known - self.fresh_asns))
-            bodies = {"cymru": self._cymru_phase, "greynoise": self._greynoise_phase}
+            bodies: dict[str, Callable[[list[str]], None]] = {
+                "cymru": self._cymru_phase,
+                "greynoise": self._greynoise_phase,
+            }
             wanted = {
                 "cymru": bool(targets["cymru"] or self.wanted_asns),
                 "greynoise": bool(targets["greynoise"]),
             }
-            self._run_phases(
-                {name: bodies[name] for name in bodies if wanted[name]},
-                targets,
-                committer,
-                writer,
-            )
+            phases = {name: bodies[name] for name in bodies if wanted[name]}
+            running = self._start_phases(phases, targets)
+            # Rows no service will answer are written now, while the services work; the
+            # others wait (briefly) to be written once, together with their answers.
+            base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
+            awaited = {ip for name in phases for ip in targets[name]}
+            committer.hold(base, awaited)
+            self._commit_arrivals(running, committer, writer)
             committer.flush()
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
             with _phase(self.summary, self.reporter, "asn_counts", len(touched)):
@@ -265,23 +291,20 @@ class _Run:
             self.summary.asn_upserted = writer.asn_rows_written
             writer.close()
 
-    def _run_phases(
-        self,
-        phases: dict[str, Callable[[list[str]], None]],
-        targets: dict[str, list[str]],
-        committer: Committer,
-        writer: ChunkWriter,
-    ) -> None:
-        """Run the network phases in threads; commit their parts here as they arrive."""
-        threads = {
-            name: threading.Thread(
+    def _start_phases(
+        self, phases: dict[str, Callable[[list[str]], None]], targets: dict[str, list[str]]
+    ) -> set[str]:
+        """Start each network phase in its own thread; return the names of those running."""
+        for name, body in phases.items():
+            threading.Thread(
                 target=self._guarded, args=(name, body, targets[name]), daemon=True
-            )
-            for name, body in phases.items()
-        }
-        for thread in threads.values():
-            thread.start()
-        running = set(threads)
+            ).start()
+        return set(phases)
+
+    def _commit_arrivals(
+        self, running: set[str], committer: Committer, writer: ChunkWriter
+    ) -> None:
+        """Commit the phases' parts here as they arrive, until every phase is done."""
         try:
             while running:
                 try:

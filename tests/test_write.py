@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from etl.db.database import Database
 from etl.db.url import parse_database_url
-from etl.db.write import BLOCKS, ChunkWriter, enrichment_patch, sqlite_timestamp
+from etl.db.write import BLOCKS, ChunkWriter, sqlite_timestamp
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
@@ -148,7 +148,6 @@ def check_merge(
             **{b: pl.String for b in BLOCKS},
         },
     )
-    chunk = chunk.with_columns(enrichment_patch(chunk).alias("patch"))
     asns = pl.DataFrame(
         {
             "asn_number": [1, 2, 3],

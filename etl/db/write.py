@@ -2,11 +2,14 @@
 
 Per chunk: DuckDB bulk-inserts the chunk into two staging tables inside the target database,
 then one native transaction upserts ``asn_inventory`` (first: ``current_asn`` points at it)
-and ``ip_inventory``, and empties the staging tables.
+and ``ip_inventory``, and empties the staging tables. The stage carries each block as its own
+JSON text column (NULL when the chunk has no such block for the row).
 
 Merge rules for ``ip_inventory``:
 - ``enrichment``: each block present in the chunk replaces that whole top-level block; every
-  other key is kept (PostgreSQL ``jsonb ||``; SQLite ``json_set``/``json_remove``).
+  other key is kept (PostgreSQL ``jsonb ||``; SQLite ``json_set``, one statement per set of
+  blocks present, so each row's old JSON is parsed once). Old enrichment that is not valid
+  JSON fails the chunk (nothing is written) rather than being replaced.
 - ``current_asn`` / ``asn_last_verified``: set when the chunk has an ASN for the IP, else kept.
 - ``enrichment_updated_at``: the write time when a source answered ``ok``/``not_found``.
 - ``first_seen``, ``last_seen``, ``session_count``: only for new rows, from their sessions.
@@ -34,7 +37,8 @@ IP_STAGE_COLUMNS: Final = {
     "last_seen": "TIMESTAMPTZ",
     "session_count": "BIGINT",
     "touched": "INTEGER",  # 0/1: SQLite stages read as text would turn 'true' into false
-    "patch": "VARCHAR",
+    **{block: "VARCHAR" for block in BLOCKS},  # JSON text, NULL when absent
+    "blocks": "INTEGER",  # which blocks the row has: bit i for BLOCKS[i]
 }
 ASN_STAGE_COLUMNS: Final = {
     "asn_number": "BIGINT",
@@ -49,18 +53,6 @@ ASN_DETAIL_STAGE_COLUMNS: Final = {**ASN_STAGE_COLUMNS, "details": "VARCHAR"}
 def sqlite_timestamp(moment: datetime) -> str:
     """cowrieprocessor's SQLite text form: UTC, space separator, six fractional digits."""
     return moment.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
-
-
-def enrichment_patch(frame: pl.DataFrame) -> pl.Expr:
-    """A JSON object holding only the blocks present in each row (block columns are JSON text)."""
-    members = [
-        pl.when(pl.col(name).is_not_null()).then(pl.lit(f'"{name}":') + pl.col(name))
-        for name in BLOCKS
-        if name in frame.columns
-    ]
-    if not members:
-        return pl.lit("{}")
-    return pl.lit("{") + pl.concat_str(members, separator=",", ignore_nulls=True) + pl.lit("}")
 
 
 class ChunkWriter:
@@ -92,12 +84,19 @@ class ChunkWriter:
             self.db.execute_native([f"DROP TABLE IF EXISTS {name}"])
 
     def write(self, ips: pl.DataFrame, asns: pl.DataFrame, now: datetime | None = None) -> None:
-        """Upsert one chunk: ``ips`` has the IP stage columns, ``asns`` the ASN stage columns."""
+        """Upsert one chunk: ``ips`` has the IP stage columns (but ``blocks``), ``asns`` the
+        ASN stage columns."""
         now = now or datetime.now(UTC)
+        blocks = pl.sum_horizontal(
+            pl.col(b).is_not_null().cast(pl.Int32) * (1 << i) for i, b in enumerate(BLOCKS)
+        )
+        # In key order: the upsert then walks the ip_address index forwards, not all over it.
+        staged = ips.with_columns(blocks.alias("blocks")).select(list(IP_STAGE_COLUMNS))
         self.db.stage(self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS)))
-        self.db.stage(self.ip_stage, ips.select(list(IP_STAGE_COLUMNS)))
+        self.db.stage(self.ip_stage, staged.sort("ip_address"))
         if self.db.dialect == "sqlite":
-            self.db.execute_native(self._sqlite_merge(), {"now": sqlite_timestamp(now)})
+            patterns = sorted(staged["blocks"].unique().to_list())
+            self.db.execute_native(self._sqlite_merge(patterns), {"now": sqlite_timestamp(now)})
         else:
             self.db.execute_native(self._postgres_merge(now))
         self.rows_written += ips.height
@@ -172,46 +171,45 @@ class ChunkWriter:
             ]
         )
 
-    def _sqlite_merge(self) -> list[str]:
-        old = (
-            "CASE WHEN json_valid(ip_inventory.enrichment) "
-            "THEN ip_inventory.enrichment ELSE '{}' END"
-        )
-        new = "excluded.enrichment"
-        set_pairs = ", ".join(
-            f"'$.{b}', coalesce(json_extract({new}, '$.{b}'), json_extract({old}, '$.{b}'))"
-            for b in BLOCKS
-        )
-        absent = ", ".join(
-            f"CASE WHEN json_type({new}, '$.{b}') IS NULL AND json_type({old}, '$.{b}') IS NULL "
-            f"THEN '$.{b}' ELSE '$.__etl_absent__' END"
-            for b in BLOCKS
-        )
-        return [
-            _asn_upsert("asn_inventory", self.asn_stage, ":now", "'{}'"),
-            f"""INSERT INTO ip_inventory (ip_address, current_asn, asn_last_verified, first_seen,
-                    last_seen, session_count, enrichment, enrichment_updated_at,
-                    enrichment_version, created_at, updated_at)
-                SELECT ip_address, current_asn,
-                       CASE WHEN current_asn IS NOT NULL THEN :now END,
-                       coalesce(first_seen, last_seen, :now), coalesce(last_seen, first_seen, :now),
-                       coalesce(session_count, 0), patch,
-                       CASE WHEN touched THEN :now END, '2.2', :now, :now
-                FROM {self.ip_stage} WHERE true
-                ON CONFLICT (ip_address) DO UPDATE SET
-                    current_asn = coalesce(excluded.current_asn, ip_inventory.current_asn),
-                    asn_last_verified = coalesce(excluded.asn_last_verified,
-                                                 ip_inventory.asn_last_verified),
-                    enrichment = json_remove(json_set({old}, {set_pairs}), {absent}),
-                    enrichment_updated_at = coalesce(excluded.enrichment_updated_at,
-                                                     ip_inventory.enrichment_updated_at),
-                    updated_at = excluded.updated_at""",
-            f"DELETE FROM {self.asn_stage}",
-            f"DELETE FROM {self.ip_stage}",
-        ]
+    def _sqlite_merge(self, patterns: list[int]) -> list[str]:
+        """Per set of blocks present (``patterns``): existing rows in one UPDATE ... FROM the
+        stage, new rows in one INSERT ... SELECT."""
+        statements = [_asn_upsert("asn_inventory", self.asn_stage, ":now", "'{}'")]
+        for pattern in patterns:
+            present = [b for i, b in enumerate(BLOCKS) if pattern & (1 << i)]
+            pairs = "".join(f", '$.{b}', json(s.{b})" for b in present)
+            old = "coalesce(ip_inventory.enrichment, '{}')"
+            statements += [
+                f"""UPDATE ip_inventory SET
+                        current_asn = coalesce(s.current_asn, ip_inventory.current_asn),
+                        asn_last_verified = CASE WHEN s.current_asn IS NOT NULL THEN :now
+                                                 ELSE ip_inventory.asn_last_verified END,
+                        enrichment = {f"json_set({old}{pairs})" if present else old},
+                        enrichment_updated_at = CASE WHEN s.touched THEN :now
+                                                     ELSE ip_inventory.enrichment_updated_at END,
+                        updated_at = :now
+                    FROM {self.ip_stage} AS s
+                    WHERE s.blocks = {pattern} AND s.ip_address = ip_inventory.ip_address""",
+                f"""INSERT INTO ip_inventory (ip_address, current_asn, asn_last_verified,
+                        first_seen, last_seen, session_count, enrichment, enrichment_updated_at,
+                        enrichment_version, created_at, updated_at)
+                    SELECT s.ip_address, s.current_asn,
+                           CASE WHEN s.current_asn IS NOT NULL THEN :now END,
+                           coalesce(s.first_seen, s.last_seen, :now),
+                           coalesce(s.last_seen, s.first_seen, :now),
+                           coalesce(s.session_count, 0), json_set('{{}}'{pairs}),
+                           CASE WHEN s.touched THEN :now END, '2.2', :now, :now
+                    FROM {self.ip_stage} AS s
+                    WHERE s.blocks = {pattern} AND NOT EXISTS (
+                        SELECT 1 FROM ip_inventory AS i WHERE i.ip_address = s.ip_address)""",
+            ]
+        return [*statements, f"DELETE FROM {self.asn_stage}", f"DELETE FROM {self.ip_stage}"]
 
     def _postgres_merge(self, now: datetime) -> list[str]:
         ts = f"'{now.astimezone(UTC).isoformat()}'::timestamptz"
+        members = ", ".join(f"'{b}', {b}::jsonb" for b in BLOCKS)
+        absent = ", ".join(f"CASE WHEN {b} IS NULL THEN '{b}' END" for b in BLOCKS)
+        patch = f"jsonb_build_object({members}) - array_remove(ARRAY[{absent}], NULL)"
         return [
             _asn_upsert("public.asn_inventory", f"public.{self.asn_stage}", ts, "'{}'::json"),
             f"""INSERT INTO public.ip_inventory (ip_address, current_asn, asn_last_verified,
@@ -220,7 +218,7 @@ class ChunkWriter:
                 SELECT ip_address, current_asn,
                        CASE WHEN current_asn IS NOT NULL THEN {ts} END,
                        coalesce(first_seen, last_seen, {ts}), coalesce(last_seen, first_seen, {ts}),
-                       coalesce(session_count, 0), patch::jsonb,
+                       coalesce(session_count, 0), {patch},
                        CASE WHEN touched = 1 THEN {ts} END, {ts}, {ts}
                 FROM public.{self.ip_stage}
                 ON CONFLICT (ip_address) DO UPDATE SET
