@@ -289,8 +289,14 @@ class CymruClient:
         self.sessions = 0
 
     def lookup(self, queries: Sequence[str]) -> Iterator[Batch]:
-        """Answer every query, one `Batch` per chunk, yielded as chunks complete."""
-        size = self.settings.batch_size
+        """Answer every query, one `Batch` per chunk, yielded as chunks complete.
+
+        Chunks hold at most ``batch_size`` queries; fewer queries than the sessions could take
+        are spread over all of them (no chunk under `min_split`), so that they all work.
+        """
+        sessions = self.settings.sessions
+        spread = max(-(-len(queries) // sessions), self.settings.min_split)
+        size = min(self.settings.batch_size, spread)
         chunks = [list(queries[i : i + size]) for i in range(0, len(queries), size)]
         if not chunks:
             return

@@ -39,6 +39,7 @@ from etl.errors import (
 
 MODES: Final = ("community", "enterprise")
 MAX_MULTI: Final = 10_000
+ENTERPRISE_WORKERS: Final = 2  # multi-IP requests in flight
 VIZ: Final = "https://viz.greynoise.io"
 MAX_THROTTLES: Final = 20  # throttling 429s one request may meet before it counts as an error
 
@@ -262,7 +263,7 @@ class GreyNoiseClient:
         else:
             size = self.settings.batch_size
             chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
-            for answers in self._run(self._enterprise, chunks, 2):
+            for answers in self._run(self._enterprise, chunks, ENTERPRISE_WORKERS):
                 yield from answers
         if self._stopped is not None:
             raise self._stopped
