@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import signal
 from collections.abc import Iterator
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.sample.world import World
+from etl.sim.greynoise import _routable_ipv4
 from tests.sims import Simulator, running
 
 # Literal bodies of the protocol reference (community OpenAPI examples).
@@ -176,3 +180,21 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     with running("greynoise", tmp_path / "log.jsonl") as sim:
         sim.process.send_signal(signal.SIGTERM)
         assert sim.process.wait(timeout=10) == 0
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(str),
+        st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+        st.text(alphabet="0123456789. x:", max_size=18),
+    )
+)
+def test_routable_check_matches_ipaddress(text: str) -> None:
+    """The simulator's fast check (one bisect) says what ``ipaddress`` says."""
+    try:
+        address = ipaddress.ip_address(text)
+        expected = address.version == 4 and address.is_global and text == str(address)
+    except ValueError:
+        expected = False
+    assert _routable_ipv4(text) == expected
