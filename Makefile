@@ -32,11 +32,13 @@ lint: setup
 test: lint
 	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85 --durations=10
 
+# SPEC 7, every ratio against its target (about 30 minutes; PostgreSQL on 127.0.0.1:5432).
 bench: setup
-	$(BIN)/python bench/refresh_scale.py
-	$(BIN)/python bench/cymru_phase.py
-	$(BIN)/python bench/service_bound.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/service_bound.py
+	$(BIN)/python bench/write_path.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/cymru_phase.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,7 +1,9 @@
 """Overhead against the per-IP loop it replaces (SPEC 7), measured side by side in one run.
 
 Identical copies of a sample database; the same simulators; whole processes timed (start-up
-included); GreyNoise in enterprise mode for the refresh. Scenarios:
+included); GreyNoise in enterprise mode for the refresh. Each side runs ROUNDS times, in
+turns, each time on a fresh copy; the medians are compared (this machine's speed drifts).
+Scenarios:
   A: 10,000 IPs, simulators answering at once               (target: >= 10x faster)
   B: 2,000 IPs, GreyNoise 20 ms per request, Cymru 1 ms/line (target: >= 30x faster)
 Usage: python bench/overhead.py [A|B ...]
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from etl.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
+ROUNDS = 3
 SCENARIOS = {"A": (10_000, 0.0, 0.0, 10.0), "B": (2_000, 20.0, 1.0, 30.0)}
 
 
@@ -40,18 +44,22 @@ def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
               str(ips), "--maxmind-dir", str(folder)]  # fmt: skip
     subprocess.run(sample, check=True, capture_output=True)
     ours, theirs = folder / f"{name}-ours.sqlite", folder / f"{name}-baseline.sqlite"
-    shutil.copy(pristine, ours)
-    shutil.copy(pristine, theirs)
+    refreshes, baselines = [], []
     with (
         running("cymru", folder / "c.jsonl", "--latency-ms", str(cymru_ms)) as cy,
         running("greynoise", folder / "g.jsonl", "--key", KEY, "--latency-ms", str(gn_ms)) as gn,
     ):
-        refresh = timed([sys.executable, "-m", "etl.refresh", "--db", f"sqlite:///{ours}",
-                         "--maxmind-dir", str(folder), "--cymru", cy.address, "--greynoise-url",
-                         gn.url, "--greynoise-mode", "enterprise", "--quiet"])  # fmt: skip
-        baseline = timed([sys.executable, str(ROOT / "bench" / "baseline_per_ip.py"), "--db",
-                          f"sqlite:///{theirs}", "--maxmind-dir", str(folder), "--cymru",
-                          cy.address, "--greynoise-url", gn.url])  # fmt: skip
+        for _ in range(ROUNDS):
+            shutil.copy(pristine, ours)
+            shutil.copy(pristine, theirs)
+            refreshes.append(timed([sys.executable, "-m", "etl.refresh", "--db",
+                                    f"sqlite:///{ours}", "--maxmind-dir", str(folder), "--cymru",
+                                    cy.address, "--greynoise-url", gn.url, "--greynoise-mode",
+                                    "enterprise", "--quiet"]))  # fmt: skip
+            baselines.append(timed([sys.executable, str(ROOT / "bench" / "baseline_per_ip.py"),
+                                    "--db", f"sqlite:///{theirs}", "--maxmind-dir", str(folder),
+                                    "--cymru", cy.address, "--greynoise-url", gn.url]))  # fmt: skip
+    baseline, refresh = statistics.median(baselines), statistics.median(refreshes)
     return name, ips, baseline, refresh, target
 
 
