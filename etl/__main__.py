@@ -1,7 +1,5 @@
 """``python -m etl`` is ``python -m etl.refresh``."""
 
-import sys
+from etl.refresh import run
 
-from etl.refresh import main
-
-sys.exit(main())
+run()

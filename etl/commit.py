@@ -5,8 +5,8 @@ Two kinds of rows reach the committer:
   `hold` writes at once the rows no network source will answer, and keeps the others up to
   ``max_wait`` seconds so that they go out in the same upsert as their network answers;
 - network parts (cymru or greynoise blocks, paid for): a chunk closes at ``commit_every``
-  rows or ``max_wait`` seconds after its first row, whichever comes first, and takes along
-  the held base rows of its IPs.
+  rows or ``max_wait`` seconds after its first row, whichever comes first (or when a source
+  has sent its last part), and takes along the held base rows of its IPs.
 
 So when the services answer quickly, every row is written once; when they are slow, the base
 rows are written after ``max_wait`` and the answers as they come. Nothing paid for waits more
@@ -87,6 +87,11 @@ class Committer:
         self._rows += part.height
         if self._rows >= self.commit_every:
             self._flush_parts()
+
+    def source_done(self) -> None:
+        """A source has sent its last part: close the chunk now (no more rows are coming for
+        it to wait for)."""
+        self._flush_parts()
 
     def tick(self) -> None:
         """Commit what has waited ``max_wait`` seconds: a chunk of parts, or held base rows."""

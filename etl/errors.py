@@ -11,6 +11,9 @@
         ├── UnauthorizedError       the API key was refused (GreyNoise 401/403)
         └── QuotaExhaustedError     the daily quota is spent (GreyNoise daily-limit 429)
 
+Internal to the network clients, never shown: TransportError (a request got no HTTP answer:
+refused, reset, timed out), which they retry and then record as ``status: error``.
+
 Per-IP service failures are not exceptions: they become ``status: error`` in the IP's block.
 A ServiceError stops that source for the run; the run itself goes on.
 
@@ -69,3 +72,7 @@ class UnauthorizedError(ServiceError):
 
 class QuotaExhaustedError(ServiceError):
     """The service's quota for today is spent."""
+
+
+class TransportError(Exception):
+    """A request got no HTTP answer (refused, reset, timed out); clients retry it."""

@@ -15,6 +15,7 @@ next run.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 import time
@@ -98,6 +99,12 @@ class _WritePhase:
         _finished(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 
+def _import_in_background(module: str) -> None:
+    """Import ``module`` in a thread of its own: most of the time the main thread is waiting on
+    DuckDB or SQLite (which release the GIL), so the import costs the run little."""
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+
+
 def _active_sources(
     config: RefreshConfig, maxmind: MaxMindDatabases, reporter: Reporter
 ) -> set[Source]:
@@ -136,6 +143,8 @@ def refresh(
     shown = reporter or LineReporter(verbosity=config.verbosity, secrets=config.secrets())
     reporter = FanOut([shown, NoteRecorder(summary)])
     reporter.attach(summary)
+    if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
+        _import_in_background("etl.clients.http")  # requests: loads while the database is read
     url = parse_database_url(config.db_url)
     maxmind = open_maxmind(config) if config.enabled(Source.MAXMIND) else MaxMindDatabases()
     try:
@@ -320,6 +329,7 @@ class _Run:
                     raise event.error
                 if event.done:
                     running.discard(event.source)
+                    committer.source_done()
                 committer.tick()
         except BaseException:
             # A failed commit, a failed phase or Ctrl-C: no service is asked anything more.

@@ -6,11 +6,13 @@ Precedence: options > environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY) >
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from etl import config as cfg
 from etl.cli import CliParser
@@ -150,5 +152,19 @@ def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | N
             bars.close()
 
 
+def run() -> NoReturn:
+    """Entry point of ``python -m etl.refresh``: `main`, then exit at once.
+
+    By then every connection and file is closed; exit handlers still run (they save coverage
+    data, for one), but the interpreter does not unload polars, DuckDB and NumPy, which costs
+    every run about 0.2 s.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

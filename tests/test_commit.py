@@ -93,6 +93,15 @@ def test_quick_answers_are_written_once_with_their_base_rows(writer: ChunkWriter
     assert all(set(rows[ip]) == {"validation", "maxmind"} for ip in IPS[30:])
 
 
+def test_a_finished_source_closes_its_chunk(writer: ChunkWriter) -> None:
+    committer = Committer(writer, 1000, clock=Clock())
+    committer.hold(base_rows(IPS), IPS)
+    committer.add(greynoise_part(IPS))
+    assert writer.rows_written == 0  # 40 rows < 1,000 and no time has passed
+    committer.source_done()  # nothing more is coming: no reason to wait
+    assert writer.rows_written == 40 and committer.holding == 0
+
+
 def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
     clock = Clock()
     committer = Committer(writer, 1000, clock=clock)

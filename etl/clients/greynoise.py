@@ -23,19 +23,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
-
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING, Any, Final
 
 from etl import __version__
 from etl.errors import (
     QuotaExhaustedError,
     ServiceError,
     ServiceUnavailableError,
+    TransportError,
     UnauthorizedError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from etl.clients.http import HttpResponse
 
 MODES: Final = ("community", "enterprise")
 MAX_MULTI: Final = 10_000
@@ -229,12 +230,11 @@ class GreyNoiseClient:
         self.requests_sent = 0
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.workers, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(
-            {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"}
+        from etl.clients.http import HttpSession  # loads requests (see etl.clients.http)
+
+        self.session = HttpSession(
+            settings.workers,
+            {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"},
         )
 
     def cancel(self) -> None:
@@ -297,7 +297,7 @@ class GreyNoiseClient:
             return None
 
     # -- one request, with pacing, budget, retries -------------------------------------------
-    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> requests.Response:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> HttpResponse:
         """Send one request in the next paced slot, retrying what is worth retrying."""
         failures = throttles = 0
         while True:
@@ -312,7 +312,7 @@ class GreyNoiseClient:
                     method,
                     self.settings.url.rstrip("/") + path,
                     headers={"key": self._key},
-                    json=body,
+                    body=body,
                     timeout=self.settings.timeout,
                 )
                 return self._check(response)
@@ -321,7 +321,7 @@ class GreyNoiseClient:
                 if throttles > MAX_THROTTLES:
                     raise _RetryError from None
                 continue
-            except (requests.RequestException, _RetryError):
+            except (TransportError, _RetryError):
                 failures += 1
                 if failures > self.settings.retries:
                     raise
@@ -340,7 +340,7 @@ class GreyNoiseClient:
                 )
             self.requests_sent += 1
 
-    def _check(self, response: requests.Response) -> requests.Response:
+    def _check(self, response: HttpResponse) -> HttpResponse:
         """Return a usable response; raise `_RetryError` or `_StopError` for the others."""
         status = response.status_code
         if status in (401, 403):
@@ -377,7 +377,7 @@ class GreyNoiseClient:
     def _community(self, ip: str) -> GreyNoiseAnswer:
         try:
             response = self._request("GET", f"/v3/community/{ip}", None)
-        except (requests.RequestException, _RetryError):
+        except (TransportError, _RetryError):
             return GreyNoiseAnswer(ip, "error")
         if response.status_code == 400:
             return GreyNoiseAnswer(ip, "skipped")
@@ -402,12 +402,12 @@ class GreyNoiseClient:
             for ip in (body.get("request_metadata") or {}).get("ips_not_found") or []:
                 if ip in asked and ip not in answers:
                     answers[ip] = GreyNoiseAnswer.not_observed(ip)
-        except (requests.RequestException, _RetryError, ValueError, KeyError, TypeError):
+        except (TransportError, _RetryError, ValueError, KeyError, TypeError):
             answers = {}
         return [answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in ips]
 
 
-def _json(response: requests.Response, strict: bool = False) -> Any:
+def _json(response: HttpResponse, strict: bool = False) -> Any:
     try:
         return response.json()
     except (ValueError, json.JSONDecodeError):

@@ -1,0 +1,61 @@
+"""HTTP transport of the GreyNoise client: one keep-alive `requests` session behind a small
+interface. Its own module, so that `requests` is imported when a client is first made (or in
+the background while the database is read, see `etl.pipeline`), not by every import of etl.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from etl.errors import TransportError
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An HTTP answer, read whole."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises ValueError when it is not)."""
+        return json.loads(self.content)
+
+
+class HttpSession:
+    """Keep-alive connections to one service, ``pool_size`` of them in flight at most."""
+
+    def __init__(self, pool_size: int, headers: Mapping[str, str]) -> None:
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(headers)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: Any,
+        timeout: float,
+    ) -> HttpResponse:
+        """Send one request; raise `TransportError` when no HTTP answer came back."""
+        try:
+            response = self._session.request(
+                method, url, headers=dict(headers), json=body, timeout=timeout
+            )
+            return HttpResponse(response.status_code, response.headers, response.content)
+        except requests.RequestException as exc:
+            raise TransportError(f"{method} {url}: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._session.close()
