@@ -118,7 +118,7 @@ def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     awaited=st.sets(st.sampled_from(IPS)),
