@@ -2,15 +2,15 @@
 
 Two kinds of rows reach the committer:
 - base rows (validation and MaxMind blocks of every selected IP; they cost no network call):
-  `hold` writes at once the rows no network source will answer, and keeps the others up to
-  ``max_wait`` seconds so that they go out in the same upsert as their network answers;
+  `hold` writes at once the rows no network source will answer, and keeps the others (up to
+  ``max_hold`` seconds) so that they go out in the same upsert as their network answers;
 - network parts (cymru or greynoise blocks, paid for): a chunk closes at ``commit_every``
   rows or ``max_wait`` seconds after its first row, whichever comes first (or when a source
   has sent its last part), and takes along the held base rows of its IPs.
 
-So when the services answer quickly, every row is written once; when they are slow, the base
-rows are written after ``max_wait`` and the answers as they come. Nothing paid for waits more
-than ``max_wait`` uncommitted.
+So every row is written once, with its answers, as they come; only when a service is slower
+than ``max_hold`` are the base rows still waiting written on their own (a killed run then
+keeps them too). Nothing paid for waits more than ``max_wait`` uncommitted.
 
 Parts may carry the same IP (its cymru block from one, its greynoise block from another); the
 rows of one IP are merged into one before a chunk is written, because one upsert statement may
@@ -22,12 +22,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 
+import numpy as np
 import polars as pl
 
 from etl.db.write import ChunkWriter
 from etl.merge import asn_rows, merged_enrichment
 
 MAX_WAIT_SECONDS = 2.0
+MAX_HOLD_SECONDS = 60.0
 
 
 def combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -36,6 +38,36 @@ def combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
     if frame["ip"].is_duplicated().any():
         frame = frame.group_by("ip", maintain_order=True).agg(pl.all().drop_nulls().first())
     return frame
+
+
+class _HeldRows:
+    """Base rows waiting for their answers: sorted by IP, so that a part finds its rows by
+    binary search, with a mask of those already taken (no copy of the whole set per chunk)."""
+
+    def __init__(self, rows: pl.DataFrame) -> None:
+        self.rows = rows.sort("ip")
+        self.ips = self.rows["ip"]
+        self.taken = np.zeros(self.rows.height, dtype=bool)
+        self.left = self.rows.height
+
+    def take(self, ips: pl.Series) -> pl.DataFrame:
+        """The held rows of ``ips`` not taken yet (now taken)."""
+        if not self.left or not ips.len():
+            return self.rows.clear()
+        position = self.ips.search_sorted(ips).clip(0, self.rows.height - 1)
+        index = position.to_numpy()
+        index = index[(self.ips.gather(position) == ips).to_numpy() & ~self.taken[index]]
+        index = np.unique(index)
+        self.taken[index] = True
+        self.left -= len(index)
+        return self.rows[index]
+
+    def rest(self) -> pl.DataFrame:
+        """Every row not taken yet (now all taken)."""
+        rest = self.rows.filter(pl.Series(~self.taken))
+        self.taken[:] = True
+        self.left = 0
+        return rest
 
 
 class Committer:
@@ -51,10 +83,12 @@ class Committer:
         max_wait: float = MAX_WAIT_SECONDS,
         on_base_written: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_hold: float = MAX_HOLD_SECONDS,
     ) -> None:
         self.writer = writer
         self.commit_every = commit_every
         self.max_wait = max_wait
+        self.max_hold = max_hold
         self.on_base_written = on_base_written
         self.clock = clock
         self.asns: set[int] = set()
@@ -62,18 +96,18 @@ class Committer:
         self._parts: list[pl.DataFrame] = []
         self._rows = 0
         self._first_at = 0.0
-        self._held: pl.DataFrame | None = None
+        self._held: _HeldRows | None = None
         self._held_at = 0.0
 
     @property
     def holding(self) -> int:
         """Base rows still waiting for their network answers."""
-        return 0 if self._held is None else self._held.height
+        return 0 if self._held is None else self._held.left
 
     def hold(self, base: pl.DataFrame, awaited: Collection[str]) -> None:
         """Write the base rows whose IPs are not in ``awaited`` now; hold the others."""
         waiting = pl.col("ip").is_in(pl.Series(list(awaited), dtype=pl.String).implode())
-        self._held = base.filter(waiting)
+        self._held = _HeldRows(base.filter(waiting))
         self._held_at = self.clock()
         self._write(base.filter(~waiting), base_rows=True)
 
@@ -94,11 +128,12 @@ class Committer:
         self._flush_parts()
 
     def tick(self) -> None:
-        """Commit what has waited ``max_wait`` seconds: a chunk of parts, or held base rows."""
+        """Commit what has waited long enough: a chunk of parts (``max_wait``), or the base
+        rows still held (``max_hold``)."""
         now = self.clock()
         if self._parts and now - self._first_at >= self.max_wait:
             self._flush_parts()
-        if self.holding and now - self._held_at >= self.max_wait:
+        if self.holding and now - self._held_at >= self.max_hold:
             self._release_held()
 
     def flush(self) -> None:
@@ -111,24 +146,16 @@ class Committer:
             return
         frame = combine(self._parts)
         self._parts, self._rows = [], 0
-        base_rows = 0
-        if self.holding:
-            assert self._held is not None
-            answered = pl.col("ip").is_in(frame["ip"].implode())
-            base = self._held.filter(answered)
-            if base.height:
-                self._held = self._held.filter(~answered)
-                frame = combine([base, frame])
-                base_rows = base.height
+        base = self._held.take(frame["ip"]) if self._held is not None else None
+        if base is not None and base.height:
+            frame = combine([base, frame])
         self._write(frame)
-        if base_rows and self.on_base_written:
-            self.on_base_written(base_rows)
+        if base is not None and base.height and self.on_base_written:
+            self.on_base_written(base.height)
 
     def _release_held(self) -> None:
-        if self.holding:
-            assert self._held is not None
-            held, self._held = self._held, None
-            self._write(held, base_rows=True)
+        if self._held is not None:
+            self._write(self._held.rest(), base_rows=True)
 
     def _write(self, frame: pl.DataFrame, base_rows: bool = False) -> None:
         if not frame.height:

@@ -71,10 +71,13 @@ def _ipv4_reason(ipv4_int: pl.Expr) -> pl.Expr:
     return reason
 
 
+_IPV6_BOGON_NETWORKS = [(ipaddress.IPv6Network(cidr), name) for cidr, name in _IPV6_BOGONS]
+
+
 def ipv6_reason(address: ipaddress.IPv6Address) -> str | None:
     """Bogon reason of an IPv6 address, or None when it is globally routable."""
-    for cidr, name in _IPV6_BOGONS:
-        if address in ipaddress.IPv6Network(cidr):
+    for network, name in _IPV6_BOGON_NETWORKS:
+        if address in network:
             return name
     return None if address in _IPV6_GLOBAL else "reserved"
 

@@ -106,13 +106,19 @@ def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
     clock = Clock()
     committer = Committer(writer, 1000, clock=clock)
     committer.hold(base_rows(IPS), IPS)
-    assert writer.rows_written == 0
+    committer.add(greynoise_part(IPS[:10]))
     clock.now = 2.0
-    committer.tick()  # the base rows have waited max_wait: written without their answers
+    committer.tick()  # the answers waited max_wait: written, with their base rows
+    assert writer.rows_written == 10 and committer.holding == 30
+    clock.now = 59.9
+    committer.tick()
+    assert writer.rows_written == 10
+    clock.now = 60.0
+    committer.tick()  # the other base rows have waited max_hold: written without answers
     assert writer.rows_written == 40 and committer.holding == 0
-    committer.add(greynoise_part(IPS[:5]))
-    clock.now = 4.1
-    committer.tick()  # and an answer is committed max_wait after it arrived
+    committer.add(greynoise_part(IPS[30:35]))
+    clock.now = 62.1
+    committer.tick()  # and a late answer is committed max_wait after it arrived
     assert writer.rows_written == 45
     assert set(stored(writer)[IPS[0]]) == {"validation", "maxmind", "greynoise"}
 
@@ -137,7 +143,9 @@ def test_every_row_and_answer_lands_whatever_the_timing(
         writer = ChunkWriter(db)
         clock = Clock()
         written: list[int] = []
-        committer = Committer(writer, commit_every, on_base_written=written.append, clock=clock)
+        committer = Committer(
+            writer, commit_every, on_base_written=written.append, clock=clock, max_hold=4.0
+        )
         committer.hold(base_rows(IPS), awaited)
         answered: set[str] = set()
         for ips, pause in arrivals:

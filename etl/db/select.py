@@ -45,11 +45,18 @@ SELECTION_SCHEMA = {
 }
 
 # Rows whose enrichment is not a JSON object cannot be merged without losing what they hold:
-# the refresh leaves them alone and counts them (NULL counts as an empty object).
+# the refresh leaves them alone and counts them (NULL counts as an empty object). TRY turns the
+# parse error of invalid JSON into NULL, so each document is parsed once.
 USABLE_ENRICHMENT = (
-    "(enrichment IS NULL OR CASE WHEN json_valid(CAST(enrichment AS VARCHAR))"
-    " THEN json_type(CAST(enrichment AS VARCHAR)) = 'OBJECT' ELSE false END)"
+    "(enrichment IS NULL"
+    " OR coalesce(TRY(json_type(CAST(enrichment AS VARCHAR))) = 'OBJECT', false))"
 )
+# The same test inside the selection, from the fields it extracts anyway (``f``, NULL exactly
+# when the text is not JSON): valid JSON is an object when it opens with a brace.
+_OPENS_OBJECT = (
+    "starts_with(ltrim(CAST(enrichment AS VARCHAR), ' ' || chr(9) || chr(10) || chr(13)), '{')"
+)
+_USABLE_FROM_FIELDS = "(no_enrichment OR (f IS NOT NULL AND coalesce(opens_object, false)))"
 
 # Text to TIMESTAMPTZ: the direct cast takes cowrieprocessor's form and ISO forms (fast path);
 # epoch numbers, and what the cast refuses, get the slower checks.
@@ -118,18 +125,16 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     stale = _stale_expressions(rules)
     paths = ", ".join(f"'{p}'" for p in _PATHS)
     only = "AND ip IN (SELECT unnest($only_ips))" if rules.only_ips else ""
-    bogon_filter = "" if rules.only_ips else "AND NOT known_bogon"
     enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     return f"""
-WITH inventory AS MATERIALIZED (
+WITH inventory AS (
     SELECT CAST(ip_address AS VARCHAR) AS ip,
            etl_ts(CAST(last_seen AS VARCHAR)) AS last_seen,
            etl_ts(CAST(enrichment_updated_at AS VARCHAR)) IS NULL AS never_enriched,
            TRY_CAST(current_asn AS BIGINT) AS current_asn,
-           {USABLE_ENRICHMENT} AS usable,
-           json_extract_string(
-               CASE WHEN json_valid(CAST(enrichment AS VARCHAR))
-                    THEN CAST(enrichment AS VARCHAR) ELSE '{{}}' END, [{paths}]) AS f
+           TRY(json_extract_string(CAST(enrichment AS VARCHAR), [{paths}])) AS f,
+           enrichment IS NULL AS no_enrichment,
+           {_OPENS_OBJECT} AS opens_object
     FROM {db.table("ip_inventory")}
 ), flagged AS (
     SELECT ip, last_seen, never_enriched, current_asn,
@@ -137,9 +142,9 @@ WITH inventory AS MATERIALIZED (
            TRY_CAST({_F["$.maxmind.asn"]} AS BIGINT) AS old_maxmind_asn,
            {stale["stale_maxmind"]} AS stale_maxmind,
            {stale["stale_cymru"]} AS cymru_block_stale,
-           {stale["stale_greynoise"]} AS stale_greynoise
+           {stale["stale_greynoise"]} AS stale_greynoise,
+           {_USABLE_FROM_FIELDS} AS usable
     FROM inventory
-    WHERE usable
 ), stale AS (
     SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
     FROM flagged
@@ -156,14 +161,14 @@ WITH inventory AS MATERIALIZED (
            count(*) AS session_count, CAST(NULL AS BIGINT) AS current_asn,
            CAST(NULL AS BIGINT) AS old_maxmind_asn,
            {enabled["maxmind"]} AS stale_maxmind, {enabled["cymru"]} AS stale_cymru,
-           {enabled["greynoise"]} AS stale_greynoise
+           {enabled["greynoise"]} AS stale_greynoise, true AS usable, false AS known_bogon
     FROM new_sessions
     GROUP BY ip
     UNION ALL
     SELECT ip, false, never_enriched, NULL, last_seen, NULL, current_asn, old_maxmind_asn,
-           stale_maxmind, stale_cymru, stale_greynoise
+           stale_maxmind, stale_cymru, stale_greynoise, usable, known_bogon
     FROM stale
-    WHERE (stale_maxmind OR stale_cymru OR stale_greynoise) {bogon_filter}
+    WHERE stale_maxmind OR stale_cymru OR stale_greynoise
 )
 SELECT * FROM candidates
 WHERE true {only}
@@ -185,6 +190,10 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     used = {name: value for name, value in params.items() if f"${name}" in sql}
     with db.duck_errors("selecting stale IPs"):
         frame = db.query_frame(sql, used)
+    # These two filters run here, not in SQL: DuckDB would push them under the inventory CTE,
+    # where they would parse every row's JSON a second time.
+    keep = pl.col("usable") if rules.only_ips else pl.col("usable") & ~pl.col("known_bogon")
+    frame = frame.filter(keep).drop("usable", "known_bogon")
     # --ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
