@@ -8,9 +8,11 @@ Two kinds of rows reach the committer:
   rows or ``max_wait`` seconds after its first row, whichever comes first (or when a source
   has sent its last part), and takes along the held base rows of its IPs.
 
-So every row is written once, with its answers, as they come; only when a service is slower
-than ``max_hold`` are the base rows still waiting written on their own (a killed run then
-keeps them too). Nothing paid for waits more than ``max_wait`` uncommitted.
+So every row is written once, with its answers, as they come; only when a service is slow
+(the committer idle, and ``max_hold`` passed) are the base rows still waiting written on
+their own (a killed run then keeps them too). While answers arrive faster than they can be
+written, the base rows keep waiting for them: releasing them then would write each row twice.
+Nothing paid for waits more than ``max_wait`` uncommitted.
 
 Parts may carry the same IP (its cymru block from one, its greynoise block from another); the
 rows of one IP are merged into one before a chunk is written, because one upsert statement may
@@ -127,13 +129,14 @@ class Committer:
         it to wait for)."""
         self._flush_parts()
 
-    def tick(self) -> None:
-        """Commit what has waited long enough: a chunk of parts (``max_wait``), or the base
-        rows still held (``max_hold``)."""
+    def tick(self, idle: bool = False) -> None:
+        """Commit what has waited long enough: a chunk of parts (``max_wait``); and, when the
+        committing thread is ``idle`` (no answer waiting to be written, so the services are
+        slower than the writes), the base rows held for ``max_hold``."""
         now = self.clock()
         if self._parts and now - self._first_at >= self.max_wait:
             self._flush_parts()
-        if self.holding and now - self._held_at >= self.max_hold:
+        if idle and self.holding and now - self._held_at >= self.max_hold:
             self._release_held()
 
     def flush(self) -> None:

@@ -319,7 +319,7 @@ class _Run:
                 try:
                     event = self.events.get(timeout=0.2)
                 except queue.Empty:
-                    committer.tick()
+                    committer.tick(idle=True)
                     continue
                 if event.part is not None:
                     committer.add(event.part)

@@ -111,14 +111,16 @@ def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
     committer.tick()  # the answers waited max_wait: written, with their base rows
     assert writer.rows_written == 10 and committer.holding == 30
     clock.now = 59.9
-    committer.tick()
+    committer.tick(idle=True)
     assert writer.rows_written == 10
     clock.now = 60.0
-    committer.tick()  # the other base rows have waited max_hold: written without answers
+    committer.tick()  # still busy writing answers: the base rows keep waiting for theirs
+    assert writer.rows_written == 10
+    committer.tick(idle=True)  # idle after max_hold: written without their answers
     assert writer.rows_written == 40 and committer.holding == 0
     committer.add(greynoise_part(IPS[30:35]))
     clock.now = 62.1
-    committer.tick()  # and a late answer is committed max_wait after it arrived
+    committer.tick(idle=True)  # and a late answer is committed max_wait after it arrived
     assert writer.rows_written == 45
     assert set(stored(writer)[IPS[0]]) == {"validation", "maxmind", "greynoise"}
 
@@ -153,7 +155,7 @@ def test_every_row_and_answer_lands_whatever_the_timing(
                 committer.add(greynoise_part(sorted(ips)))
                 answered |= ips
             clock.now += pause
-            committer.tick()
+            committer.tick(idle=pause > 1)
         committer.flush()
         rows = stored(writer)
         writer.close()
