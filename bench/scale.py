@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from etl.sample.scratch import scratch_database  # noqa: E402
 from etl.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MAX_GROWTH = 1.2  # time may grow at most 1.2x as fast as the size (12x for 10x the IPs)
 MAX_PEAK_MB = 2048
 
@@ -51,17 +51,8 @@ def database(dialect: str, folder: Path, ips: int) -> Iterator[str]:
     if dialect == "sqlite":
         yield f"sqlite:///{folder / f'scale-{ips}.sqlite'}"
         return
-    import psycopg
-
-    name = f"etl_scale_{ips}_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        con.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(f"etl_scale_{ips}") as url:
+        yield url
 
 
 def refresh_once(dialect: str, ips: int, folder: Path) -> tuple[float, float, str]:

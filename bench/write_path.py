@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
 from etl.db.write import ASN_STAGE_COLUMNS, BLOCKS, ChunkWriter  # noqa: E402
+from etl.sample.scratch import scratch_database  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHUNK = 5_000
 NOW = datetime.now(UTC)
 TARGET = 3.0
@@ -129,19 +129,9 @@ def database(dialect: str, folder: Path, name: str) -> Iterator[Database]:
             db.ensure_schema()
             yield db
         return
-    import psycopg
-
-    database_name = f"etl_bench_{name}_{int(time.time())}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {database_name}")
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{database_name}"
-        with Database(parse_database_url(url)) as db:
-            db.ensure_schema()
-            yield db
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
+    with scratch_database(f"etl_bench_{name}") as url, Database(parse_database_url(url)) as db:
+        db.ensure_schema()
+        yield db
 
 
 def measure(dialect: str, rows: pl.DataFrame, folder: Path) -> tuple[float, float]:

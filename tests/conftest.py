@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from etl.sample.scratch import PG_ADMIN, scratch_database
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="session")
@@ -77,16 +77,8 @@ def pg_url(pg_available: bool) -> Iterator[str]:
     """A new, empty PostgreSQL database (dropped after the test)."""
     if not pg_available:
         pytest.fail("PostgreSQL on 127.0.0.1:5432 is not running (start it; see .ci/run)")
-    import psycopg
-
-    name = f"etl_test_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("etl_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
