@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from etl.db.database import Database
 from etl.db.url import parse_database_url
 from etl.db.write import BLOCKS, ChunkWriter, sqlite_timestamp
+from etl.errors import DatabaseError
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
@@ -214,3 +215,44 @@ def test_sqlite_timestamps_in_cowrieprocessor_text_form(
         "SELECT name FROM sqlite_master WHERE name LIKE '_etl_stage%'"
     ).fetchall()
     assert leftovers == []
+
+
+def test_sqlite_old_enrichment_that_is_not_json_fails_the_chunk_and_is_kept(
+    sqlite_db: Database,
+) -> None:
+    """Rows with broken JSON are never selected; one broken after the selection (by another
+    writer) fails its chunk instead of losing what it held."""
+    sqlite_db.execute_native(
+        [
+            "INSERT INTO ip_inventory (ip_address, first_seen, last_seen, enrichment) "
+            "VALUES ('198.18.0.1', '2026-01-01', '2026-01-01', '{broken')"
+        ]
+    )
+    chunk = pl.DataFrame(
+        {
+            "ip_address": ["198.18.0.1"],
+            "current_asn": [None],
+            "first_seen": [None],
+            "last_seen": [None],
+            "session_count": [None],
+            "touched": [1],
+            **{b: ['{"status": "ok"}'] if b == "maxmind" else [None] for b in BLOCKS},
+        },
+        schema_overrides={
+            "current_asn": pl.Int64,
+            "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC"),
+            "session_count": pl.Int64,
+            **{b: pl.String for b in BLOCKS},
+        },
+    )
+    asns = pl.DataFrame(schema={c: pl.Int64 if c == "asn_number" else pl.String for c in (
+        "asn_number", "organization_name", "organization_country", "rir_registry")})  # fmt: skip
+    writer = ChunkWriter(sqlite_db)
+    try:
+        with pytest.raises(DatabaseError, match="malformed JSON"):
+            writer.write(chunk, asns, NOW)
+    finally:
+        writer.close()
+    rows = sqlite_db.query_native("SELECT enrichment FROM ip_inventory")
+    assert rows == [("{broken",)]
