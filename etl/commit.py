@@ -22,7 +22,7 @@ touch a row only once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -94,7 +94,6 @@ class Committer:
         self.on_base_written = on_base_written
         self.clock = clock
         self.asns: set[int] = set()
-        self.commits = 0
         self._parts: list[pl.DataFrame] = []
         self._rows = 0
         self._first_at = 0.0
@@ -106,9 +105,9 @@ class Committer:
         """Base rows still waiting for their network answers."""
         return 0 if self._held is None else self._held.left
 
-    def hold(self, base: pl.DataFrame, awaited: Collection[str]) -> None:
+    def hold(self, base: pl.DataFrame, awaited: pl.Series) -> None:
         """Write the base rows whose IPs are not in ``awaited`` now; hold the others."""
-        waiting = pl.col("ip").is_in(pl.Series(list(awaited), dtype=pl.String).implode())
+        waiting = pl.col("ip").is_in(awaited.cast(pl.String).implode())
         self._held = _HeldRows(base.filter(waiting))
         self._held_at = self.clock()
         self._write(base.filter(~waiting), base_rows=True)
@@ -167,6 +166,5 @@ class Committer:
             asns = asn_rows(chunk)
             self.writer.write(merged_enrichment(chunk), asns)
             self.asns.update(asns["asn_number"].to_list())
-            self.commits += 1
             if base_rows and self.on_base_written:
                 self.on_base_written(chunk.height)

@@ -288,8 +288,8 @@ class _Run:
             # Rows no service will answer are written now, while the services work; the
             # others wait to be written once, together with their answers.
             base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
-            awaited = {ip for name in phases for ip in targets[name]}
-            committer.hold(base, awaited)
+            awaited = [pl.Series(targets[name], dtype=pl.String) for name in phases]
+            committer.hold(base, pl.concat([pl.Series(dtype=pl.String), *awaited]))
             self._commit_arrivals(running, committer, writer)
             committer.flush()
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns

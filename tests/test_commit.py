@@ -77,7 +77,7 @@ def test_quick_answers_are_written_once_with_their_base_rows(writer: ChunkWriter
     written: list[int] = []
     committer = Committer(writer, 1000, on_base_written=written.append, clock=clock)
     awaited = IPS[:30]
-    committer.hold(base_rows(IPS), awaited)
+    committer.hold(base_rows(IPS), pl.Series(awaited))
     assert writer.rows_written == 10  # nothing to wait for: written at once
     assert committer.holding == 30
     committer.add(greynoise_part(awaited[:20]))
@@ -95,7 +95,7 @@ def test_quick_answers_are_written_once_with_their_base_rows(writer: ChunkWriter
 
 def test_a_finished_source_closes_its_chunk(writer: ChunkWriter) -> None:
     committer = Committer(writer, 1000, clock=Clock())
-    committer.hold(base_rows(IPS), IPS)
+    committer.hold(base_rows(IPS), pl.Series(IPS))
     committer.add(greynoise_part(IPS))
     assert writer.rows_written == 0  # 40 rows < 1,000 and no time has passed
     committer.source_done()  # nothing more is coming: no reason to wait
@@ -105,7 +105,7 @@ def test_a_finished_source_closes_its_chunk(writer: ChunkWriter) -> None:
 def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
     clock = Clock()
     committer = Committer(writer, 1000, clock=clock)
-    committer.hold(base_rows(IPS), IPS)
+    committer.hold(base_rows(IPS), pl.Series(IPS))
     committer.add(greynoise_part(IPS[:10]))
     clock.now = 2.0
     committer.tick()  # the answers waited max_wait: written, with their base rows
@@ -148,7 +148,7 @@ def test_every_row_and_answer_lands_whatever_the_timing(
         committer = Committer(
             writer, commit_every, on_base_written=written.append, clock=clock, max_hold=4.0
         )
-        committer.hold(base_rows(IPS), awaited)
+        committer.hold(base_rows(IPS), pl.Series(sorted(awaited), dtype=pl.String))
         answered: set[str] = set()
         for ips, pause in arrivals:
             if ips:
