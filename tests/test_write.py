@@ -256,3 +256,26 @@ def test_sqlite_old_enrichment_that_is_not_json_fails_the_chunk_and_is_kept(
         writer.close()
     rows = sqlite_db.query_native("SELECT enrichment FROM ip_inventory")
     assert rows == [("{broken",)]
+
+
+@pytest.mark.parametrize(
+    "dialect", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_stage_all_is_one_transaction(dialect: str, request: pytest.FixtureRequest) -> None:
+    """A chunk's stages go in together: when the second insert fails, the first is undone."""
+    db: Database = request.getfixturevalue(f"{'sqlite' if dialect == 'sqlite' else 'pg'}_db")
+    asns = pl.DataFrame({"asn_number": [7], "organization_name": ["seven"]})
+    no_first_seen = pl.DataFrame(
+        {"ip_address": ["198.18.0.9"], "first_seen": [None]},
+        schema_overrides={"first_seen": pl.Datetime("us", "UTC")},
+    )
+    writer = ChunkWriter(db)
+    try:
+        with pytest.raises(DatabaseError, match="bulk insert into"):
+            db.stage_all([(writer.asn_stage, asns), ("ip_inventory", no_first_seen)])
+        assert db.query_native(f"SELECT count(*) FROM {writer.asn_stage}") == [(0,)]
+        db.stage_all([(writer.asn_stage, asns), (writer.ip_stage, no_first_seen)])
+        assert db.query_native(f"SELECT count(*) FROM {writer.asn_stage}") == [(1,)]
+        assert db.query_native(f"SELECT count(*) FROM {writer.ip_stage}") == [(1,)]
+    finally:
+        writer.close()

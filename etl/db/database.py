@@ -195,24 +195,50 @@ class Database:
 
         On SQLite, timestamps go in as cowrieprocessor's text form.
         """
-        if not frame.height:
-            return
-        columns = ", ".join(frame.columns)
-        values = ", ".join(
+        self.stage_all([(table, frame)])
+
+    def stage_all(self, loads: Sequence[tuple[str, pl.DataFrame]]) -> None:
+        """`stage` several frames in one transaction: one commit in the target, not one per
+        table (each SQLite commit syncs the file twice)."""
+        loads = [(table, frame) for table, frame in loads if frame.height]
+        views = [f"etl_frame_{i}" for i in range(len(loads))]
+        inserts = [
+            f"INSERT INTO {self.table(table)} ({', '.join(frame.columns)}) "
+            f"SELECT {self._stage_values(frame)} FROM {view}"
+            for (table, frame), view in zip(loads, views, strict=True)
+        ]
+        with self.duck_errors(f"bulk insert into {', '.join(table for table, _ in loads)}"):
+            try:
+                # Frames go in as Arrow C streams: no copy, and no pyarrow import. The views
+                # exist before the transaction: it may write to the target database only.
+                for (_, frame), view in zip(loads, views, strict=True):
+                    self.duck.from_arrow(frame.__arrow_c_stream__()).to_view(view)
+                if len(inserts) == 1:
+                    self.duck.execute(inserts[0])
+                elif inserts:
+                    self._duck_transaction(inserts)
+            finally:
+                for view in views:
+                    self.duck.execute(f"DROP VIEW IF EXISTS {view}")
+
+    def _stage_values(self, frame: pl.DataFrame) -> str:
+        """The select list that stages ``frame``: timestamps as text on SQLite."""
+        return ", ".join(
             f"strftime({c}, '{SQLITE_TIME_FORMAT}')"
             if self.dialect == "sqlite" and isinstance(frame.schema[c], pl.Datetime)
             else c
             for c in frame.columns
         )
-        with self.duck_errors(f"bulk insert into {table}"):
-            # The frame goes in as an Arrow C stream: no copy, and no pyarrow import.
-            self.duck.from_arrow(frame.__arrow_c_stream__()).to_view("etl_frame")
-            try:
-                self.duck.execute(
-                    f"INSERT INTO {self.table(table)} ({columns}) SELECT {values} FROM etl_frame"
-                )
-            finally:
-                self.duck.execute("DROP VIEW IF EXISTS etl_frame")
+
+    def _duck_transaction(self, statements: Sequence[str]) -> None:
+        self.duck.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                self.duck.execute(statement)
+        except BaseException:
+            self.duck.execute("ROLLBACK")
+            raise
+        self.duck.execute("COMMIT")
 
     def query_frame(self, sql: str, params: dict[str, object] | None = None) -> pl.DataFrame:
         """Run a DuckDB query and return its result as a Polars frame (through the Arrow C
