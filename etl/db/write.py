@@ -92,8 +92,12 @@ class ChunkWriter:
         )
         # In key order: the upsert then walks the ip_address index forwards, not all over it.
         staged = ips.with_columns(blocks.alias("blocks")).select(list(IP_STAGE_COLUMNS))
-        self.db.stage(self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS)))
-        self.db.stage(self.ip_stage, staged.sort("ip_address"))
+        self.db.stage_all(
+            [
+                (self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS))),
+                (self.ip_stage, staged.sort("ip_address")),
+            ]
+        )
         if self.db.dialect == "sqlite":
             patterns = sorted(staged["blocks"].unique().to_list())
             self.db.execute_native(self._sqlite_merge(patterns), {"now": sqlite_timestamp(now)})
@@ -173,15 +177,23 @@ class ChunkWriter:
 
     def _sqlite_merge(self, patterns: list[int]) -> list[str]:
         """Per set of blocks present (``patterns``): existing rows in one UPDATE ... FROM the
-        stage, new rows in one INSERT ... SELECT."""
-        statements = [_asn_upsert("asn_inventory", self.asn_stage, ":now", "'{}'")]
+        stage, new rows in one INSERT ... SELECT. ``current_asn`` is set only where it changes:
+        SQLite rewrites an index entry whenever its column is assigned, even to the same value,
+        and one chunk's rows sit in every part of the ASN index."""
+        statements = [
+            _asn_upsert("asn_inventory", self.asn_stage, ":now", "'{}'"),
+            f"""UPDATE ip_inventory SET current_asn = s.current_asn
+                FROM {self.ip_stage} AS s
+                WHERE s.ip_address = ip_inventory.ip_address
+                  AND ip_inventory.current_asn IS NOT s.current_asn
+                  AND s.current_asn IS NOT NULL""",
+        ]
         for pattern in patterns:
             present = [b for i, b in enumerate(BLOCKS) if pattern & (1 << i)]
             pairs = "".join(f", '$.{b}', json(s.{b})" for b in present)
             old = "coalesce(ip_inventory.enrichment, '{}')"
             statements += [
                 f"""UPDATE ip_inventory SET
-                        current_asn = coalesce(s.current_asn, ip_inventory.current_asn),
                         asn_last_verified = CASE WHEN s.current_asn IS NOT NULL THEN :now
                                                  ELSE ip_inventory.asn_last_verified END,
                         enrichment = {f"json_set({old}{pairs})" if present else old},
