@@ -1,16 +1,20 @@
 """Write path (SPEC 7): upserting N merged rows vs a plain bulk insert of the same rows.
 
 Upsert: the rows go through `ChunkWriter` in chunks of 5,000 (as a refresh commits them) into an
-ip_inventory that already holds every one of these IPs with older blocks and legacy keys, which
-the merge must keep. Plain: the same rows, their enrichment already merged, bulk-inserted by
-DuckDB into an empty ip_inventory of the same kind of database in one statement. Both are
-timed around the writes only (building the rows and the old table is not timed).
+ip_inventory that already holds every one of these IPs as an earlier enrichment left them: a
+month-old maxmind and greynoise block, legacy keys the merge must keep, current_asn and
+enrichment_updated_at set. One IP in 100 has moved to another AS. A second upsert measures the
+worst case: no row had an ASN, so every one gets an entry in the ASN index. Plain: the same
+rows, their enrichment already merged, bulk-inserted by DuckDB into an empty ip_inventory of
+the same kind of database in one statement. Each is timed around the writes only (building the
+rows and the old table is not timed, and its writes are flushed first).
 Target: upsert <= 3x plain, on SQLite and on PostgreSQL (127.0.0.1:5432, trust auth).
 Usage: python bench/write_path.py [N] [sqlite|postgres ...]    (N defaults to 1,000,000)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -87,27 +91,40 @@ def asn_rows(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def inventory_rows(rows: pl.DataFrame, enrichment: pl.Expr) -> pl.DataFrame:
-    """ip_inventory rows for ``rows``' IPs with the given enrichment JSON text."""
+def inventory_rows(
+    rows: pl.DataFrame, enrichment: pl.Expr, asn: pl.Expr, stamp: datetime | None
+) -> pl.DataFrame:
+    """ip_inventory rows for ``rows``' IPs: enrichment JSON text, current_asn, and the time the
+    ASN was verified and the row enriched (``stamp``; None: never)."""
     seen = NOW - timedelta(days=30)
     return rows.select(
         "ip_address",
+        asn.alias("current_asn"),
+        pl.lit(stamp, pl.Datetime("us", "UTC")).alias("asn_last_verified"),
         pl.lit(seen).alias("first_seen"),
         pl.lit(seen).alias("last_seen"),
         pl.lit(3, pl.Int64).alias("session_count"),
         enrichment.alias("enrichment"),
+        pl.lit(stamp, pl.Datetime("us", "UTC")).alias("enrichment_updated_at"),
         pl.lit(seen).alias("created_at"),
         pl.lit(seen).alias("updated_at"),
     )
 
 
+def old_asn() -> pl.Expr:
+    """The ASN an earlier enrichment found: the same as now, but for one IP in 100."""
+    moved = (pl.col("current_asn") - 1_000 + 1) % 5_000 + 1_000
+    return pl.when(pl.int_range(pl.len()) % 100 == 0).then(moved).otherwise(pl.col("current_asn"))
+
+
 def old_enrichment() -> pl.Expr:
-    """A stale row as cowrieprocessor left it: legacy keys and month-old blocks."""
+    """A stale row as an earlier enrichment left it: legacy keys and month-old blocks."""
     return _text(
-        '{"dshield": {"ip": {"count": "3", "attacks": "7", "ascountry": "CN"}}, '
-        '"spur": ["CHINANET", [], "", ["DATACENTER"]], '
-        '"maxmind": {"country": "CN", "asn": 4134, "status": "ok", '
-        '"cached_at": "2026-10-01T00:00:00+00:00"}, '
+        '{"dshield": {"ip": {"count": "3", "attacks": "7", "ascountry": "NL"}}, '
+        '"spur": ["EXAMPLE", [], "", ["DATACENTER"]], '
+        '"maxmind": {"country": "NL", "asn": ',
+        old_asn().cast(pl.String),
+        ', "status": "ok", "cached_at": "2026-10-01T00:00:00+00:00"}, '
         '"greynoise": {"noise": false, "status": "not_found", '
         '"cached_at": "2026-10-01T00:00:00+00:00"}, "ip": "',
         pl.col("ip_address"),
@@ -134,34 +151,53 @@ def database(dialect: str, folder: Path, name: str) -> Iterator[Database]:
         yield db
 
 
-def measure(dialect: str, rows: pl.DataFrame, folder: Path) -> tuple[float, float]:
-    """(plain insert seconds, upsert seconds) of ``rows`` on one kind of database."""
+def settle() -> None:
+    """Flush what setting up wrote: the first commit timed would otherwise wait for it."""
+    os.sync()
+
+
+def seed_asns(db: Database, rows: pl.DataFrame) -> pl.DataFrame:
+    """Fill asn_inventory with the ASNs of ``rows`` (PostgreSQL checks the foreign key)."""
+    asns = asn_rows(rows)
+    seen = NOW - timedelta(days=30)
+    db.append(
+        "asn_inventory",
+        asns.select(list(ASN_STAGE_COLUMNS)).with_columns(
+            pl.lit(seen).alias(c) for c in ("first_seen", "last_seen", "created_at", "updated_at")
+        ),
+    )
+    return asns
+
+
+def plain_insert(dialect: str, rows: pl.DataFrame, folder: Path) -> float:
+    """Seconds to bulk-insert ``rows``, merged, into an empty ip_inventory."""
     with database(dialect, folder, "plain") as db:
-        plain_rows = inventory_rows(rows, merged_enrichment())
+        seed_asns(db, rows)
+        plain_rows = inventory_rows(rows, merged_enrichment(), pl.col("current_asn"), NOW)
+        settle()
         started = time.perf_counter()
         db.stage("ip_inventory", plain_rows)
-        plain = time.perf_counter() - started
-    with database(dialect, folder, "upsert") as db:
-        asns = asn_rows(rows)
+        return time.perf_counter() - started
+
+
+def upsert(dialect: str, rows: pl.DataFrame, folder: Path, *, had_asn: bool) -> float:
+    """Seconds to upsert ``rows`` in chunks over their older versions (with or without an
+    ASN)."""
+    with database(dialect, folder, "upsert" if had_asn else "upsert_no_asn") as db:
+        asns = seed_asns(db, rows)
         seen = NOW - timedelta(days=30)
-        db.append(
-            "asn_inventory",
-            asns.select(list(ASN_STAGE_COLUMNS)).with_columns(
-                pl.lit(seen).alias(c)
-                for c in ("first_seen", "last_seen", "created_at", "updated_at")
-            ),
-        )
-        db.append("ip_inventory", inventory_rows(rows, old_enrichment()))
+        asn = old_asn() if had_asn else pl.lit(None, pl.Int64)
+        db.append("ip_inventory", inventory_rows(rows, old_enrichment(), asn, seen))
         writer = ChunkWriter(db)
         try:
+            settle()
             started = time.perf_counter()
             for chunk in rows.iter_slices(CHUNK):
                 chunk_asns = asns.filter(pl.col("asn_number").is_in(chunk["current_asn"].implode()))
                 writer.write(chunk, chunk_asns)
-            upsert = time.perf_counter() - started
+            return time.perf_counter() - started
         finally:
             writer.close()
-    return plain, upsert
 
 
 def main() -> None:
@@ -170,14 +206,16 @@ def main() -> None:
     dialects = args or ["sqlite", "postgres"]
     rows = merged_rows(count)
     print(f"write path: {count:,} merged rows, upsert in {CHUNK:,}-row chunks vs plain insert")
-    print(f"{'database':<10} {'plain s':>8} {'upsert s':>9} {'ratio':>6}  target")
+    print(f"{'database':<24} {'plain s':>8} {'upsert s':>9} {'ratio':>6}  target")
     with tempfile.TemporaryDirectory() as folder:
         for dialect in dialects:
-            plain, upsert = measure(dialect, rows, Path(folder))
-            ratio = upsert / plain
-            verdict = "ok" if ratio <= TARGET else "MISSED"
-            print(f"{dialect:<10} {plain:>8.2f} {upsert:>9.2f} {ratio:>5.2f}x  <= {TARGET:.0f}x "
-                  f"{verdict}")  # fmt: skip
+            plain = plain_insert(dialect, rows, Path(folder))
+            for label, had_asn in ((dialect, True), (f"{dialect}, every ASN new", False)):
+                seconds = upsert(dialect, rows, Path(folder), had_asn=had_asn)
+                ratio = seconds / plain
+                verdict = "ok" if ratio <= TARGET else "MISSED"
+                target = f"<= {TARGET:.0f}x {verdict}" if had_asn else "(worst case, shown)"
+                print(f"{label:<24} {plain:>8.2f} {seconds:>9.2f} {ratio:>5.2f}x  {target}")
 
 
 if __name__ == "__main__":
