@@ -1,0 +1,72 @@
+"""The order of a selection: chosen by priority, returned in storage order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from etl.config import Freshness
+from etl.db.database import Database
+from etl.db.select import SelectionRules, select_stale
+from etl.db.url import parse_database_url
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+FRESH = '{"maxmind": {"status": "ok", "cached_at": "2026-11-27T00:00:00+00:00"}}'
+STALE = '{"maxmind": {"status": "ok", "cached_at": "2026-10-01T00:00:00+00:00"}}'
+# (ip, last_seen, enriched at, enrichment), in the order the rows are inserted (stored).
+ROWS = [
+    ("198.51.100.9", "2026-11-01 00:00:00.000000", "2026-10-01 00:00:00.000000", STALE),
+    ("192.0.2.200", "2026-11-20 00:00:00.000000", None, "{}"),
+    ("203.0.113.5", "2026-11-25 00:00:00.000000", "2026-10-01 00:00:00.000000", STALE),
+    ("198.51.100.1", "2026-11-26 00:00:00.000000", "2026-11-27 00:00:00.000000", FRESH),
+    ("192.0.2.7", "2026-11-10 00:00:00.000000", "2026-10-01 00:00:00.000000", STALE),
+]
+NEW_IP = "203.0.113.77"  # has a session, no inventory row
+
+
+def literal(text: str | None) -> str:
+    return "NULL" if text is None else f"'{text}'"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(parse_database_url(f"sqlite:///{tmp_path / 's.sqlite'}"))
+    database.ensure_schema()
+    database.execute_native(
+        [
+            "INSERT INTO ip_inventory (ip_address, first_seen, last_seen, enrichment, "
+            f"enrichment_updated_at) VALUES ('{ip}', '{seen}', '{seen}', '{enrichment}', "
+            f"{literal(enriched)})"
+            for ip, seen, enriched, enrichment in ROWS
+        ]
+        + [
+            "INSERT INTO session_summaries (session_id, source_ip, first_event_at, last_event_at)"
+            f" VALUES ('s1', '{NEW_IP}', '2026-11-27 00:00:00', '2026-11-27 01:00:00')"
+        ]
+    )
+    yield database
+    database.close()
+
+
+def rules(max_ips: int | None = None) -> SelectionRules:
+    return SelectionRules(
+        now=NOW, freshness=Freshness(), maxmind=True, cymru=False, greynoise=False,
+        max_ips=max_ips,
+    )  # fmt: skip
+
+
+def test_selection_comes_back_new_ips_first_then_in_storage_order(db: Database) -> None:
+    frame = select_stale(db, rules())
+    stale = [ip for ip, _seen, _at, enrichment in ROWS if enrichment != FRESH]
+    assert frame["ip"].to_list() == [NEW_IP, *stale]
+
+
+def test_ips_limit_chooses_by_priority_whatever_the_storage_order(db: Database) -> None:
+    # never enriched (the new IP, then 192.0.2.200), then the most recently seen stale row
+    frame = select_stale(db, rules(max_ips=3))
+    assert frame["ip"].to_list() == [NEW_IP, "192.0.2.200", "203.0.113.5"]
+    frame = select_stale(db, rules(max_ips=4))
+    assert frame["ip"].to_list() == [NEW_IP, "192.0.2.200", "203.0.113.5", "192.0.2.7"]
