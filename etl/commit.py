@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
 import polars as pl
 
 from etl.db.write import ChunkWriter
@@ -44,30 +43,30 @@ def combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 class _HeldRows:
     """Base rows waiting for their answers: sorted by IP, so that a part finds its rows by
-    binary search, with a mask of those already taken (no copy of the whole set per chunk)."""
+    binary search, with a mask of those already taken (set in place: no copy of the whole
+    set per chunk)."""
 
     def __init__(self, rows: pl.DataFrame) -> None:
         self.rows = rows.sort("ip")
         self.ips = self.rows["ip"]
-        self.taken = np.zeros(self.rows.height, dtype=bool)
+        self.taken = pl.repeat(False, self.rows.height, dtype=pl.Boolean, eager=True)
         self.left = self.rows.height
 
     def take(self, ips: pl.Series) -> pl.DataFrame:
-        """The held rows of ``ips`` not taken yet (now taken)."""
+        """The held rows of ``ips`` not taken yet (now taken), in the order of ``ips``."""
         if not self.left or not ips.len():
             return self.rows.clear()
         position = self.ips.search_sorted(ips).clip(0, self.rows.height - 1)
-        index = position.to_numpy()
-        index = index[(self.ips.gather(position) == ips).to_numpy() & ~self.taken[index]]
-        index = np.unique(index)
-        self.taken[index] = True
-        self.left -= len(index)
+        held = (self.ips.gather(position) == ips) & ~self.taken.gather(position)
+        index = position.filter(held).unique(maintain_order=True)
+        self.taken.scatter(index, True)
+        self.left -= index.len()
         return self.rows[index]
 
     def rest(self) -> pl.DataFrame:
         """Every row not taken yet (now all taken)."""
-        rest = self.rows.filter(pl.Series(~self.taken))
-        self.taken[:] = True
+        rest = self.rows.filter(~self.taken)
+        self.taken = pl.repeat(True, self.rows.height, dtype=pl.Boolean, eager=True)
         self.left = 0
         return rest
 

@@ -17,7 +17,7 @@ import polars as pl
 
 from etl.config import RefreshConfig
 from etl.errors import MaxMindError
-from etl.mmdb import MmdbTree, ipv4_bytes, ipv6_bytes
+from etl.mmdb import MmdbTree, ipv4_octets, ipv6_octets
 
 ASN_FILES = ("GeoLite2-ASN.mmdb",)
 CITY_FILES = ("GeoLite2-City.mmdb", "GeoIP2-City.mmdb")
@@ -114,10 +114,10 @@ def _open_one(
 def _locate(tree: MmdbTree, rows: pl.DataFrame, prefix: str) -> pl.DataFrame:
     """Add ``<prefix>_ptr`` and ``<prefix>_prefix`` columns for every row (v4 and v6)."""
     parts = []
-    for version, packer, column in ((4, ipv4_bytes, "ipv4_int"), (6, ipv6_bytes, "ipv6_packed")):
+    for version, octets, column in ((4, ipv4_octets, "ipv4_int"), (6, ipv6_octets, "ipv6_packed")):
         part = rows.filter(pl.col("ip_version") == version)
         if part.height:
-            pointer, depth = tree.locate(packer(part[column]), is_ipv4=version == 4)
+            pointer, depth = tree.locate(octets(part[column]))
             part = part.with_columns(
                 pl.Series(f"{prefix}_ptr", pointer, dtype=pl.Int64),
                 pl.Series(f"{prefix}_prefix", depth, dtype=pl.Int64),

@@ -1,29 +1,30 @@
 """A vectorized reader for MaxMind DB search trees.
 
-`MmdbTree` decodes the binary search tree of an .mmdb file into one NumPy array and walks
+`MmdbTree` decodes the binary search tree of an .mmdb file into one Polars series and walks
 it for a whole column of addresses at once (32 steps for IPv4, 128 for IPv6), giving each
 address its data pointer and prefix length. Records are then decoded once per distinct
-pointer through the maxminddb C extension, so the cost per IP is a few array operations,
-not a Python call that builds a dictionary.
+pointer through the maxminddb C extension, so the cost per IP is a few column operations,
+not a Python call that builds a dictionary. The tree is read on the first walk: opening a
+database reads its metadata only.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import maxminddb
-import numpy as np
-import numpy.typing as npt
 import polars as pl
 
 from etl.errors import MaxMindError
 
 _MODE = getattr(maxminddb, "MODE_MMAP_EXT", maxminddb.MODE_AUTO)
+RECORD_SIZES = (24, 28, 32)
 
 
 class MmdbTree:
-    """An open .mmdb file: metadata, the search tree as an array, and a record decoder."""
+    """An open .mmdb file: metadata, the search tree as a series, and a record decoder."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -36,49 +37,61 @@ class MmdbTree:
         self.build_epoch: int = int(meta.build_epoch)
         self.node_count: int = int(meta.node_count)
         self.ip_version: int = int(meta.ip_version)
-        tree_bytes = int(meta.node_count) * int(meta.record_size) // 4
-        with path.open("rb") as handle:
-            raw = np.frombuffer(handle.read(tree_bytes), dtype=np.uint8)
-        self.records = _decode_records(raw, int(meta.record_size))
-        self.ipv4_start = self._ipv4_start_node()
+        self.record_size: int = int(meta.record_size)
+        if self.record_size not in RECORD_SIZES:
+            self.reader.close()
+            raise MaxMindError(f"{path}: unsupported MaxMind record size {self.record_size}")
 
     def close(self) -> None:
         """Close the underlying reader."""
         self.reader.close()
 
-    def _ipv4_start_node(self) -> int:
+    @cached_property
+    def records(self) -> pl.Series:
+        """Every node's left record, then every node's right record: node n goes to
+        ``records[n]`` on a 0 bit and to ``records[node_count + n]`` on a 1 bit."""
+        size = self.node_count * self.record_size // 4
+        with self.path.open("rb") as handle:
+            raw = handle.read(size)
+        if len(raw) < size:
+            raise MaxMindError(f"{self.path}: the search tree is cut short ({len(raw)} bytes)")
+        return _decode_records(raw, self.record_size)
+
+    @cached_property
+    def ipv4_start(self) -> int:
+        """The node where IPv4 addresses start (after 96 zero bits in an IPv6 tree)."""
         node = 0
         if self.ip_version == 6:
             for _ in range(96):
                 if node >= self.node_count:
                     break
-                node = int(self.records[node * 2])
+                node = int(self.records[node])
         return node
 
-    def locate(
-        self, packed: npt.NDArray[np.uint8], is_ipv4: bool
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-        """Walk the tree for N addresses (an N x 4 or N x 16 byte array).
+    def locate(self, octets: list[pl.Series]) -> tuple[pl.Series, pl.Series]:
+        """Walk the tree for N addresses given as their bytes, most significant first (4
+        series for IPv4, 16 for IPv6).
 
         Returns each address's data pointer (0 when the database has no record) and the
         prefix length of the matched network, counted in the address's own family.
         """
-        count, width = packed.shape
+        count = octets[0].len()
+        is_ipv4 = len(octets) == 4
+        zero = pl.repeat(0, count, dtype=pl.Int64, eager=True)
         if not is_ipv4 and self.ip_version == 4:
-            return np.zeros(count, np.int64), np.zeros(count, np.uint8)
-        start = self.ipv4_start if is_ipv4 else 0
-        node = np.full(count, start, dtype=np.int64)
-        depth = np.zeros(count, dtype=np.uint8)
-        for bit_index in range(width * 8):
+            return zero, zero
+        node = pl.repeat(self.ipv4_start if is_ipv4 else 0, count, dtype=pl.Int64, eager=True)
+        depth = zero
+        for bit_index in range(len(octets) * 8):
             active = node < self.node_count
             if not active.any():
                 break
-            bits = (packed[:, bit_index >> 3] >> (7 - (bit_index & 7))) & 1
-            following = self.records[np.where(active, node, 0) * 2 + bits]
-            node = np.where(active, following, node)
-            depth += active.astype(np.uint8)
-        pointer = np.where(node > self.node_count, node, 0)
-        return pointer, depth
+            octet = octets[bit_index >> 3]
+            bit = octet // (1 << (7 - (bit_index & 7))) % 2
+            following = self.records.gather(node.zip_with(active, zero) + bit * self.node_count)
+            node = following.zip_with(active, node)
+            depth = depth + active.cast(pl.Int64)
+        return (node > self.node_count).cast(pl.Int64) * node, depth
 
     def record(self, address: str) -> dict[str, Any] | None:
         """Decode the record of one address (used once per distinct data pointer)."""
@@ -86,32 +99,33 @@ class MmdbTree:
         return value if isinstance(value, dict) else None
 
 
-def _decode_records(raw: npt.NDArray[np.uint8], record_size: int) -> npt.NDArray[np.int64]:
-    """Both records of every node, interleaved: element 2n is node n's left record."""
+def _decode_records(raw: bytes, record_size: int) -> pl.Series:
+    """The records of `MmdbTree.records` from the tree's bytes (24, 28 or 32 bits each)."""
+    width = record_size // 4  # bytes per node
+    flat = pl.Series([raw], dtype=pl.Binary).bin.reinterpret(dtype=pl.Array(pl.UInt8, len(raw)))
+    b = [pl.col("byte").gather_every(width, offset).cast(pl.Int64) for offset in range(width)]
     if record_size == 24:
-        node = raw.reshape(-1, 6).astype(np.int64)
-        left = node[:, 0] << 16 | node[:, 1] << 8 | node[:, 2]
-        right = node[:, 3] << 16 | node[:, 4] << 8 | node[:, 5]
-    elif record_size == 28:
-        node = raw.reshape(-1, 7).astype(np.int64)
-        left = (node[:, 3] & 0xF0) << 20 | node[:, 0] << 16 | node[:, 1] << 8 | node[:, 2]
-        right = (node[:, 3] & 0x0F) << 24 | node[:, 4] << 16 | node[:, 5] << 8 | node[:, 6]
-    elif record_size == 32:
-        node = raw.reshape(-1, 8).astype(np.int64)
-        left = node[:, 0] << 24 | node[:, 1] << 16 | node[:, 2] << 8 | node[:, 3]
-        right = node[:, 4] << 24 | node[:, 5] << 16 | node[:, 6] << 8 | node[:, 7]
+        left = b[0] * 65536 + b[1] * 256 + b[2]
+        right = b[3] * 65536 + b[4] * 256 + b[5]
+    elif record_size == 28:  # the middle byte holds the top 4 bits of both records
+        left = b[3] // 16 * 16777216 + b[0] * 65536 + b[1] * 256 + b[2]
+        right = b[3] % 16 * 16777216 + b[4] * 65536 + b[5] * 256 + b[6]
     else:
-        raise MaxMindError(f"unsupported MaxMind record size {record_size}")
-    return np.stack([left, right], axis=1).ravel()
+        left = b[0] * 16777216 + b[1] * 65536 + b[2] * 256 + b[3]
+        right = b[4] * 16777216 + b[5] * 65536 + b[6] * 256 + b[7]
+    nodes = pl.DataFrame({"byte": flat.explode()}).select(left.alias("left"), right.alias("right"))
+    return pl.concat([nodes["left"], nodes["right"]])
 
 
-def ipv4_bytes(ipv4_int: pl.Series) -> npt.NDArray[np.uint8]:
-    """An N x 4 big-endian byte array from a UInt32 column."""
-    values = ipv4_int.cast(pl.UInt32).to_numpy().astype(">u4")
-    return values.view(np.uint8).reshape(-1, 4)
+def ipv4_octets(ipv4_int: pl.Series) -> list[pl.Series]:
+    """The 4 bytes of each IPv4 address, most significant first, from an integer column."""
+    value = ipv4_int.cast(pl.Int64)
+    return [value // (1 << shift) % 256 for shift in (24, 16, 8, 0)]
 
 
-def ipv6_bytes(ipv6_packed: pl.Series) -> npt.NDArray[np.uint8]:
-    """An N x 16 byte array from a Binary column of packed IPv6 addresses."""
-    joined = b"".join(ipv6_packed.to_list())
-    return np.frombuffer(joined, dtype=np.uint8).reshape(-1, 16)
+def ipv6_octets(ipv6_packed: pl.Series) -> list[pl.Series]:
+    """The 16 bytes of each IPv6 address from a Binary column of packed addresses."""
+    return [
+        ipv6_packed.bin.slice(i, 1).bin.reinterpret(dtype=pl.UInt8).cast(pl.Int64)
+        for i in range(16)
+    ]
