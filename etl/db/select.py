@@ -69,6 +69,12 @@ CREATE OR REPLACE TEMP MACRO etl_ts(x) AS coalesce(
 """
 
 
+# The run's values in the selection SQL, bound by `Database.query_frame`.
+_NOW = "getvariable('etl_now')"
+_EPOCH = "getvariable('etl_epoch')"
+_ONLY_IPS = "getvariable('etl_only_ips')"
+
+
 @dataclass(frozen=True)
 class SelectionRules:
     """What makes an IP selectable in this run."""
@@ -99,18 +105,18 @@ def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
     )
     maxmind = (
         f"({mm_cached} IS NULL OR {_F['$.maxmind.status']} = 'error'"
-        f" OR {mm_cached} < $now - {_interval(fresh.maxmind)}"
-        f" OR coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < $epoch)"
+        f" OR {mm_cached} < {_NOW} - {_interval(fresh.maxmind)}"
+        f" OR coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < {_EPOCH})"
     )
     cymru = (
         f"({cy_cached} IS NULL OR {cy_status} = 'error'"
         f" OR ({cy_status} = 'not_found'"
-        f"     AND {cy_cached} < $now - {_interval(fresh.cymru_not_found)})"
-        f" OR {cy_cached} < $now - {_interval(fresh.cymru_ok)})"
+        f"     AND {cy_cached} < {_NOW} - {_interval(fresh.cymru_not_found)})"
+        f" OR {cy_cached} < {_NOW} - {_interval(fresh.cymru_ok)})"
     )
     greynoise = (
         f"({gn_cached} IS NULL OR {_F['$.greynoise.status']} = 'error'"
-        f" OR {gn_cached} < $now - {_interval(fresh.greynoise)})"
+        f" OR {gn_cached} < {_NOW} - {_interval(fresh.greynoise)})"
     )
     forced = bool(rules.only_ips)
     return {
@@ -124,7 +130,7 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
     stale = _stale_expressions(rules)
     paths = ", ".join(f"'{p}'" for p in _PATHS)
-    only = "AND ip IN (SELECT unnest($only_ips))" if rules.only_ips else ""
+    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
     enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     # Where each row is stored (SQLite's rowid); PostgreSQL's scan does not expose one.
     position = "rowid" if db.dialect == "sqlite" else "CAST(NULL AS BIGINT)"
@@ -191,13 +197,11 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
     """
     db.duck.execute(_TIMESTAMP_MACRO)
-    params: dict[str, object] = {"now": rules.now, "epoch": rules.maxmind_build_epoch}
+    variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
     if rules.only_ips:
-        params["only_ips"] = list(rules.only_ips)
-    sql = selection_sql(db, rules)
-    used = {name: value for name, value in params.items() if f"${name}" in sql}
+        variables["etl_only_ips"] = list(rules.only_ips)
     with db.duck_errors("selecting stale IPs"):
-        frame = db.query_frame(sql, used)
+        frame = db.query_frame(selection_sql(db, rules), variables)
     # These two filters run here, not in SQL: DuckDB would push them under the inventory CTE,
     # where they would parse every row's JSON a second time.
     keep = pl.col("usable") if rules.only_ips else pl.col("usable") & ~pl.col("known_bogon")
