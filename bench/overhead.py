@@ -52,6 +52,7 @@ def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
         for _ in range(ROUNDS):
             shutil.copy(pristine, ours)
             shutil.copy(pristine, theirs)
+            os.sync()  # the copies' writes are not the runs': flush them before timing
             refreshes.append(timed([sys.executable, "-m", "etl.refresh", "--db",
                                     f"sqlite:///{ours}", "--maxmind-dir", str(folder), "--cymru",
                                     cy.address, "--greynoise-url", gn.url, "--greynoise-mode",
