@@ -65,33 +65,41 @@ class MmdbTree:
             for _ in range(96):
                 if node >= self.node_count:
                     break
-                node = int(self.records[node])
+                node = int(self.records[node])  # the left record: a 0 bit
         return node
 
     def locate(self, octets: list[pl.Series]) -> tuple[pl.Series, pl.Series]:
-        """Walk the tree for N addresses given as their bytes, most significant first (4
-        series for IPv4, 16 for IPv6).
+        """Walk the tree for N addresses given as their bytes (UInt32 series, most significant
+        first: 4 for IPv4, 16 for IPv6).
 
         Returns each address's data pointer (0 when the database has no record) and the
         prefix length of the matched network, counted in the address's own family.
         """
         count = octets[0].len()
-        is_ipv4 = len(octets) == 4
-        zero = pl.repeat(0, count, dtype=pl.Int64, eager=True)
-        if not is_ipv4 and self.ip_version == 4:
-            return zero, zero
-        node = pl.repeat(self.ipv4_start if is_ipv4 else 0, count, dtype=pl.Int64, eager=True)
+        zero = pl.repeat(0, count, dtype=pl.UInt32, eager=True)
+        if len(octets) == 16 and self.ip_version == 4:
+            return zero.cast(pl.Int64), zero.cast(pl.Int64)
+        start = self.ipv4_start if len(octets) == 4 else 0
+        node = pl.repeat(start, count, dtype=pl.UInt32, eager=True)
         depth = zero
+        # Indexing a series with a UInt32 series is a plain take; `gather` costs ~80 us a call.
         for bit_index in range(len(octets) * 8):
             active = node < self.node_count
-            if not active.any():
+            if bit_index % 4 == 0 and not active.any():
                 break
-            octet = octets[bit_index >> 3]
-            bit = octet // (1 << (7 - (bit_index & 7))) % 2
-            following = self.records.gather(node.zip_with(active, zero) + bit * self.node_count)
+            turn = self._turns[bit_index & 7][octets[bit_index >> 3]]
+            following = self.records[node.zip_with(active, zero) + turn]
             node = following.zip_with(active, node)
-            depth = depth + active.cast(pl.Int64)
-        return (node > self.node_count).cast(pl.Int64) * node, depth
+            depth = depth + active.cast(pl.UInt32)
+        pointer = node.zip_with(node > self.node_count, zero)
+        return pointer.cast(pl.Int64), depth.cast(pl.Int64)
+
+    @cached_property
+    def _turns(self) -> list[pl.Series]:
+        """For each bit position in a byte, the offset into `records` for every byte value:
+        ``node_count`` where that bit is 1, else 0."""
+        values = pl.int_range(0, 256, dtype=pl.UInt32, eager=True)
+        return [values // (1 << (7 - bit)) % 2 * self.node_count for bit in range(8)]
 
     def record(self, address: str) -> dict[str, Any] | None:
         """Decode the record of one address (used once per distinct data pointer)."""
@@ -114,18 +122,16 @@ def _decode_records(raw: bytes, record_size: int) -> pl.Series:
         left = b[0] * 16777216 + b[1] * 65536 + b[2] * 256 + b[3]
         right = b[4] * 16777216 + b[5] * 65536 + b[6] * 256 + b[7]
     nodes = pl.DataFrame({"byte": flat.explode()}).select(left.alias("left"), right.alias("right"))
-    return pl.concat([nodes["left"], nodes["right"]])
+    return pl.concat([nodes["left"], nodes["right"]]).cast(pl.UInt32)
 
 
 def ipv4_octets(ipv4_int: pl.Series) -> list[pl.Series]:
     """The 4 bytes of each IPv4 address, most significant first, from an integer column."""
-    value = ipv4_int.cast(pl.Int64)
+    value = ipv4_int.cast(pl.UInt32)
     return [value // (1 << shift) % 256 for shift in (24, 16, 8, 0)]
 
 
 def ipv6_octets(ipv6_packed: pl.Series) -> list[pl.Series]:
     """The 16 bytes of each IPv6 address from a Binary column of packed addresses."""
-    return [
-        ipv6_packed.bin.slice(i, 1).bin.reinterpret(dtype=pl.UInt8).cast(pl.Int64)
-        for i in range(16)
-    ]
+    flat = ipv6_packed.bin.reinterpret(dtype=pl.Array(pl.UInt8, 16)).explode().cast(pl.UInt32)
+    return [flat.gather_every(16, offset) for offset in range(16)]
