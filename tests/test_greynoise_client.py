@@ -176,6 +176,23 @@ def test_enterprise_mode_asks_in_bulk(greynoise: Simulator) -> None:
             )  # fmt: skip
 
 
+def test_enterprise_spreads_a_small_run_over_requests_unless_a_budget_counts_them(
+    greynoise: Simulator,
+) -> None:
+    many = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(4_500)]
+    before = len(greynoise.entries())
+    client = client_for(greynoise, mode="enterprise")
+    answers = [a.ip for a in client.lookup(many)]
+    sizes = sorted(len(e["ips"]) for e in greynoise.entries()[before:])
+    assert sorted(answers) == sorted(many)  # each IP once
+    assert sizes == [1_125] * 4  # 4,500 IPs over twice as many requests as workers
+    budgeted = client_for(greynoise, mode="enterprise", budget=10)
+    assert len(list(budgeted.lookup(many))) == 4_500
+    assert budgeted.requests_sent == 1
+    assert len(list(client.lookup(many[:1_500]))) == 1_500
+    assert client.requests_sent == 4 + 2  # never under 1,000 IPs a request: 1,000 + 500
+
+
 def test_throttling_is_waited_out(tmp_path: Path) -> None:
     with running("greynoise", tmp_path / "log.jsonl", "--rate", "20") as sim:
         client = client_for(sim, rate=60)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MODES: Final = ("community", "enterprise")
 MAX_MULTI: Final = 10_000
 ENTERPRISE_WORKERS: Final = 2  # multi-IP requests in flight
+SPREAD_FLOOR: Final = 1_000  # IPs per request at least, when a small run is spread out
 VIZ: Final = "https://viz.greynoise.io"
 MAX_THROTTLES: Final = 20  # throttling 429s one request may meet before it counts as an error
 
@@ -261,8 +262,7 @@ class GreyNoiseClient:
         if self.settings.mode == "community":
             yield from self._run(self._community, wanted, self.settings.workers)
         else:
-            size = self.settings.batch_size
-            chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
+            chunks = _chunks(wanted, self.settings.batch_size, self.settings.budget is None)
             for answers in self._run(self._enterprise, chunks, ENTERPRISE_WORKERS):
                 yield from answers
         if self._stopped is not None:
@@ -405,6 +405,17 @@ class GreyNoiseClient:
         except (TransportError, _RetryError, ValueError, KeyError, TypeError):
             answers = {}
         return [answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in ips]
+
+
+def _chunks(ips: list[str], size: int, spread: bool) -> list[list[str]]:
+    """Enterprise requests: at most ``size`` IPs each. With ``spread``, fewer IPs than two
+    rounds of full requests go out in twice as many requests as there are workers (at least
+    `SPREAD_FLOOR` IPs each): the first answers then come back, and are written, while the
+    service still works on the others. Without it (a budget counts requests), as few as
+    possible."""
+    if spread:
+        size = min(size, max(SPREAD_FLOOR, -(-len(ips) // (2 * ENTERPRISE_WORKERS))))
+    return [ips[i : i + size] for i in range(0, len(ips), size)]
 
 
 def _json(response: HttpResponse, strict: bool = False) -> Any:
