@@ -22,7 +22,7 @@ touch a row only once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import polars as pl
 
@@ -98,15 +98,19 @@ class Committer:
         self._first_at = 0.0
         self._held: _HeldRows | None = None
         self._held_at = 0.0
+        self._awaited: dict[str, pl.Series] = {}  # per source still running: the IPs it owes
 
     @property
     def holding(self) -> int:
         """Base rows still waiting for their network answers."""
         return 0 if self._held is None else self._held.left
 
-    def hold(self, base: pl.DataFrame, awaited: pl.Series) -> None:
-        """Write the base rows whose IPs are not in ``awaited`` now; hold the others."""
-        waiting = pl.col("ip").is_in(awaited.cast(pl.String).implode())
+    def hold(self, base: pl.DataFrame, awaited: Mapping[str, pl.Series]) -> None:
+        """Write the base rows whose IPs no source owes (``awaited``: per source, the IPs it
+        is asked about) now; hold the others."""
+        self._awaited = {source: ips.cast(pl.String) for source, ips in awaited.items()}
+        owed = pl.concat([pl.Series(dtype=pl.String), *self._awaited.values()])
+        waiting = pl.col("ip").is_in(owed.implode())
         self._held = _HeldRows(base.filter(waiting))
         self._held_at = self.clock()
         self._write(base.filter(~waiting), base_rows=True)
@@ -122,10 +126,19 @@ class Committer:
         if self._rows >= self.commit_every:
             self._flush_parts()
 
-    def source_done(self) -> None:
-        """A source has sent its last part: close the chunk now (no more rows are coming for
-        it to wait for)."""
-        self._flush_parts()
+    def source_done(self, source: str) -> None:
+        """``source`` has sent its last part: write the buffered rows no other source still
+        owes an answer for (they would only wait); keep the others, which then go out once,
+        with that answer (still within ``max_wait``)."""
+        self._awaited.pop(source, None)
+        if not self._parts or not self._awaited:
+            self._flush_parts()
+            return
+        frame = combine(self._parts)
+        owed = pl.concat(list(self._awaited.values())).implode()
+        later = frame.filter(pl.col("ip").is_in(owed))
+        self._parts, self._rows = [later] if later.height else [], later.height
+        self._write_parts(frame.filter(~pl.col("ip").is_in(owed)))
 
     def tick(self, idle: bool = False) -> None:
         """Commit what has waited long enough: a chunk of parts (``max_wait``); and, when the
@@ -147,6 +160,12 @@ class Committer:
             return
         frame = combine(self._parts)
         self._parts, self._rows = [], 0
+        self._write_parts(frame)
+
+    def _write_parts(self, frame: pl.DataFrame) -> None:
+        """Write answered rows together with their held base rows."""
+        if not frame.height:
+            return
         base = self._held.take(frame["ip"]) if self._held is not None else None
         if base is not None and base.height:
             frame = combine([base, frame])

@@ -288,8 +288,9 @@ class _Run:
             # Rows no service will answer are written now, while the services work; the
             # others wait to be written once, together with their answers.
             base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
-            awaited = [pl.Series(targets[name], dtype=pl.String) for name in phases]
-            committer.hold(base, pl.concat([pl.Series(dtype=pl.String), *awaited]))
+            committer.hold(
+                base, {name: pl.Series(targets[name], dtype=pl.String) for name in phases}
+            )
             self._commit_arrivals(running, committer, writer)
             committer.flush()
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
@@ -330,7 +331,7 @@ class _Run:
                     raise event.error
                 if event.done:
                     running.discard(event.source)
-                    committer.source_done()
+                    committer.source_done(event.source)
                 committer.tick()
         except BaseException:
             # A failed commit, a failed phase or Ctrl-C: no service is asked anything more.

@@ -58,6 +58,16 @@ def greynoise_part(ips: list[str]) -> pl.DataFrame:
     )
 
 
+def cymru_part(ips: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "ip": ips,
+            "cymru_status": ["not_found"] * len(ips),
+            "cymru": ['{"asn": null, "status": "not_found"}'] * len(ips),
+        }
+    )
+
+
 @pytest.fixture
 def writer(tmp_path: Path) -> Iterator[ChunkWriter]:
     with Database(parse_database_url(f"sqlite:///{tmp_path / 'c.sqlite'}")) as db:
@@ -77,7 +87,7 @@ def test_quick_answers_are_written_once_with_their_base_rows(writer: ChunkWriter
     written: list[int] = []
     committer = Committer(writer, 1000, on_base_written=written.append, clock=clock)
     awaited = IPS[:30]
-    committer.hold(base_rows(IPS), pl.Series(awaited))
+    committer.hold(base_rows(IPS), {"greynoise": pl.Series(awaited)})
     assert writer.rows_written == 10  # nothing to wait for: written at once
     assert committer.holding == 30
     committer.add(greynoise_part(awaited[:20]))
@@ -95,17 +105,35 @@ def test_quick_answers_are_written_once_with_their_base_rows(writer: ChunkWriter
 
 def test_a_finished_source_closes_its_chunk(writer: ChunkWriter) -> None:
     committer = Committer(writer, 1000, clock=Clock())
-    committer.hold(base_rows(IPS), pl.Series(IPS))
+    committer.hold(base_rows(IPS), {"greynoise": pl.Series(IPS)})
     committer.add(greynoise_part(IPS))
     assert writer.rows_written == 0  # 40 rows < 1,000 and no time has passed
-    committer.source_done()  # nothing more is coming: no reason to wait
+    committer.source_done("greynoise")  # nothing more is coming: no reason to wait
     assert writer.rows_written == 40 and committer.holding == 0
+
+
+def test_a_finished_source_keeps_rows_another_source_still_owes(writer: ChunkWriter) -> None:
+    clock = Clock()
+    committer = Committer(writer, 1000, clock=clock)
+    both, cymru_only = IPS[:10], IPS[10:15]
+    committer.hold(
+        base_rows(IPS),
+        {"cymru": pl.Series([*both, *cymru_only]), "greynoise": pl.Series([*both, *IPS[15:]])},
+    )
+    committer.add(cymru_part([*both, *cymru_only]))
+    committer.source_done("cymru")  # greynoise still owes `both`: only cymru_only goes now
+    assert writer.rows_written == 5
+    committer.add(greynoise_part([*both, *IPS[15:]]))
+    committer.source_done("greynoise")
+    assert writer.rows_written == 40  # every row exactly once, with all its answers
+    rows = stored(writer)
+    assert all(set(rows[ip]) == {"validation", "maxmind", "cymru", "greynoise"} for ip in both)
 
 
 def test_slow_answers_do_not_hold_base_rows_back(writer: ChunkWriter) -> None:
     clock = Clock()
     committer = Committer(writer, 1000, clock=clock)
-    committer.hold(base_rows(IPS), pl.Series(IPS))
+    committer.hold(base_rows(IPS), {"greynoise": pl.Series(IPS)})
     committer.add(greynoise_part(IPS[:10]))
     clock.now = 2.0
     committer.tick()  # the answers waited max_wait: written, with their base rows
@@ -148,7 +176,7 @@ def test_every_row_and_answer_lands_whatever_the_timing(
         committer = Committer(
             writer, commit_every, on_base_written=written.append, clock=clock, max_hold=4.0
         )
-        committer.hold(base_rows(IPS), pl.Series(sorted(awaited), dtype=pl.String))
+        committer.hold(base_rows(IPS), {"greynoise": pl.Series(sorted(awaited), dtype=pl.String)})
         answered: set[str] = set()
         for ips, pause in arrivals:
             if ips:

@@ -18,6 +18,7 @@ Merge rules for ``ip_inventory``:
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import UTC, datetime
@@ -80,8 +81,9 @@ class ChunkWriter:
 
     def close(self) -> None:
         """Drop the staging tables."""
-        for name in (self.ip_stage, self.asn_stage):
-            self.db.execute_native([f"DROP TABLE IF EXISTS {name}"])
+        self.db.execute_native(
+            [f"DROP TABLE IF EXISTS {name}" for name in (self.ip_stage, self.asn_stage)]
+        )
 
     def write(self, ips: pl.DataFrame, asns: pl.DataFrame, now: datetime | None = None) -> None:
         """Upsert one chunk: ``ips`` has the IP stage columns (but ``blocks``), ``asns`` the
@@ -147,17 +149,21 @@ class ChunkWriter:
         """Recompute unique_ip_count and total_session_count, set-based: of these ASNs, or of
         every ASN when ``asns`` is None (after a killed run whose counts were never redone)."""
         prefix = "" if self.db.dialect == "sqlite" else "public."
+        params: dict[str, str] = {}
         if asns is None:
             source = f"{prefix}asn_inventory"
-        elif asns:
+        elif not asns:
+            return
+        elif self.db.dialect == "sqlite":  # one bound parameter: no staging transaction
+            params["asns"] = json.dumps(sorted(set(asns)))
+            source = "(SELECT value AS asn_number FROM json_each(:asns))"
+        else:
             numbers = sorted(set(asns))
             self.db.stage(
                 self.asn_stage,
                 pl.DataFrame({"asn_number": numbers}, schema={"asn_number": pl.Int64}),
             )
             source = f"{prefix}{self.asn_stage}"
-        else:
-            return
         self.db.execute_native(
             [
                 f"""UPDATE {prefix}asn_inventory
@@ -172,7 +178,8 @@ class ChunkWriter:
                       AND (unique_ip_count IS DISTINCT FROM counts.ips
                            OR total_session_count IS DISTINCT FROM counts.sessions)""",
                 f"DELETE FROM {prefix}{self.asn_stage}",
-            ]
+            ],
+            params,
         )
 
     def _sqlite_merge(self, patterns: list[int]) -> list[str]:
