@@ -5,8 +5,9 @@ Two kinds of rows reach the committer:
   `hold` writes at once the rows no network source will answer, and keeps the others (up to
   ``max_hold`` seconds) so that they go out in the same upsert as their network answers;
 - network parts (cymru or greynoise blocks, paid for): a chunk closes at ``commit_every``
-  rows or ``max_wait`` seconds after its first row, whichever comes first (or when a source
-  has sent its last part), and takes along the held base rows of its IPs.
+  rows or ``max_wait`` seconds after its first row, whichever comes first, and takes along
+  the held base rows of its IPs. When a source has sent its last part, the buffered rows no
+  other running source still owes an answer for are written at once.
 
 So every row is written once, with its answers, as they come; only when a service is slow
 (the committer idle, and ``max_hold`` passed) are the base rows still waiting written on
