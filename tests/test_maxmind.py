@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from etl.config import RefreshConfig
 from etl.errors import MaxMindError
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
+from etl.mmdb import MmdbTree, ipv4_octets
 from etl.validation import with_validation
 
 EPOCH = 1770245369
@@ -181,3 +182,14 @@ def test_directory_lookup_and_missing_files_reported(tmp_path: Path, mmdb: dict[
     empty = open_maxmind(RefreshConfig(maxmind_dir=tmp_path / "absent"))
     assert not empty.available
     assert empty.build_epoch == 0
+
+
+def test_a_search_tree_cut_short_is_a_clear_error(mmdb: dict[str, Path]) -> None:
+    """The tree is read on the first walk; fewer bytes than the metadata promises is refused."""
+    tree = MmdbTree(mmdb["asn"])
+    try:
+        tree.node_count = tree.path.stat().st_size  # more nodes than the file can hold
+        with pytest.raises(MaxMindError, match="search tree is cut short"):
+            tree.locate(ipv4_octets(pl.Series([16909060], dtype=pl.UInt32)))
+    finally:
+        tree.close()

@@ -150,6 +150,7 @@ class ChunkWriter:
         every ASN when ``asns`` is None (after a killed run whose counts were never redone)."""
         prefix = "" if self.db.dialect == "sqlite" else "public."
         params: dict[str, str] = {}
+        cleanup: list[str] = []
         if asns is None:
             source = f"{prefix}asn_inventory"
         elif not asns:
@@ -164,6 +165,7 @@ class ChunkWriter:
                 pl.DataFrame({"asn_number": numbers}, schema={"asn_number": pl.Int64}),
             )
             source = f"{prefix}{self.asn_stage}"
+            cleanup.append(f"DELETE FROM {source}")
         self.db.execute_native(
             [
                 f"""UPDATE {prefix}asn_inventory
@@ -177,7 +179,7 @@ class ChunkWriter:
                     WHERE asn_inventory.asn_number = counts.asn_number
                       AND (unique_ip_count IS DISTINCT FROM counts.ips
                            OR total_session_count IS DISTINCT FROM counts.sessions)""",
-                f"DELETE FROM {prefix}{self.asn_stage}",
+                *cleanup,
             ],
             params,
         )
