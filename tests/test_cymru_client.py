@@ -165,6 +165,67 @@ def test_as_rows_and_hostile_fields() -> None:
     assert result["AS1"] == AsAnswer("x'); DROP TABLE ip_inventory;--", None, None, None)
 
 
+def test_an_as_query_without_an_answer_of_its_own_is_no_not_found() -> None:
+    """SPEC 3.2: a garbled line in place of an AS answer leaves that query unanswered (an
+    error, asked again), and an `NA` row answers the query of its own line only."""
+    parser = BulkParser(["AS12389", "AS64999", "AS3", "AS4"])
+    parser.feed("%%% garbled")  # in place of AS12389's answer
+    parser.feed("NA      |    | other    |            | NA")  # AS64999: unknown
+    parser.feed("3       | US | arin     | 2001-01-01 | THREE, US")
+    parser.feed("| | | | |")  # in place of AS4's answer
+    result = parser.result(complete=True)
+    assert "AS12389" not in result and "AS4" not in result
+    assert result["AS64999"] == AsAnswer(None, None, None, None)
+    assert result["AS3"] == AsAnswer("THREE, US", "US", "arin", "2001-01-01")
+
+
+@given(st.lists(st.sampled_from(["row", "na", "garbled", "error"]), min_size=1, max_size=30))
+def test_each_as_answer_line_is_attributed_to_its_own_query(kinds: list[str]) -> None:
+    """One answer line per AS query, each a row, an NA row, an error line or garbage: only a
+    row or NA answers, only the service's own word is not found."""
+    queries = [f"AS{100 + i}" for i in range(len(kinds))]
+    parser = BulkParser(queries)
+    for line_number, (query, kind) in enumerate(zip(queries, kinds, strict=True), start=3):
+        parser.feed(
+            {
+                "row": f"{query[2:]:<8}| US | arin     | 2001-01-01 | NAME-{query}",
+                "na": "NA      |    | other    |            | NA",
+                "error": f"Error: no ASN or IP match on line {line_number}.",
+                "garbled": "%%% garbled \x7f line",
+            }[kind]
+        )
+    result = parser.result(complete=True)
+    for query, kind in zip(queries, kinds, strict=True):
+        if kind == "row":
+            assert result[query].found and result[query].name == f"NAME-{query}"
+        elif kind in ("na", "error"):
+            assert result[query] == AsAnswer(None, None, None, None)
+        else:
+            assert query not in result
+
+
+def test_garbled_as_answers_are_asked_again_never_not_found(tmp_path: Path) -> None:
+    """Against the simulator garbling every third answer: a known AS ends with its data or as
+    failed (error), an unknown one as not found or failed; a known AS is never not found."""
+    known = sorted(WORLD.systems)[:60]
+    unknown = [4_000_000_000 + i for i in range(6)]
+    queries = [f"AS{n}" for n in [*known, *unknown]]
+    with running("cymru", tmp_path / "log.jsonl", "--fault", "garble") as sim:
+        batches = list(client_for(sim, batch_size=20, retries=1).lookup(queries))
+    answers = {q: a for b in batches for q, a in b.answers.items()}
+    failed = {q for b in batches for q in b.failed}
+    assert failed  # the simulator garbles every session: some answers never come
+    for number in known:
+        system = WORLD.systems[number]
+        answer = answers.get(f"AS{number}")
+        assert f"AS{number}" in failed or answer == AsAnswer(
+            system.name, system.country, system.registry, system.allocated or None
+        )
+    for number in unknown:
+        answer = answers.get(f"AS{number}")
+        assert f"AS{number}" in failed or (answer is not None and not answer.found)
+
+
 def test_cymru_address_option() -> None:
     assert CymruSettings.parse_address("127.0.0.1:4343") == ("127.0.0.1", 4343)
     assert CymruSettings.parse_address("whois.cymru.com") == ("whois.cymru.com", 43)

@@ -118,6 +118,9 @@ class BulkParser:
         self._errors: set[int] = set()
         self.garbage = 0
         self.last: int | None = None
+        # The query the next line answers, counted as the lines come (one per query): only an
+        # AS `NA` row needs it, as it does not echo the AS number it answers.
+        self._next = 0
 
     def feed(self, line: str) -> None:
         """Take one response line (without its newline)."""
@@ -136,14 +139,26 @@ class BulkParser:
         elif len(fields) >= 5 and not _is_address(fields[1]):
             self._as_row([part.strip() for part in text.split("|", 4)])
         else:
-            self.garbage += 1
+            self._garbled()
+
+    def _garbled(self) -> None:
+        """A line that answers nothing: counted, and taken as the answer line of the next
+        query (which then has no answer of its own, unless a row names it later)."""
+        self.garbage += 1
+        self._next += 1
+
+    def _answered(self, index: int) -> None:
+        self._errors.discard(index)
+        self.last = index
+        self._next = index + 1
 
     def _error_line(self, number: int) -> None:
         index = number - self.preamble - 1
         if 0 <= index < len(self.queries) and index not in self.answers:
             self._errors.add(index)
+            self._next = index + 1
         elif not 0 <= index < len(self.queries):
-            self.garbage += 1
+            self._garbled()
 
     def _origins(self, field_text: str) -> tuple[int, ...] | None:
         if field_text.upper() == "NA":
@@ -160,7 +175,7 @@ class BulkParser:
         except ValueError:
             index = None
         if origins is None or index is None:
-            self.garbage += 1
+            self._garbled()
             return
         name = _blank(fields[6])
         row = IpAnswer(
@@ -177,19 +192,25 @@ class BulkParser:
             extra = tuple(a for a in row.asns if a not in previous.asns)
             row = IpAnswer(previous.asns + extra, *_fields_of(previous))
         self.answers[index] = row
-        self._errors.discard(index)
-        self.last = index
+        self._answered(index)
 
     def _as_row(self, fields: list[str]) -> None:
         origins = self._origins(fields[0])
         if origins is None or len(origins) > 1:
-            self.garbage += 1
+            self._garbled()
             return
         if not origins:
-            return  # an unknown AS answers NA; it stays unanswered -> not found below
+            # An unknown AS answers `NA` without its number: it answers the query of this line,
+            # when that is an AS query still without an answer; else the line is garbage.
+            if self._next not in self._as.values() or self._next in self.answers:
+                self._garbled()
+                return
+            self.answers[self._next] = NOT_FOUND_AS
+            self._answered(self._next)
+            return
         index = self._as.get(origins[0])
         if index is None:
-            self.garbage += 1
+            self._garbled()
             return
         name = _blank(fields[4])
         self.answers[index] = AsAnswer(
@@ -198,29 +219,25 @@ class BulkParser:
             registry=_registry(fields[2]),
             allocation_date=_date(fields[3]),
         )
-        self._errors.discard(index)
-        self.last = index
+        self._answered(index)
 
     def result(self, complete: bool) -> dict[str, Answer]:
         """Answers by query. ``complete``: the session reached EOF after ``end``.
 
         After a cut session the last answered query is dropped (more origin rows may have been
         lost with the connection). Error lines count as not found only for a complete session.
+        A query without an answer of its own (a garbled line in its place) has no entry: it is
+        an error, asked again, never `not_found` (SPEC 3.2), for ``AS<n>`` queries as for IPs.
         """
         answers = dict(self.answers)
         if not complete and self.last is not None:
             answers.pop(self.last, None)
         result = {self.queries[i]: answer for i, answer in answers.items()}
         if complete:
+            as_indexes = set(self._as.values())
             for index in self._errors:
-                query = self.queries[index]
-                result[query] = NOT_FOUND_AS if query in self._as_queries() else NOT_FOUND_IP
-            for query in self._as_queries():  # an AS answered NA has no row of its own
-                result.setdefault(query, NOT_FOUND_AS)
+                result[self.queries[index]] = NOT_FOUND_AS if index in as_indexes else NOT_FOUND_IP
         return result
-
-    def _as_queries(self) -> set[str]:
-        return {self.queries[i] for i in self._as.values()}
 
 
 def _fields_of(answer: IpAnswer) -> tuple[str | None, ...]:

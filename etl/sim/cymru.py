@@ -9,7 +9,8 @@ and one answer. Answers stream as lines arrive.
 
 Faults (``--fault``, on a ``--fault-rate`` share of sessions): ``drop`` closes the connection
 halfway through the session's answers, ``stall`` stops answering halfway, ``garbage`` mixes
-junk lines into the answers, ``refuse`` resets the connection before the banner.
+junk lines into the answers, ``garble`` puts a junk line in place of every third answer,
+``refuse`` resets the connection before the banner.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from etl.sim.common import (
     simulator_parser,
 )
 
-FAULTS = ("drop", "stall", "garbage", "refuse")
+FAULTS = ("drop", "stall", "garbage", "garble", "refuse")
 COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
 _FLAGS = {
     "-p": ("prefix", True),
@@ -315,6 +316,8 @@ class CymruSimulator:
             lines = answer(self.world, text, line_number, options)
             if fault == "garbage" and answered % 3 == 1:
                 lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)], *lines]
+            elif fault == "garble" and answered % 3 == 1:  # a garbled line in its place
+                lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)]]
             await self._send(writer, lines)
         return ("bulk" if bulk else "single"), False
 
