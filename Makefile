@@ -21,7 +21,8 @@ refresh: setup
 	mkdir -p data
 	$(BIN)/python -m etl.refresh $(if $(wildcard etl.toml),--config etl.toml) $(ARGS)
 
-# Sample world under data/, both simulators on loopback, a full refresh (ARGS="--ips 50000").
+# Sample world under data/demo/ (never data/honeypot.sqlite), both simulators on loopback, a
+# full refresh (ARGS="--ips 50000").
 demo: setup
 	$(BIN)/python -m etl.demo $(ARGS)
 

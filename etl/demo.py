@@ -1,6 +1,7 @@
 """``python -m etl.demo`` (``make demo``): sample world, simulators on loopback, a full refresh.
 
-Builds the sample database and MaxMind files under ``data/`` (default 10,000 IPs), starts the
+Builds the sample database and MaxMind files under ``data/demo/`` (default 10,000 IPs; never
+``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
 Team Cymru and GreyNoise simulators on free 127.0.0.1 ports, runs ``python -m etl.refresh``
 against them exactly as a user would, and stops the simulators.
 """
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m etl.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--ips", type=int, default=10_000, help="sample size (default 10000)")
     parser.add_argument("--seed", type=int, default=1, help="world seed")
-    parser.add_argument("--data", type=Path, default=Path("data"), help="folder for the files")
+    parser.add_argument(
+        "--data", type=Path, default=Path("data/demo"), help="folder for the files [data/demo]"
+    )
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{args.data / 'honeypot.sqlite'}"
