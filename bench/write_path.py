@@ -5,9 +5,11 @@ ip_inventory that already holds every one of these IPs as an earlier enrichment 
 month-old maxmind and greynoise block, legacy keys the merge must keep, current_asn and
 enrichment_updated_at set. One IP in 100 has moved to another AS. A second upsert measures the
 worst case: no row had an ASN, so every one gets an entry in the ASN index. Plain: the same
-rows, their enrichment already merged, bulk-inserted by DuckDB into an empty ip_inventory of
-the same kind of database in one statement. Each is timed around the writes only (building the
-rows and the old table is not timed, and its writes are flushed first).
+rows, their enrichment already merged, bulk-inserted in one transaction into an empty
+ip_inventory of the same kind of database (SQLite: by its one writer, the sqlite3 connection;
+PostgreSQL: by DuckDB). SQLite files are in WAL mode, as operators' are
+(BENCH_SQLITE_JOURNAL_MODE=delete for a rollback journal). Each is timed around the writes
+only (building the rows and the old table is not timed, and its writes are flushed first).
 Target: upsert <= 3x plain, on SQLite and on PostgreSQL (127.0.0.1:5432, trust auth).
 Usage: python bench/write_path.py [N] [sqlite|postgres ...]    (N defaults to 1,000,000)
 """
@@ -31,11 +33,12 @@ sys.path.insert(0, str(ROOT))
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
 from etl.db.write import ASN_STAGE_COLUMNS, BLOCKS, ChunkWriter  # noqa: E402
-from etl.sample.scratch import scratch_database  # noqa: E402
+from etl.sample.scratch import new_sqlite_file, scratch_database  # noqa: E402
 
 CHUNK = 5_000
 NOW = datetime.now(UTC)
 TARGET = 3.0
+JOURNAL_MODE = os.environ.get("BENCH_SQLITE_JOURNAL_MODE", "wal")  # as operators' files are
 
 
 def _ips(count: int) -> pl.Expr:
@@ -142,7 +145,9 @@ def merged_enrichment() -> pl.Expr:
 def database(dialect: str, folder: Path, name: str) -> Iterator[Database]:
     """An empty cowrieprocessor database (our DDL) for one measurement."""
     if dialect == "sqlite":
-        with Database(parse_database_url(f"sqlite:///{folder / name}.sqlite")) as db:
+        path = folder / f"{name}.sqlite"
+        new_sqlite_file(path, JOURNAL_MODE)
+        with Database(parse_database_url(f"sqlite:///{path}")) as db:
             db.ensure_schema()
             yield db
         return

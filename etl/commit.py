@@ -28,10 +28,22 @@ from collections.abc import Callable, Mapping
 import polars as pl
 
 from etl.db.write import ChunkWriter
-from etl.merge import asn_rows, merged_enrichment
+from etl.merge import ANSWERED, asn_rows, merged_enrichment
 
+NETWORK_SOURCES = ("cymru", "greynoise")  # paid answers: their columns start with these names
 MAX_WAIT_SECONDS = 2.0
 MAX_HOLD_SECONDS = 60.0
+
+
+def write_rows(writer: ChunkWriter, frame: pl.DataFrame, commit_every: int) -> set[int]:
+    """Write committer rows (``ip`` and the step columns) in chunks; return the ASNs they
+    point at."""
+    asns: set[int] = set()
+    for chunk in frame.iter_slices(commit_every):
+        rows = asn_rows(chunk)
+        writer.write(merged_enrichment(chunk), rows)
+        asns.update(rows["asn_number"].to_list())
+    return asns
 
 
 def combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -100,6 +112,7 @@ class Committer:
         self._held: _HeldRows | None = None
         self._held_at = 0.0
         self._awaited: dict[str, pl.Series] = {}  # per source still running: the IPs it owes
+        self._writing: pl.DataFrame | None = None  # the rows of a write under way
 
     @property
     def holding(self) -> int:
@@ -135,7 +148,7 @@ class Committer:
         if not self._parts or not self._awaited:
             self._flush_parts()
             return
-        frame = combine(self._parts)
+        frame = self._writing = combine(self._parts)
         owed = pl.concat(list(self._awaited.values())).implode()
         later = frame.filter(pl.col("ip").is_in(owed))
         self._parts, self._rows = [later] if later.height else [], later.height
@@ -159,13 +172,14 @@ class Committer:
     def _flush_parts(self) -> None:
         if not self._parts:
             return
-        frame = combine(self._parts)
+        frame = self._writing = combine(self._parts)
         self._parts, self._rows = [], 0
         self._write_parts(frame)
 
     def _write_parts(self, frame: pl.DataFrame) -> None:
         """Write answered rows together with their held base rows."""
         if not frame.height:
+            self._writing = None
             return
         base = self._held.take(frame["ip"]) if self._held is not None else None
         if base is not None and base.height:
@@ -180,10 +194,43 @@ class Committer:
 
     def _write(self, frame: pl.DataFrame, base_rows: bool = False) -> None:
         if not frame.height:
+            self._writing = None
             return
+        self._writing = frame
         for chunk in frame.iter_slices(self.commit_every):
-            asns = asn_rows(chunk)
-            self.writer.write(merged_enrichment(chunk), asns)
-            self.asns.update(asns["asn_number"].to_list())
+            self.asns.update(write_rows(self.writer, chunk, self.commit_every))
             if base_rows and self.on_base_written:
                 self.on_base_written(chunk.height)
+        self._writing = None
+
+    def keep(self, part: pl.DataFrame) -> None:
+        """Buffer a part without writing anything (the run is stopping: see `unwritten`)."""
+        if part.height:
+            self._parts.append(part)
+
+    def unwritten(self) -> pl.DataFrame:
+        """The answers not known to be committed (buffered, or in a write that failed or was
+        interrupted), with the base rows of their IPs: what a stopping run keeps for the next
+        one. Only ``ok``/``not_found`` answers are kept: an ``error`` (or a chunk a cancelled
+        client never asked) would only overwrite an older block that still holds data."""
+        frames = [*self._parts, *([self._writing] if self._writing is not None else [])]
+        self._parts, self._rows, self._writing = [], 0, None
+        frames = [f for f in frames if f.height]
+        if not frames:
+            return pl.DataFrame()
+        frame = combine(frames)
+        paid = [s for s in NETWORK_SOURCES if f"{s}_status" in frame.columns]
+        answered = {s: pl.col(f"{s}_status").is_in(ANSWERED) for s in paid}
+        if not answered:
+            return pl.DataFrame()
+        frame = frame.filter(pl.any_horizontal(answered.values())).with_columns(
+            pl.when(answered[s]).then(pl.col(c)).otherwise(None).alias(c)
+            for s in paid
+            for c in frame.columns
+            if c == s or c.startswith(f"{s}_")
+        )
+        if self._held is None:
+            return frame
+        # The held rows of these IPs, taken or not (a write interrupted after it took them).
+        base = self._held.rows.filter(pl.col("ip").is_in(frame["ip"].implode()))
+        return combine([base, frame]) if base.height else frame

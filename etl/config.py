@@ -57,6 +57,9 @@ class RefreshConfig:
     maxmind_city: Path | None = None
     skip: frozenset[Source] = frozenset()
     commit_every: int = 5000
+    lock_timeout: float = 300.0  # how long a write waits for another writer or the server (s)
+    create: bool = False  # a SQLite file that does not exist is created (else a usage error)
+    pending_dir: Path | None = None  # PostgreSQL: where unwritten answers are kept (etl.db.pending)
     dry_run: bool = False
     summary_json: Path | None = None
     status_file: Path | None = None
@@ -79,6 +82,10 @@ class RefreshConfig:
             raise UsageError(f"--ips must be a positive number, got {self.max_ips}")
         if self.commit_every <= 0:
             raise UsageError(f"--commit-every must be a positive number, got {self.commit_every}")
+        if not 0 <= self.lock_timeout < float("inf"):
+            raise UsageError(
+                f"--lock-timeout must be a number of seconds >= 0, got {self.lock_timeout}"
+            )
         if self.batch_size <= 0:
             raise UsageError(f"--batch-size must be a positive number, got {self.batch_size}")
         CymruSettings.parse_address(self.cymru)
@@ -147,6 +154,9 @@ SETTINGS: dict[str, tuple[type, ...]] = {
     "greynoise_api_key": (str,),
     "skip": (list,),
     "commit_every": (int,),
+    "lock_timeout": (int, float),
+    "create": (bool,),
+    "pending_dir": (str,),
     "dry_run": (bool,),
     "status_file": (str,),
     "summary_json": (str,),
@@ -201,6 +211,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, object]:
         "ETL_DB_URL": "db",
         "MAXMIND_DIR": "maxmind_dir",
         "GREYNOISE_API_KEY": "greynoise_api_key",
+        "ETL_PENDING_DIR": "pending_dir",
     }
     return {setting: env[variable] for variable, setting in names.items() if env.get(variable)}
 
@@ -242,6 +253,9 @@ def build_config(settings: Mapping[str, object]) -> RefreshConfig:
         maxmind_city=path("maxmind_city"),
         skip=frozenset(skip),
         commit_every=int(str(settings.get("commit_every", 5000))),
+        lock_timeout=float(str(settings.get("lock_timeout", 300.0))),
+        create=bool(settings.get("create")),
+        pending_dir=path("pending_dir"),
         dry_run=bool(settings.get("dry_run")),
         summary_json=path("summary_json"),
         status_file=path("status_file"),

@@ -4,6 +4,7 @@
     ├── UsageError              bad option or configuration value (exit 2, nothing written)
     ├── DatabaseError           the database cannot be opened, read or written
     │   ├── SchemaError         tables exist but are not the cowrieprocessor shape
+    │   ├── DatabaseBusyError   another writer's lock or a lost connection outlasted the wait
     │   └── RunLockedError      another refresh of the same database is running
     ├── MaxMindError            a named MaxMind file is missing or is not an mmdb
     └── ServiceError            a remote service gave no usable answer
@@ -46,6 +47,12 @@ class SchemaError(DatabaseError):
     """The database has the tables, but not in a shape the refresh can write safely."""
 
     exit_code = 2
+
+
+class DatabaseBusyError(DatabaseError):
+    """A write waited ``lock_timeout`` for another writer's lock or a lost connection."""
+
+    exit_code = 1
 
 
 class RunLockedError(DatabaseError):

@@ -29,11 +29,12 @@ import polars as pl
 
 from etl.clients.cymru import Batch, CymruClient
 from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient
-from etl.commit import Committer
+from etl.commit import Committer, write_rows
 from etl.config import RefreshConfig, Source
 from etl.cymru import as_queries, asn_details, cymru_results, cymru_targets, split_batch
 from etl.db.database import Database
 from etl.db.lock import run_lock
+from etl.db.pending import PendingAnswers
 from etl.db.select import (
     SelectionRules,
     asn_details_state,
@@ -41,15 +42,16 @@ from etl.db.select import (
     unknown_ips,
     unusable_rows,
 )
-from etl.db.url import parse_database_url
+from etl.db.url import DatabaseUrl, parse_database_url
 from etl.db.write import MAX_PG_INTEGER, ChunkWriter
-from etl.errors import ServiceError
+from etl.errors import DatabaseError, ServiceError, UsageError
 from etl.greynoise import greynoise_results, greynoise_targets
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
 from etl.progress import FanOut
 from etl.report import LineReporter, NoteRecorder, Reporter, RunSummary
 from etl.validation import with_validation
 
+STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
 GREYNOISE_PART_ROWS = 200  # answers handed to the committer at a time
 GREYNOISE_PART_SECONDS = 0.5
 BASE_COLUMNS = (
@@ -149,24 +151,29 @@ def refresh(
     url = parse_database_url(config.db_url)
     maxmind = open_maxmind(config) if config.enabled(Source.MAXMIND) else MaxMindDatabases()
     try:
+        if not _database_exists(url, config, reporter):
+            return summary
         for message in maxmind.notes:
             reporter.note(message)
         active = _active_sources(config, maxmind, reporter)
         asked = ", ".join(sorted(active)) or "no source"
         reporter.info(f"refreshing {url} ({asked}){' (dry run)' if config.dry_run else ''}")
-        lock = nullcontext() if config.dry_run else run_lock(url)
+        lock = nullcontext(None) if config.dry_run else run_lock(url, reporter.note)
         left: list[str] = []
-        with lock, Database(url) as db:
-            if not config.dry_run:
-                created = db.ensure_schema().created
-                if created:
-                    reporter.note(f"created table(s) {', '.join(created)} in {url}")
-                left = db.drop_leftover_stages()
-                if left:
-                    reporter.note(
-                        f"dropped {len(left)} staging table(s) left by a killed run; "
-                        "ASN counts will be recomputed for every ASN"
-                    )
+        with (
+            lock as held,
+            Database(
+                url,
+                create=config.create and not config.dry_run,
+                lock_timeout=config.lock_timeout,
+                notify=reporter.note,
+            ) as db,
+        ):
+            pending = PendingAnswers.of(url, config.pending_dir)
+            if held is not None:
+                db.guard = held.verify
+                left = _ready_to_write(db, reporter)
+                apply_pending(db, pending, config.commit_every, reporter)
             elif not db.columns("ip_inventory"):
                 reporter.note(f"{url} has no ip_inventory table yet: nothing to select")
                 return summary
@@ -184,13 +191,71 @@ def refresh(
                     f"GreyNoise about {len(targets['greynoise'])}"
                 )
                 return summary
-            run = _Run(db, config, summary, reporter, now, active)
-            run.recount_all = bool(left)
+            run = _Run(db, config, summary, reporter, now, active, pending)
+            run.recount_all = bool(left) or bool(held and held.unfinished)
             run.execute(frame, targets)
+            if held is not None:
+                held.finished()
     finally:
         maxmind.close()
         summary.wall_seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter) -> bool:
+    """A SQLite file that does not exist is a usage error (a typo must not start an empty
+    database), unless the run may create it; a dry run just has nothing to select."""
+    if url.dialect != "sqlite" or (config.create and not config.dry_run):
+        return True
+    assert url.sqlite_path is not None
+    if url.sqlite_path.is_file():
+        return True
+    if config.dry_run:
+        reporter.note(f"{url} does not exist: nothing to select")
+        return False
+    raise UsageError(
+        f"SQLite database {url.sqlite_path} does not exist (a typo in --db?); "
+        "pass --create to start a new one"
+    )
+
+
+def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
+    """Check, before any service is asked, that the run can write what it will write; create
+    absent tables; drop staging tables a killed run left (returned)."""
+    db.check_writable()
+    created = db.ensure_schema().created
+    if created:
+        reporter.note(f"created table(s) {', '.join(created)} in {db.url}")
+    left = db.drop_leftover_stages()
+    if left:
+        reporter.note(
+            f"dropped {len(left)} staging table(s) left by a killed run; "
+            "ASN counts will be recomputed for every ASN"
+        )
+    return left
+
+
+def apply_pending(
+    db: Database, pending: PendingAnswers, commit_every: int, reporter: Reporter
+) -> None:
+    """Commit the answers a stopped run kept (`PendingAnswers`), before anything is selected:
+    those IPs are then fresh for those sources, and no service is asked about them again."""
+    files = pending.files()
+    if not files:
+        return
+    writer = ChunkWriter(db)
+    rows, asns = 0, set()
+    for item in files:
+        frame = item.read()
+        if item.kind == "ips":
+            asns |= write_rows(writer, frame, commit_every)
+        else:
+            writer.write_asn_details(frame)
+        rows += frame.height
+        pending.discard(item)
+    writer.recount_asns(sorted(asns))
+    writer.close()
+    reporter.note(f"applied {rows} answer(s) that a stopped run had kept in {pending.folder}")
 
 
 def _prepare(
@@ -255,9 +320,13 @@ class _Run:
         reporter: Reporter,
         now: datetime,
         active: set[Source],
+        pending: PendingAnswers,
     ) -> None:
         self.db, self.config, self.summary, self.reporter = db, config, summary, reporter
         self.now = now
+        self.pending = pending
+        self.threads: list[threading.Thread] = []
+        self.writing_details: pl.DataFrame | None = None  # Tier 1 rows of a write under way
         self.ask_cymru = Source.CYMRU in active
         self.events: queue.Queue[_Event] = queue.Queue()
         self.cymru = CymruClient(config.cymru_settings())
@@ -285,14 +354,24 @@ class _Run:
             }
             phases = {name: bodies[name] for name in bodies if wanted[name]}
             running = self._start_phases(phases, targets)
-            # Rows no service will answer are written now, while the services work; the
-            # others wait to be written once, together with their answers.
-            base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
-            committer.hold(
-                base, {name: pl.Series(targets[name], dtype=pl.String) for name in phases}
-            )
-            self._commit_arrivals(running, committer, writer)
-            committer.flush()
+            try:
+                # Rows no service will answer are written now, while the services work; the
+                # others wait to be written once, together with their answers.
+                base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
+                committer.hold(
+                    base, {name: pl.Series(targets[name], dtype=pl.String) for name in phases}
+                )
+                self._commit_arrivals(running, committer, writer)
+                committer.flush()
+            except BaseException:
+                # A failed commit, a failed phase or Ctrl-C: no service is asked anything
+                # more, and what was answered but not committed is kept for the next run.
+                try:
+                    self._stop_phases()
+                    self._keep_unwritten(committer)
+                except Exception as exc:  # never instead of the error that stopped the run
+                    self.reporter.note(f"answers not committed could not be kept: {exc}")
+                raise
             touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
             with _phase(self.summary, self.reporter, "asn_counts", len(touched)):
                 writer.recount_asns(None if self.recount_all else sorted(touched))
@@ -300,45 +379,79 @@ class _Run:
             # Every selected IP is upserted by the base write; later parts update those rows.
             self.summary.upserted = min(writer.rows_written, frame.height)
             self.summary.asn_upserted = writer.asn_rows_written
-            writer.close()
+        # Only a run that got here drops its stages: a stopped one leaves them (PostgreSQL; the
+        # SQLite ones are TEMP), and the next run then recomputes every ASN's counts.
+        writer.close()
 
     def _start_phases(
         self, phases: dict[str, Callable[[list[str]], None]], targets: dict[str, list[str]]
     ) -> set[str]:
         """Start each network phase in its own thread; return the names of those running."""
         for name, body in phases.items():
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._guarded, args=(name, body, targets[name]), daemon=True
-            ).start()
+            )
+            thread.start()
+            self.threads.append(thread)
         return set(phases)
+
+    def _stop_phases(self) -> None:
+        """Cancel the clients; give the threads a moment to hand over what is in flight."""
+        self.cymru.cancel()
+        if self.greynoise is not None:
+            self.greynoise.cancel()
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _keep_unwritten(self, committer: Committer) -> None:
+        """Save the answers not committed beside the database (`PendingAnswers`)."""
+        details = [self.writing_details] if self.writing_details is not None else []
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if event.part is not None:
+                committer.keep(event.part)
+            if event.asn_details is not None:
+                details.append(event.asn_details)
+        ips = committer.unwritten()
+        asns = pl.concat(details, how="diagonal_relaxed") if details else pl.DataFrame()
+        try:
+            saved = self.pending.save({"ips": ips, "asns": asns})
+        except DatabaseError as exc:
+            self.reporter.note(f"answers not committed are lost: {exc}")
+            return
+        if saved:
+            self.reporter.note(
+                f"kept {ips.height} answered IP(s) and {asns.height} AS answer(s) that were "
+                f"not committed in {self.pending.folder}; the next run applies them before it "
+                "asks any service"
+            )
 
     def _commit_arrivals(
         self, running: set[str], committer: Committer, writer: ChunkWriter
     ) -> None:
         """Commit the phases' parts here as they arrive, until every phase is done."""
-        try:
-            while running:
-                try:
-                    event = self.events.get(timeout=0.2)
-                except queue.Empty:
-                    committer.tick(idle=True)
-                    continue
-                if event.part is not None:
-                    committer.add(event.part)
-                if event.asn_details is not None:
-                    writer.write_asn_details(event.asn_details, self.now)
-                if event.error is not None:
-                    raise event.error
-                if event.done:
-                    running.discard(event.source)
-                    committer.source_done(event.source)
-                committer.tick()
-        except BaseException:
-            # A failed commit, a failed phase or Ctrl-C: no service is asked anything more.
-            self.cymru.cancel()
-            if self.greynoise is not None:
-                self.greynoise.cancel()
-            raise
+        while running:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                committer.tick(idle=True)
+                continue
+            if event.part is not None:
+                committer.add(event.part)
+            if event.asn_details is not None:
+                self.writing_details = event.asn_details
+                writer.write_asn_details(event.asn_details, self.now)
+                self.writing_details = None
+            if event.error is not None:
+                raise event.error
+            if event.done:
+                running.discard(event.source)
+                committer.source_done(event.source)
+            committer.tick()
 
     def _guarded(self, source: str, body: Callable[[list[str]], None], ips: list[str]) -> None:
         try:

@@ -192,7 +192,8 @@ class StatusFile:
             self.write("running")
 
     def close(self, state: str = "finished") -> None:
-        """Stop the writer thread and write the final state (``finished`` or ``failed``)."""
+        """Stop the writer thread and write the final state (``finished``, ``failed`` or
+        ``interrupted``)."""
         self._stop.set()
         self._thread.join(timeout=5)
         self.write(state)

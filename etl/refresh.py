@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,8 @@ DESCRIPTION = """\
 Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.
 
 The GreyNoise key comes from GREYNOISE_API_KEY or etl.toml, never from an option.
-Exit codes: 0 run completed, 1 run aborted (committed chunks stay), 2 bad usage."""
+Exit codes: 0 run completed, 1 run aborted (committed chunks stay; answers not committed
+are kept beside the database and applied by the next run), 2 bad usage."""
 EXAMPLES = """\
 Examples:
   python -m etl.refresh --ips 10000
@@ -58,6 +60,11 @@ def parser() -> CliParser:
         help="do not ask this source: maxmind, cymru or greynoise (repeatable); "
         "its blocks stay as they are")  # fmt: skip
     add("--commit-every", type=int, metavar="N", help="rows per committed chunk [default 5000]")
+    add("--lock-timeout", type=float, metavar="SECONDS",
+        help="how long a write waits for another writer's lock on the database, or for a "
+        "lost PostgreSQL server to come back [default 300]")  # fmt: skip
+    add("--create", action="store_true", default=None,
+        help="create the SQLite file when it does not exist (else that is an error)")  # fmt: skip
     add("--dry-run", action="store_true", default=None,
         help="select and report; contact no service, write nothing")  # fmt: skip
     add("--summary-json", type=Path, metavar="FILE", help="write the run summary as JSON here")
@@ -86,6 +93,8 @@ def parser() -> CliParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m etl.refresh`` with ``argv``; return the exit status."""
     secrets: tuple[str, ...] = ()
+    # systemd, `timeout` and a shutdown stop a run with SIGTERM: handled exactly like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         options = vars(parser().parse_args(argv))
         config = _configure(options, options.pop("config"))
@@ -97,9 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: committed chunks are kept; run again to finish", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if config.verbosity >= 0:
         print(redact(summary.table(), secrets))
     return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM handler: stop the run where it is, as Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _configure(options: dict[str, Any], config_file: Path | None) -> RefreshConfig:
@@ -119,18 +135,21 @@ def _configure(options: dict[str, Any], config_file: Path | None) -> RefreshConf
 def _run(config: RefreshConfig) -> RunSummary:
     """Run the refresh with the reporters the configuration asks for; write the end files."""
     summary = RunSummary()
-    success = False
     with _reporters(config) as (reporter, status):
         try:
             refresh(config, reporter, summary)
-            success = True
+            summary.outcome = "finished"
+        except KeyboardInterrupt:
+            summary.outcome = "interrupted"
+            raise
         finally:
+            # Also for a failed or interrupted run: monitors read what happened.
             if status is not None:
-                status.close("finished" if success else "failed")
+                status.close(summary.outcome)
             if config.metrics_file is not None:
-                write_metrics(config.metrics_file, summary, success)
-    if config.summary_json:
-        summary.write_json(config.summary_json, config.secrets())
+                write_metrics(config.metrics_file, summary, summary.outcome == "finished")
+            if config.summary_json:
+                summary.write_json(config.summary_json, config.secrets())
     return summary
 
 

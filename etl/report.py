@@ -47,6 +47,7 @@ class RunSummary:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     dry_run: bool = False
+    outcome: str = "failed"  # finished, failed or interrupted (set when the run ends)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

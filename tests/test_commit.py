@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.commit import Committer
+from etl.commit import Committer, _HeldRows
 from etl.db.database import Database
 from etl.db.url import parse_database_url
 from etl.db.write import ChunkWriter
@@ -70,7 +70,7 @@ def cymru_part(ips: list[str]) -> pl.DataFrame:
 
 @pytest.fixture
 def writer(tmp_path: Path) -> Iterator[ChunkWriter]:
-    with Database(parse_database_url(f"sqlite:///{tmp_path / 'c.sqlite'}")) as db:
+    with Database(parse_database_url(f"sqlite:///{tmp_path / 'c.sqlite'}"), create=True) as db:
         db.ensure_schema()
         chunk_writer = ChunkWriter(db)
         yield chunk_writer
@@ -168,7 +168,7 @@ def test_every_row_and_answer_lands_whatever_the_timing(
     commit_every: int,
 ) -> None:
     path = tmp_path_factory.mktemp("commit") / "c.sqlite"
-    with Database(parse_database_url(f"sqlite:///{path}")) as db:
+    with Database(parse_database_url(f"sqlite:///{path}"), create=True) as db:
         db.ensure_schema()
         writer = ChunkWriter(db)
         clock = Clock()
@@ -192,3 +192,31 @@ def test_every_row_and_answer_lands_whatever_the_timing(
     for ip in IPS:
         expected = {"validation", "maxmind"} | ({"greynoise"} if ip in answered else set())
         assert set(rows[ip]) == expected, ip
+
+
+def test_a_stopping_run_keeps_only_answers_with_their_base_rows() -> None:
+    """`Committer.unwritten`: answered (ok/not_found) blocks with the base columns of their
+    IPs; an error, such as a chunk a cancelled client never asked, is not kept (it would
+    overwrite an older block that still holds data)."""
+    committer = Committer(writer=None, commit_every=100)  # type: ignore[arg-type]
+    base = pl.DataFrame(
+        {"ip": ["1.0.0.1", "1.0.0.2", "1.0.0.3"], "session_count": [5, 6, 7], "maxmind": ["{}"] * 3}
+    )
+    committer._held = _HeldRows(base)
+    committer.keep(
+        pl.DataFrame(
+            {"ip": ["1.0.0.1", "1.0.0.2"], "cymru": ['{"a": 1}', '{"e": 1}'],
+             "cymru_status": ["ok", "error"]}
+        )
+    )  # fmt: skip
+    committer.keep(
+        pl.DataFrame(
+            {"ip": ["1.0.0.2"], "greynoise": ['{"g": 1}'], "greynoise_status": ["not_found"]}
+        )
+    )
+    kept = committer.unwritten().sort("ip")
+    assert kept["ip"].to_list() == ["1.0.0.1", "1.0.0.2"]
+    assert kept["session_count"].to_list() == [5, 6]
+    assert kept["cymru"].to_list() == ['{"a": 1}', None]
+    assert kept["greynoise"].to_list() == [None, '{"g": 1}']
+    assert committer.unwritten().height == 0

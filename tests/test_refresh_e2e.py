@@ -198,7 +198,7 @@ def test_new_database_is_created_with_the_cowrieprocessor_schema(
     tmp_path: Path, compat_sqlite: Path, mmdb: dict[str, Path]
 ) -> None:
     target = tmp_path / "new.sqlite"
-    refresh(config(f"sqlite:///{target}", mmdb))
+    refresh(config(f"sqlite:///{target}", mmdb, create=True))
 
     def table_info(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         con = sqlite3.connect(path)

@@ -114,7 +114,7 @@ def test_hostile_names_are_stored_verbatim_and_touch_nothing_else(tmp_path: Path
         "dshield": {"note": "x'); DROP TABLE ip_inventory;--"},
         "spur": ["|", '\\"q'],
     }
-    with Database(parse_database_url(db_url)) as db:
+    with Database(parse_database_url(db_url), create=True) as db:
         db.ensure_schema()
         db.append("asn_inventory", pl.DataFrame({
             "asn_number": [64999], "organization_name": ["BYSTANDER, US"],
@@ -193,7 +193,7 @@ def test_ctrl_c_stops_asking_services_at_once(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert "interrupted: committed chunks are kept" in stderr and "Traceback" not in stderr
     assert asked_later == asked_at_exit < 200
-    assert json.loads(status.read_text())["state"] == "failed"
+    assert json.loads(status.read_text())["state"] == "interrupted"
 
 
 def test_a_failed_commit_stops_the_network_phases(

@@ -33,7 +33,7 @@ def literal(text: str | None) -> str:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(parse_database_url(f"sqlite:///{tmp_path / 's.sqlite'}"))
+    database = Database(parse_database_url(f"sqlite:///{tmp_path / 's.sqlite'}"), create=True)
     database.ensure_schema()
     database.execute_native(
         [

@@ -70,7 +70,7 @@ def expected_enrichment(old: dict[str, Any] | None, new: dict[str, Any]) -> dict
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(parse_database_url(f"sqlite:///{tmp_path / 'w.sqlite'}"))
+    db = Database(parse_database_url(f"sqlite:///{tmp_path / 'w.sqlite'}"), create=True)
     db.ensure_schema()
     yield db
     db.close()
@@ -261,8 +261,9 @@ def test_sqlite_old_enrichment_that_is_not_json_fails_the_chunk_and_is_kept(
 @pytest.mark.parametrize(
     "dialect", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_stage_all_is_one_transaction(dialect: str, request: pytest.FixtureRequest) -> None:
-    """A chunk's stages go in together: when the second insert fails, the first is undone."""
+def test_a_write_unit_is_one_transaction(dialect: str, request: pytest.FixtureRequest) -> None:
+    """A chunk's stages and merge go in together: when the second insert fails, the first is
+    undone; the unit then works as a whole."""
     db: Database = request.getfixturevalue(f"{'sqlite' if dialect == 'sqlite' else 'pg'}_db")
     asns = pl.DataFrame({"asn_number": [7], "organization_name": ["seven"]})
     no_first_seen = pl.DataFrame(
@@ -270,12 +271,13 @@ def test_stage_all_is_one_transaction(dialect: str, request: pytest.FixtureReque
         schema_overrides={"first_seen": pl.Datetime("us", "UTC")},
     )
     writer = ChunkWriter(db)
+    asn_stage, ip_stage = writer._stage_name(writer.asn_stage), writer._stage_name(writer.ip_stage)
     try:
-        with pytest.raises(DatabaseError, match="bulk insert into"):
-            db.stage_all([(writer.asn_stage, asns), ("ip_inventory", no_first_seen)])
-        assert db.query_native(f"SELECT count(*) FROM {writer.asn_stage}") == [(0,)]
-        db.stage_all([(writer.asn_stage, asns), (writer.ip_stage, no_first_seen)])
-        assert db.query_native(f"SELECT count(*) FROM {writer.asn_stage}") == [(1,)]
-        assert db.query_native(f"SELECT count(*) FROM {writer.ip_stage}") == [(1,)]
+        with pytest.raises(DatabaseError, match="database write failed"):
+            db.write([(asn_stage, asns), ("ip_inventory", no_first_seen)], ())
+        assert db.query_native(f"SELECT count(*) FROM {asn_stage}") == [(0,)]
+        db.write([(asn_stage, asns), (ip_stage, no_first_seen)], ())
+        assert db.query_native(f"SELECT count(*) FROM {asn_stage}") == [(1,)]
+        assert db.query_native(f"SELECT count(*) FROM {ip_stage}") == [(1,)]
     finally:
         writer.close()

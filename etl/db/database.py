@@ -1,8 +1,16 @@
-"""An open honeypot database: DuckDB attachment for bulk reads and writes, native SQL for merges.
+"""An open honeypot database: DuckDB attachment for bulk reads, native SQL for writes.
 
-DuckDB attaches the target as ``db``; selection and staging go through it. Statements that
-must run inside the target (DDL, the chunk merge) go natively: ``postgres_execute`` on
-PostgreSQL, the stdlib ``sqlite3`` module on SQLite (attached SQLite rejects ON CONFLICT).
+DuckDB attaches the target as ``db``; the selection and other bulk reads go through it.
+
+Writes have one writer per database:
+- SQLite: only the stdlib ``sqlite3`` connection writes (staging included, into TEMP tables of
+  that connection). DuckDB's bundled SQLite only reads: two SQLite libraries writing one WAL
+  file do not see each other's tables, and attached SQLite rejects ON CONFLICT anyway.
+- PostgreSQL: DuckDB bulk-writes stage tables, ``postgres_execute`` runs the native merge.
+
+Every write is a unit (`Database.write`) that is retried as a whole while another process holds
+the SQLite write lock or the PostgreSQL connection was lost, for up to ``lock_timeout`` seconds
+(SPEC 2.3, 4); then it raises `DatabaseBusyError`.
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -21,10 +30,11 @@ import polars as pl
 from etl.db import ddl
 from etl.db.extensions import load_extension, offline_connection
 from etl.db.url import DatabaseUrl, redact
-from etl.errors import DatabaseError, SchemaError
+from etl.errors import DatabaseBusyError, DatabaseError, RunLockedError, SchemaError
 
 # cowrieprocessor's SQLite timestamp text: UTC, space separator, six fractional digits.
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+POLARS_SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"  # the same in Polars' (chrono's) terms
 
 # Columns the refresh reads or writes; anything else in the tables is left alone.
 REQUIRED_COLUMNS = {
@@ -51,6 +61,7 @@ REQUIRED_COLUMNS = {
         "session_count",
         "enrichment",
         "enrichment_updated_at",
+        "enrichment_version",
         "created_at",
         "updated_at",
     ),
@@ -59,6 +70,35 @@ REQUIRED_COLUMNS = {
 
 
 SQLITE_CACHE_KIB = 256 * 1024
+# How long one SQLite statement waits in SQLite's own busy handler before `Database.write`
+# notes the wait and tries again (the whole wait is bounded by ``lock_timeout``).
+SQLITE_BUSY_SLICE_SECONDS = 1.0
+RETRY_FIRST_WAIT = 0.2
+RETRY_MAX_WAIT = 5.0
+DEFAULT_LOCK_TIMEOUT = 300.0
+
+# What DuckDB's postgres extension says when the server went away (restart, failover,
+# pg_terminate_backend) or cannot be reached yet: the write is retried on a new connection.
+_PG_CONNECTION_LOST = (
+    "server closed the connection",
+    "terminating connection",
+    "unable to connect",
+    "could not connect",
+    "connection refused",
+    "no connection to the server",
+    "connection to server",
+    "ssl syscall",
+    "the database system is",
+    "connection reset",
+    "broken pipe",
+    "could not receive data",
+    "could not send data",
+    "connection timed out",
+)
+_SQLITE_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+T = TypeVar("T")
+Load = tuple[str, pl.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -69,16 +109,33 @@ class SchemaReport:
 
 
 class Database:
-    """A SQLite or PostgreSQL honeypot database, opened for one refresh run."""
+    """A SQLite or PostgreSQL honeypot database, opened for one refresh run.
 
-    def __init__(self, url: DatabaseUrl) -> None:
+    ``create``: open a SQLite file that does not exist yet (else `DatabaseError`).
+    ``lock_timeout``: how long a write waits for another writer's lock or a lost PostgreSQL
+    connection. ``notify`` receives one line when a write starts waiting and when it goes on.
+    ``guard`` (set by the caller) runs before every PostgreSQL write and before a retry after a
+    lost connection: the run lock checks that it still holds (`RunLock.verify`).
+    """
+
+    def __init__(
+        self,
+        url: DatabaseUrl,
+        *,
+        create: bool = False,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.url = url
         self.dialect = url.dialect
+        self.lock_timeout = lock_timeout
+        self.notify = notify or (lambda _message: None)
+        self.guard: Callable[[], None] | None = None
         self.duck = offline_connection()
         self._sqlite: sqlite3.Connection | None = None
         try:
             if url.dialect == "sqlite":
-                self._attach_sqlite()
+                self._attach_sqlite(create)
             else:
                 self._attach_postgres()
         except BaseException:
@@ -86,22 +143,33 @@ class Database:
             raise
 
     # -- opening ---------------------------------------------------------------------------
-    def _attach_sqlite(self) -> None:
+    def _attach_sqlite(self, create: bool) -> None:
         assert self.url.sqlite_path is not None
         path = str(self.url.sqlite_path)
+        if not create and not self.url.sqlite_path.is_file():
+            raise DatabaseError(f"SQLite database {path} does not exist")
         try:
-            self._sqlite = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self._sqlite.execute("PRAGMA busy_timeout = 60000")
+            self._sqlite = sqlite3.connect(
+                path,
+                timeout=min(SQLITE_BUSY_SLICE_SECONDS, self.lock_timeout),
+                isolation_level=None,
+            )
             # This connection's page cache (not stored in the file): upserts touch the table and
             # its indexes all over; with SQLite's 2 MB default they spend their time re-reading.
             self._sqlite.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            self._sqlite.execute("PRAGMA temp_store = MEMORY")  # the stage tables
             self._sqlite.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
         load_extension(self.duck, "sqlite_scanner")
         self.duck.execute("SET sqlite_all_varchar = true")
+        self._attach_duck_sqlite()
+
+    def _attach_duck_sqlite(self) -> None:
+        assert self.url.sqlite_path is not None
+        path = str(self.url.sqlite_path)
         try:
-            self.duck.execute(f"ATTACH {sql_string(path)} AS db (TYPE sqlite)")
+            self.duck.execute(f"ATTACH {sql_string(path)} AS db (TYPE sqlite, READ_ONLY)")
         except duckdb.Error as exc:
             raise DatabaseError(f"DuckDB cannot attach {path!r}: {_first_line(exc)}") from exc
 
@@ -139,25 +207,129 @@ class Database:
         self, statements: Sequence[str], params: dict[str, Any] | None = None
     ) -> None:
         """Run statements inside the target database as one transaction."""
-        try:
-            if self.dialect == "sqlite":
-                self._sqlite_transaction(statements, params or {})
-            else:
-                script = ";\n".join(statements)
-                self.duck.execute("CALL postgres_execute('db', ?)", [script])
-        except (sqlite3.Error, duckdb.Error) as exc:
-            raise DatabaseError(f"database write failed: {self._redact(_first_line(exc))}") from exc
+        self.write((), statements, params)
 
-    def _sqlite_transaction(self, statements: Sequence[str], params: dict[str, Any]) -> None:
+    def execute_scratch(self, statements: Sequence[str]) -> None:
+        """Create or drop the run's own staging tables. SQLite: TEMP tables of the writing
+        connection, made without taking the database's write lock (another writer may hold
+        it). PostgreSQL: a native transaction."""
+        if self.dialect == "postgres":
+            self.execute_native(statements)
+            return
+
+        def attempt(_retry: bool) -> None:
+            for statement in statements:
+                self._native_sqlite().execute(statement)
+
+        self._retrying("creating staging tables", attempt)
+
+    def write(
+        self,
+        loads: Sequence[Load],
+        statements: Sequence[str],
+        params: dict[str, Any] | None = None,
+        action: str = "database write",
+    ) -> None:
+        """Bulk-insert ``loads`` (table, frame) into tables of the target, then run
+        ``statements`` there: one unit, retried as a whole while the database is busy or the
+        connection was lost (see the module docstring).
+
+        SQLite: one transaction (``BEGIN IMMEDIATE``) on the native connection; the tables
+        may be TEMP tables of it. PostgreSQL: DuckDB stages the loads (emptied first when the
+        unit is retried), then one native transaction runs the statements.
+        """
+        loads = [(table, frame) for table, frame in loads if frame.height]
+        if self.dialect == "sqlite":
+            self._retrying(action, lambda _retry: self._sqlite_write(loads, statements, params))
+            return
+
+        def attempt(retry: bool) -> None:
+            if self.guard is not None:
+                self.guard()
+            if retry and loads:
+                self._postgres_execute([f"TRUNCATE {', '.join(t for t, _ in loads)}"])
+            self._duck_stage(loads)
+            if statements:
+                self._postgres_execute(statements)
+
+        self._retrying(action, attempt)
+
+    def _postgres_execute(self, statements: Sequence[str]) -> None:
+        self.duck.execute("CALL postgres_execute('db', ?)", [";\n".join(statements)])
+
+    def _sqlite_write(
+        self, loads: Sequence[Load], statements: Sequence[str], params: dict[str, Any] | None
+    ) -> None:
         con = self._native_sqlite()
+        params = params or {}
         con.execute("BEGIN IMMEDIATE")
         try:
+            for table, frame in loads:
+                marks = ", ".join("?" * frame.width)
+                con.executemany(
+                    f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({marks})",
+                    _sqlite_values(frame).iter_rows(),
+                )
             for statement in statements:
                 con.execute(statement, {k: v for k, v in params.items() if f":{k}" in statement})
+            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:
+                con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")
+
+    def _retrying(self, action: str, attempt: Callable[[bool], T]) -> T:
+        """Run ``attempt(retry)`` until it succeeds, retrying while the database is busy or
+        the connection was lost, for up to ``lock_timeout`` seconds from the first failure."""
+        started: float | None = None
+        wait = RETRY_FIRST_WAIT
+        while True:
+            try:
+                result = attempt(started is not None)
+            except (sqlite3.Error, duckdb.Error) as exc:
+                reason = self._transient(exc)
+                if reason is None:
+                    raise DatabaseError(
+                        f"{action} failed: {self._redact(_first_line(exc))}"
+                    ) from exc
+                error: BaseException = exc
+            except RunLockedError:
+                raise
+            except DatabaseError as exc:  # the guard cannot reach the server (yet)
+                reason, error = str(exc), exc
+            else:
+                if started is not None:
+                    waited = time.monotonic() - started
+                    self.notify(f"the database answered again after {waited:.1f} s")
+                return result
+            now = time.monotonic()
+            if started is None:
+                started = now
+                self.notify(
+                    f"waiting for the database: {reason}; retrying for up to "
+                    f"{self.lock_timeout:g} s (lock timeout)"
+                )
+            elif now - started >= self.lock_timeout:
+                raise DatabaseBusyError(
+                    f"{action} gave up after waiting {now - started:.0f} s: {reason}"
+                ) from error
+            time.sleep(min(wait, max(0.0, started + self.lock_timeout - now)))
+            wait = min(wait * 2, RETRY_MAX_WAIT)
+
+    def _transient(self, exc: BaseException) -> str | None:
+        """Why ``exc`` is worth retrying (another writer's lock, a lost connection), or None."""
+        text = str(exc).lower()
+        if self.dialect == "sqlite":
+            code = getattr(exc, "sqlite_errorcode", None)
+            busy = code is not None and code & 0xFF in _SQLITE_BUSY_CODES
+            if busy or "database is locked" in text or "database is busy" in text:
+                return f"another process holds the write lock on {self.url.sqlite_path}"
+            return None
+        if any(marker in text for marker in _PG_CONNECTION_LOST):
+            return (
+                f"lost the connection to PostgreSQL {self.url} ({self._redact(_first_line(exc))})"
+            )
+        return None
 
     def _native_sqlite(self) -> sqlite3.Connection:
         assert self._sqlite is not None
@@ -165,12 +337,13 @@ class Database:
 
     def query_native(self, sql: str) -> list[tuple[Any, ...]]:
         """Run a read-only query inside the target database."""
-        try:
+
+        def attempt(_retry: bool) -> list[tuple[Any, ...]]:
             if self.dialect == "sqlite":
                 return self._native_sqlite().execute(sql).fetchall()
             return self.duck.execute("SELECT * FROM postgres_query('db', ?)", [sql]).fetchall()
-        except (sqlite3.Error, duckdb.Error) as exc:
-            raise DatabaseError(f"database read failed: {self._redact(_first_line(exc))}") from exc
+
+        return self._retrying("database read", attempt)
 
     def refresh_catalog(self) -> None:
         """Make DuckDB see tables created natively."""
@@ -178,8 +351,7 @@ class Database:
             self.duck.execute("CALL pg_clear_cache()")
         else:
             self.duck.execute("DETACH db")
-            assert self.url.sqlite_path is not None
-            self.duck.execute(f"ATTACH {sql_string(str(self.url.sqlite_path))} AS db (TYPE sqlite)")
+            self._attach_duck_sqlite()
 
     @contextmanager
     def duck_errors(self, action: str) -> Iterator[None]:
@@ -191,44 +363,30 @@ class Database:
 
     # -- bulk rows --------------------------------------------------------------------------
     def stage(self, table: str, frame: pl.DataFrame) -> None:
-        """Bulk-insert a frame into an existing table of the target database through DuckDB.
+        """Bulk-insert a frame into an existing table of the target database, alone."""
+        self.write([(table, frame)], ())
 
-        On SQLite, timestamps go in as cowrieprocessor's text form.
-        """
-        self.stage_all([(table, frame)])
-
-    def stage_all(self, loads: Sequence[tuple[str, pl.DataFrame]]) -> None:
-        """`stage` several frames in one transaction: one commit in the target, not one per
-        table (each SQLite commit syncs the file twice)."""
-        loads = [(table, frame) for table, frame in loads if frame.height]
+    def _duck_stage(self, loads: Sequence[Load]) -> None:
+        """PostgreSQL: DuckDB bulk-inserts the frames, in one transaction (one commit in the
+        target, not one per table)."""
         views = [f"etl_frame_{i}" for i in range(len(loads))]
         inserts = [
-            f"INSERT INTO {self.table(table)} ({', '.join(frame.columns)}) "
-            f"SELECT {self._stage_values(frame)} FROM {view}"
+            f"INSERT INTO db.{table} ({', '.join(frame.columns)}) "
+            f"SELECT {', '.join(frame.columns)} FROM {view}"
             for (table, frame), view in zip(loads, views, strict=True)
         ]
-        with self.duck_errors(f"bulk insert into {', '.join(table for table, _ in loads)}"):
-            try:
-                # Frames go in as Arrow C streams: no copy, and no pyarrow import. The views
-                # exist before the transaction: it may write to the target database only.
-                for (_, frame), view in zip(loads, views, strict=True):
-                    self.duck.from_arrow(frame.__arrow_c_stream__()).to_view(view)
-                if len(inserts) == 1:
-                    self.duck.execute(inserts[0])
-                elif inserts:
-                    self._duck_transaction(inserts)
-            finally:
-                for view in views:
-                    self.duck.execute(f"DROP VIEW IF EXISTS {view}")
-
-    def _stage_values(self, frame: pl.DataFrame) -> str:
-        """The select list that stages ``frame``: timestamps as text on SQLite."""
-        return ", ".join(
-            f"strftime({c}, '{SQLITE_TIME_FORMAT}')"
-            if self.dialect == "sqlite" and isinstance(frame.schema[c], pl.Datetime)
-            else c
-            for c in frame.columns
-        )
+        try:
+            # Frames go in as Arrow C streams: no copy, and no pyarrow import. The views
+            # exist before the transaction: it may write to the target database only.
+            for (_, frame), view in zip(loads, views, strict=True):
+                self.duck.from_arrow(frame.__arrow_c_stream__()).to_view(view)
+            if len(inserts) == 1:
+                self.duck.execute(inserts[0])
+            elif inserts:
+                self._duck_transaction(inserts)
+        finally:
+            for view in views:
+                self.duck.execute(f"DROP VIEW IF EXISTS {view}")
 
     def _duck_transaction(self, statements: Sequence[str]) -> None:
         self.duck.execute("BEGIN TRANSACTION")
@@ -236,13 +394,14 @@ class Database:
             for statement in statements:
                 self.duck.execute(statement)
         except BaseException:
-            self.duck.execute("ROLLBACK")
+            with suppress(duckdb.Error):  # a lost connection has no transaction to end
+                self.duck.execute("ROLLBACK")
             raise
         self.duck.execute("COMMIT")
 
     def query_frame(self, sql: str, variables: dict[str, object] | None = None) -> pl.DataFrame:
         """Run a DuckDB query and return its result as a Polars frame (through the Arrow C
-        stream interface, without pyarrow).
+        stream interface, without pyarrow); retried like a write while the database is busy.
 
         ``variables`` are bound with ``SET VARIABLE`` and read in ``sql`` as
         ``getvariable('name')``: a query given parameters directly runs once when it is
@@ -250,38 +409,39 @@ class Database:
         """
         for name, value in (variables or {}).items():
             self.duck.execute(f"SET VARIABLE {name} = $value", {"value": value})
-        return pl.DataFrame(self.duck.sql(sql))
+        return self._retrying("database read", lambda _retry: pl.DataFrame(self.duck.sql(sql)))
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         """Append a frame's rows to a table with constraints DuckDB cannot write directly.
 
-        The rows go through a staging table in the target and one native ``INSERT ... SELECT``,
-        cast to the table's column types (so PostgreSQL json/jsonb columns take text).
+        SQLite: inserted natively. PostgreSQL: the rows go through a staging table and one
+        native ``INSERT ... SELECT``, cast to the table's column types (json/jsonb columns
+        take text).
         """
         if not frame.height:
             return
+        if self.dialect == "sqlite":
+            self.write([(table, frame)], ())
+            return
         stage = f"_etl_load_{os.getpid()}_{secrets.token_hex(3)}"
-        postgres = self.dialect == "postgres"
         body = ", ".join(
-            f"{c} {'TIMESTAMPTZ' if postgres and isinstance(t, pl.Datetime) else 'VARCHAR'}"
+            f"{c} {'TIMESTAMPTZ' if isinstance(t, pl.Datetime) else 'VARCHAR'}"
             for c, t in frame.schema.items()
         )
-        with self.duck_errors("creating a staging table"):
-            self.duck.execute(f"CREATE TABLE {self.table(stage)} ({body})")
+        self.execute_native([f"CREATE TABLE public.{stage} ({body})"])
+        self.refresh_catalog()
         try:
-            self.stage(stage, frame)
-            columns = ", ".join(frame.columns)
-            if self.dialect == "sqlite":
-                select = columns
-            else:
-                target = dict(
-                    self.query_native(
-                        "SELECT column_name, data_type FROM information_schema.columns "
-                        f"WHERE table_schema = 'public' AND table_name = '{table}'"
-                    )
+            target = dict(
+                self.query_native(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    f"WHERE table_schema = 'public' AND table_name = '{table}'"
                 )
-                select = ", ".join(f"{c}::{target[c]}" for c in frame.columns)
-            self.execute_native([f"INSERT INTO {table} ({columns}) SELECT {select} FROM {stage}"])
+            )
+            select = ", ".join(f"{c}::{target[c]}" for c in frame.columns)
+            self.write(
+                [(f"public.{stage}", frame)],
+                [f"INSERT INTO {table} ({', '.join(frame.columns)}) SELECT {select} FROM {stage}"],
+            )
         finally:
             self.execute_native([f"DROP TABLE IF EXISTS {stage}"])
 
@@ -314,6 +474,34 @@ class Database:
                 f"WHERE table_schema = 'public' AND table_name = '{table}'"
             )
         return {str(row[0]) for row in rows}
+
+    def check_writable(self) -> None:
+        """Raise `SchemaError` when this user cannot write the database (a read-only file or
+        folder, missing privileges): found before any service is asked, not after."""
+        if self.dialect == "sqlite":
+            assert self.url.sqlite_path is not None
+            path = self.url.sqlite_path
+            folder = path.parent.resolve()
+            if not os.access(path, os.W_OK):
+                raise SchemaError(f"SQLite database {path} is read-only for this user")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise SchemaError(
+                    f"the folder of SQLite database {path} is read-only for this user (SQLite "
+                    "writes its journal or WAL file beside the database)"
+                )
+            return
+        denied = self.query_native(
+            "SELECT t FROM unnest(ARRAY['asn_inventory', 'ip_inventory']) AS t "
+            "WHERE to_regclass('public.' || t) IS NOT NULL "
+            "AND NOT has_table_privilege('public.' || t, 'SELECT, INSERT, UPDATE') "
+            "UNION ALL SELECT 'schema public' WHERE NOT has_schema_privilege('public', 'CREATE')"
+        )
+        if denied:
+            names = ", ".join(str(row[0]) for row in denied)
+            raise SchemaError(
+                f"PostgreSQL user of {self.url} may not write {names} "
+                "(needs SELECT, INSERT, UPDATE on the tables and CREATE on schema public)"
+            )
 
     def ensure_schema(self) -> SchemaReport:
         """Create absent tiers (cowrieprocessor DDL); check that present ones can be refreshed."""
@@ -369,3 +557,14 @@ def _first_line(exc: BaseException) -> str:
         if "ERROR:" in line:
             return line[line.index("ERROR:") :]
     return lines[0] if lines else type(exc).__name__
+
+
+def _sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` as SQLite takes it: timestamps as cowrieprocessor's text (UTC)."""
+    return frame.with_columns(
+        (pl.col(c).dt.convert_time_zone("UTC") if t.time_zone else pl.col(c)).dt.strftime(
+            POLARS_SQLITE_TIME_FORMAT
+        )
+        for c, t in frame.schema.items()
+        if isinstance(t, pl.Datetime)
+    )

@@ -4,38 +4,93 @@ SQLite: an exclusive ``flock`` on ``<database>.etl-lock`` beside the file. Postg
 session-level advisory lock held on a dedicated connection. Both are released by the operating
 system or the server when the process ends, even by ``kill -9``, so a crash never leaves a lock
 behind that needs cleaning by hand.
+
+A PostgreSQL lock lives as long as its connection: a server restart or ``pg_terminate_backend``
+releases it. `RunLock.verify` (called before every PostgreSQL write attempt) checks the
+connection and, when it is gone, connects again and re-takes the lock, or raises
+`RunLockedError` when another refresh took it meanwhile.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, TextIO
 
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import DatabaseError, RunLockedError
+
+if TYPE_CHECKING:
+    import psycopg
 
 # pg_advisory_lock key: the first 8 bytes of sha1("honeypot-etl refresh"), as a signed bigint.
 ADVISORY_KEY: Final = 0x2F6A5B8E1D3C4A79
 
 
+class RunLock:
+    """A held run lock. `verify` is a no-op for SQLite (a file lock cannot be lost).
+
+    ``unfinished``: the previous holder stopped before `finished` (SQLite: read from the lock
+    file; PostgreSQL tells by the staging tables a killed run leaves).
+    """
+
+    unfinished = False
+
+    def verify(self) -> None:
+        """Make sure the lock is still held; re-take it if its connection was lost."""
+
+    def finished(self) -> None:
+        """Record that this run got to its end (ASN counts recomputed)."""
+
+
+class FileLock(RunLock):
+    """SQLite: the open, flocked ``<database>.etl-lock`` file."""
+
+    def __init__(self, handle: TextIO, previous: str) -> None:
+        self.handle = handle
+        self.unfinished = bool(previous) and not previous.endswith("finished")
+        self._write(f"pid {os.getpid()} running")
+
+    def _write(self, text: str) -> None:
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(text)
+        self.handle.flush()
+
+    def finished(self) -> None:
+        """Mark the run as ended (the next run then need not recount every ASN)."""
+        self._write(f"pid {os.getpid()} finished")
+
+
 @contextmanager
-def run_lock(url: DatabaseUrl) -> Iterator[None]:
-    """Hold the database's refresh lock for the block; raise `RunLockedError` when taken."""
+def run_lock(url: DatabaseUrl, notify: Callable[[str], None] | None = None) -> Iterator[RunLock]:
+    """Hold the database's refresh lock for the block; raise `RunLockedError` when taken.
+    ``notify`` hears when a PostgreSQL lock lost with its connection is taken again."""
     if url.dialect == "sqlite":
         assert url.sqlite_path is not None
-        with _file_lock(url.sqlite_path.with_name(url.sqlite_path.name + ".etl-lock"), url):
-            yield
+        with _file_lock(url.sqlite_path.with_name(url.sqlite_path.name + ".etl-lock"), url) as held:
+            yield held
     else:
-        with _advisory_lock(url):
-            yield
+        advisory = AdvisoryLock(url, notify)
+        try:
+            advisory.acquire()
+            yield advisory
+        finally:
+            advisory.release()
+
+
+def _locked(url: DatabaseUrl, holder: str) -> RunLockedError:
+    return RunLockedError(
+        f"another refresh of {url} is running ({holder}); this run stops here and asks no "
+        "service. Try again when it has finished."
+    )
 
 
 @contextmanager
-def _file_lock(path: Path, url: DatabaseUrl) -> Iterator[None]:
+def _file_lock(path: Path, url: DatabaseUrl) -> Iterator[FileLock]:
     try:
         handle = path.open("a+", encoding="utf-8")
     except OSError as exc:
@@ -45,45 +100,69 @@ def _file_lock(path: Path, url: DatabaseUrl) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunLockedError(
-                f"another refresh of {url} is running ({holder}); this run stops here and "
-                "asks no service. Try again when it has finished."
-            ) from None
+            holder = handle.read().strip().removesuffix(" running") or "another process"
+            raise _locked(url, holder) from None
         handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
         try:
-            yield
+            yield FileLock(handle, handle.read().strip())
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextmanager
-def _advisory_lock(url: DatabaseUrl) -> Iterator[None]:
-    import psycopg
+class AdvisoryLock(RunLock):
+    """PostgreSQL: ``pg_try_advisory_lock`` on a connection of its own."""
 
-    try:
-        connection = psycopg.connect(url.libpq_url, autocommit=True, connect_timeout=30)
-    except psycopg.Error as exc:
-        reason = redact(str(exc).strip().splitlines()[0], url.secrets())
-        raise DatabaseError(f"cannot connect to PostgreSQL {url}: {reason}") from None
-    with connection:
-        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+    def __init__(self, url: DatabaseUrl, notify: Callable[[str], None] | None = None) -> None:
+        self.url = url
+        self.notify = notify or (lambda _message: None)
+        self.connection: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def acquire(self) -> None:
+        """Connect and take the lock; `RunLockedError` when another session holds it."""
+        import psycopg
+
+        try:
+            self.connection = psycopg.connect(
+                self.url.libpq_url, autocommit=True, connect_timeout=30
+            )
+        except psycopg.Error as exc:
+            reason = redact(str(exc).strip().splitlines()[0], self.url.secrets())
+            raise DatabaseError(f"cannot connect to PostgreSQL {self.url}: {reason}") from None
+        row = self.connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
         if not row or not row[0]:
-            holder = connection.execute(
+            holder = self.connection.execute(
                 "SELECT string_agg(pid::text, ', ') FROM pg_locks "
                 "WHERE locktype = 'advisory' AND granted"
                 " AND (classid::bigint << 32 | objid::bigint) = %s",
                 (ADVISORY_KEY & 0xFFFFFFFFFFFFFFFF,),
             ).fetchone()
-            who = f"server pid {holder[0]}" if holder and holder[0] else "another session"
-            raise RunLockedError(
-                f"another refresh of {url} is running ({who}); this run stops here and asks "
-                "no service. Try again when it has finished."
+            self.release()
+            raise _locked(
+                self.url, f"server pid {holder[0]}" if holder and holder[0] else "another session"
             )
-        try:
-            yield
-        finally:
-            connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+
+    def verify(self) -> None:
+        """Check the lock's connection; re-take the lock on a new one when it was lost."""
+        import psycopg
+
+        if self.connection is not None:
+            try:
+                self.connection.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                self.release()
+        self.acquire()
+        self.notify(f"the run lock on {self.url} was lost with its connection: taken again")
+
+    def release(self) -> None:
+        """Unlock and close (a lost connection has nothing to unlock)."""
+        import psycopg
+
+        if self.connection is None:
+            return
+        with suppress(psycopg.Error):
+            if not self.connection.closed:
+                self.connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+        with suppress(psycopg.Error):
+            self.connection.close()
+        self.connection = None

@@ -57,7 +57,11 @@ def sqlite_timestamp(moment: datetime) -> str:
 
 
 class ChunkWriter:
-    """Upserts chunks into one database; owns its staging tables for the run."""
+    """Upserts chunks into one database; owns its staging tables for the run.
+
+    SQLite stages into TEMP tables of the writing connection (nothing is left in the file, even
+    by a killed run); PostgreSQL into tables of the database, dropped by `close`.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -66,45 +70,53 @@ class ChunkWriter:
         self.asn_stage = f"_etl_stage_asn_{tag}"
         self.rows_written = 0
         self.asn_rows_written = 0
-        for name, columns in (
-            (self.ip_stage, IP_STAGE_COLUMNS),
-            (self.asn_stage, ASN_DETAIL_STAGE_COLUMNS),
-        ):
-            self._create_stage(name, columns)
+        self.db.execute_scratch(
+            [
+                self._create_stage(self.ip_stage, IP_STAGE_COLUMNS),
+                self._create_stage(self.asn_stage, ASN_DETAIL_STAGE_COLUMNS),
+            ]
+        )
+        if self.db.dialect == "postgres":
+            self.db.refresh_catalog()  # DuckDB stages into them
 
-    def _create_stage(self, name: str, columns: dict[str, str]) -> None:
+    def _create_stage(self, name: str, columns: dict[str, str]) -> str:
         if self.db.dialect == "sqlite":  # SQLite stages timestamps as cowrieprocessor text
-            columns = {c: "VARCHAR" if t == "TIMESTAMPTZ" else t for c, t in columns.items()}
+            columns = {c: "TEXT" if t == "TIMESTAMPTZ" else t for c, t in columns.items()}
+            body = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
+            return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({body})"
         body = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
-        with self.db.duck_errors("creating a staging table"):
-            self.db.duck.execute(f"CREATE TABLE {self.db.table(name)} ({body})")
+        return f"CREATE TABLE IF NOT EXISTS public.{name} ({body})"
+
+    def _stage_name(self, name: str) -> str:
+        return f"temp.{name}" if self.db.dialect == "sqlite" else f"public.{name}"
 
     def close(self) -> None:
         """Drop the staging tables."""
-        self.db.execute_native(
-            [f"DROP TABLE IF EXISTS {name}" for name in (self.ip_stage, self.asn_stage)]
+        self.db.execute_scratch(
+            [f"DROP TABLE IF EXISTS {self._stage_name(n)}" for n in (self.ip_stage, self.asn_stage)]
         )
 
     def write(self, ips: pl.DataFrame, asns: pl.DataFrame, now: datetime | None = None) -> None:
         """Upsert one chunk: ``ips`` has the IP stage columns (but ``blocks``), ``asns`` the
-        ASN stage columns."""
+        ASN stage columns. Staging and merge are one unit, retried whole by the database while
+        another writer holds the lock or the connection was lost."""
         now = now or datetime.now(UTC)
         blocks = pl.sum_horizontal(
             pl.col(b).is_not_null().cast(pl.Int32) * (1 << i) for i, b in enumerate(BLOCKS)
         )
         # In key order: the upsert then walks the ip_address index forwards, not all over it.
         staged = ips.with_columns(blocks.alias("blocks")).select(list(IP_STAGE_COLUMNS))
-        self.db.stage_all(
-            [
-                (self.asn_stage, asns.select(list(ASN_STAGE_COLUMNS))),
-                (self.ip_stage, staged.sort("ip_address")),
-            ]
-        )
+        loads = [
+            (self._stage_name(self.asn_stage), asns.select(list(ASN_STAGE_COLUMNS))),
+            (self._stage_name(self.ip_stage), staged.sort("ip_address")),
+        ]
         if self.db.dialect == "sqlite":
             patterns = sorted(staged["blocks"].unique().to_list())
-            self.db.execute_native(self._sqlite_merge(patterns), {"now": sqlite_timestamp(now)})
+            self.db.write(
+                loads, self._sqlite_merge(patterns), {"now": sqlite_timestamp(now)}, "chunk write"
+            )
         else:
-            self.db.execute_native(self._postgres_merge(now))
+            self.db.write(loads, self._postgres_merge(now), action="chunk write")
         self.rows_written += ips.height
         self.asn_rows_written += asns.height
 
@@ -115,7 +127,7 @@ class ChunkWriter:
         values replace old ones; a NULL (AS not found) keeps what the row had.
         """
         now = now or datetime.now(UTC)
-        self.db.stage(self.asn_stage, details.select(list(ASN_DETAIL_STAGE_COLUMNS)))
+        loads = [(self._stage_name(self.asn_stage), details.select(list(ASN_DETAIL_STAGE_COLUMNS)))]
         if self.db.dialect == "sqlite":
             stamp = ":now"
             merged = (
@@ -128,7 +140,7 @@ class ChunkWriter:
                 _asn_upsert("asn_inventory", self.asn_stage, stamp, block, merged),
                 f"DELETE FROM {self.asn_stage}",
             ]
-            self.db.execute_native(statements, {"now": sqlite_timestamp(now)})
+            self.db.write(loads, statements, {"now": sqlite_timestamp(now)}, "AS details write")
         else:
             stamp = f"'{now.astimezone(UTC).isoformat()}'::timestamptz"
             merged = (
@@ -142,7 +154,7 @@ class ChunkWriter:
                 ),
                 f"TRUNCATE public.{self.asn_stage}",
             ]
-            self.db.execute_native(statements)
+            self.db.write(loads, statements, action="AS details write")
         self.asn_rows_written += details.height
 
     def recount_asns(self, asns: list[int] | None) -> None:
@@ -151,6 +163,7 @@ class ChunkWriter:
         prefix = "" if self.db.dialect == "sqlite" else "public."
         params: dict[str, str] = {}
         cleanup: list[str] = []
+        loads: list[tuple[str, pl.DataFrame]] = []
         if asns is None:
             source = f"{prefix}asn_inventory"
         elif not asns:
@@ -160,13 +173,13 @@ class ChunkWriter:
             source = "(SELECT value AS asn_number FROM json_each(:asns))"
         else:
             numbers = sorted(set(asns))
-            self.db.stage(
-                self.asn_stage,
-                pl.DataFrame({"asn_number": numbers}, schema={"asn_number": pl.Int64}),
-            )
             source = f"{prefix}{self.asn_stage}"
+            loads.append(
+                (source, pl.DataFrame({"asn_number": numbers}, schema={"asn_number": pl.Int64}))
+            )
             cleanup.append(f"DELETE FROM {source}")
-        self.db.execute_native(
+        self.db.write(
+            loads,
             [
                 f"""UPDATE {prefix}asn_inventory
                     SET unique_ip_count = counts.ips, total_session_count = counts.sessions
@@ -182,6 +195,7 @@ class ChunkWriter:
                 *cleanup,
             ],
             params,
+            "ASN recount",
         )
 
     def _sqlite_merge(self, patterns: list[int]) -> list[str]:

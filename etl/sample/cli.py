@@ -15,6 +15,7 @@ from etl.db.url import DatabaseUrl, parse_database_url
 from etl.errors import EtlError, UsageError
 from etl.sample.honeypot import build_honeypot
 from etl.sample.mmdb_files import build_epoch, write_maxmind_files
+from etl.sample.scratch import JOURNAL_MODES, new_sqlite_file
 from etl.sample.world import World
 
 
@@ -55,6 +56,9 @@ def parser() -> CliParser:
                    help="where to write the GeoLite2 files")  # fmt: skip
     p.add_argument("--replace", action="store_true",
                    help="rebuild a database that already holds rows")  # fmt: skip
+    p.add_argument("--journal-mode", choices=JOURNAL_MODES, default="wal",
+                   help="SQLite journal mode of the new file: wal (the default, as "
+                   "cowrieprocessor leaves its files) or delete (rollback journal)")  # fmt: skip
     return p
 
 
@@ -71,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         world = World(seed)
         asn_path, _ = write_maxmind_files(world, maxmind_dir)
         epoch = build_epoch(asn_path)
-        with Database(url) as database:
+        if url.dialect == "sqlite":
+            assert url.sqlite_path is not None
+            new_sqlite_file(url.sqlite_path, args.journal_mode)
+        with Database(url, create=True) as database:
             database.ensure_schema()
             sample = build_honeypot(database, world, ips, epoch, seed)
     except EtlError as exc:

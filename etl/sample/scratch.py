@@ -1,10 +1,15 @@
-"""Scratch PostgreSQL databases for tests and benchmarks: created empty, dropped afterwards."""
+"""Scratch databases for the sample, tests and benchmarks: new SQLite files in a journal mode,
+PostgreSQL databases created empty and dropped afterwards."""
 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+JOURNAL_MODES = ("wal", "delete")
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PG_ADMIN = f"{PG_SERVER}/postgres"
@@ -23,3 +28,16 @@ def scratch_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as con:
             con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def new_sqlite_file(path: Path, journal_mode: str = "wal") -> None:
+    """Create an empty SQLite file in ``journal_mode``: WAL by default, as operators' files are
+    (cowrieprocessor's engine sets it on every connection), or ``delete`` (rollback journal)."""
+    if journal_mode not in JOURNAL_MODES:
+        raise ValueError(f"journal mode must be one of {', '.join(JOURNAL_MODES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+    finally:
+        connection.close()
