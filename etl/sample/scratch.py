@@ -16,13 +16,15 @@ PG_ADMIN = f"{PG_SERVER}/postgres"
 
 
 @contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
-    """A new, empty database on the local server (trust auth) for the block; its URL."""
+def scratch_database(prefix: str, copy_of: str | None = None) -> Iterator[str]:
+    """A new database on the local server (trust auth) for the block; its URL. Empty, or a copy
+    of the scratch database at URL ``copy_of`` (which must have no open connection)."""
     import psycopg
 
     name = f"{prefix}_{secrets.token_hex(4)}"
+    template = f" TEMPLATE {copy_of.rsplit('/', 1)[1]}" if copy_of else ""
     with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
+        con.execute(f"CREATE DATABASE {name}{template}")
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
