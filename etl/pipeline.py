@@ -174,8 +174,7 @@ def refresh(
                 db.guard = held.verify
                 left = _ready_to_write(db, reporter)
                 apply_pending(db, pending, config.commit_every, reporter)
-            elif not db.columns("ip_inventory"):
-                reporter.note(f"{url} has no ip_inventory table yet: nothing to select")
+            elif not _dry_run_can_select(db, pending, reporter):
                 return summary
             now = datetime.now(UTC)
             frame = _prepare(db, config, active, maxmind, now, summary, reporter)
@@ -217,6 +216,21 @@ def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter
         f"SQLite database {url.sqlite_path} does not exist (a typo in --db?); "
         "pass --create to start a new one"
     )
+
+
+def _dry_run_can_select(db: Database, pending: PendingAnswers, reporter: Reporter) -> bool:
+    """A dry run reads as found: say what a real run would apply first; False when there is
+    nothing to select."""
+    kept = pending.files()
+    if kept:
+        reporter.note(
+            f"{len(kept)} file(s) of answers kept by a stopped run wait in {pending.folder}: "
+            "a real run applies them first and does not ask about those IPs"
+        )
+    if not db.columns("ip_inventory"):
+        reporter.note(f"{db.url} has no ip_inventory table yet: nothing to select")
+        return False
+    return True
 
 
 def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:

@@ -207,12 +207,15 @@ def test_answers_are_kept_when_the_lock_never_comes_and_applied_by_the_next_run(
     assert stopped.returncode == 1, stopped.stderr
     assert "gave up after waiting" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    kept = list((tmp_path / "h.sqlite.etl-pending").glob("*.parquet"))
+    kept = sorted((tmp_path / "h.sqlite.etl-pending").glob("*.parquet"))
     assert kept, stopped.stderr
     assert "the next run applies them before it asks any service" in stopped.stderr
     paid = asked_since(gn, first_asked)
     assert paid
     middle = len(gn.entries())
+    dry = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, "--dry-run"))
+    assert "answers kept by a stopped run wait in" in dry.stderr
+    assert kept == sorted((tmp_path / "h.sqlite.etl-pending").glob("*.parquet"))  # not applied
     finished = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, *options))
     assert finished.returncode == 0, finished.stderr
     assert "applied" in finished.stderr and "that a stopped run had kept" in finished.stderr

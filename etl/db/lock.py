@@ -122,8 +122,16 @@ class AdvisoryLock(RunLock):
         import psycopg
 
         try:
+            # Keepalives: a server gone without a word (failover, cut network) is noticed
+            # within about a minute, not after the kernel's two hours.
             self.connection = psycopg.connect(
-                self.url.libpq_url, autocommit=True, connect_timeout=30
+                self.url.libpq_url,
+                autocommit=True,
+                connect_timeout=30,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             reason = redact(str(exc).strip().splitlines()[0], self.url.secrets())
