@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
 from etl.sample.mmdb_files import write_maxmind_files  # noqa: E402
+from etl.sample.scratch import new_sqlite_file  # noqa: E402
 from etl.sample.world import World  # noqa: E402
 from etl.sim.process import running  # noqa: E402
 
@@ -53,7 +54,9 @@ def build(folder: Path, count: int) -> str:
             "last_event_at": seen,
         }
     )
-    url = f"sqlite:///{folder / 'bound.sqlite'}"
+    path = folder / "bound.sqlite"
+    new_sqlite_file(path)  # WAL, as operators' files are
+    url = f"sqlite:///{path}"
     with Database(parse_database_url(url)) as db:
         db.ensure_schema()
         db.append("session_summaries", sessions)
