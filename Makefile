@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# compat: a plain path entry instead of an import hook (saves ~30 ms at every start)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[dev,sample]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # A real refresh: settings from ./etl.toml when present (see etl.toml.example), then the

@@ -1,5 +1,5 @@
-"""``python -m etl`` is ``python -m etl.refresh``."""
+"""``python -m etl``: the ``honeypot-etl`` command."""
 
-from etl.refresh import run
+from etl.app import run
 
 run()

@@ -1,29 +1,192 @@
-"""Command-line plumbing shared by ``python -m etl.refresh`` and ``python -m etl.sample``.
+"""Command-line plumbing shared by every command: Typer options from setting declarations,
+flags as the user typed them, and one-line errors.
 
-The parsers are plain `argparse` (it starts in a millisecond; a run's whole start-up counts).
-A usage mistake is one line, ``error: ...``, and exit status 2.
+A usage mistake is one line, ``error: ...``, and exit status 2; a known failure is one line and
+its `EtlError.exit_code`. The one place that maps a setting to its flag is `flag_of`.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import NoReturn
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
 
-from etl.errors import UsageError
+import typer
+from typer._click import exceptions as click_errors
+from typer.main import get_command
+
+from etl.db.url import redact
+from etl.errors import EtlError, SettingError
+from etl.settings import Declared, declared, element_type
 
 
-class CliParser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` whose mistakes raise `UsageError` instead of exiting."""
+def flag_of(settings: dict[str, Declared], name: str) -> str:
+    """The command-line flag of setting ``name`` (its config key when it has none)."""
+    known = settings.get(name)
+    if known is None:
+        return name
+    return known.setting.flag or f"{known.key} (etl.toml or {known.setting.env})"
 
-    def __init__(self, prog: str, description: str, epilog: str | None = None) -> None:
-        super().__init__(
-            prog=prog,
-            description=description,
-            epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            allow_abbrev=False,
+
+def setting_message(settings: dict[str, Declared], error: SettingError) -> str:
+    """A `SettingError` named as the user gave the value: flag, variable or file key."""
+
+    def label(name: str) -> str:
+        known = settings.get(name)
+        if known is None or error.origin in ("option", "argument") or name != error.name:
+            return flag_of(settings, name)
+        if error.origin == "env" and known.setting.env:
+            return known.setting.env
+        return f"config file {error.file}: {known.key}"
+
+    return error.named(label)
+
+
+def options_of(cls: type) -> list[inspect.Parameter]:
+    """Typer parameters for every setting of ``cls`` that has a flag, in declaration order."""
+    return [_option(d) for d in declared(cls).values() if d.setting.flag]
+
+
+def _option(declared_setting: Declared) -> inspect.Parameter:
+    d, s = declared_setting, declared_setting.setting
+    assert s.flag is not None
+    names = [s.flag, *([s.short] if s.short else [])]
+    kind = _cli_type(d.kind)
+    option = typer.Option(
+        *names, help=_help(d), metavar=s.metavar, show_default=False, rich_help_panel=None
+    )
+    default: Any = False if kind is bool else None
+    return inspect.Parameter(
+        d.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def _cli_type(kind: Any) -> Any:
+    text = str(kind)
+    if kind is bool:
+        return bool
+    if text.startswith(("tuple[", "frozenset[", "list[")):
+        return list[element_type(kind)] | None  # type: ignore[misc]
+    for plain in (int, float, str, Path):
+        if kind in (plain, plain | None):
+            return plain | None
+    raise TypeError(f"no command-line type for {kind}")
+
+
+def _help(d: Declared) -> str:
+    notes = []
+    element = element_type(d.kind) if str(d.kind).startswith(("tuple", "frozenset")) else None
+    if isinstance(element, type) and issubclass(element, Enum):
+        notes.append("one of " + ", ".join(str(member.value) for member in element))
+    if d.setting.env:
+        notes.append(f"env {d.setting.env}")
+    if d.default not in (None, False, (), frozenset()):
+        notes.append(f"default {d.default}")
+    return d.setting.help + (f" [{'; '.join(notes)}]" if notes else "")
+
+
+def with_signature(
+    body: Callable[..., Any], parameters: Sequence[inspect.Parameter]
+) -> Callable[..., Any]:
+    """``body(**values)`` presented to Typer as a function taking ``parameters``."""
+
+    def command(**values: Any) -> Any:
+        return body(**values)
+
+    command.__signature__ = inspect.Signature(list(parameters))  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = body.__doc__
+    command.__name__ = body.__name__
+    return command
+
+
+def invoke(
+    app: typer.Typer,
+    argv: Sequence[str] | None,
+    prog: str,
+    settings: dict[str, Declared] | None = None,
+    secrets: Callable[[], tuple[str, ...]] = tuple,
+) -> int:
+    """Run ``app`` on ``argv``; return its exit status, every failure as one line on stderr."""
+    try:
+        result = get_command(app).main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name=prog,
+            standalone_mode=False,
         )
+    except click_errors.UsageError as exc:
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+        return _fail(f"{exc.format_message()}{hint}", 2)
+    except SettingError as exc:
+        return _fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
+    except EtlError as exc:
+        return _fail(redact(str(exc), secrets()), exc.exit_code)
+    return result if isinstance(result, int) else 0
 
-    def error(self, message: str) -> NoReturn:
-        """Raise a `UsageError` (one line, exit 2) with a pointer to ``--help``."""
-        raise UsageError(f"{message} (see {self.prog} --help)")
+
+def run_single(
+    command: Callable[..., Any],
+    argv: Sequence[str] | None,
+    prog: str,
+    epilog: str | None = None,
+    settings: dict[str, Declared] | None = None,
+) -> int:
+    """Run one command as a program of its own (``python -m etl.sample`` and the like)."""
+    single = new_app(str(command.__doc__), epilog)
+    single.command(epilog=epilog)(command)
+    return invoke(single, argv, prog, settings)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def version() -> str:
+    """``honeypot-etl X.Y.Z``, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return f"honeypot-etl {installed('honeypot-etl')}"
+    except PackageNotFoundError:
+        return "honeypot-etl (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(version())
+        raise typer.Exit(0)
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        help="print the version and exit",
+        callback=_show_version,
+        is_eager=True,
+        show_default=False,
+    ),
+]
+
+
+def new_app(
+    help: str,
+    epilog: str | None = None,
+    completion: bool = False,
+) -> typer.Typer:
+    """A Typer app with the project's conventions: ``-h`` and ``--help``, plain help text,
+    shell completion (``--install-completion``) when asked (the installed command has it)."""
+    return typer.Typer(
+        help=help,
+        epilog=epilog,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        add_completion=completion,
+        no_args_is_help=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )

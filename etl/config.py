@@ -1,29 +1,32 @@
-"""One typed configuration object for a refresh run.
+"""One typed configuration object for a refresh run, each setting declared once.
 
-The CLI, `make refresh` and the notebook all build a `RefreshConfig` and hand it to
-`etl.pipeline.refresh`; nothing else in the package reads options or the environment.
+The CLI, `make refresh` and the notebook all build a `RefreshConfig` (`load_config` merges an
+etl.toml, the environment and explicit values) and hand it to `etl.pipeline.refresh`; nothing
+else in the package reads options or the environment.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+from etl import settings
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
-from etl.errors import UsageError
+from etl.errors import SettingError, UsageError
+from etl.settings import setting
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
 DEFAULT_CYMRU = "whois.cymru.com:43"
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
+CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
 
 
 class Source(StrEnum):
@@ -47,49 +50,125 @@ class Freshness:
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    """Every setting of a refresh run; built once, read everywhere, never mutated."""
+    """Every setting of a refresh run; built once, read everywhere, never mutated.
 
-    db_url: str = DEFAULT_DB_URL
-    max_ips: int | None = None
-    only_ips: tuple[str, ...] = ()
-    maxmind_dir: Path = DEFAULT_MAXMIND_DIR
-    maxmind_asn: Path | None = None
-    maxmind_city: Path | None = None
-    skip: frozenset[Source] = frozenset()
-    commit_every: int = 5000
-    lock_timeout: float = 300.0  # how long a write waits for another writer or the server (s)
-    create: bool = False  # a SQLite file that does not exist is created (else a usage error)
-    pending_dir: Path | None = None  # PostgreSQL: where unwritten answers are kept (etl.db.pending)
-    dry_run: bool = False
-    summary_json: Path | None = None
-    status_file: Path | None = None
-    metrics_file: Path | None = None
-    verbosity: int = 0
-    cymru: str = DEFAULT_CYMRU
-    batch_size: int = DEFAULT_BATCH_SIZE
+    Each user-facing setting is declared here once (`etl.settings.setting`): the Typer CLI,
+    etl.toml, the environment and the notebook all come from these declarations. Build one
+    from keywords (``RefreshConfig(max_ips=100)``) or with `load_config` (file, env, values).
+    """
+
+    db_url: str = setting(
+        DEFAULT_DB_URL,
+        "sqlite:///path.db or postgresql://user:pass@host:port/db",
+        flag="--db", env="ETL_DB_URL", key="db", metavar="URL",
+    )  # fmt: skip
+    max_ips: int | None = setting(
+        None,
+        "refresh at most N IPs (never-enriched first, then most recently seen)",
+        flag="--ips", key="ips", metavar="N",
+    )  # fmt: skip
+    only_ips: tuple[str, ...] = setting(
+        (), "refresh this address now, stale or not (repeatable)",
+        flag="--ip", key="ip", metavar="ADDRESS",
+    )  # fmt: skip
+    maxmind_dir: Path = setting(
+        DEFAULT_MAXMIND_DIR, "folder with GeoLite2-ASN.mmdb and GeoLite2-City.mmdb",
+        flag="--maxmind-dir", env="MAXMIND_DIR", metavar="DIR",
+    )  # fmt: skip
+    maxmind_asn: Path | None = setting(
+        None, "GeoLite2-ASN .mmdb file", flag="--maxmind-asn", metavar="FILE"
+    )
+    maxmind_city: Path | None = setting(
+        None, "GeoLite2-City or GeoIP2-City .mmdb file", flag="--maxmind-city", metavar="FILE"
+    )
+    skip: frozenset[Source] = setting(
+        frozenset(),
+        "do not ask this source (repeatable); its blocks stay as they are",
+        flag="--skip", metavar="SOURCE",
+    )  # fmt: skip
+    commit_every: int = setting(
+        5000, "rows per committed chunk", flag="--commit-every", metavar="N"
+    )
+    lock_timeout: float = setting(
+        300.0,
+        "how long a write waits for another writer's lock on the database, or for a lost "
+        "PostgreSQL server to come back (seconds)",
+        flag="--lock-timeout", metavar="SECONDS",
+    )  # fmt: skip
+    create: bool = setting(
+        False, "create the SQLite file when it does not exist (else that is an error)",
+        flag="--create",
+    )  # fmt: skip
+    pending_dir: Path | None = setting(
+        None,
+        "PostgreSQL: where answers a stopped run could not commit are kept "
+        "[default ~/.local/state/honeypot-etl/pending]",
+        env="ETL_PENDING_DIR", metavar="DIR",
+    )  # fmt: skip
+    dry_run: bool = setting(
+        False, "select and report; contact no service, write nothing", flag="--dry-run"
+    )
+    summary_json: Path | None = setting(
+        None, "write the run summary as JSON here", flag="--summary-json", metavar="FILE"
+    )
+    status_file: Path | None = setting(
+        None, "JSON progress file for monitors, rewritten atomically every 0.5 s",
+        flag="--status-file", metavar="FILE",
+    )  # fmt: skip
+    metrics_file: Path | None = setting(
+        None, "Prometheus textfile (node_exporter textfile collector), at the end",
+        flag="--metrics-file", metavar="FILE",
+    )  # fmt: skip
+    quiet: bool = setting(False, "only notes and errors", flag="--quiet", short="-q")
+    verbose: bool = setting(False, "progress of every chunk", flag="--verbose", short="-v")
+    cymru: str = setting(
+        DEFAULT_CYMRU, "Team Cymru bulk whois", flag="--cymru", metavar="HOST:PORT"
+    )
+    batch_size: int = setting(
+        DEFAULT_BATCH_SIZE, "IPs per Team Cymru session", flag="--batch-size", metavar="N"
+    )
+    greynoise_url: str = setting(
+        DEFAULT_GREYNOISE_URL, "GreyNoise API base URL", flag="--greynoise-url", metavar="URL"
+    )
+    greynoise_mode: str = setting(
+        "community",
+        "community (GET per IPv4) or enterprise (POST, 10,000 per request)",
+        flag="--greynoise-mode", metavar="MODE",
+    )  # fmt: skip
+    greynoise_rate: float = setting(
+        10.0, "GreyNoise requests per second", flag="--greynoise-rate", metavar="R"
+    )
+    greynoise_budget: int | None = setting(
+        None, "at most N GreyNoise requests in this run", flag="--greynoise-budget", metavar="N"
+    )
+    greynoise_api_key: str | None = setting(
+        None, "GreyNoise API key (never an option: it would show in the process list)",
+        env="GREYNOISE_API_KEY", secret=True,
+    )  # fmt: skip
+    # Library-only settings (tests and benchmarks tune them).
     cymru_sessions: int = 2
     cymru_timeout: float = 30.0
     retry_backoff: float = 1.0  # first wait before retrying a failed chunk or request (s)
-    greynoise_url: str = DEFAULT_GREYNOISE_URL
-    greynoise_mode: str = "community"
-    greynoise_rate: float = 10.0
-    greynoise_budget: int | None = None
-    greynoise_api_key: str | None = field(default=None, repr=False)
     freshness: Freshness = field(default_factory=Freshness)
 
     def __post_init__(self) -> None:
-        if self.max_ips is not None and self.max_ips <= 0:
-            raise UsageError(f"--ips must be a positive number, got {self.max_ips}")
-        if self.commit_every <= 0:
-            raise UsageError(f"--commit-every must be a positive number, got {self.commit_every}")
+        for name in ("max_ips", "commit_every", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SettingError(name, f"must be a positive number, got {value}")
         if not 0 <= self.lock_timeout < float("inf"):
-            raise UsageError(
-                f"--lock-timeout must be a number of seconds >= 0, got {self.lock_timeout}"
+            raise SettingError(
+                "lock_timeout", f"must be a number of seconds >= 0, got {self.lock_timeout}"
             )
-        if self.batch_size <= 0:
-            raise UsageError(f"--batch-size must be a positive number, got {self.batch_size}")
+        if self.quiet and self.verbose:
+            raise SettingError("quiet", "cannot be used together with", also="verbose")
         CymruSettings.parse_address(self.cymru)
         self.greynoise_settings()
+
+    @property
+    def verbosity(self) -> int:
+        """-1 quiet, 0 normal, 1 verbose."""
+        return -1 if self.quiet else (1 if self.verbose else 0)
 
     def greynoise_settings(self) -> GreyNoiseSettings:
         """How to reach GreyNoise in this run (checks the values)."""
@@ -137,137 +216,22 @@ def _password(db_url: str) -> str | None:
         return None
 
 
-# The settings of etl.toml: the command-line options, named with underscores, plus the key.
-SETTINGS: dict[str, tuple[type, ...]] = {
-    "db": (str,),
-    "ips": (int,),
-    "ip": (list,),
-    "maxmind_dir": (str,),
-    "maxmind_asn": (str,),
-    "maxmind_city": (str,),
-    "cymru": (str,),
-    "batch_size": (int,),
-    "greynoise_url": (str,),
-    "greynoise_mode": (str,),
-    "greynoise_rate": (int, float),
-    "greynoise_budget": (int,),
-    "greynoise_api_key": (str,),
-    "skip": (list,),
-    "commit_every": (int,),
-    "lock_timeout": (int, float),
-    "create": (bool,),
-    "pending_dir": (str,),
-    "dry_run": (bool,),
-    "status_file": (str,),
-    "summary_json": (str,),
-    "metrics_file": (str,),
-    "quiet": (bool,),
-    "verbose": (bool,),
-}
+def load_config(
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    values_origin: str = "argument",
+    **values: Any,
+) -> RefreshConfig:
+    """A `RefreshConfig` from an etl.toml, the environment (default `os.environ`) and
+    keyword values, in rising precedence (see `etl.settings.load`)."""
+    return settings.load(
+        RefreshConfig, file=file, env=env, values=values, values_origin=values_origin
+    )
 
 
-@dataclass(frozen=True)
-class ConfigFile:
-    """Settings read from an etl.toml, and warnings about the file itself."""
-
-    settings: dict[str, object]
-    warnings: tuple[str, ...] = ()
-
-
-def read_config_file(path: Path) -> ConfigFile:
-    """Read and check an etl.toml (a flat table of `SETTINGS`)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(SETTINGS))
-    if unknown:
-        raise UsageError(
-            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(SETTINGS)}"
-        )
-    for name, value in data.items():
-        allowed = SETTINGS[name]
-        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-            kinds = " or ".join(t.__name__ for t in allowed)
-            raise UsageError(f"config file {path}: {name} must be {kinds}, got {value!r}")
-    warnings = []
-    if "greynoise_api_key" in data and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.append(
-            f"warning: {path} holds the GreyNoise API key and other users can read it; "
-            f"run: chmod 600 {path}"
-        )
-    return ConfigFile(dict(data), tuple(warnings))
-
-
-def from_environment(env: Mapping[str, str] | None = None) -> dict[str, object]:
-    """Settings taken from the environment (between the config file and the options)."""
-    env = os.environ if env is None else env
-    names = {
-        "ETL_DB_URL": "db",
-        "MAXMIND_DIR": "maxmind_dir",
-        "GREYNOISE_API_KEY": "greynoise_api_key",
-        "ETL_PENDING_DIR": "pending_dir",
-    }
-    return {setting: env[variable] for variable, setting in names.items() if env.get(variable)}
-
-
-def config_path(option: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
-    """The etl.toml to read: ``--config``, else ``ETL_CONFIG``, else none."""
+def config_file_path(option: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The etl.toml to read: the one named, else ``ETL_CONFIG``, else none."""
     env = os.environ if env is None else env
     if option is not None:
         return option
-    return Path(env["ETL_CONFIG"]) if env.get("ETL_CONFIG") else None
-
-
-def build_config(settings: Mapping[str, object]) -> RefreshConfig:
-    """A `RefreshConfig` from merged settings (names as in `SETTINGS`)."""
-
-    def path(name: str) -> Path | None:
-        value = settings.get(name)
-        return Path(str(value)) if value is not None else None
-
-    skip = []
-    for name in settings.get("skip") or []:  # type: ignore[attr-defined]
-        try:
-            skip.append(Source(str(name)))
-        except ValueError:
-            raise UsageError(
-                f"--skip must be one of maxmind, cymru, greynoise, got {name!r}"
-            ) from None
-    ips = settings.get("ips")
-    budget = settings.get("greynoise_budget")
-    quiet, verbose = bool(settings.get("quiet")), bool(settings.get("verbose"))
-    if quiet and verbose:
-        raise UsageError("--quiet and --verbose cannot be used together")
-    return RefreshConfig(
-        db_url=str(settings.get("db") or DEFAULT_DB_URL),
-        max_ips=None if ips is None else int(str(ips)),
-        only_ips=tuple(str(ip) for ip in settings.get("ip") or []),  # type: ignore[attr-defined]
-        maxmind_dir=path("maxmind_dir") or DEFAULT_MAXMIND_DIR,
-        maxmind_asn=path("maxmind_asn"),
-        maxmind_city=path("maxmind_city"),
-        skip=frozenset(skip),
-        commit_every=int(str(settings.get("commit_every", 5000))),
-        lock_timeout=float(str(settings.get("lock_timeout", 300.0))),
-        create=bool(settings.get("create")),
-        pending_dir=path("pending_dir"),
-        dry_run=bool(settings.get("dry_run")),
-        summary_json=path("summary_json"),
-        status_file=path("status_file"),
-        metrics_file=path("metrics_file"),
-        verbosity=-1 if quiet else (1 if verbose else 0),
-        cymru=str(settings.get("cymru") or DEFAULT_CYMRU),
-        batch_size=int(str(settings.get("batch_size", DEFAULT_BATCH_SIZE))),
-        greynoise_url=str(settings.get("greynoise_url") or DEFAULT_GREYNOISE_URL),
-        greynoise_mode=str(settings.get("greynoise_mode") or "community"),
-        greynoise_rate=float(str(settings.get("greynoise_rate", 10.0))),
-        greynoise_budget=None if budget is None else int(str(budget)),
-        greynoise_api_key=str(settings["greynoise_api_key"])
-        if settings.get("greynoise_api_key")
-        else None,
-    )
+    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None

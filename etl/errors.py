@@ -2,6 +2,7 @@
 
     EtlError                    anything the CLI turns into one line and an exit code
     ├── UsageError              bad option or configuration value (exit 2, nothing written)
+    │   └── SettingError        one setting has a value it cannot take (names the setting)
     ├── DatabaseError           the database cannot be opened, read or written
     │   ├── SchemaError         tables exist but are not the cowrieprocessor shape
     │   ├── DatabaseBusyError   another writer's lock or a lost connection outlasted the wait
@@ -24,6 +25,8 @@ calls them, raised ``from`` the original, and with secrets redacted from the mes
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class EtlError(Exception):
     """Base class: a failure with a message fit to show a user as one line."""
@@ -35,6 +38,44 @@ class UsageError(EtlError):
     """A bad option or configuration value; the run did not start."""
 
     exit_code = 2
+
+
+class SettingError(UsageError):
+    """One setting has a value it cannot take.
+
+    The message names the setting by its field name (as a notebook passes it); a front end
+    names it as its user wrote it (`named`): the CLI by its option, the config file by its key.
+    ``origin`` says where the value came from: ``option``, ``env``, ``file`` or ``argument``
+    (a library call). ``also`` is a second setting the message ends with ("... together with
+    verbose"). Messages never hold a secret's value.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        problem: str,
+        *,
+        also: str | None = None,
+        origin: str = "argument",
+        file: object = None,
+    ) -> None:
+        self.name, self.problem, self.also, self.origin, self.file = (
+            name,
+            problem,
+            also,
+            origin,
+            file,
+        )
+        super().__init__(self.named(lambda setting: setting))
+
+    def named(self, label: Callable[[str], str]) -> str:
+        """The message, each setting called by ``label(name)``."""
+        tail = f" {label(self.also)}" if self.also else ""
+        return f"{label(self.name)} {self.problem}{tail}"
+
+    def where(self, origin: str, file: object = None) -> SettingError:
+        """The same error, saying where the value came from."""
+        return SettingError(self.name, self.problem, also=self.also, origin=origin, file=file)
 
 
 class DatabaseError(EtlError):

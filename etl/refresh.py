@@ -1,5 +1,6 @@
-"""``python -m etl.refresh``: options, environment and etl.toml into a `RefreshConfig`, run it,
-show progress and the summary, turn errors into exit codes.
+"""``honeypot-etl refresh`` (also ``python -m etl.refresh``): settings from the options, the
+environment and etl.toml into a `RefreshConfig`, run it, show progress and the summary, turn
+errors into exit codes.
 
 Precedence: options > environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY) > etl.toml.
 """
@@ -7,99 +8,71 @@ Precedence: options > environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY) >
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-from etl import config as cfg
-from etl.cli import CliParser
-from etl.config import RefreshConfig, Source
+import typer
+
+from etl import cli
+from etl.config import CONFIG_ENV, RefreshConfig, config_file_path, load_config
 from etl.db.url import redact
-from etl.errors import EtlError
-from etl.metrics import write_metrics
-from etl.pipeline import refresh
-from etl.progress import FanOut, StatusFile
-from etl.report import LineReporter, Reporter, RunSummary
+from etl.errors import EtlError, SettingError
+from etl.settings import declared, secret_file_warning
+
+if TYPE_CHECKING:
+    from etl.progress import StatusFile
+    from etl.report import Reporter, RunSummary
 
 PROG = "python -m etl.refresh"
-DESCRIPTION = """\
+HELP = """\
 Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot database.
 
 The GreyNoise key comes from GREYNOISE_API_KEY or etl.toml, never from an option.
-Exit codes: 0 run completed, 1 run aborted (committed chunks stay; answers not committed
-are kept beside the database and applied by the next run), 2 bad usage."""
+
+Exit codes: 0 run completed; 1 run aborted (committed chunks stay; answers not committed
+are kept beside the database and applied by the next run); 2 bad usage or configuration."""
 EXAMPLES = """\
 Examples:
-  python -m etl.refresh --ips 10000
-  python -m etl.refresh --db postgresql://etl@db:5432/cowrie --skip greynoise
-  python -m etl.refresh --ip 198.51.100.9 --dry-run
-  GREYNOISE_API_KEY=... python -m etl.refresh --config /etc/honeypot-etl/etl.toml \\
-      --status-file /run/etl-status.json --quiet"""
+
+\b
+  honeypot-etl refresh --ips 10000
+  honeypot-etl refresh --db postgresql://etl@db:5432/cowrie --skip greynoise
+  honeypot-etl refresh --ip 198.51.100.9 --dry-run
+  GREYNOISE_API_KEY=... honeypot-etl refresh --config /etc/honeypot-etl/etl.toml \\
+      --status-file /run/etl-status.json --quiet
+
+python -m etl.refresh takes the same options."""
+SETTINGS = declared(RefreshConfig)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=f"etl.toml with the same settings [env {CONFIG_ENV}]",
+        metavar="FILE",
+        show_default=False,
+    ),
+]
 
 
-def parser() -> CliParser:
-    """The option table of ``python -m etl.refresh`` (SPEC 5)."""
-    p = CliParser(PROG, DESCRIPTION, EXAMPLES)
-    add = p.add_argument
-    add("--db", metavar="URL", help="sqlite:///path.db or postgresql://user:pass@host:port/db "
-        "[env ETL_DB_URL; default sqlite:///data/honeypot.sqlite]")  # fmt: skip
-    add("--ips", type=int, metavar="N",
-        help="refresh at most N IPs (never-enriched first, then most recently seen)")  # fmt: skip
-    add("--ip", action="append", metavar="ADDRESS",
-        help="refresh this address now, stale or not (repeatable)")  # fmt: skip
-    add("--maxmind-dir", type=Path, metavar="DIR", help="folder with GeoLite2-ASN.mmdb and "
-        "GeoLite2-City.mmdb [env MAXMIND_DIR; default data/maxmind]")  # fmt: skip
-    add("--maxmind-asn", type=Path, metavar="FILE", help="GeoLite2-ASN .mmdb file")
-    add("--maxmind-city", type=Path, metavar="FILE",
-        help="GeoLite2-City or GeoIP2-City .mmdb file")  # fmt: skip
-    add("--skip", action="append", choices=[str(s) for s in Source], metavar="SOURCE",
-        help="do not ask this source: maxmind, cymru or greynoise (repeatable); "
-        "its blocks stay as they are")  # fmt: skip
-    add("--commit-every", type=int, metavar="N", help="rows per committed chunk [default 5000]")
-    add("--lock-timeout", type=float, metavar="SECONDS",
-        help="how long a write waits for another writer's lock on the database, or for a "
-        "lost PostgreSQL server to come back [default 300]")  # fmt: skip
-    add("--create", action="store_true", default=None,
-        help="create the SQLite file when it does not exist (else that is an error)")  # fmt: skip
-    add("--dry-run", action="store_true", default=None,
-        help="select and report; contact no service, write nothing")  # fmt: skip
-    add("--summary-json", type=Path, metavar="FILE", help="write the run summary as JSON here")
-    add("-q", "--quiet", action="store_true", default=None, help="only notes and errors")
-    add("-v", "--verbose", action="store_true", default=None, help="progress of every chunk")
-    add("--cymru", metavar="HOST:PORT",
-        help="Team Cymru bulk whois [default whois.cymru.com:43]")  # fmt: skip
-    add("--batch-size", type=int, metavar="N", help="IPs per Team Cymru session [default 500]")
-    add("--greynoise-url", metavar="URL",
-        help="GreyNoise API base URL [default https://api.greynoise.io]")  # fmt: skip
-    add("--greynoise-mode", metavar="MODE", help="community (GET per IPv4, the default) or "
-        "enterprise (POST, 10,000 per request)")  # fmt: skip
-    add("--greynoise-rate", type=float, metavar="R",
-        help="GreyNoise requests per second [default 10]")  # fmt: skip
-    add("--greynoise-budget", type=int, metavar="N",
-        help="at most N GreyNoise requests in this run")  # fmt: skip
-    add("--status-file", type=Path, metavar="FILE",
-        help="JSON progress file for monitors, rewritten atomically every 0.5 s")  # fmt: skip
-    add("--metrics-file", type=Path, metavar="FILE",
-        help="Prometheus textfile (node_exporter textfile collector), at the end")  # fmt: skip
-    add("--config", type=Path, metavar="FILE",
-        help="etl.toml with the same settings [env ETL_CONFIG]")  # fmt: skip
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m etl.refresh`` with ``argv``; return the exit status."""
-    secrets: tuple[str, ...] = ()
+def refresh_command(config_file: Path | None = None, version: bool = False, **values: Any) -> int:
+    """Refresh the IP enrichment of a Cowrie honeypot database (see ``--help``)."""
     # systemd, `timeout` and a shutdown stop a run with SIGTERM: handled exactly like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    secrets: tuple[str, ...] = ()
     try:
-        options = vars(parser().parse_args(argv))
-        config = _configure(options, options.pop("config"))
+        config = _configure(config_file, values)
         secrets = config.secrets()
         summary = _run(config)
+    except SettingError as exc:
+        print(f"error: {redact(cli.setting_message(SETTINGS, exc), secrets)}", file=sys.stderr)
+        return exc.exit_code
     except EtlError as exc:
         print(f"error: {redact(str(exc), secrets)}", file=sys.stderr)
         return exc.exit_code
@@ -113,27 +86,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def command() -> Any:
+    """`refresh_command` with the Typer options of every setting, plus ``--config``."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("config_file", keyword, default=None, annotation=ConfigOption),
+        inspect.Parameter("version", keyword, default=False, annotation=cli.VersionOption),
+    ]
+    return cli.with_signature(refresh_command, [*cli.options_of(RefreshConfig), *extra])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m etl.refresh`` with ``argv``; return the exit status."""
+    return cli.run_single(command(), argv, PROG, EXAMPLES, SETTINGS)
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     """SIGTERM handler: stop the run where it is, as Ctrl-C does."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _configure(options: dict[str, Any], config_file: Path | None) -> RefreshConfig:
+def _configure(config_file: Path | None, values: dict[str, Any]) -> RefreshConfig:
     """Merge etl.toml, the environment and the options (in rising precedence)."""
-    settings: dict[str, object] = {}
-    path = cfg.config_path(config_file)
+    path = config_file_path(config_file)
     if path is not None:
-        loaded = cfg.read_config_file(path)
-        for warning in loaded.warnings:
+        warning = secret_file_warning(SETTINGS, path)
+        if warning:
             print(warning, file=sys.stderr)
-        settings.update(loaded.settings)
-    settings.update(cfg.from_environment())
-    settings.update({name: value for name, value in options.items() if value is not None})
-    return cfg.build_config(settings)
+    return load_config(file=path, values_origin="option", **values)
 
 
 def _run(config: RefreshConfig) -> RunSummary:
     """Run the refresh with the reporters the configuration asks for; write the end files."""
+    # Imported here: the other commands of honeypot-etl need none of polars and DuckDB.
+    from etl.metrics import write_metrics
+    from etl.pipeline import refresh
+    from etl.report import RunSummary
+
     summary = RunSummary()
     with _reporters(config) as (reporter, status):
         try:
@@ -156,6 +145,9 @@ def _run(config: RefreshConfig) -> RunSummary:
 @contextmanager
 def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | None]]:
     """Progress bars on a terminal, plain lines otherwise, plus the status file if asked."""
+    from etl.progress import FanOut, StatusFile
+    from etl.report import LineReporter
+
     secrets = config.secrets()
     bars = None
     if config.verbosity == 0 and sys.stderr.isatty():
@@ -172,13 +164,17 @@ def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | N
 
 
 def run() -> NoReturn:
-    """Entry point of ``python -m etl.refresh``: `main`, then exit at once.
+    """Entry point of ``python -m etl.refresh``."""
+    exit_fast(main())
+
+
+def exit_fast(code: int) -> NoReturn:
+    """Exit with ``code`` at once, once a refresh has finished.
 
     By then every connection and file is closed; exit handlers still run (they save coverage
     data, for one), but the interpreter does not unload polars, DuckDB and NumPy, which costs
     every run about 0.2 s.
     """
-    code = main()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -53,11 +53,11 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--config", "/no/such/etl.toml"], "config file /no/such/etl.toml does not exist"),
         (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
         (["--greynoise-rate", "0"], "--greynoise-rate must be a positive number"),
-        (["--quiet", "--verbose"], "--quiet and --verbose cannot be used together"),
-        (["--ips", "many"], "argument --ips: invalid int value: 'many'"),
-        (["--skip", "dshield"], "argument --skip: invalid choice: 'dshield'"),
-        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
-        (["--db"], "argument --db: expected one argument"),
+        (["--quiet", "--verbose"], "--quiet cannot be used together with --verbose"),
+        (["--ips", "many"], "Invalid value for '--ips'"),
+        (["--skip", "dshield"], "'dshield' is not one of 'maxmind', 'cymru', 'greynoise'"),
+        (["--no-such-option"], "No such option: --no-such-option"),
+        (["--db"], "Option '--db' requires an argument"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(

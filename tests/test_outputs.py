@@ -12,14 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from rich.console import Console
 
-from etl import config as cfg
-from etl.errors import UsageError
 from etl.metrics import render_metrics, write_metrics
 from etl.progress import StatusFile
-from etl.refresh import _configure
 from etl.report import RunSummary
 from etl.terminal import RichProgress
 from tests.sims import run_module, running
@@ -27,59 +23,6 @@ from tests.sims import run_module, running
 KEY = "planted-greynoise-key-5f3a9c"
 PASSWORD = "planted-db-password-7e21"
 PROM_LINE = re.compile(r'^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+)$')
-
-
-# -- configuration ---------------------------------------------------------------------------
-
-
-def test_precedence_is_options_then_env_then_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    toml = tmp_path / "etl.toml"
-    toml.write_text(
-        'db = "sqlite:///from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
-        'maxmind_dir = "file-mm"\ncommit_every = 99\n'
-    )
-    toml.chmod(0o600)
-    monkeypatch.setenv("ETL_DB_URL", "sqlite:///from-env.db")
-    monkeypatch.setenv("MAXMIND_DIR", "env-mm")
-    monkeypatch.delenv("GREYNOISE_API_KEY", raising=False)
-    config = _configure({"ips": 11, "db": None}, toml)
-    assert config.db_url == "sqlite:///from-env.db"  # env beats the file
-    assert config.max_ips == 11  # the option beats both
-    assert config.maxmind_dir == Path("env-mm")
-    assert config.greynoise_rate == 3.0 and config.commit_every == 99
-    assert {str(s) for s in config.skip} == {"cymru"}
-    monkeypatch.setenv("ETL_CONFIG", str(toml))
-    monkeypatch.delenv("ETL_DB_URL")
-    assert _configure({}, None).db_url == "sqlite:///from-file.db"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("dbb = 'x'\n", "unknown setting(s) dbb"),
-        ("ips = 'ten'\n", "ips must be int"),
-        ("dry_run = 1\n", "dry_run must be bool"),
-        ("ips = [\n", "not valid TOML"),
-        ("skip = ['dshield']\n", "--skip must be one of maxmind, cymru, greynoise"),
-    ],
-)
-def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
-    toml = tmp_path / "etl.toml"
-    toml.write_text(text)
-    with pytest.raises(UsageError, match=re.escape(message)):
-        cfg.build_config(cfg.read_config_file(toml).settings)
-
-
-def test_a_readable_key_file_draws_a_warning(tmp_path: Path) -> None:
-    toml = tmp_path / "etl.toml"
-    toml.write_text(f'greynoise_api_key = "{KEY}"\n')
-    toml.chmod(0o644)
-    warnings = cfg.read_config_file(toml).warnings
-    assert warnings and "chmod 600" in warnings[0] and KEY not in warnings[0]
-    toml.chmod(0o600)
-    assert not cfg.read_config_file(toml).warnings
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -182,10 +125,3 @@ def test_a_monitored_run_leaks_no_secret(tmp_path: Path, pg_url: str) -> None:
         assert KEY not in text, name
         assert PASSWORD not in text, name
     assert json.loads(summary.read_text())["sources"]["greynoise"]["queried"] > 0
-
-
-def test_the_example_config_file_is_valid() -> None:
-    from tests.conftest import ROOT
-
-    loaded = cfg.read_config_file(ROOT / "etl.toml.example")
-    assert cfg.build_config(loaded.settings).db_url == "sqlite:///data/honeypot.sqlite"

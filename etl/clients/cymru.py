@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Final
 
-from etl.errors import ServiceUnavailableError, UsageError
+from etl.errors import ServiceUnavailableError, SettingError
 
 PREAMBLE: Final = ("begin", "verbose")
 _ERROR_LINE = re.compile(r"^Error: .*\bline (\d+)\.?\s*$", re.IGNORECASE)
@@ -267,12 +267,12 @@ class CymruSettings:
 
     @classmethod
     def parse_address(cls, address: str) -> tuple[str, int]:
-        """``host:port`` (port 43 when omitted) as given to ``--cymru``."""
+        """``host:port`` (port 43 when omitted), the form of the cymru setting."""
         host, sep, port = address.rpartition(":")
         if not sep:
             host, port = address, "43"
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"--cymru must be HOST:PORT, got {address!r}")
+            raise SettingError("cymru", f"must be HOST:PORT, got {address!r}")
         return host, int(port)
 
 

@@ -30,9 +30,9 @@ from etl.errors import (
     QuotaExhaustedError,
     ServiceError,
     ServiceUnavailableError,
+    SettingError,
     TransportError,
     UnauthorizedError,
-    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -81,13 +81,14 @@ class GreyNoiseSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise UsageError(f"--greynoise-mode must be community or enterprise, got {self.mode!r}")
+            mode = repr(self.mode) if isinstance(self.mode, str) else "a value that is not text"
+            raise SettingError("greynoise_mode", f"must be community or enterprise, got {mode}")
         if not self.rate > 0:
-            raise UsageError(f"--greynoise-rate must be a positive number, got {self.rate}")
+            raise SettingError("greynoise_rate", f"must be a positive number, got {self.rate}")
         if self.budget is not None and self.budget < 0:
-            raise UsageError(f"--greynoise-budget must be 0 or more, got {self.budget}")
+            raise SettingError("greynoise_budget", f"must be 0 or more, got {self.budget}")
         if not self.url.startswith(("http://", "https://")):
-            raise UsageError(f"--greynoise-url must be an http(s) URL, got {self.url!r}")
+            raise SettingError("greynoise_url", f"must be an http(s) URL, got {self.url!r}")
 
     @property
     def workers(self) -> int:

@@ -7,9 +7,18 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 
-JOURNAL_MODES = ("wal", "delete")
+
+class JournalMode(StrEnum):
+    """SQLite journal modes a sample file can have."""
+
+    wal = "wal"  # as cowrieprocessor leaves its files
+    delete = "delete"  # rollback journal
+
+
+JOURNAL_MODES = tuple(mode.value for mode in JournalMode)
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PG_ADMIN = f"{PG_SERVER}/postgres"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
 import threading
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -60,22 +60,32 @@ def announce(port: int, out: TextIO = sys.stdout) -> None:
     out.flush()
 
 
-def simulator_parser(
-    prog: str, description: str, port: int, faults: tuple[str, ...], unit: str
-) -> argparse.ArgumentParser:
-    """The options every simulator has; ``unit`` is what a fault applies to (session, request)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--port", type=int, default=port, help="TCP port (0: any free port)")
-    parser.add_argument("--seed", type=int, default=1, help="world seed (same as etl.sample)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
-    parser.add_argument("--fault", choices=faults, help="fault to inject")
-    parser.add_argument("--fault-rate", type=float, default=1.0, help=f"share of faulty {unit}s")
-    parser.add_argument("--log", type=Path, help=f"JSON lines file: one entry per {unit}")
-    return parser
+class CymruFault(StrEnum):
+    """Faults the Team Cymru simulator injects into a session."""
+
+    drop = "drop"  # cut the connection mid-stream
+    stall = "stall"  # accept and never answer
+    garbage = "garbage"  # lines that are no answer
+    garble = "garble"  # a garbled line in place of an answer
+    refuse = "refuse"  # close at once
+
+
+class GreyNoiseFault(StrEnum):
+    """Faults the GreyNoise simulator injects into a request."""
+
+    server_error = "5xx"
+    slow = "slow"
+    reset = "reset"
+    malformed = "malformed"
+    throttled = "429"
+
+
+CYMRU_FAULTS = tuple(fault.value for fault in CymruFault)
+GREYNOISE_FAULTS = tuple(fault.value for fault in GreyNoiseFault)
 
 
 def parse_faults(kind: str | None, known: tuple[str, ...]) -> str | None:
-    """Check a ``--fault`` value against the simulator's fault kinds."""
+    """Check a fault kind against the simulator's fault kinds."""
     if kind is not None and kind not in known:
-        raise SystemExit(f"error: unknown --fault {kind!r}; choose one of {', '.join(known)}")
+        raise ValueError(f"unknown fault {kind!r}; choose one of {', '.join(known)}")
     return kind

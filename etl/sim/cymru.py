@@ -25,18 +25,19 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from etl.sample.world import World
 from etl.sim.common import (
+    CYMRU_FAULTS,
     HOST,
     FaultPlan,
     RequestLog,
     announce,
     parse_faults,
-    simulator_parser,
 )
 
-FAULTS = ("drop", "stall", "garbage", "garble", "refuse")
+FAULTS = CYMRU_FAULTS
 COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
 _FLAGS = {
     "-p": ("prefix", True),
@@ -367,26 +368,29 @@ async def serve(simulator: CymruSimulator, port: int) -> None:
     simulator.log.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m etl.sim.cymru``."""
-    parser = simulator_parser(
-        "python -m etl.sim.cymru", (__doc__ or "").split("\n")[0], 4343, FAULTS, "session"
-    )
-    parser.add_argument(
-        "--chunk-latency-ms", type=float, default=0.0, help="delay before a session's first answer"
-    )
-    parser.add_argument("--bulk-header", action="store_true", help="print a header in bulk mode")
-    args = parser.parse_args(argv)
+def run(
+    port: int,
+    seed: int = 1,
+    latency_ms: float = 0.0,
+    chunk_latency_ms: float = 0.0,
+    fault: str | None = None,
+    fault_rate: float = 1.0,
+    log: Path | None = None,
+    bulk_header: bool = False,
+) -> None:
+    """Serve the Team Cymru simulator on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
     simulator = CymruSimulator(
-        World(args.seed),
-        latency_ms=args.latency_ms,
-        chunk_latency_ms=args.chunk_latency_ms,
-        faults=FaultPlan(parse_faults(args.fault, FAULTS), args.fault_rate, args.seed),
-        log=RequestLog(args.log),
-        bulk_header=args.bulk_header,
+        World(seed),
+        latency_ms=latency_ms,
+        chunk_latency_ms=chunk_latency_ms,
+        faults=FaultPlan(parse_faults(fault, FAULTS), fault_rate, seed),
+        log=RequestLog(log),
+        bulk_header=bulk_header,
     )
-    asyncio.run(serve(simulator, args.port))
+    asyncio.run(serve(simulator, port))
 
 
 if __name__ == "__main__":
-    main()
+    from etl.sim.cli import cymru_main
+
+    cymru_main()

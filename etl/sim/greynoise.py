@@ -26,21 +26,22 @@ import threading
 import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from etl.sample.world import GreyNoiseRecord, World
 from etl.sim.common import (
+    GREYNOISE_FAULTS,
     HOST,
     FaultPlan,
     RequestLog,
     announce,
     parse_faults,
-    simulator_parser,
 )
 
-FAULTS = ("5xx", "slow", "reset", "malformed", "429")
+FAULTS = GREYNOISE_FAULTS
 MAX_MULTI = 10_000
 NOT_OBSERVED = "IP not observed scanning the internet or contained in RIOT data set."
 INVALID_IPV4 = {"message": "Request is not a valid routable IPv4 address"}
@@ -382,32 +383,32 @@ class GreyNoiseServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m etl.sim.greynoise``."""
-    parser = simulator_parser(
-        "python -m etl.sim.greynoise", (__doc__ or "").split("\n")[0], 8088, FAULTS, "request"
-    )
-    parser.add_argument("--key", help="require this API key in the `key` header")
-    parser.add_argument("--rate", type=float, help="requests per second before 429")
-    parser.add_argument("--daily-limit", type=int, help="lookups before the daily-limit 429")
-    parser.add_argument(
-        "--retry-after", choices=("seconds", "date", "none"), default="seconds",
-        help="form of Retry-After on a throttling 429",
-    )  # fmt: skip
-    parser.add_argument("--slow-seconds", type=float, default=5.0, help="delay of a slow fault")
-    args = parser.parse_args(argv)
+def run(
+    port: int,
+    seed: int = 1,
+    latency_ms: float = 0.0,
+    fault: str | None = None,
+    fault_rate: float = 1.0,
+    log: Path | None = None,
+    key: str | None = None,
+    rate: float | None = None,
+    daily_limit: int | None = None,
+    retry_after: str = "seconds",
+    slow_seconds: float = 5.0,
+) -> None:
+    """Serve the GreyNoise simulator on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
     simulator = GreyNoiseSimulator(
-        World(args.seed),
-        key=args.key,
-        rate=args.rate,
-        daily_limit=args.daily_limit,
-        latency_ms=args.latency_ms,
-        faults=FaultPlan(parse_faults(args.fault, FAULTS), args.fault_rate, args.seed),
-        retry_after=args.retry_after,
-        slow_seconds=args.slow_seconds,
-        log=RequestLog(args.log),
+        World(seed),
+        key=key,
+        rate=rate,
+        daily_limit=daily_limit,
+        latency_ms=latency_ms,
+        faults=FaultPlan(parse_faults(fault, FAULTS), fault_rate, seed),
+        retry_after=retry_after,
+        slow_seconds=slow_seconds,
+        log=RequestLog(log),
     )
-    server = GreyNoiseServer(args.port, simulator)
+    server = GreyNoiseServer(port, simulator)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -423,4 +424,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from etl.sim.cli import greynoise_main
+
+    greynoise_main()

@@ -1,0 +1,62 @@
+"""``honeypot-etl``: the one installed command, with a subcommand per job.
+
+    honeypot-etl refresh    re-enrich what is stale (the same as python -m etl.refresh)
+    honeypot-etl sample     build a sample honeypot database and MaxMind files
+    honeypot-etl demo       sample world + simulators + a full refresh
+    honeypot-etl sim ...    the Team Cymru and GreyNoise simulators
+
+Each subcommand imports its work only when it runs, so ``--help`` and completion stay quick.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import typer
+
+from etl import cli, refresh
+from etl.demo import demo
+from etl.sample.cli import sample
+from etl.sim import cli as sim
+
+HELP = "Keep the IP enrichment of Cowrie honeypot databases fresh (MaxMind, Team Cymru, GreyNoise)."
+EXAMPLES = """\
+Examples:
+
+\b
+  honeypot-etl refresh --ips 10000
+  honeypot-etl refresh --help
+  honeypot-etl demo --ips 2000
+  honeypot-etl --install-completion
+"""
+
+
+def _root(
+    version: cli.VersionOption = False,
+) -> None:
+    """Keep the IP enrichment of Cowrie honeypot databases fresh."""
+
+
+def app() -> typer.Typer:
+    """The ``honeypot-etl`` command and its subcommands."""
+    root = cli.new_app(HELP, EXAMPLES, completion=True)
+    root.callback(epilog=EXAMPLES)(_root)
+    root.command("refresh", help=refresh.HELP, epilog=refresh.EXAMPLES)(refresh.command())
+    root.command("sample")(sample)
+    root.command("demo")(demo)
+    root.add_typer(sim.app(), name="sim")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``honeypot-etl`` with ``argv``; return the exit status."""
+    return cli.invoke(app(), argv, "honeypot-etl", refresh.SETTINGS)
+
+
+def run() -> NoReturn:
+    """Entry point of the installed ``honeypot-etl`` command."""
+    if sys.argv[1:2] == ["refresh"]:
+        refresh.exit_fast(main())
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Settings declared once: each is a field of a frozen dataclass carrying a `Setting`.
+
+A declaration looks like::
+
+    batch_size: int = setting(500, "IPs per Team Cymru session", flag="--batch-size")
+
+The field gives the name (also the notebook's keyword), the type and the default; the `Setting`
+gives the help, the command-line option, the environment variable and the etl.toml key. Every
+front end reads the same declarations:
+- `load` merges an etl.toml, the environment and explicit values (in rising precedence) into the
+  dataclass, converting each value to the field's type;
+- `etl.cli` builds the Typer options from them.
+
+Mistakes raise `SettingError`, which names the setting and where its value came from and never
+echoes the value of a secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from etl.errors import SettingError, UsageError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the front ends need to know about one setting besides its name, type and default."""
+
+    help: str
+    flag: str | None = None  # command-line option; None: not an option (the API key)
+    short: str | None = None  # one-letter alias, e.g. "-q"
+    env: str | None = None  # environment variable
+    key: str | None = None  # etl.toml key; None: the field name
+    metavar: str | None = None
+    secret: bool = False  # never echoed, never on the command line
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    short: str | None = None,
+    env: str | None = None,
+    key: str | None = None,
+    metavar: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare a dataclass field as a user-facing setting (see the module docstring)."""
+    declared = Setting(help, flag, short, env, key, metavar, secret)
+    return dataclasses.field(default=default, repr=not secret, metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A setting with its field's name, type and default."""
+
+    name: str
+    kind: Any  # the field's type, e.g. int | None
+    default: Any
+    setting: Setting
+
+    @property
+    def key(self) -> str:
+        """Its key in etl.toml."""
+        return self.setting.key or self.name
+
+
+def declared(cls: type) -> dict[str, Declared]:
+    """The settings a dataclass declares, by field name, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: Declared(f.name, hints[f.name], f.default, f.metadata["setting"])
+        for f in dataclasses.fields(cls)
+        if "setting" in f.metadata
+    }
+
+
+def load(
+    cls: type[T],
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    values_origin: str = "argument",
+) -> T:
+    """``cls`` from an etl.toml, the environment and ``values`` (in rising precedence).
+
+    ``values`` are keyed by field name; None, False and () mean "not given" (so a flag left
+    off does not override the file). ``values_origin`` is ``option`` for the command line.
+    Relative paths in the file are relative to the file's folder.
+    """
+    settings = declared(cls)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if file is not None:
+        for name, value in read_file(settings, file).items():
+            merged[name], origins[name] = value, "file"
+    for name, value in from_environment(settings, os.environ if env is None else env).items():
+        merged[name], origins[name] = value, "env"
+    for name, value in (values or {}).items():
+        if _given(value):
+            merged[name] = convert(settings[name], value, values_origin)
+            origins[name] = values_origin
+    try:
+        return cls(**merged)
+    except SettingError as exc:
+        origin = origins.get(exc.name, "argument")
+        raise exc.where(origin, file if origin == "file" else None) from None
+
+
+def _given(value: Any) -> bool:
+    empty = isinstance(value, list | tuple | frozenset) and not value
+    return not (value is None or value is False or empty)
+
+
+def read_file(settings: Mapping[str, Declared], path: Path) -> dict[str, Any]:
+    """The settings of an etl.toml (a flat table), converted, by field name."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    by_key = {d.key: d for d in settings.values()}
+    unknown = sorted(set(data) - set(by_key))
+    if unknown:
+        raise UsageError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(by_key)}"
+        )
+    try:
+        return {
+            by_key[key].name: convert(by_key[key], value, "file", base=path.parent)
+            for key, value in data.items()
+        }
+    except SettingError as exc:
+        raise exc.where("file", path) from None
+
+
+def secret_file_warning(settings: Mapping[str, Declared], path: Path) -> str | None:
+    """A warning when an etl.toml that holds a secret can be read by other users."""
+    secret_keys = {d.key for d in settings.values() if d.setting.secret}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        readable = path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    if readable and secret_keys & set(data):
+        return (
+            f"warning: {path} holds a secret ({', '.join(sorted(secret_keys & set(data)))}) "
+            f"and other users can read it; run: chmod 600 {path}"
+        )
+    return None
+
+
+def from_environment(settings: Mapping[str, Declared], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given in the environment (empty variables count as unset)."""
+    return {
+        d.name: convert(d, env[d.setting.env], "env")
+        for d in settings.values()
+        if d.setting.env and env.get(d.setting.env)
+    }
+
+
+def convert(declared: Declared, value: Any, origin: str, base: Path | None = None) -> Any:
+    """``value`` as the setting's type; text (from the environment) is parsed."""
+    kind = _without_none(declared.kind)
+    category = _category(kind)
+    if origin != "env" and isinstance(value, str) and category in _WANTED:
+        # Only the environment is text; elsewhere the wrong type is a mistake worth naming.
+        raise SettingError(
+            declared.name, f"must be {_WANTED[category]}, not a string", origin=origin
+        )
+    try:
+        converted = _CONVERTERS[category](kind, value)
+    except (TypeError, ValueError) as exc:
+        raise SettingError(declared.name, str(exc), origin=origin) from None
+    if base is not None and isinstance(converted, Path) and not converted.is_absolute():
+        converted = base / converted
+    if base is not None and declared.name == "db_url":
+        converted = _sqlite_url_relative_to(converted, base)
+    return converted
+
+
+def _without_none(kind: Any) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        parts = [part for part in typing.get_args(kind) if part is not type(None)]
+        return parts[0]
+    return kind
+
+
+def _category(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (tuple, frozenset, list):
+        return "many"
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "choice"
+    return kind.__name__ if isinstance(kind, type) else str(kind)
+
+
+def element_type(kind: Any) -> Any:
+    """The element type of a many-valued setting (``tuple[str, ...]`` -> str)."""
+    return typing.get_args(_without_none(kind))[0]
+
+
+def _to_int(_kind: Any, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"must be a whole number, not {_kind_of(value)}")
+    return value
+
+
+def _to_float(_kind: Any, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"must be a number, not {_kind_of(value)}")
+    return float(value)
+
+
+def _to_bool(_kind: Any, value: Any) -> bool:
+    if isinstance(value, str):
+        words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise ValueError("must be true or false")
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, not {_kind_of(value)}")
+    return value
+
+
+def _to_str(_kind: Any, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string, not {_kind_of(value)}")
+    return value
+
+
+def _to_path(_kind: Any, value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    return Path(_to_str(_kind, value))
+
+
+def _to_choice(kind: Any, value: Any) -> Any:
+    names = ", ".join(member.value for member in kind)
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, str) or value not in {member.value for member in kind}:
+        shown = repr(value) if isinstance(value, str) else _kind_of(value)
+        raise ValueError(f"must be one of {names}, got {shown}")
+    return kind(value)
+
+
+def _to_many(kind: Any, value: Any) -> Any:
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list | tuple | frozenset | set):
+        raise TypeError(f"must be a list, not {_kind_of(value)}")
+    item = typing.get_args(kind)[0]
+    convert_item: Callable[[Any, Any], Any] = _CONVERTERS[_category(item)]
+    items = [convert_item(item, element) for element in value]
+    return frozenset(items) if typing.get_origin(kind) is frozenset else tuple(items)
+
+
+def _kind_of(value: Any) -> str:
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "a string"}
+    return names.get(type(value), "a list" if isinstance(value, list) else "a table")
+
+
+_WANTED = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+_CONVERTERS: dict[str, Callable[[Any, Any], Any]] = {
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "str": _to_str,
+    "Path": _to_path,
+    "choice": _to_choice,
+    "many": _to_many,
+}
+
+
+def _sqlite_url_relative_to(url: str, base: Path) -> str:
+    """``sqlite:///relative.db`` in a config file: relative to the file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(base.resolve() / url[len(prefix) :])
+    return url

@@ -1,0 +1,163 @@
+"""Settings declared once: precedence, etl.toml, the environment, the library, and the CLI built
+from the same declarations."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl import cli
+from etl.config import RefreshConfig, load_config
+from etl.errors import SettingError, UsageError
+from etl.refresh import SETTINGS
+from etl.settings import convert, read_file, secret_file_warning
+from tests.conftest import ROOT
+
+KEY = "planted-greynoise-key-5f3a9c"
+
+
+def test_precedence_is_options_then_env_then_file(tmp_path: Path) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(
+        'db = "sqlite:////abs/from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
+        'maxmind_dir = "/abs/file-mm"\ncommit_every = 99\n'
+    )
+    env = {"ETL_DB_URL": "sqlite:///from-env.db", "MAXMIND_DIR": "env-mm"}
+    config = load_config(file=toml, env=env, values_origin="option", max_ips=11, db_url=None)
+    assert config.db_url == "sqlite:///from-env.db"  # env beats the file
+    assert config.max_ips == 11  # the option beats both
+    assert config.maxmind_dir == Path("env-mm")
+    assert config.greynoise_rate == 3.0 and config.commit_every == 99
+    assert {str(s) for s in config.skip} == {"cymru"}
+    assert load_config(file=toml, env={}).db_url == "sqlite:////abs/from-file.db"
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    toml = folder / "etl.toml"
+    toml.write_text(
+        'db = "sqlite:///data/h.sqlite"\nmaxmind_dir = "mm"\nstatus_file = "/run/s.json"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_config(file=toml, env={})
+    assert config.db_url == f"sqlite:///{folder.resolve()}/data/h.sqlite"
+    assert config.maxmind_dir == folder / "mm"
+    assert config.status_file == Path("/run/s.json")
+    # On the command line and in the environment they stay relative to the working folder.
+    assert load_config(env={"MAXMIND_DIR": "mm"}).maxmind_dir == Path("mm")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dbb = 'x'\n", "unknown setting(s) dbb"),
+        ("ips = 'ten'\n", "config file {toml}: ips must be a whole number, not a string"),
+        ("dry_run = 1\n", "config file {toml}: dry_run must be true or false, not a whole number"),
+        ("ips = [\n", "not valid TOML"),
+        (
+            "skip = ['dshield']\n",
+            "config file {toml}: skip must be one of maxmind, cymru, greynoise",
+        ),
+        ("ips = 0\n", "config file {toml}: ips must be a positive number, got 0"),
+        (f"greynoise_api_key = {12345678}\n", "greynoise_api_key must be a string, not a whole"),
+    ],
+)
+def test_bad_config_files_name_the_key_and_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load_config(file=toml, env={})
+    error = caught.value
+    shown = cli.setting_message(SETTINGS, error) if isinstance(error, SettingError) else str(error)
+    assert message.format(toml=toml) in shown
+    assert "12345678" not in shown  # values are never echoed in a type error
+
+
+def test_environment_values_are_parsed_and_named_by_their_variable() -> None:
+    assert load_config(env={"ETL_PENDING_DIR": "/tmp/p"}).pending_dir == Path("/tmp/p")
+    with pytest.raises(SettingError) as caught:
+        load_config(env={"GREYNOISE_API_KEY": "k"}, values_origin="option", commit_every=0)
+    assert cli.setting_message(SETTINGS, caught.value).startswith("--commit-every must be")
+
+
+def test_the_library_names_settings_by_field_never_by_flag() -> None:
+    with pytest.raises(SettingError, match=r"^greynoise_mode must be community or enterprise"):
+        RefreshConfig(greynoise_mode="x")
+    with pytest.raises(SettingError, match=r"^quiet cannot be used together with verbose$"):
+        RefreshConfig(quiet=True, verbose=True)
+    with pytest.raises(SettingError) as caught:
+        RefreshConfig(max_ips=0)
+    assert "--" not in str(caught.value)
+    assert cli.setting_message(SETTINGS, caught.value) == "--ips must be a positive number, got 0"
+
+
+def test_a_readable_key_file_draws_a_warning(tmp_path: Path) -> None:
+    toml = tmp_path / "etl.toml"
+    toml.write_text(f'greynoise_api_key = "{KEY}"\n')
+    toml.chmod(0o644)
+    warning = secret_file_warning(SETTINGS, toml)
+    assert warning and "chmod 600" in warning and KEY not in warning
+    toml.chmod(0o600)
+    assert secret_file_warning(SETTINGS, toml) is None
+    assert KEY not in repr(load_config(file=toml, env={}))
+
+
+def test_the_example_config_file_is_valid() -> None:
+    example = ROOT / "etl.toml.example"
+    assert set(read_file(SETTINGS, example)) <= set(SETTINGS)
+    config = load_config(file=example, env={})
+    assert config.db_url == f"sqlite:///{ROOT.resolve()}/data/honeypot.sqlite"
+
+
+@given(st.integers(min_value=-(2**40), max_value=2**40))
+def test_whole_numbers_from_the_environment_round_trip(number: int) -> None:
+    assert convert(SETTINGS["batch_size"], f" {number} ", "env") == number
+    assert convert(SETTINGS["lock_timeout"], str(number), "env") == float(number)
+
+
+@given(st.text(min_size=1).filter(lambda t: not re.fullmatch(r"\s*[-+]?\d+\s*", t)))
+def test_text_that_is_no_whole_number_is_refused_without_echo(text: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        convert(SETTINGS["batch_size"], text, "env")
+    assert caught.value.problem == "must be a whole number"
+
+
+@given(st.lists(st.sampled_from(["maxmind", "cymru", "greynoise"])))
+def test_lists_from_the_environment_are_comma_or_space_separated(names: list[str]) -> None:
+    assert {str(s) for s in convert(SETTINGS["skip"], ", ".join(names), "env")} == set(names)
+
+
+def _options(help_text: str) -> set[str]:
+    return set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z-]+)", help_text))
+
+
+def test_the_cli_has_one_option_per_declared_flag_and_both_helps_agree() -> None:
+    def helps(*command: str) -> str:
+        result = subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    module, installed = helps("-m", "etl.refresh"), helps("-m", "etl", "refresh")
+    flags = {d.setting.flag for d in SETTINGS.values() if d.setting.flag}
+    assert _options(module) == _options(installed)
+    assert _options(module) == flags | {"--config", "--version", "--help"}
+    assert module.split("Options:")[1] == installed.split("Options:")[1]
+
+
+def test_every_option_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    flags = [d.setting.flag for d in SETTINGS.values() if d.setting.flag]
+    missing = [flag for flag in flags if flag not in readme]
+    assert not missing, missing
