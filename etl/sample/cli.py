@@ -14,7 +14,7 @@ from etl.db.database import Database
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.errors import EtlError, UsageError
 from etl.sample.honeypot import build_honeypot
-from etl.sample.mmdb_files import build_epoch, write_maxmind_files
+from etl.sample.mmdb_files import TREE_NODES, build_epoch, write_maxmind_files
 from etl.sample.scratch import JOURNAL_MODES, new_sqlite_file
 from etl.sample.world import World
 
@@ -54,6 +54,9 @@ def parser() -> CliParser:
     )
     p.add_argument("--maxmind-dir", type=Path, default=DEFAULT_MAXMIND_DIR, metavar="DIR",
                    help="where to write the GeoLite2 files")  # fmt: skip
+    p.add_argument("--maxmind-size", choices=sorted(TREE_NODES), default="small",
+                   help="small: the world's networks only; realistic: search trees of "
+                   "GeoLite2 size (~2M / ~4M nodes, a few seconds more)")  # fmt: skip
     p.add_argument("--replace", action="store_true",
                    help="rebuild a database that already holds rows")  # fmt: skip
     p.add_argument("--journal-mode", choices=JOURNAL_MODES, default="wal",
@@ -73,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = parse_database_url(db)
         _clear(url, args.replace)
         world = World(seed)
-        asn_path, _ = write_maxmind_files(world, maxmind_dir)
+        asn_path, _ = write_maxmind_files(world, maxmind_dir, args.maxmind_size)
         epoch = build_epoch(asn_path)
         if url.dialect == "sqlite":
             assert url.sqlite_path is not None
