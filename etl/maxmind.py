@@ -1,7 +1,9 @@
 """MaxMind step: geolocation and ASN for the whole frame, through MaxMind's own reader.
 
-Each distinct address is looked up once per database with the ``maxminddb`` C extension
-(memory-mapped), the answers become one small frame, and one join puts them onto the rows.
+Each distinct address is looked up at most once per database with the ``maxminddb`` C
+extension (memory-mapped; IPv4 in ascending order, so an address inside the network just
+answered shares that answer), the answers become one small frame, and one join puts them onto
+the rows.
 Opening a database reads its metadata only, so a run of a few thousand IPs does not pay for
 the millions of search-tree nodes of a real GeoLite2 file.
 
@@ -76,13 +78,28 @@ class MaxMindDatabase:
         meta = reader.metadata()
         return cls(path, reader, str(meta.database_type), int(meta.build_epoch))
 
-    def lookup(self, addresses: list[Address]) -> list[tuple[dict[str, Any] | None, int]]:
-        """(record or None, prefix length in the address's own family) of every address."""
+    def lookup(
+        self, addresses: list[Address], numbers: list[int | None]
+    ) -> list[tuple[dict[str, Any] | None, int]]:
+        """(record or None, prefix length in the address's own family) of every address.
+
+        ``numbers`` holds each IPv4 address as an integer, ascending (None for IPv6): an
+        address inside the network answered for the one before it shares that answer, so
+        the reader is asked once per network met, at most once per address.
+        """
         get = self.reader.get_with_prefix_len
+        found: list[tuple[dict[str, Any] | None, int]] = []
+        answer: tuple[dict[str, Any] | None, int] = (None, 0)
+        end = -1
         try:
-            return [get(address) for address in addresses]
+            for address, number in zip(addresses, numbers, strict=True):
+                if number is None or number > end:
+                    answer = get(address)
+                    end = -1 if number is None else number | ((1 << (32 - answer[1])) - 1)
+                found.append(answer)
         except (ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise MaxMindError(f"{self.path} is damaged (a lookup failed: {exc})") from exc
+        return found
 
     def close(self) -> None:
         """Close the reader."""
@@ -180,8 +197,10 @@ def _age_note(kind: str, database: MaxMindDatabase, now: datetime) -> str | None
     )
 
 
-def _asn_answers(database: MaxMindDatabase, addresses: list[Address]) -> pl.DataFrame:
-    found = database.lookup(addresses)
+def _asn_answers(
+    database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
+) -> pl.DataFrame:
+    found = database.lookup(addresses, numbers)
     rows = [
         (
             record is not None,
@@ -211,8 +230,11 @@ def _city_row(record: dict[str, Any] | None, prefix: int) -> tuple[Any, ...]:
     )
 
 
-def _city_answers(database: MaxMindDatabase, addresses: list[Address]) -> pl.DataFrame:
-    rows = [_city_row(record, prefix) for record, prefix in database.lookup(addresses)]
+def _city_answers(
+    database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
+) -> pl.DataFrame:
+    found = database.lookup(addresses, numbers)
+    rows = [_city_row(record, prefix) for record, prefix in found]
     return pl.DataFrame(rows, schema={**_CITY_SCHEMA, "city_prefix": pl.Int64}, orient="row")
 
 
@@ -223,22 +245,22 @@ def _absent(schema: dict[str, Any], prefix_column: str, height: int) -> pl.DataF
 
 
 def lookup_addresses(databases: MaxMindDatabases, distinct: pl.DataFrame) -> pl.DataFrame:
-    """One row of answers per row of ``distinct`` (columns ip, ip_version, ipv6_packed).
-
-    Each address is looked up once per database; IPv6 goes in as its packed bytes.
-    """
+    """One row of answers per distinct address (columns ip, ip_version, ipv4_int,
+    ipv6_packed); IPv4 in ascending order, IPv6 given to the reader as its packed bytes."""
+    distinct = distinct.sort("ipv4_int", nulls_last=True)
     addresses: list[Address] = [
         ipaddress.IPv6Address(packed) if version == 6 else ip
         for ip, version, packed in distinct.select("ip", "ip_version", "ipv6_packed").iter_rows()
     ]
+    numbers: list[int | None] = distinct["ipv4_int"].to_list()
     height = len(addresses)
     asn = (
-        _asn_answers(databases.asn, addresses)
+        _asn_answers(databases.asn, addresses, numbers)
         if databases.asn is not None
         else _absent(_ASN_SCHEMA, "asn_prefix", height)
     )
     city = (
-        _city_answers(databases.city, addresses)
+        _city_answers(databases.city, addresses, numbers)
         if databases.city is not None
         else _absent(_CITY_SCHEMA, "city_prefix", height)
     )
@@ -284,7 +306,7 @@ def with_maxmind(
     """Add the ``maxmind`` block (and its asn, asn_org, status) to stale, non-bogon rows."""
     wanted = pl.col("stale_maxmind") & ~pl.col("is_bogon")
     rows = frame.with_row_index("_row").filter(wanted)
-    distinct = rows.select("ip", "ip_version", "ipv6_packed").unique("ip", maintain_order=True)
+    distinct = rows.select("ip", "ip_version", "ipv4_int", "ipv6_packed").unique("ip")
     rows = rows.join(lookup_addresses(databases, distinct), on="ip", how="left")
     rows = rows.with_columns(
         pl.when(pl.col("asn").is_not_null())
