@@ -54,7 +54,7 @@ def whois(host: str, port: int, ip: str) -> dict[str, Any]:
 def stale_ips(db_url: str, maxmind_dir: Path, key: str) -> list[str]:
     """The same selection as the refresh, so that both do the same work."""
     config = RefreshConfig(db_url=db_url, maxmind_dir=maxmind_dir, greynoise_api_key=key)
-    maxmind = open_maxmind(config)
+    maxmind = open_maxmind(directory=maxmind_dir)
     epoch = maxmind.build_epoch
     maxmind.close()
     with Database(parse_database_url(db_url)) as db:

@@ -42,7 +42,7 @@ RATE = "150"
 def sample(db_url: str, folder: Path, ips: int) -> None:
     subprocess.run(
         [sys.executable, "-m", "etl.sample", "--db", db_url, "--ips", str(ips),
-         "--maxmind-dir", str(folder)],
+         "--maxmind-dir", str(folder), "--maxmind-size", "realistic"],
         check=True, capture_output=True,
     )  # fmt: skip
 

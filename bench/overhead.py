@@ -41,7 +41,7 @@ def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
     ips, gn_ms, cymru_ms, target = SCENARIOS[name]
     pristine = folder / f"{name}.sqlite"
     sample = [sys.executable, "-m", "etl.sample", "--db", f"sqlite:///{pristine}", "--ips",
-              str(ips), "--maxmind-dir", str(folder)]  # fmt: skip
+              str(ips), "--maxmind-dir", str(folder), "--maxmind-size", "realistic"]  # fmt: skip
     subprocess.run(sample, check=True, capture_output=True)
     ours, theirs = folder / f"{name}-ours.sqlite", folder / f"{name}-baseline.sqlite"
     refreshes, baselines = [], []

@@ -2,7 +2,7 @@
 machine, the versions and the date, to bench/results.md (copy it into the README's table).
 
 Usage: python bench/run.py [NAME ...]   (names: overhead service_bound write_path scale
-                                          cymru_phase; default: all)
+                                          cymru_phase maxmind_step; default: all)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHES = ("overhead", "service_bound", "write_path", "scale", "cymru_phase")
+BENCHES = ("overhead", "service_bound", "write_path", "scale", "cymru_phase", "maxmind_step")
 PACKAGES = ("duckdb", "polars", "maxminddb", "requests")
 
 

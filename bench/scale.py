@@ -60,7 +60,8 @@ def refresh_once(dialect: str, ips: int, folder: Path) -> tuple[float, float, st
     maxmind = folder / f"maxmind-{ips}"
     with database(dialect, folder, ips) as url:
         sample = [sys.executable, "-m", "etl.sample", "--db", url, "--ips", str(ips),
-                  "--maxmind-dir", str(maxmind), "--replace"]  # fmt: skip
+                  "--maxmind-dir", str(maxmind), "--maxmind-size", "realistic",
+                  "--replace"]  # fmt: skip
         subprocess.run(sample, check=True, capture_output=True, cwd=ROOT)
         os.sync()  # the sample's writes are not the refresh's: flush them before timing
         log = folder / f"refresh-{dialect}-{ips}.log"

@@ -41,7 +41,7 @@ TARGET = 1.05  # wall time within 5% of the services' bound
 def build(folder: Path, count: int) -> str:
     """A SQLite database of ``count`` IPv4 sources with sessions and no inventory row."""
     world = World(1)
-    write_maxmind_files(world, folder)
+    write_maxmind_files(world, folder, "realistic")  # GeoLite2-sized trees (SPEC 7)
     ips = [ip for ip in world.attacking_ips(count * 2, np.random.default_rng(5)) if ":" not in ip]
     ips = ips[:count]
     now = datetime.now(UTC)

@@ -1,30 +1,40 @@
-"""MaxMind step: geolocation and ASN for the whole frame in one vectorized join.
+"""MaxMind step: geolocation and ASN for the whole frame, through MaxMind's own reader.
 
-Files come from ``--maxmind-asn`` / ``--maxmind-city`` (must exist) or from ``--maxmind-dir``
-(GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; missing ones are reported once
-and the run continues without them).
+Each distinct address is looked up at most once per database with the ``maxminddb`` C
+extension (memory-mapped; IPv4 in ascending order, so an address inside the network just
+answered shares that answer), the answers become one small frame, and one join puts them onto
+the rows.
+Opening a database reads its metadata only, so a run of a few thousand IPs does not pay for
+the millions of search-tree nodes of a real GeoLite2 file.
+
+Files come from the maxmind_asn / maxmind_city settings (must exist) or from the maxmind_dir
+setting (GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; missing ones are reported
+once and the run continues without them). A build older than GeoLite2's 30-day licence window
+is reported once, as a note.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import maxminddb
 import polars as pl
 
-from etl.config import RefreshConfig
+from etl.config import DEFAULT_MAXMIND_DIR
 from etl.errors import MaxMindError
-from etl.mmdb import MmdbTree, ipv4_octets, ipv6_octets
 
 ASN_FILES = ("GeoLite2-ASN.mmdb",)
 CITY_FILES = ("GeoLite2-City.mmdb", "GeoIP2-City.mmdb")
+LICENCE_WINDOW = timedelta(days=30)
+_MODE = getattr(maxminddb, "MODE_MMAP_EXT", maxminddb.MODE_AUTO)
 
-_ASN_SCHEMA = {"asn_ptr": pl.Int64, "asn": pl.Int64, "asn_org": pl.String}
+_ASN_SCHEMA = {"asn_found": pl.Boolean, "asn": pl.Int64, "asn_org": pl.String}
 _CITY_SCHEMA = {
-    "city_ptr": pl.Int64,
+    "city_found": pl.Boolean,
     "country": pl.String,
     "country_name": pl.String,
     "city": pl.String,
@@ -46,14 +56,62 @@ BLOCK_FIELDS = (
     "status",
     "cached_at",
 )
+Address = str | ipaddress.IPv6Address
+
+
+@dataclass
+class MaxMindDatabase:
+    """One open .mmdb file and its metadata."""
+
+    path: Path
+    reader: Any
+    database_type: str
+    build_epoch: int
+
+    @classmethod
+    def open(cls, path: Path) -> MaxMindDatabase:
+        """Open ``path`` memory-mapped; raise `MaxMindError` when it is not a MaxMind DB."""
+        try:
+            reader = maxminddb.open_database(str(path), _MODE)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise MaxMindError(f"{path} is not a readable MaxMind DB (.mmdb) file: {exc}") from exc
+        meta = reader.metadata()
+        return cls(path, reader, str(meta.database_type), int(meta.build_epoch))
+
+    def lookup(
+        self, addresses: list[Address], numbers: list[int | None]
+    ) -> list[tuple[dict[str, Any] | None, int]]:
+        """(record or None, prefix length in the address's own family) of every address.
+
+        ``numbers`` holds each IPv4 address as an integer, ascending (None for IPv6): an
+        address inside the network answered for the one before it shares that answer, so
+        the reader is asked once per network met, at most once per address.
+        """
+        get = self.reader.get_with_prefix_len
+        found: list[tuple[dict[str, Any] | None, int]] = []
+        answer: tuple[dict[str, Any] | None, int] = (None, 0)
+        end = -1
+        try:
+            for address, number in zip(addresses, numbers, strict=True):
+                if number is None or number > end:
+                    answer = get(address)
+                    end = -1 if number is None else number | ((1 << (32 - answer[1])) - 1)
+                found.append(answer)
+        except (ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise MaxMindError(f"{self.path} is damaged (a lookup failed: {exc})") from exc
+        return found
+
+    def close(self) -> None:
+        """Close the reader."""
+        self.reader.close()
 
 
 @dataclass
 class MaxMindDatabases:
     """The open ASN and City databases (either may be absent) and what was noticed opening them."""
 
-    asn: MmdbTree | None = None
-    city: MmdbTree | None = None
+    asn: MaxMindDatabase | None = None
+    city: MaxMindDatabase | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -64,22 +122,39 @@ class MaxMindDatabases:
     @property
     def build_epoch(self) -> int:
         """The newest build epoch among the open databases (0 when none is open)."""
-        return max((t.build_epoch for t in (self.asn, self.city) if t is not None), default=0)
+        return max(self.build_epochs.values(), default=0)
+
+    @property
+    def build_epochs(self) -> dict[str, int]:
+        """Build epoch of each open database, by kind (``asn``, ``city``)."""
+        pairs = (("asn", self.asn), ("city", self.city))
+        return {kind: db.build_epoch for kind, db in pairs if db is not None}
 
     def close(self) -> None:
         """Close the open databases."""
-        for tree in (self.asn, self.city):
-            if tree is not None:
-                tree.close()
+        for database in (self.asn, self.city):
+            if database is not None:
+                database.close()
 
 
-def open_maxmind(config: RefreshConfig) -> MaxMindDatabases:
-    """Open the configured MaxMind databases; raise `MaxMindError` for a bad named file."""
+def open_maxmind(
+    *,
+    asn: Path | None = None,
+    city: Path | None = None,
+    directory: Path = DEFAULT_MAXMIND_DIR,
+    now: datetime | None = None,
+) -> MaxMindDatabases:
+    """Open the ASN and City databases (named files, else found in ``directory``).
+
+    Raises `MaxMindError` for a named file that is missing, unreadable or of the wrong kind.
+    """
     databases = MaxMindDatabases()
-    databases.asn = _open_one(config.maxmind_asn, config.maxmind_dir, ASN_FILES, "ASN", databases)
-    databases.city = _open_one(
-        config.maxmind_city, config.maxmind_dir, CITY_FILES, "City", databases
-    )
+    databases.asn = _open_one(asn, directory, ASN_FILES, "ASN", databases)
+    databases.city = _open_one(city, directory, CITY_FILES, "City", databases)
+    moment = now or datetime.now(UTC)
+    for kind, database in (("ASN", databases.asn), ("City", databases.city)):
+        if database is not None and (note := _age_note(kind, database, moment)):
+            databases.notes.append(note)
     return databases
 
 
@@ -89,21 +164,21 @@ def _open_one(
     candidates: tuple[str, ...],
     kind: str,
     databases: MaxMindDatabases,
-) -> MmdbTree | None:
+) -> MaxMindDatabase | None:
     option = f"--maxmind-{kind.lower()}"
     if named is not None:
         if not named.is_file():
             raise MaxMindError(f"{option} {named}: file not found")
-        tree = MmdbTree(named)
-        if kind not in tree.database_type:
-            tree.close()
+        database = MaxMindDatabase.open(named)
+        if kind not in database.database_type:
+            database.close()
             raise MaxMindError(
-                f"{option} {named}: this is a {tree.database_type} database, not a {kind} one"
+                f"{option} {named}: this is a {database.database_type} database, not a {kind} one"
             )
-        return tree
+        return database
     for name in candidates:
         if (directory / name).is_file():
-            return MmdbTree(directory / name)
+            return MaxMindDatabase.open(directory / name)
     databases.notes.append(
         f"MaxMind {kind} database not found in {directory} (looked for {', '.join(candidates)}); "
         f"continuing without it"
@@ -111,70 +186,85 @@ def _open_one(
     return None
 
 
-def _locate(tree: MmdbTree, rows: pl.DataFrame, prefix: str) -> pl.DataFrame:
-    """Add ``<prefix>_ptr`` and ``<prefix>_prefix`` columns for every row (v4 and v6)."""
-    parts = []
-    for version, octets, column in ((4, ipv4_octets, "ipv4_int"), (6, ipv6_octets, "ipv6_packed")):
-        part = rows.filter(pl.col("ip_version") == version)
-        if part.height:
-            pointer, depth = tree.locate(octets(part[column]))
-            part = part.with_columns(
-                pl.Series(f"{prefix}_ptr", pointer, dtype=pl.Int64),
-                pl.Series(f"{prefix}_prefix", depth, dtype=pl.Int64),
-            )
-            parts.append(part)
-    if not parts:
-        return rows.with_columns(
-            pl.lit(0, pl.Int64).alias(f"{prefix}_ptr"),
-            pl.lit(0, pl.Int64).alias(f"{prefix}_prefix"),
-        )
-    return pl.concat(parts)
-
-
-def _decoded(tree: MmdbTree, located: pl.DataFrame, prefix: str) -> list[dict[str, Any]]:
-    """Decode each distinct data pointer once, through one representative address."""
-    representatives = (
-        located.filter(pl.col(f"{prefix}_ptr") > 0)
-        .group_by(f"{prefix}_ptr")
-        .agg(pl.col("ip").first())
-        .iter_rows()
+def _age_note(kind: str, database: MaxMindDatabase, now: datetime) -> str | None:
+    """The licence warning for a build older than 30 days, else None."""
+    built = datetime.fromtimestamp(database.build_epoch, UTC)
+    if now - built <= LICENCE_WINDOW:
+        return None
+    return (
+        f"MaxMind {kind} database {database.path} was built on {built:%Y-%m-%d} "
+        f"({(now - built).days} days ago); GeoLite2's licence asks for an update within 30 days"
     )
-    return [
-        {"pointer": pointer, "record": tree.record(address) or {}}
-        for pointer, address in representatives
-    ]
 
 
-def _asn_table(tree: MmdbTree, located: pl.DataFrame) -> pl.DataFrame:
+def _asn_answers(
+    database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
+) -> pl.DataFrame:
+    found = database.lookup(addresses, numbers)
     rows = [
-        {
-            "asn_ptr": item["pointer"],
-            "asn": item["record"].get("autonomous_system_number"),
-            "asn_org": item["record"].get("autonomous_system_organization"),
-        }
-        for item in _decoded(tree, located, "asn")
-    ]
-    return pl.DataFrame(rows, schema=_ASN_SCHEMA)
-
-
-def _city_table(tree: MmdbTree, located: pl.DataFrame) -> pl.DataFrame:
-    rows = []
-    for item in _decoded(tree, located, "city"):
-        record = item["record"]
-        country = record.get("country") or {}
-        location = record.get("location") or {}
-        rows.append(
-            {
-                "city_ptr": item["pointer"],
-                "country": country.get("iso_code"),
-                "country_name": (country.get("names") or {}).get("en"),
-                "city": ((record.get("city") or {}).get("names") or {}).get("en"),
-                "latitude": location.get("latitude"),
-                "longitude": location.get("longitude"),
-                "accuracy_radius": location.get("accuracy_radius"),
-            }
+        (
+            record is not None,
+            (record or {}).get("autonomous_system_number"),
+            (record or {}).get("autonomous_system_organization"),
+            prefix,
         )
-    return pl.DataFrame(rows, schema=_CITY_SCHEMA)
+        for record, prefix in found
+    ]
+    return pl.DataFrame(rows, schema={**_ASN_SCHEMA, "asn_prefix": pl.Int64}, orient="row")
+
+
+def _city_row(record: dict[str, Any] | None, prefix: int) -> tuple[Any, ...]:
+    if record is None:
+        return (False, None, None, None, None, None, None, prefix)
+    country = record.get("country") or {}
+    location = record.get("location") or {}
+    return (
+        True,
+        country.get("iso_code"),
+        (country.get("names") or {}).get("en"),
+        ((record.get("city") or {}).get("names") or {}).get("en"),
+        location.get("latitude"),
+        location.get("longitude"),
+        location.get("accuracy_radius"),
+        prefix,
+    )
+
+
+def _city_answers(
+    database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
+) -> pl.DataFrame:
+    found = database.lookup(addresses, numbers)
+    rows = [_city_row(record, prefix) for record, prefix in found]
+    return pl.DataFrame(rows, schema={**_CITY_SCHEMA, "city_prefix": pl.Int64}, orient="row")
+
+
+def _absent(schema: dict[str, Any], prefix_column: str, height: int) -> pl.DataFrame:
+    columns = {name: pl.Series(name, [None] * height, dtype) for name, dtype in schema.items()}
+    frame = pl.DataFrame({**columns, prefix_column: pl.Series([0] * height, dtype=pl.Int64)})
+    return frame.with_columns(pl.col(next(iter(schema))).fill_null(False))
+
+
+def lookup_addresses(databases: MaxMindDatabases, distinct: pl.DataFrame) -> pl.DataFrame:
+    """One row of answers per distinct address (columns ip, ip_version, ipv4_int,
+    ipv6_packed); IPv4 in ascending order, IPv6 given to the reader as its packed bytes."""
+    distinct = distinct.sort("ipv4_int", nulls_last=True)
+    addresses: list[Address] = [
+        ipaddress.IPv6Address(packed) if version == 6 else ip
+        for ip, version, packed in distinct.select("ip", "ip_version", "ipv6_packed").iter_rows()
+    ]
+    numbers: list[int | None] = distinct["ipv4_int"].to_list()
+    height = len(addresses)
+    asn = (
+        _asn_answers(databases.asn, addresses, numbers)
+        if databases.asn is not None
+        else _absent(_ASN_SCHEMA, "asn_prefix", height)
+    )
+    city = (
+        _city_answers(databases.city, addresses, numbers)
+        if databases.city is not None
+        else _absent(_CITY_SCHEMA, "city_prefix", height)
+    )
+    return pl.concat([distinct.select("ip"), asn, city], how="horizontal")
 
 
 def _ipv4_network(ipv4_int: pl.Expr, prefix_len: pl.Expr) -> pl.Expr:
@@ -189,10 +279,25 @@ def _ipv4_network(ipv4_int: pl.Expr, prefix_len: pl.Expr) -> pl.Expr:
 def _ipv6_networks(rows: pl.DataFrame) -> pl.Series:
     """Network strings of the (few) IPv6 rows, in row order."""
     networks = [
-        str(ipaddress.IPv6Network((packed, length), strict=False)) if length else None
+        str(ipaddress.IPv6Network((packed, length), strict=False)) if length is not None else None
         for packed, length in rows.select("ipv6_packed", "net_prefix").iter_rows()
     ]
     return pl.Series("network_v6", networks, dtype=pl.String)
+
+
+def _with_network(rows: pl.DataFrame) -> pl.DataFrame:
+    """Add ``network``: the matched network of each row (IPv4 vectorized, IPv6 per row)."""
+    network = pl.when(pl.col("ip_version") == 4).then(
+        _ipv4_network(pl.col("ipv4_int"), pl.col("net_prefix"))
+    )
+    rows = rows.with_columns(network.alias("network"))
+    ipv6_rows = rows.filter(pl.col("ip_version") == 6)
+    if not ipv6_rows.height:
+        return rows
+    v6 = ipv6_rows.select("_row").with_columns(_ipv6_networks(ipv6_rows))
+    return rows.join(v6, on="_row", how="left").with_columns(
+        pl.coalesce("network", "network_v6").alias("network")
+    )
 
 
 def with_maxmind(
@@ -201,46 +306,22 @@ def with_maxmind(
     """Add the ``maxmind`` block (and its asn, asn_org, status) to stale, non-bogon rows."""
     wanted = pl.col("stale_maxmind") & ~pl.col("is_bogon")
     rows = frame.with_row_index("_row").filter(wanted)
-    found = pl.lit(False)
-    if databases.asn is not None:
-        rows = _locate(databases.asn, rows, "asn")
-        rows = rows.join(_asn_table(databases.asn, rows), on="asn_ptr", how="left")
-        found = found | (pl.col("asn_ptr") > 0)
-    else:
-        rows = rows.with_columns(
-            pl.lit(0, pl.Int64).alias("asn_prefix"),
-            *(pl.lit(None, dtype).alias(n) for n, dtype in _ASN_SCHEMA.items()),
-        )
-    if databases.city is not None:
-        rows = _locate(databases.city, rows, "city")
-        rows = rows.join(_city_table(databases.city, rows), on="city_ptr", how="left")
-        found = found | (pl.col("city_ptr") > 0)
-    else:
-        rows = rows.with_columns(
-            pl.lit(0, pl.Int64).alias("city_prefix"),
-            *(pl.lit(None, dtype).alias(n) for n, dtype in _CITY_SCHEMA.items()),
-        )
+    distinct = rows.select("ip", "ip_version", "ipv4_int", "ipv6_packed").unique("ip")
+    rows = rows.join(lookup_addresses(databases, distinct), on="ip", how="left")
     rows = rows.with_columns(
         pl.when(pl.col("asn").is_not_null())
         .then(pl.col("asn_prefix"))
         .when(pl.col("country").is_not_null() | pl.col("latitude").is_not_null())
         .then(pl.col("city_prefix"))
         .alias("net_prefix"),
-        pl.when(found).then(pl.lit("ok")).otherwise(pl.lit("not_found")).alias("status"),
+        pl.when(pl.col("asn_found") | pl.col("city_found"))
+        .then(pl.lit("ok"))
+        .otherwise(pl.lit("not_found"))
+        .alias("status"),
         pl.lit(databases.build_epoch, pl.Int64).alias("db_build_epoch"),
         pl.lit(cached_at.isoformat()).alias("cached_at"),
     ).sort("_row")
-    ipv6_rows = rows.filter(pl.col("ip_version") == 6)
-    network = pl.when(pl.col("ip_version") == 4).then(
-        _ipv4_network(pl.col("ipv4_int"), pl.col("net_prefix"))
-    )
-    rows = rows.with_columns(network.alias("network"))
-    if ipv6_rows.height:
-        v6 = ipv6_rows.select("_row").with_columns(_ipv6_networks(ipv6_rows))
-        rows = rows.join(v6, on="_row", how="left").with_columns(
-            pl.coalesce("network", "network_v6").alias("network")
-        )
-    blocks = rows.select(
+    blocks = _with_network(rows).select(
         "_row",
         pl.col("asn").alias("maxmind_asn"),
         pl.col("asn_org").alias("maxmind_asn_org"),

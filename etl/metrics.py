@@ -34,7 +34,8 @@ def _metric(lines: list[str], name: str, help_text: str, samples: list[tuple[str
     lines.append(f"# HELP {PREFIX}_{name} {help_text}")
     lines.append(f"# TYPE {PREFIX}_{name} gauge")
     for labels, value in samples:
-        lines.append(f"{PREFIX}_{name}{labels} {value:g}")
+        text = str(value) if isinstance(value, int) else f"{value:g}"  # integers stay exact
+        lines.append(f"{PREFIX}_{name}{labels} {text}")
 
 
 def render_metrics(
@@ -69,6 +70,11 @@ def render_metrics(
             [("", summary.cymru_batches)])  # fmt: skip
     _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
             [("", summary.greynoise_requests)])  # fmt: skip
+    if summary.maxmind_build_epochs:
+        _metric(lines, "maxmind_build_timestamp_seconds",
+                "Build time of each MaxMind database the run opened (Unix time).",
+                [(f'{{database="{kind}"}}', epoch)
+                 for kind, epoch in sorted(summary.maxmind_build_epochs.items())])  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -149,7 +149,12 @@ def refresh(
     if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
         _import_in_background("etl.clients.http")  # requests: loads while the database is read
     url = parse_database_url(config.db_url)
-    maxmind = open_maxmind(config) if config.enabled(Source.MAXMIND) else MaxMindDatabases()
+    maxmind = MaxMindDatabases()
+    if config.enabled(Source.MAXMIND):
+        maxmind = open_maxmind(
+            asn=config.maxmind_asn, city=config.maxmind_city, directory=config.maxmind_dir
+        )
+    summary.maxmind_build_epochs = maxmind.build_epochs
     try:
         if not _database_exists(url, config, reporter):
             return summary

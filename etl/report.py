@@ -45,6 +45,7 @@ class RunSummary:
     upserted: int = 0
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    maxmind_build_epochs: dict[str, int] = field(default_factory=dict)  # asn, city
     wall_seconds: float = 0.0
     dry_run: bool = False
     outcome: str = "failed"  # finished, failed or interrupted (set when the run ends)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.config import RefreshConfig
+from etl.config import RefreshConfig, Source
 from etl.errors import MaxMindError
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
-from etl.mmdb import MmdbTree, ipv4_octets
+from etl.metrics import render_metrics
+from etl.pipeline import refresh
+from etl.report import RunSummary
 from etl.validation import with_validation
 
 EPOCH = 1770245369
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+BUILT = datetime.fromtimestamp(EPOCH, UTC)  # 2026-02-04: older than 30 days at NOW
 
 
 @pytest.fixture(scope="module")
 def databases(mmdb: dict[str, Path]) -> Any:
-    dbs = open_maxmind(RefreshConfig(maxmind_asn=mmdb["asn"], maxmind_city=mmdb["city"]))
+    dbs = open_maxmind(asn=mmdb["asn"], city=mmdb["city"], now=NOW)
     yield dbs
     dbs.close()
 
@@ -155,18 +158,18 @@ def test_vectorized_join_equals_json_longest_prefix(
 
 def test_named_file_missing_or_not_mmdb(tmp_path: Path, mmdb: dict[str, Path]) -> None:
     with pytest.raises(MaxMindError, match="file not found"):
-        open_maxmind(RefreshConfig(maxmind_asn=tmp_path / "nope.mmdb"))
+        open_maxmind(asn=tmp_path / "nope.mmdb")
     junk = tmp_path / "junk.mmdb"
     junk.write_bytes(b"definitely not a maxmind database" * 10)
     with pytest.raises(MaxMindError, match="not a readable MaxMind DB"):
-        open_maxmind(RefreshConfig(maxmind_city=junk))
+        open_maxmind(city=junk)
     with pytest.raises(MaxMindError, match=r"not a ASN one"):
-        open_maxmind(RefreshConfig(maxmind_asn=mmdb["city"]))
+        open_maxmind(asn=mmdb["city"])
 
 
 def test_directory_lookup_and_missing_files_reported(tmp_path: Path, mmdb: dict[str, Path]) -> None:
     (tmp_path / "GeoIP2-City.mmdb").write_bytes(mmdb["geoip2_city"].read_bytes())
-    dbs = open_maxmind(RefreshConfig(maxmind_dir=tmp_path))
+    dbs = open_maxmind(directory=tmp_path, now=BUILT + timedelta(days=30))
     try:
         assert dbs.asn is None
         assert dbs.city is not None
@@ -179,17 +182,125 @@ def test_directory_lookup_and_missing_files_reported(tmp_path: Path, mmdb: dict[
         assert block["country"] == "SE"
     finally:
         dbs.close()
-    empty = open_maxmind(RefreshConfig(maxmind_dir=tmp_path / "absent"))
+    empty = open_maxmind(directory=tmp_path / "absent")
     assert not empty.available
     assert empty.build_epoch == 0
 
 
-def test_a_search_tree_cut_short_is_a_clear_error(mmdb: dict[str, Path]) -> None:
-    """The tree is read on the first walk; fewer bytes than the metadata promises is refused."""
-    tree = MmdbTree(mmdb["asn"])
+def test_corrupt_files_are_one_clear_error(tmp_path: Path, mmdb: dict[str, Path]) -> None:
+    """Garbage bytes are refused at open; a damaged search tree at the first lookup."""
+    garbage = tmp_path / "GeoLite2-ASN.mmdb"
+    garbage.write_bytes(random.Random(7).randbytes(50_000))
+    for opened in (lambda: open_maxmind(asn=garbage), lambda: open_maxmind(directory=tmp_path)):
+        with pytest.raises(MaxMindError, match=r"GeoLite2-ASN\.mmdb is not a readable MaxMind DB"):
+            opened()
+    damaged = tmp_path / "damaged.mmdb"
+    data = bytearray(mmdb["asn"].read_bytes())
+    data[: 1341 * 7] = b"\xff" * (1341 * 7)  # every record points far beyond the file
+    damaged.write_bytes(bytes(data))
+    dbs = open_maxmind(asn=damaged)
     try:
-        tree.node_count = tree.path.stat().st_size  # more nodes than the file can hold
-        with pytest.raises(MaxMindError, match="search tree is cut short"):
-            tree.locate(ipv4_octets(pl.Series([16909060], dtype=pl.UInt32)))
+        with pytest.raises(MaxMindError, match=r"damaged\.mmdb is damaged"):
+            lookup(dbs, ["1.0.0.1"])
     finally:
-        tree.close()
+        dbs.close()
+
+
+def test_a_build_older_than_30_days_is_one_note(mmdb: dict[str, Path]) -> None:
+    old = open_maxmind(asn=mmdb["asn"], city=mmdb["city"], now=BUILT + timedelta(days=31))
+    old.close()
+    assert len(old.notes) == 2  # one line per database, naming the file and its build date
+    assert all("2026-02-04 (31 days ago)" in note for note in old.notes), old.notes
+    assert str(mmdb["asn"]) in old.notes[0]
+    assert "ASN" in old.notes[0]
+    assert str(mmdb["city"]) in old.notes[1]
+    assert "30 days" in old.notes[0]
+    fresh = open_maxmind(asn=mmdb["asn"], city=mmdb["city"], now=BUILT + timedelta(days=30))
+    fresh.close()
+    assert fresh.notes == []
+    assert fresh.build_epochs == {"asn": EPOCH, "city": EPOCH}
+
+
+def test_a_run_reports_the_build_time_as_note_and_metric(
+    compat_sqlite: Path, mmdb: dict[str, Path]
+) -> None:
+    summary = refresh(
+        RefreshConfig(
+            db_url=f"sqlite:///{compat_sqlite}",
+            maxmind_asn=mmdb["asn"],
+            maxmind_city=mmdb["city"],
+            skip=frozenset({Source.CYMRU, Source.GREYNOISE}),
+            verbosity=-1,
+        )
+    )
+    assert summary.maxmind_build_epochs == {"asn": EPOCH, "city": EPOCH}
+    assert sum("GeoLite2's licence" in note for note in summary.notes) == 2  # the files are old
+    text = render_metrics(summary, True, 1_800_000_000.0, None)
+    for kind in ("asn", "city"):
+        assert (
+            f'honeypot_etl_maxmind_build_timestamp_seconds{{database="{kind}"}} {EPOCH}\n' in text
+        )
+    assert "maxmind_build" not in render_metrics(RunSummary(), True, 1.0, None)
+
+
+# Random addresses anywhere, and addresses inside the test databases' networks.
+_NETWORKS = st.sampled_from(
+    ["1.0.0.0/24", "2.125.160.216/29", "81.2.69.0/24", "89.160.0.0/17", "12.81.96.0/19",
+     "67.43.156.0/24", "175.16.199.0/24", "216.160.64.0/18", "2001:480::/43", "2600:7000::/24",
+     "2a02:1800::/24", "2a02:d500::/29", "::ffff:81.2.69.0/120"]
+)  # fmt: skip
+_INSIDE = st.builds(
+    lambda cidr, offset: str(
+        ipaddress.ip_network(cidr)[offset % ipaddress.ip_network(cidr).num_addresses]
+    ),
+    _NETWORKS,
+    st.integers(min_value=0, max_value=2**64),
+)
+_ADDRESSES = st.lists(
+    st.one_of(_INSIDE, st.ip_addresses().map(str)), min_size=1, max_size=60, unique=True
+)
+
+
+def _expected(databases: MaxMindDatabases, address: str) -> dict[str, Any]:
+    """What per-address maxminddb lookups say, computed independently of the join."""
+    assert databases.asn is not None
+    assert databases.city is not None
+    asn, asn_prefix = databases.asn.reader.get_with_prefix_len(address)
+    city, city_prefix = databases.city.reader.get_with_prefix_len(address)
+    country = (city or {}).get("country") or {}
+    location = (city or {}).get("location") or {}
+    fields = {
+        "asn": (asn or {}).get("autonomous_system_number"),
+        "asn_org": (asn or {}).get("autonomous_system_organization"),
+        "country": country.get("iso_code"),
+        "country_name": (country.get("names") or {}).get("en"),
+        "city": (((city or {}).get("city") or {}).get("names") or {}).get("en"),
+        "latitude": location.get("latitude"),
+        "longitude": location.get("longitude"),
+        "accuracy_radius": location.get("accuracy_radius"),
+        "status": "ok" if asn or city else "not_found",
+    }
+    prefix = asn_prefix if fields["asn"] is not None else city_prefix
+    located = fields["asn"] is not None or fields["country"] or fields["latitude"] is not None
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    return {**fields, "network": str(network) if located else None}
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ADDRESSES)
+def test_vectorized_lookup_equals_per_address_lookups(
+    databases: MaxMindDatabases, addresses: list[str]
+) -> None:
+    frame = with_validation(
+        pl.DataFrame({"ip": addresses}).with_columns(pl.lit(True).alias("stale_maxmind"))
+    )
+    bogons = set(frame.filter("is_bogon")["ip"])
+    result = lookup(databases, addresses)
+    for address in addresses:
+        block = result[address]
+        if address in bogons:
+            assert block is None
+            continue
+        assert block is not None
+        got = {key: block[key] for key in (*_expected(databases, address), "db_build_epoch")}
+        assert got == {**_expected(databases, address), "db_build_epoch": EPOCH}, address

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import maxminddb
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,9 +69,15 @@ def test_attacking_ips_are_global_and_routed() -> None:
     assert 20 <= sum(address.version == 6 for address in parsed) <= 120
 
 
-def test_maxmind_files_follow_the_world(tmp_path: Path) -> None:
-    asn_path, city_path = write_maxmind_files(WORLD, tmp_path)
+@pytest.mark.parametrize("tree_nodes", [None, (150_000, 300_000)])
+def test_maxmind_files_follow_the_world(tmp_path: Path, tree_nodes: tuple[int, int] | None) -> None:
+    """Filler networks (realistic size) grow the trees and change no world address's answer."""
+    asn_path, city_path = write_maxmind_files(WORLD, tmp_path, tree_nodes=tree_nodes)
     assert build_epoch(asn_path) > 1_700_000_000
+    for path, wanted in zip((asn_path, city_path), tree_nodes or (0, 0), strict=True):
+        with maxminddb.open_database(str(path)) as reader:
+            nodes = reader.metadata().node_count
+        assert 0.9 * wanted <= nodes <= 1.1 * wanted if wanted else nodes < 60_000, nodes
     ips = WORLD.attacking_ips(2000, np.random.default_rng(9))
     missing = 0
     with (
@@ -167,3 +174,28 @@ def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
     assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
     assert (folder / "honeypot.sqlite").exists()
     assert (folder / "maxmind" / "GeoLite2-ASN.mmdb").exists()
+
+
+def test_realistic_size_and_build_epoch_are_parameters(tmp_path: Path) -> None:
+    """Every network of a file with filler is a world prefix with its record, or filler
+    (ASN above 400,000) outside every world prefix."""
+    asn_path, city_path = write_maxmind_files(
+        WORLD, tmp_path, tree_nodes=(40_000, 0), build_epoch=1_600_000_000
+    )
+    assert build_epoch(asn_path) == build_epoch(city_path) == 1_600_000_000
+    world = {p.network: p for p in WORLD.prefixes}
+    filler = 0
+    with maxminddb.open_database(str(asn_path)) as asn:
+        assert asn.metadata().node_count > 36_000
+        for network, record in asn:
+            number = record["autonomous_system_number"]  # type: ignore[index,call-overload]
+            if network in world:
+                assert number == world[network].origins[0]
+            else:
+                filler += 1
+                assert number > 400_000
+                assert WORLD.route(network.network_address) is None
+                assert WORLD.route(network.broadcast_address) is None
+                assert network.prefixlen >= 24
+                assert network.network_address.is_global
+    assert filler > 2000

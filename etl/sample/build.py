@@ -38,6 +38,7 @@ def build_sample(
     maxmind_dir: Path,
     replace: bool = False,
     journal_mode: str = "wal",
+    maxmind_size: str = "small",
 ) -> BuiltSample:
     """A sample database at ``db`` with ``ips`` source IPs, and MaxMind files in
     ``maxmind_dir``, all from world ``seed``."""
@@ -46,7 +47,7 @@ def build_sample(
     url = parse_database_url(db)
     _clear(url, replace)
     world = World(seed)
-    asn_path, _ = write_maxmind_files(world, maxmind_dir)
+    asn_path, _ = write_maxmind_files(world, maxmind_dir, maxmind_size)
     epoch = build_epoch(asn_path)
     if url.dialect == "sqlite":
         assert url.sqlite_path is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,13 @@ from etl.errors import UsageError
 from etl.sample.scratch import JournalMode
 
 
+class MaxMindSize(StrEnum):
+    """How big the sample's MaxMind files are."""
+
+    small = "small"  # the world's networks only (about 17K nodes)
+    realistic = "realistic"  # GeoLite2-sized search trees (~2M ASN, ~4M City nodes)
+
+
 def sample(
     db: Annotated[str, typer.Option(metavar="URL", help="target database URL")] = DEFAULT_DB_URL,
     ips: Annotated[int, typer.Option(metavar="N", min=1, help="number of source IPs")] = 10_000,
@@ -24,6 +32,13 @@ def sample(
     maxmind_dir: Annotated[
         Path, typer.Option(metavar="DIR", help="where to write the GeoLite2 files")
     ] = DEFAULT_MAXMIND_DIR,
+    maxmind_size: Annotated[
+        MaxMindSize,
+        typer.Option(
+            help="small: the world's networks only; realistic: search trees of GeoLite2 size "
+            "(~2M / ~4M nodes, a few seconds more)"
+        ),
+    ] = MaxMindSize.small,
     replace: Annotated[
         bool, typer.Option("--replace", help="rebuild a database that already holds rows")
     ] = False,
@@ -40,7 +55,9 @@ def sample(
 
     started = time.monotonic()
     try:
-        built = build_sample(db, ips, seed, maxmind_dir, replace, str(journal_mode))
+        built = build_sample(
+            db, ips, seed, maxmind_dir, replace, str(journal_mode), str(maxmind_size)
+        )
     except SampleExistsError as exc:
         raise UsageError(f"{exc}; pass --replace to rebuild it") from None
     states = ", ".join(f"{state} {n}" for state, n in sorted(built.states.items()))

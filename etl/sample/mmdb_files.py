@@ -1,18 +1,31 @@
-"""GeoLite2-shaped ASN and City databases of a `World`, written with mmdb-writer."""
+"""GeoLite2-shaped ASN and City databases of a `World`.
+
+``small`` files hold the world's networks only (a few thousand search-tree nodes);
+``realistic`` ones add filler networks in address space the world does not use, until the
+trees have about as many nodes as the real GeoLite2 files (ASN ~2M, City ~4M), so that
+benchmarks pay what a real file costs. Filler never changes the answer for a world address.
+"""
 
 from __future__ import annotations
 
-import os
+import math
+import time
 from pathlib import Path
+from typing import Any, Literal
 
 import maxminddb
-from mmdb_writer import MmdbF64, MmdbU16, MmdbU32, MMDBWriter
-from netaddr import IPSet
+import numpy as np
+from mmdb_writer import Encoder, MmdbF64, MmdbU16, MmdbU32
 
-from etl.sample.world import COUNTRY_NAMES, World
+from etl.sample.mmdb_tree import Networks, write_mmdb
+from etl.sample.world import CITIES, COUNTRY_NAMES, World
+from etl.validation import IPV4_BOGONS, ipv4_network_bounds
 
 ASN_FILE = "GeoLite2-ASN.mmdb"
 CITY_FILE = "GeoLite2-City.mmdb"
+MaxMindSize = Literal["small", "realistic"]
+# Search-tree nodes the files aim at (ASN, City); 0: the world's networks only.
+TREE_NODES: dict[str, tuple[int, int]] = {"small": (0, 0), "realistic": (2_000_000, 4_000_000)}
 _CONTINENTS = {
     "CN": "AS", "JP": "AS", "KR": "AS", "IN": "AS", "VN": "AS", "ID": "AS", "SG": "AS",
     "HK": "AS", "TW": "AS", "IR": "AS", "TR": "AS", "US": "NA", "CA": "NA", "MX": "NA",
@@ -21,59 +34,143 @@ _CONTINENTS = {
 }  # fmt: skip
 
 
-def _writer(database_type: str) -> MMDBWriter:
-    return MMDBWriter(
-        ip_version=6,
-        ipv4_compatible=True,
-        database_type=database_type,
-        languages=["en"],
-        description=f"Synthetic {database_type} of the honeypot-etl sample world",
-    )
-
-
 def _geoname(text: str) -> MmdbU32:
     return MmdbU32(sum(ord(c) * 31**i for i, c in enumerate(text)) % 10_000_000 + 1)
 
 
-def write_maxmind_files(world: World, folder: Path) -> tuple[Path, Path]:
-    """Write the world's GeoLite2-ASN and GeoLite2-City files into ``folder``; return them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    asn, city = _writer("GeoLite2-ASN"), _writer("GeoLite2-City")
+def _asn_record(number: int, organization: str) -> dict[str, Any]:
+    return {
+        "autonomous_system_number": MmdbU32(number),
+        "autonomous_system_organization": organization,
+    }
+
+
+def _city_record(city: tuple[str, str, float, float], accuracy_radius: int) -> dict[str, Any]:
+    name, country, latitude, longitude = city
+    return {
+        "city": {"geoname_id": _geoname(name), "names": {"en": name}},
+        "continent": {"code": _CONTINENTS.get(country, "EU")},
+        "country": {
+            "geoname_id": _geoname(country),
+            "iso_code": country,
+            "names": {"en": COUNTRY_NAMES.get(country, country)},
+        },
+        "location": {
+            "accuracy_radius": MmdbU16(accuracy_radius),
+            "latitude": MmdbF64(latitude),
+            "longitude": MmdbF64(longitude),
+        },
+    }
+
+
+def _world_networks(world: World, encoders: tuple[Encoder, Encoder]) -> tuple[Networks, Networks]:
+    """The world's ASN and City networks, their records encoded into ``encoders``."""
+    columns: tuple[list[list[int]], list[list[int]]] = ([[], [], [], []], [[], [], [], []])
     for prefix in world.prefixes:
-        network = IPSet([str(prefix.network)])
+        address, length = int(prefix.network.network_address), prefix.network.prefixlen
+        if prefix.network.version == 4:
+            length += 96  # IPv4 sits at ::a.b.c.d in the IPv6 tree
+        records: list[dict[str, Any] | None] = [None, None]
         if prefix.in_maxmind_asn:
             owner = world.systems[prefix.origins[0]]
-            asn.insert_network(
-                network,
-                {
-                    "autonomous_system_number": MmdbU32(owner.number),
-                    "autonomous_system_organization": owner.organization,
-                },
-            )
+            records[0] = _asn_record(owner.number, owner.organization)
         if prefix.city is not None:
-            name, country, latitude, longitude = prefix.city
-            city.insert_network(
-                network,
-                {
-                    "city": {"geoname_id": _geoname(name), "names": {"en": name}},
-                    "continent": {"code": _CONTINENTS.get(country, "EU")},
-                    "country": {
-                        "geoname_id": _geoname(country),
-                        "iso_code": country,
-                        "names": {"en": COUNTRY_NAMES.get(country, country)},
-                    },
-                    "location": {
-                        "accuracy_radius": MmdbU16(prefix.accuracy_radius),
-                        "latitude": MmdbF64(latitude),
-                        "longitude": MmdbF64(longitude),
-                    },
-                },
-            )
+            records[1] = _city_record(prefix.city, prefix.accuracy_radius)
+        for record, encoder, table in zip(records, encoders, columns, strict=True):
+            if record is not None:
+                offset = encoder.encode(record, return_offset=True)
+                for column, value in zip(table, (address >> 64, address % 2**64, length, offset),
+                                         strict=True):  # fmt: skip
+                    column.append(value)
+    asn, city = (Networks(*(np.array(c, dtype=np.uint64) for c in table)) for table in columns)
+    return asn, city
+
+
+def _free_blocks(world: World) -> np.ndarray:
+    """The /16 blocks of unicast IPv4 space that hold no world prefix and no bogon."""
+    blocks = np.arange(1 << 8, 224 << 8, dtype=np.int64)
+    used = np.zeros(blocks.size, dtype=bool)
+    spans = [(int(p.network.network_address), int(p.network.broadcast_address))
+             for p in world.prefixes if p.network.version == 4]  # fmt: skip
+    spans += [ipv4_network_bounds(cidr) for cidr, _ in IPV4_BOGONS]
+    for low, high in spans:
+        used |= (blocks >= low >> 16) & (blocks <= high >> 16)
+    return blocks[~used]
+
+
+def _filler_count(target: int, extra_depth: float) -> int:
+    """How many random /24-aligned networks give a tree of about ``target`` nodes."""
+    count = max(target / 8, 1.0)
+    for _ in range(20):  # a trie of N random 24-bit keys has about N (24 - log2 N) nodes
+        count = target / max(24.0 - math.log2(count) + extra_depth, 1.0)
+    return int(count)
+
+
+def _filler(
+    free: np.ndarray, target: int, lengths: tuple[int, ...], offsets: np.ndarray, seed: int
+) -> Networks:
+    """Networks of ``lengths`` (/24 or longer) in distinct free /24s, records from ``offsets``."""
+    rng = np.random.default_rng(seed)
+    count = _filler_count(target, float(np.mean(lengths)) - 24)
+    cells = np.zeros(0, dtype=np.int64)
+    while cells.size < count:
+        drawn = free[rng.integers(0, free.size, count)] * 256 + rng.integers(0, 256, count)
+        cells = np.unique(np.concatenate([cells, drawn]))
+    cells = np.sort(rng.choice(cells, count, replace=False))
+    length = rng.choice(np.array(lengths, dtype=np.uint64), count)
+    data = offsets[rng.integers(0, offsets.size, count)].astype(np.uint64)
+    low = cells.astype(np.uint64) << np.uint64(8)
+    return Networks(np.zeros(count, dtype=np.uint64), low, length + np.uint64(96), data)
+
+
+def _filler_offsets(encoders: tuple[Encoder, Encoder]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the filler records once: 4,000 ASes and every city at every radius."""
+    asn = [
+        encoders[0].encode(_asn_record(400_001 + i, f"FILLER-NET-{i} Synthetic Networks Ltd"),
+                           return_offset=True)
+        for i in range(4000)
+    ]  # fmt: skip
+    city = [
+        encoders[1].encode(_city_record(c, radius), return_offset=True)
+        for c in CITIES
+        for radius in (5, 10, 20, 50, 100, 200, 500, 1000)
+    ]
+    return np.array(asn, dtype=np.int64), np.array(city, dtype=np.int64)
+
+
+def write_maxmind_files(
+    world: World,
+    folder: Path,
+    size: MaxMindSize = "small",
+    *,
+    tree_nodes: tuple[int, int] | None = None,
+    build_epoch: int | None = None,
+) -> tuple[Path, Path]:
+    """Write the world's GeoLite2-ASN and GeoLite2-City files into ``folder``; return them.
+
+    ``size`` picks the search-tree sizes of `TREE_NODES`; ``tree_nodes`` (ASN, City) sets them
+    directly. ``build_epoch`` defaults to now.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = tree_nodes or TREE_NODES[size]
+    encoders = (Encoder(cache=True), Encoder(cache=True))
+    parts = _world_networks(world, encoders)
+    offsets = _filler_offsets(encoders) if any(targets) else None
     paths = (folder / ASN_FILE, folder / CITY_FILE)
-    for writer, path in zip((asn, city), paths, strict=True):
-        partial = path.with_suffix(".mmdb.tmp")
-        writer.to_db_file(str(partial))
-        os.replace(partial, path)
+    kinds = (("GeoLite2-ASN", (24, 24, 24, 24, 25, 26)), ("GeoLite2-City", tuple(range(24, 31))))
+    free = _free_blocks(world) if any(targets) else np.zeros(0, dtype=np.int64)
+    for index, (database_type, lengths) in enumerate(kinds):
+        networks = [parts[index]]
+        if offsets is not None and targets[index]:
+            seed = world.seed * 2 + index
+            networks.append(_filler(free, targets[index], lengths, offsets[index], seed))
+        meta = {
+            "database_type": database_type,
+            "languages": ["en"],
+            "description": {"en": f"Synthetic {database_type} of the honeypot-etl sample world"},
+            "build_epoch": int(time.time()) if build_epoch is None else build_epoch,
+        }
+        write_mmdb(paths[index], Networks.concat(networks), encoders[index], meta)
     return paths
 
 
