@@ -133,7 +133,7 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
     enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     # Where each row is stored (SQLite's rowid); PostgreSQL's scan does not expose one.
-    position = "rowid" if db.dialect == "sqlite" else "CAST(NULL AS BIGINT)"
+    position = db.backend.row_position
     return f"""
 WITH inventory AS (
     SELECT CAST(ip_address AS VARCHAR) AS ip, {position} AS position,
