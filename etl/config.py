@@ -11,13 +11,13 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
 from etl.errors import UsageError
+from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
@@ -32,17 +32,6 @@ class Source(StrEnum):
     MAXMIND = "maxmind"
     CYMRU = "cymru"
     GREYNOISE = "greynoise"
-
-
-@dataclass(frozen=True)
-class Freshness:
-    """How long each source's block stays fresh (SPEC 2.2)."""
-
-    maxmind: timedelta = timedelta(days=7)
-    cymru_ok: timedelta = timedelta(days=90)
-    cymru_not_found: timedelta = timedelta(days=7)
-    greynoise: timedelta = timedelta(days=7)
-    asn_details: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from etl.config import Freshness
 from etl.db.database import Database
+from etl.freshness import Freshness
 
 # Fields read from each inventory row's enrichment JSON, parsed once per row.
 _PATHS = (
