@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from etl import settings
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
 from etl.errors import SettingError, UsageError
+from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
 from etl.settings import setting
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
@@ -35,17 +35,6 @@ class Source(StrEnum):
     MAXMIND = "maxmind"
     CYMRU = "cymru"
     GREYNOISE = "greynoise"
-
-
-@dataclass(frozen=True)
-class Freshness:
-    """How long each source's block stays fresh (SPEC 2.2)."""
-
-    maxmind: timedelta = timedelta(days=7)
-    cymru_ok: timedelta = timedelta(days=90)
-    cymru_not_found: timedelta = timedelta(days=7)
-    greynoise: timedelta = timedelta(days=7)
-    asn_details: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import Freshness
 from etl.db.database import Database
 from etl.db.select import SelectionRules, select_stale
 from etl.db.url import parse_database_url
+from etl.freshness import Freshness
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FRESH = '{"maxmind": {"status": "ok", "cached_at": "2026-11-27T00:00:00+00:00"}}'

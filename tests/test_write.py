@@ -9,12 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.db.database import Database
+from etl.db.dialect import dialect_for
+from etl.db.postgres import PostgresBackend
+from etl.db.sqlite import SQLiteBackend
 from etl.db.url import parse_database_url
 from etl.db.write import BLOCKS, ChunkWriter, sqlite_timestamp
 from etl.errors import DatabaseError
@@ -281,3 +285,40 @@ def test_a_write_unit_is_one_transaction(dialect: str, request: pytest.FixtureRe
         assert db.query_native(f"SELECT count(*) FROM {ip_stage}") == [(1,)]
     finally:
         writer.close()
+
+
+def test_each_dialect_has_its_backend(tmp_path: Path) -> None:
+    """`dialect_for` picks the URL's backend; each tells its own transient errors (retried)
+    from the others (a failed unit)."""
+    path = tmp_path / "busy.sqlite"
+    sqlite = dialect_for(parse_database_url(f"sqlite:///{path}"))
+    postgres = dialect_for(parse_database_url("postgresql://etl:secret@db.example:6543/honey"))
+    assert (type(sqlite), sqlite.name) == (SQLiteBackend, "sqlite")
+    assert (type(postgres), postgres.name) == (PostgresBackend, "postgres")
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as syntax:
+        other.execute("SELEC 1")
+    holder.close()
+    other.close()
+    assert sqlite.transient(busy.value) == f"another process holds the write lock on {path}"
+    assert sqlite.transient(syntax.value) is None
+
+    lost = duckdb.Error("IO Error: server closed the connection unexpectedly (password secret)")
+    reason = postgres.transient(lost)
+    assert reason is not None and "lost the connection" in reason and "secret" not in reason
+    assert postgres.transient(duckdb.Error('ERROR: syntax error at or near "SELEC"')) is None
+    assert postgres.transient(busy.value) is None
+    assert sqlite.transient(lost) is None
+
+
+def test_kept_answers_live_beside_a_file_or_in_the_state_folder(tmp_path: Path) -> None:
+    sqlite = dialect_for(parse_database_url(f"sqlite:///{tmp_path / 'h.sqlite'}"))
+    postgres = dialect_for(parse_database_url("postgresql://etl@db.example:6543/honey"))
+    assert sqlite.pending_folder(tmp_path / "state") == tmp_path / "h.sqlite.etl-pending"
+    assert postgres.pending_folder(tmp_path) == tmp_path / "db.example_6543_honey"

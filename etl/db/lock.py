@@ -16,10 +16,11 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
+from etl.db.dialect import dialect_for
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import DatabaseError, RunLockedError
 
@@ -65,21 +66,12 @@ class FileLock(RunLock):
         self._write(f"pid {os.getpid()} finished")
 
 
-@contextmanager
-def run_lock(url: DatabaseUrl, notify: Callable[[str], None] | None = None) -> Iterator[RunLock]:
+def run_lock(
+    url: DatabaseUrl, notify: Callable[[str], None] | None = None
+) -> AbstractContextManager[RunLock]:
     """Hold the database's refresh lock for the block; raise `RunLockedError` when taken.
     ``notify`` hears when a PostgreSQL lock lost with its connection is taken again."""
-    if url.dialect == "sqlite":
-        assert url.sqlite_path is not None
-        with _file_lock(url.sqlite_path.with_name(url.sqlite_path.name + ".etl-lock"), url) as held:
-            yield held
-    else:
-        advisory = AdvisoryLock(url, notify)
-        try:
-            advisory.acquire()
-            yield advisory
-        finally:
-            advisory.release()
+    return dialect_for(url).run_lock(notify)
 
 
 def _locked(url: DatabaseUrl, holder: str) -> RunLockedError:
@@ -90,7 +82,8 @@ def _locked(url: DatabaseUrl, holder: str) -> RunLockedError:
 
 
 @contextmanager
-def _file_lock(path: Path, url: DatabaseUrl) -> Iterator[FileLock]:
+def file_lock(path: Path, url: DatabaseUrl) -> Iterator[FileLock]:
+    """SQLite: hold an exclusive ``flock`` on ``path`` (`RunLockedError` when taken)."""
     try:
         handle = path.open("a+", encoding="utf-8")
     except OSError as exc:
@@ -107,6 +100,19 @@ def _file_lock(path: Path, url: DatabaseUrl) -> Iterator[FileLock]:
             yield FileLock(handle, handle.read().strip())
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def advisory_lock(
+    url: DatabaseUrl, notify: Callable[[str], None] | None = None
+) -> Iterator[AdvisoryLock]:
+    """PostgreSQL: hold the advisory lock for the block (`RunLockedError` when taken)."""
+    advisory = AdvisoryLock(url, notify)
+    try:
+        advisory.acquire()
+        yield advisory
+    finally:
+        advisory.release()
 
 
 class AdvisoryLock(RunLock):

@@ -16,15 +16,14 @@ base columns of their IPs) and ``*.asns.parquet`` (Tier 1 AS registration rows).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import urlsplit
 
 import polars as pl
 
+from etl.db.dialect import dialect_for
 from etl.db.url import DatabaseUrl
 from etl.errors import DatabaseError
 
@@ -57,13 +56,7 @@ class PendingAnswers:
     @classmethod
     def of(cls, url: DatabaseUrl, state_dir: Path | None = None) -> PendingAnswers:
         """Where the kept answers of ``url`` live (see the module docstring)."""
-        if url.dialect == "sqlite":
-            assert url.sqlite_path is not None
-            return cls(url.sqlite_path.with_name(url.sqlite_path.name + ".etl-pending"))
-        parts = urlsplit(url.libpq_url)
-        name = f"{parts.hostname or 'local'}_{parts.port or 5432}_{parts.path.lstrip('/')}"
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-        return cls((state_dir or DEFAULT_STATE_DIR).expanduser() / safe)
+        return cls(dialect_for(url).pending_folder(state_dir or DEFAULT_STATE_DIR))
 
     def files(self) -> list[PendingFile]:
         """Kept answers, oldest first."""

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from etl.config import Freshness
 from etl.db.database import Database
+from etl.freshness import Freshness
 
 # Fields read from each inventory row's enrichment JSON, parsed once per row.
 _PATHS = (
@@ -126,14 +126,13 @@ def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
     }
 
 
-def selection_sql(db: Database, rules: SelectionRules) -> str:
-    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
+def _inventory_ctes(db: Database, rules: SelectionRules) -> str:
+    """The CTEs ``inventory``, ``flagged`` and ``stale``: each inventory row's parsed fields
+    and which sources are stale for it."""
     stale = _stale_expressions(rules)
     paths = ", ".join(f"'{p}'" for p in _PATHS)
-    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
-    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
     # Where each row is stored (SQLite's rowid); PostgreSQL's scan does not expose one.
-    position = "rowid" if db.dialect == "sqlite" else "CAST(NULL AS BIGINT)"
+    position = db.backend.row_position
     return f"""
 WITH inventory AS (
     SELECT CAST(ip_address AS VARCHAR) AS ip, {position} AS position,
@@ -156,7 +155,15 @@ WITH inventory AS (
 ), stale AS (
     SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
     FROM flagged
-), new_sessions AS (  -- sessions of IPs not in the inventory yet (the only ones that need them)
+)"""
+
+
+def selection_sql(db: Database, rules: SelectionRules) -> str:
+    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
+    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
+    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
+    # new_sessions: sessions of IPs not in the inventory yet (the only ones that need them)
+    return f"""{_inventory_ctes(db, rules)}, new_sessions AS (
     SELECT CAST(s.source_ip AS VARCHAR) AS ip, s.first_event_at, s.last_event_at
     FROM {db.table("session_summaries")} AS s
     ANTI JOIN {db.table("ip_inventory")} AS i

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,10 +48,9 @@ def parse_database_url(url: str) -> DatabaseUrl:
             "or postgresql://user:pass@host:port/dbname"
         )
     scheme = url.split("://", 1)[0].lower()
-    if scheme == "sqlite":
-        return _parse_sqlite(url)
-    if scheme in _PG_SCHEMES:
-        return _parse_postgres(url)
+    parser = _PARSERS.get(scheme)
+    if parser is not None:
+        return parser(url)
     raise UsageError(
         f"--db scheme {scheme!r} is not supported: use sqlite:///path/to.db "
         "or postgresql://user:pass@host:port/dbname"
@@ -93,6 +93,12 @@ def _parse_postgres(url: str) -> DatabaseUrl:
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"--db {shown!r}: port {port} is out of range")
     return DatabaseUrl(dialect="postgres", url=url, password=password)
+
+
+_PARSERS: dict[str, Callable[[str], DatabaseUrl]] = {
+    "sqlite": _parse_sqlite,
+    **dict.fromkeys(_PG_SCHEMES, _parse_postgres),
+}
 
 
 def _raw_password(url: str) -> str | None:

@@ -1,0 +1,202 @@
+"""One interface for what SQLite and PostgreSQL do differently; `dialect_for` picks one.
+
+`Database` (retried write units, schema checks) and `ChunkWriter` (staging and merge) are
+written once against `Backend`. The two implementations:
+
+- `etl.db.sqlite.SQLiteBackend`: the stdlib ``sqlite3`` connection is the only writer
+  (staging into its TEMP tables, the merge, DDL); DuckDB attaches the file READ_ONLY for the
+  bulk reads. Run lock: a ``flock`` beside the file.
+- `etl.db.postgres.PostgresBackend`: DuckDB attaches the server with its postgres extension,
+  bulk-writes the stage tables and runs native SQL through ``postgres_execute``. Run lock: a
+  session-level advisory lock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import duckdb
+import polars as pl
+
+from etl.db.url import DatabaseUrl, Dialect
+
+if TYPE_CHECKING:
+    from etl.db.lock import RunLock
+
+Load = tuple[str, pl.DataFrame]
+Params = dict[str, Any]
+
+
+class Session(Protocol):
+    """What a backend calls back on its `Database`: units retried while the database is busy."""
+
+    def write(
+        self,
+        loads: Sequence[Load],
+        statements: Sequence[str],
+        params: Params | None = None,
+        action: str = "database write",
+    ) -> None:
+        """Load frames into tables, then run statements: one retried unit."""
+
+    def execute_native(self, statements: Sequence[str], params: Params | None = None) -> None:
+        """Run statements inside the target database as one transaction."""
+
+    def query_native(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a read-only query inside the target database."""
+
+    def refresh_catalog(self) -> None:
+        """Make DuckDB see tables created natively."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Native statements, the parameters they bind, and frames to load before them."""
+
+    statements: list[str]
+    params: Params = field(default_factory=dict)
+    loads: list[Load] = field(default_factory=list)
+
+
+class Backend(ABC):
+    """The dialect-specific half of an open database (see the module docstring)."""
+
+    name: ClassVar[Dialect]
+    duck_schema: ClassVar[str]  # the attached database's schema in DuckDB names
+    row_position: ClassVar[str]  # SQL for where a row is stored (the selection's order)
+    tier_ddl: ClassVar[Mapping[str, str]]  # cowrieprocessor's CREATE script of each tier
+
+    def __init__(self, url: DatabaseUrl) -> None:
+        self.url = url
+        self._duck: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def duck(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection the target is attached to (as ``db``)."""
+        assert self._duck is not None, "attach() first"
+        return self._duck
+
+    # -- opening ---------------------------------------------------------------------------
+    @abstractmethod
+    def attach(self, duck: duckdb.DuckDBPyConnection, *, create: bool, lock_timeout: float) -> None:
+        """Open the native side and attach the target to ``duck`` as ``db``."""
+
+    @abstractmethod
+    def refresh_catalog(self) -> None:
+        """Make DuckDB see tables created natively."""
+
+    def close(self) -> None:  # noqa: B027 - only SQLite holds a connection of its own
+        """Release what `attach` opened besides the DuckDB connection."""
+
+    # -- native SQL --------------------------------------------------------------------------
+    @abstractmethod
+    def write_attempt(
+        self, loads: Sequence[Load], statements: Sequence[str], params: Params, retry: bool
+    ) -> None:
+        """One attempt of a write unit: load the frames, run the statements (``retry``: a
+        previous attempt failed part-way)."""
+
+    @abstractmethod
+    def execute_scratch(self, statements: Sequence[str]) -> None:
+        """Create or drop the run's own staging tables."""
+
+    @abstractmethod
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a read-only query inside the target database, once."""
+
+    @abstractmethod
+    def transient(self, exc: BaseException) -> str | None:
+        """Why ``exc`` is worth retrying (another writer's lock, a lost connection), or None."""
+
+    @abstractmethod
+    def append(self, session: Session, table: str, frame: pl.DataFrame) -> None:
+        """Append a non-empty frame to a table with constraints DuckDB cannot write."""
+
+    # -- schema ------------------------------------------------------------------------------
+    @abstractmethod
+    def columns_query(self, table: str) -> str:
+        """SQL listing the column names of ``table``."""
+
+    @abstractmethod
+    def leftover_stages_query(self) -> str:
+        """SQL listing the ``_etl_*`` tables a killed run left in the database."""
+
+    @abstractmethod
+    def check_writable(self, session: Session) -> None:
+        """Raise `SchemaError` when this user cannot write the database."""
+
+    @abstractmethod
+    def schema_state_statements(self, table_exists: bool) -> list[str]:
+        """Record cowrieprocessor's schema_version (creating schema_state when absent)."""
+
+    # -- staging and merge -------------------------------------------------------------------
+    @abstractmethod
+    def stage_table(self, name: str) -> str:
+        """The native name of the run's staging table ``name``."""
+
+    @abstractmethod
+    def create_stage(self, name: str, columns: Mapping[str, str]) -> str:
+        """The statement creating a staging table (column -> DuckDB type)."""
+
+    @abstractmethod
+    def chunk_merge(
+        self, ip_stage: str, asn_stage: str, patterns: list[int], now: datetime
+    ) -> Unit:
+        """Upsert the staged chunk into asn_inventory and ip_inventory, empty the stages.
+        ``patterns``: the sets of blocks present in the chunk (see `etl.db.write`)."""
+
+    @abstractmethod
+    def asn_details_merge(self, asn_stage: str, now: datetime) -> Unit:
+        """Upsert staged AS registration rows (Tier 1) and their ``cymru`` block."""
+
+    @abstractmethod
+    def asn_source(self, asns: list[int], asn_stage: str) -> tuple[str, Unit]:
+        """A SQL row source of ``asns`` (column ``asn_number``), with what it needs: rows to
+        load, parameters to bind, statements that clean up after it."""
+
+    @abstractmethod
+    def native_table(self, name: str) -> str:
+        """The name of a table of the target in native SQL."""
+
+    # -- around the run ----------------------------------------------------------------------
+    @abstractmethod
+    def run_lock(self, notify: Callable[[str], None] | None) -> AbstractContextManager[RunLock]:
+        """The database's refresh lock (see `etl.db.lock`)."""
+
+    @abstractmethod
+    def pending_folder(self, state_dir: Path) -> Path:
+        """Where answers not committed are kept (``state_dir``: for servers)."""
+
+
+def dialect_for(url: DatabaseUrl) -> Backend:
+    """The backend of ``url``'s dialect (not attached yet)."""
+    from etl.db.postgres import PostgresBackend
+    from etl.db.sqlite import SQLiteBackend
+
+    backends: dict[Dialect, type[Backend]] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
+    return backends[url.dialect](url)
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for the few statements that take no parameters, like ATTACH)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def split_script(script: str) -> list[str]:
+    """The statements of a ``;``-separated SQL script."""
+    return [stmt.strip() for stmt in script.split(";") if stmt.strip()]
+
+
+def first_line(exc: BaseException) -> str:
+    """The informative line of a driver error (PostgreSQL's ``ERROR:`` line when there is one)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR:" in line:
+            return line[line.index("ERROR:") :]
+    return lines[0] if lines else type(exc).__name__

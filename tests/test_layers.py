@@ -1,0 +1,171 @@
+"""Imports point one way: down the layers of the package (read from the source with `ast`).
+
+Layers, top first; a module may import its own layer and those below it, never one above:
+
+7. entry points: ``etl.__main__``, ``etl.refresh``, ``etl.cli``, ``etl.demo``,
+   ``etl.sample.cli``, ``etl.sample.__main__``
+6. the run and its tools: ``etl.pipeline``; its listeners ``etl.metrics``, ``etl.terminal``;
+   the sample builder and the service simulators (``etl.sample.*``, ``etl.sim.*``)
+5. steps: ``etl.validation``, ``etl.maxmind``, ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
+   ``etl.commit``
+4. settings: ``etl.config`` (read by steps too: ``etl.maxmind`` takes a ``RefreshConfig``)
+3. reporting: ``etl.report``, ``etl.progress``
+2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database), ``etl.mmdb`` (MaxMind
+   files); the clients and the database do not import each other
+1. base: ``etl`` (the package itself: ``__version__``), ``etl.errors``, ``etl.freshness``
+
+Every import counts, also those inside functions or under ``TYPE_CHECKING``. A module that is
+in no layer fails the test: place it when it is added.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "etl"
+
+LAYERS: dict[str, int] = {
+    "etl.__main__": 7,
+    "etl.refresh": 7,
+    "etl.cli": 7,
+    "etl.demo": 7,
+    "etl.sample.cli": 7,
+    "etl.sample.__main__": 7,
+    "etl.pipeline": 6,
+    "etl.metrics": 6,
+    "etl.terminal": 6,
+    "etl.sample": 6,
+    "etl.sim": 6,
+    "etl.validation": 5,
+    "etl.maxmind": 5,
+    "etl.cymru": 5,
+    "etl.greynoise": 5,
+    "etl.merge": 5,
+    "etl.commit": 5,
+    "etl.config": 4,
+    "etl.report": 3,
+    "etl.progress": 3,
+    "etl.clients": 2,
+    "etl.db": 2,
+    "etl.mmdb": 2,
+    "etl.errors": 1,
+    "etl.freshness": 1,
+    "etl": 1,
+}
+# Same layer, kept apart: neither group imports the other.
+SIBLINGS = (("etl.clients", "etl.db"),)
+
+
+def module_name(path: Path) -> str:
+    """``etl/db/select.py`` -> ``etl.db.select``; a package's ``__init__`` is the package."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    """Whether ``name`` is a module or package of ``etl``."""
+    base = PACKAGE.parent.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def imported_modules(source: str, name: str, is_package: bool = False) -> set[str]:
+    """The ``etl`` modules that a module's source imports, anywhere in it."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:  # `from etl import config` imports the module etl.config
+                full = f"{base}.{alias.name}"
+                found.add(full if is_module(full) else base)
+    return {module for module in found if module == "etl" or module.startswith("etl.")}
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of the longest listed prefix of ``module``."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    return None
+
+
+def in_group(module: str, group: str) -> bool:
+    """Whether ``module`` is ``group`` or inside it."""
+    return module == group or module.startswith(group + ".")
+
+
+def violations(importer: str, imported: set[str]) -> list[str]:
+    """Why each of ``importer``'s imports breaks the layering (empty when none does)."""
+    own = layer_of(importer)
+    found = []
+    for module in sorted(imported):
+        layer = layer_of(module)
+        if own is not None and layer is not None and layer > own:
+            found.append(f"{importer} (layer {own}) imports {module} (layer {layer})")
+        for first, second in SIBLINGS:
+            for here, there in ((first, second), (second, first)):
+                if in_group(importer, here) and in_group(module, there):
+                    found.append(f"{importer} imports its sibling {module}")
+    return found
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package with the ``etl`` modules it imports."""
+    return {
+        module_name(path): imported_modules(
+            path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py"
+        )
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [module for module in package_imports() if layer_of(module) is None]
+    assert unplaced == []
+
+
+def test_imports_only_point_down() -> None:
+    broken = [v for module, deps in package_imports().items() for v in violations(module, deps)]
+    assert broken == []
+
+
+def test_db_and_clients_import_no_configuration_nor_the_run() -> None:
+    higher = ("etl.config", "etl.pipeline", "etl.refresh", "etl.cli")
+    found = {
+        (module, dep)
+        for module, deps in package_imports().items()
+        if in_group(module, "etl.db") or in_group(module, "etl.clients")
+        for dep in deps
+        if any(in_group(dep, name) for name in higher)
+    }
+    assert found == set()
+
+
+@pytest.mark.parametrize(
+    ("importer", "source", "expected"),
+    [
+        ("etl.db.select", "from etl.config import Freshness", "etl.config (layer 4)"),
+        ("etl.db.select", "def f():\n    from etl import pipeline", "etl.pipeline (layer 6)"),
+        ("etl.db.write", "from ..clients import cymru", "sibling etl.clients.cymru"),
+        ("etl.report", "import etl.maxmind", "etl.maxmind (layer 5)"),
+    ],
+)
+def test_an_upward_import_is_caught(importer: str, source: str, expected: str) -> None:
+    """The checker itself: imports that climb (top level, in a function, relative) are found."""
+    found = violations(importer, imported_modules(source, importer))
+    assert any(expected in line for line in found), found
+
+
+def test_downward_imports_pass() -> None:
+    source = "from etl.db.url import redact\nfrom etl import errors\nfrom etl.freshness import x"
+    assert violations("etl.pipeline", imported_modules(source, "etl.pipeline")) == []
