@@ -32,10 +32,13 @@ def _spawns(code: types.CodeType, scope: dict[str, object], seen: set[types.Code
         if isinstance(const, types.CodeType) and _spawns(const, scope, seen):
             return True
     for name in code.co_names:
-        helper = inspect.unwrap(scope.get(name)) if callable(scope.get(name)) else None  # type: ignore[arg-type]
-        if isinstance(helper, types.FunctionType) and helper.__module__.startswith("tests."):
-            if _spawns(helper.__code__, helper.__globals__, seen):
-                return True
+        helper = scope.get(name)
+        if (
+            isinstance(helper, types.FunctionType)
+            and helper.__module__.startswith("tests.")
+            and _spawns(helper.__code__, helper.__globals__, seen)
+        ):
+            return True
     return False
 
 
@@ -56,8 +59,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
                 functions.append(fixture.func)
         seen: set[types.CodeType] = set()
-        for function in functions:
-            function = inspect.unwrap(function)
+        for wrapped in functions:
+            function = inspect.unwrap(wrapped)
             code = getattr(function, "__code__", None)
             if code is not None and _spawns(code, function.__globals__, seen):
                 item.add_marker(pytest.mark.subprocess)
