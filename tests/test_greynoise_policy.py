@@ -7,6 +7,7 @@ answer is chosen per request, so that every branch is reached quickly and exactl
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -230,9 +231,9 @@ def test_enterprise_requests_go_out_together_within_the_burst() -> None:
     assert fake.sleeps == []  # 4 tokens of a 10-token bucket: nobody waits
 
 
-def test_community_sends_a_burst_of_rate_requests_without_waiting() -> None:
+def test_community_sends_its_burst_without_waiting() -> None:
     client, transport, fake = make(community_ok, rate=10)
-    assert len(list(client.lookup(ips(10)))) == 10
+    assert len(list(client.lookup(ips(9)))) == 9  # the burst of a 10/s bucket
     assert fake.sleeps == []
     client.close()
     assert transport.closed
@@ -262,20 +263,28 @@ def send_times(pacer: Pacer, clock: Clock, count: int) -> list[float]:
 
 
 @given(st.integers(1, 100))
-def test_a_full_bucket_sends_rate_requests_at_once_then_rate_per_second(rate: int) -> None:
+def test_a_full_bucket_sends_its_burst_at_once_then_rate_per_second(rate: int) -> None:
     clock = Clock()
     pacer = Pacer(rate, clock)
+    burst = int(pacer.capacity)
+    # A second's worth less 0.1 s of it (at least one request less, at least one left).
+    assert burst == max(1, math.floor(rate * 0.9) if rate >= 10 else rate - 1)
     times = send_times(pacer, clock, 3 * rate)
-    assert times[:rate] == [50.0] * rate  # one second of burst
-    gaps = [b - a for a, b in zip(times[rate - 1 : -1], times[rate:], strict=True)]
-    assert gaps == [pytest.approx(1 / rate)] * (2 * rate)
-    # In the long run: 3 x rate requests take 2 seconds (the first second's worth was free).
-    assert times[-1] - times[0] == pytest.approx(2.0)
+    assert times[:burst] == [50.0] * burst and times[burst] > 50.0
+    gaps = [b - a for a, b in zip(times[burst - 1 : -1], times[burst:], strict=True)]
+    assert gaps == [pytest.approx(1 / rate)] * (3 * rate - burst)
+    # In the long run R/s: only the burst went out ahead of the rate.
+    assert times[-1] - times[0] == pytest.approx((3 * rate - burst) / rate)
+
+
+def test_a_given_capacity_is_the_burst() -> None:
+    clock = Clock()
+    assert send_times(Pacer(10, clock, capacity=10), clock, 11)[9:] == [50.0, pytest.approx(50.1)]
 
 
 def test_idle_time_refills_the_bucket_up_to_its_capacity_only() -> None:
     clock = Clock()
-    pacer = Pacer(4, clock)
+    pacer = Pacer(4, clock, capacity=4)
     send_times(pacer, clock, 4)  # empty now
     clock.now += 0.5  # two tokens back
     assert send_times(pacer, clock, 3) == [50.5, 50.5, 50.75]
@@ -286,7 +295,7 @@ def test_idle_time_refills_the_bucket_up_to_its_capacity_only() -> None:
 
 def test_a_pause_holds_everyone_and_its_end_refills_the_bucket() -> None:
     clock = Clock()
-    pacer = Pacer(10, clock)
+    pacer = Pacer(10, clock, capacity=10)
     send_times(pacer, clock, 10)
     pacer.pause(5)
     assert pacer.held() == pytest.approx(5)
