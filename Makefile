@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup refresh demo test lint bench clean
+.PHONY: setup refresh demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85 --durations=10
+
+# The tests that need neither PostgreSQL nor a child process (markers set in tests/conftest.py);
+# under a minute, no coverage gate.
+test-fast: setup
+	$(BIN)/pytest -m "not postgres and not subprocess" -q
 
 # SPEC 7: every benchmark and its ratio against the target (about 30 minutes; PostgreSQL on
 # 127.0.0.1:5432); the tables also go to bench/results.md.

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import polars as pl
 
-from etl.db.write import ChunkWriter
 from etl.merge import ANSWERED, asn_rows, merged_enrichment
 
 NETWORK_SOURCES = ("cymru", "greynoise")  # paid answers: their columns start with these names
@@ -35,7 +35,15 @@ MAX_WAIT_SECONDS = 2.0
 MAX_HOLD_SECONDS = 60.0
 
 
-def write_rows(writer: ChunkWriter, frame: pl.DataFrame, commit_every: int) -> set[int]:
+class RowSink(Protocol):
+    """Where committed chunks go: `etl.db.write.ChunkWriter`, or a test's in-memory list."""
+
+    def write(self, ips: pl.DataFrame, asns: pl.DataFrame) -> None:
+        """Upsert one chunk: ``ips`` (one row per IP, its merged ``enrichment``) and the ASN
+        rows they point at, as one unit."""
+
+
+def write_rows(writer: RowSink, frame: pl.DataFrame, commit_every: int) -> set[int]:
     """Write committer rows (``ip`` and the step columns) in chunks; return the ASNs they
     point at."""
     asns: set[int] = set()
@@ -85,14 +93,14 @@ class _HeldRows:
 
 
 class Committer:
-    """Buffers base rows and result parts; writes them in chunks through a `ChunkWriter`.
+    """Buffers base rows and result parts; writes them in chunks to a `RowSink`.
 
     ``on_base_written(n)`` is called each time ``n`` base rows have been written.
     """
 
     def __init__(
         self,
-        writer: ChunkWriter,
+        writer: RowSink,
         commit_every: int,
         max_wait: float = MAX_WAIT_SECONDS,
         on_base_written: Callable[[int], None] | None = None,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,56 @@ from etl.sample.scratch import PG_ADMIN, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+# Names whose use in a test, a fixture or a test helper means a child process is started.
+SPAWNS = frozenset({"running", "run_module", "subprocess", "Popen", "demo"})
+POSTGRES_FIXTURES = frozenset({"pg_url", "compat_pg", "pg_db"})
+
+
+def _spawns(code: types.CodeType, scope: dict[str, object], seen: set[types.CodeType]) -> bool:
+    """Whether ``code`` (or a tests helper it names, or code nested in it) starts a process."""
+    if code in seen:
+        return False
+    seen.add(code)
+    if SPAWNS & set(code.co_names):
+        return True
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType) and _spawns(const, scope, seen):
+            return True
+    for name in code.co_names:
+        helper = scope.get(name)
+        if (
+            isinstance(helper, types.FunctionType)
+            and helper.__module__.startswith("tests.")
+            and _spawns(helper.__code__, helper.__globals__, seen)
+        ):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what `make test-fast` leaves out, from what each test uses (no hand marking):
+    ``postgres`` for a PostgreSQL fixture or a ``postgres`` parameter; ``subprocess`` when
+    the test, one of its fixtures or a tests helper they call starts a child process
+    (simulators, the CLI, the sample builder, the demo)."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        params = getattr(item, "callspec", None)
+        values = params.params.values() if params is not None else ()
+        if POSTGRES_FIXTURES & set(item.fixturenames) or "postgres" in values:
+            item.add_marker(pytest.mark.postgres)
+        functions = [item.obj]
+        for name in item.fixturenames:
+            for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
+                functions.append(fixture.func)
+        seen: set[types.CodeType] = set()
+        for wrapped in functions:
+            function = inspect.unwrap(wrapped)
+            code = getattr(function, "__code__", None)
+            if code is not None and _spawns(code, function.__globals__, seen):
+                item.add_marker(pytest.mark.subprocess)
+                break
 
 
 @pytest.fixture(scope="session")

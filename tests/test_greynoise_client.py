@@ -57,10 +57,10 @@ def greynoise(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 # -- pure parts ----------------------------------------------------------------------------
 
 
-def test_pacer_spaces_requests_and_pauses_everyone() -> None:
+def test_pacer_bursts_one_second_then_spaces_requests_and_pauses_everyone() -> None:
     now = [100.0]
     pacer = Pacer(rate=10, clock=lambda: now[0])
-    assert [round(pacer.reserve(), 3) for _ in range(3)] == [0.0, 0.1, 0.2]
+    assert [round(pacer.reserve(), 3) for _ in range(12)] == [0.0] * 9 + [0.1, 0.2, 0.3]
     pacer.pause(5)
     assert round(pacer.reserve(), 3) == 5.0
     now[0] += 60

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from etl import __version__
+from etl.clients.pacing import Pacer
 from etl.errors import (
     QuotaExhaustedError,
     ServiceError,
@@ -36,7 +37,7 @@ from etl.errors import (
 )
 
 if TYPE_CHECKING:
-    from etl.clients.http import HttpResponse
+    from etl.clients.transport import HttpResponse, Transport
 
 MODES: Final = ("community", "enterprise")
 MAX_MULTI: Final = 10_000
@@ -94,33 +95,6 @@ class GreyNoiseSettings:
     def workers(self) -> int:
         """Requests in flight: enough for the rate at up to a second of latency, at most 64."""
         return max(2, min(64, math.ceil(self.rate) + 2))
-
-
-class Pacer:
-    """A token bucket shared by all workers: one request every 1/rate seconds.
-
-    ``pause`` (a throttling 429's Retry-After) holds back every worker, not only the one that
-    was told to wait.
-    """
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = 1.0 / rate
-        self.clock = clock
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """Reserve the next slot; return how long to sleep before using it."""
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-            return slot - now
-
-    def pause(self, seconds: float) -> None:
-        """No request from anyone for ``seconds``."""
-        with self._lock:
-            self._next = max(self._next, self.clock() + seconds)
 
 
 def retry_after_seconds(header: str | None, now: float | None = None) -> float | None:
@@ -224,20 +198,26 @@ class GreyNoiseClient:
         settings: GreyNoiseSettings,
         api_key: str,
         sleep: Callable[[float], None] = time.sleep,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``transport``: how requests are sent (by default keep-alive HTTP connections);
+        ``sleep`` and ``clock``: how pacing and backoff wait, and what time it is."""
         self.settings = settings
         self._key = api_key
         self._sleep = sleep
-        self.pacer = Pacer(settings.rate)
+        self.pacer = Pacer(settings.rate, clock)
         self.requests_sent = 0
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
-        from etl.clients.http import HttpSession  # loads requests (see etl.clients.http)
+        if transport is None:
+            from etl.clients.http import HttpSession  # loads requests (see etl.clients.http)
 
-        self.session = HttpSession(
-            settings.workers,
-            {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"},
-        )
+            transport = HttpSession(
+                settings.workers,
+                {"Accept": "application/json", "User-Agent": f"honeypot-etl/{__version__}"},
+            )
+        self.transport = transport
 
     def cancel(self) -> None:
         """Send no more requests (the run is stopping); IPs not asked get no answer."""
@@ -246,7 +226,7 @@ class GreyNoiseClient:
 
     def close(self) -> None:
         """Close the keep-alive connections."""
-        self.session.close()
+        self.transport.close()
 
     # -- public ------------------------------------------------------------------------------
     def lookup(self, ips: Iterable[str]) -> Iterator[GreyNoiseAnswer]:
@@ -303,13 +283,14 @@ class GreyNoiseClient:
         failures = throttles = 0
         while True:
             delay = self.pacer.reserve()
-            if delay > 0:
+            while delay > 0:  # then as long as a pause that began meanwhile lasts
                 self._sleep(delay)
+                delay = self.pacer.held()
             if self._stopped is not None:  # checked after the wait: a stop may have come since
                 raise _StopError(self._stopped)
             self._spend()
             try:
-                response = self.session.request(
+                response = self.transport.request(
                     method,
                     self.settings.url.rstrip("/") + path,
                     headers={"key": self._key},

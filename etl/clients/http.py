@@ -5,32 +5,21 @@ the background while the database is read, see `etl.pipeline`), not by every imp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from etl.clients.transport import HttpResponse
 from etl.errors import TransportError
 
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """An HTTP answer, read whole."""
-
-    status_code: int
-    headers: Mapping[str, str]  # case-insensitive
-    content: bytes
-
-    def json(self) -> Any:
-        """The body parsed as JSON (raises ValueError when it is not)."""
-        return json.loads(self.content)
+__all__ = ["HttpResponse", "HttpSession"]
 
 
 class HttpSession:
-    """Keep-alive connections to one service, ``pool_size`` of them in flight at most."""
+    """The real `Transport`: keep-alive connections to one service, ``pool_size`` of them in
+    flight at most."""
 
     def __init__(self, pool_size: int, headers: Mapping[str, str]) -> None:
         self._session = requests.Session()
