@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import maxminddb
 import numpy as np
@@ -23,7 +23,6 @@ from etl.validation import IPV4_BOGONS, ipv4_network_bounds
 
 ASN_FILE = "GeoLite2-ASN.mmdb"
 CITY_FILE = "GeoLite2-City.mmdb"
-MaxMindSize = Literal["small", "realistic"]
 # Search-tree nodes the files aim at (ASN, City); 0: the world's networks only.
 TREE_NODES: dict[str, tuple[int, int]] = {"small": (0, 0), "realistic": (2_000_000, 4_000_000)}
 _CONTINENTS = {
@@ -141,15 +140,15 @@ def _filler_offsets(encoders: tuple[Encoder, Encoder]) -> tuple[np.ndarray, np.n
 def write_maxmind_files(
     world: World,
     folder: Path,
-    size: MaxMindSize = "small",
+    size: str = "small",
     *,
     tree_nodes: tuple[int, int] | None = None,
     build_epoch: int | None = None,
 ) -> tuple[Path, Path]:
     """Write the world's GeoLite2-ASN and GeoLite2-City files into ``folder``; return them.
 
-    ``size`` picks the search-tree sizes of `TREE_NODES`; ``tree_nodes`` (ASN, City) sets them
-    directly. ``build_epoch`` defaults to now.
+    ``size`` picks the search-tree sizes of `TREE_NODES` (``small`` or ``realistic``);
+    ``tree_nodes`` (ASN, City) sets them directly. ``build_epoch`` defaults to now.
     """
     folder.mkdir(parents=True, exist_ok=True)
     targets = tree_nodes or TREE_NODES[size]
