@@ -102,6 +102,24 @@ def ask_and_commit(
         network.close(arrivals.summary)
 
 
+def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
+    """Count ``event`` into ``summary`` and report it (on the main thread only)."""
+    match event:
+        case BatchAnswered():
+            summary.cymru_batches += 1
+            reporter.info(event.line())
+        case PartAnswered(source, frame):
+            count_statuses(summary, source, frame[f"{source}_status"])
+        case AsnDetailsAnswered(frame):
+            summary.asn_details += frame.height
+        case Progressed(source, done):
+            reporter.advanced(source, done)
+        case Noted(message) | PhaseStopped(_, message):
+            reporter.note(message)
+        case PhaseDone(source, seconds):
+            finish_phase(summary, reporter, source, seconds)
+
+
 class Arrivals:
     """The phases' events, taken on the main thread: each is counted and reported, then its
     answers are committed (while the run goes) or kept (when it stops)."""
@@ -135,20 +153,7 @@ class Arrivals:
 
     def account(self, event: Event) -> None:
         """Count ``event`` into the summary and report it."""
-        match event:
-            case BatchAnswered():
-                self.summary.cymru_batches += 1
-                self.reporter.info(event.line())
-            case PartAnswered(source, frame):
-                count_statuses(self.summary, source, frame[f"{source}_status"])
-            case AsnDetailsAnswered(frame):
-                self.summary.asn_details += frame.height
-            case Progressed(source, done):
-                self.reporter.advanced(source, done)
-            case Noted(message) | PhaseStopped(_, message):
-                self.reporter.note(message)
-            case PhaseDone(source, seconds):
-                finish_phase(self.summary, self.reporter, source, seconds)
+        account(event, self.summary, self.reporter)
 
     def commit(self, event: Event) -> None:
         """Hand ``event``'s answers to the committer (Tier 1 rows are written at once)."""
