@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from etl.db.url import redact
+
+if TYPE_CHECKING:
+    import polars as pl
 
 STATUSES = ("ok", "not_found", "error", "skipped")
 
@@ -90,7 +96,8 @@ class RunSummary:
 
 
 class Reporter(Protocol):
-    """Receives the events of a run (from several threads: implementations must cope)."""
+    """Receives the events of a run, all from the run's main thread (the network phases post
+    theirs to it: `etl.events`); a listener with a thread of its own must lock."""
 
     def attach(self, summary: RunSummary) -> None:
         """The run's summary, updated live while the run goes."""
@@ -109,6 +116,55 @@ class Reporter(Protocol):
 
     def note(self, message: str) -> None:
         """Something the user should read once."""
+
+
+@contextmanager
+def timed_phase(summary: RunSummary, reporter: Reporter, name: str, total: int) -> Iterator[None]:
+    """Report the phase ``name`` around the block; record its seconds when the block ends
+    without an error."""
+    reporter.phase_started(name, total)
+    started = time.monotonic()
+    yield
+    finish_phase(summary, reporter, name, time.monotonic() - started)
+
+
+def finish_phase(summary: RunSummary, reporter: Reporter, name: str, seconds: float) -> None:
+    """Record and report the end of the phase ``name`` after ``seconds``."""
+    summary.phase_seconds[name] = round(summary.phase_seconds.get(name, 0.0) + seconds, 3)
+    reporter.phase_finished(name, seconds)
+
+
+def count_statuses(summary: RunSummary, source: str, statuses: pl.Series) -> None:
+    """Add a source's answer statuses (ok, not_found, error, skipped) to the summary."""
+    counts = summary.sources[source]
+    statuses = statuses.drop_nulls()
+    counts.queried += statuses.len()
+    counts.ok += int((statuses == "ok").sum())
+    counts.not_found += int((statuses == "not_found").sum())
+    counts.error += int((statuses == "error").sum())
+    counts.skipped += int((statuses == "skipped").sum())
+
+
+class WritePhase:
+    """The ``write`` phase: base rows written so far (some go out with their answers, later)."""
+
+    def __init__(self, summary: RunSummary, reporter: Reporter, total: int) -> None:
+        self.summary, self.reporter, self.total = summary, reporter, total
+        self.done = 0
+        self.started = time.monotonic()
+        reporter.phase_started("write", total)
+        if not total:
+            self._finish()
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` more base rows written; finish the phase with the last one."""
+        self.done += rows
+        self.reporter.advanced("write", rows)
+        if self.done >= self.total:
+            self._finish()
+
+    def _finish(self) -> None:
+        finish_phase(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 
 class LineReporter:

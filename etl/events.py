@@ -1,0 +1,106 @@
+"""What a network phase tells the main thread: one frozen dataclass per kind of event.
+
+A phase body runs in a thread of its own (`etl.runner`) and only *posts* these; the main
+thread takes them in the order they were posted, and it alone counts them into the
+`RunSummary`, reports them and commits their answers (`etl.arrivals`).
+
+    PartAnswered(source, frame)     answered rows for the committer (cymru or greynoise)
+    AsnDetailsAnswered(frame)       Tier 1 rows (AS registration data) for asn_inventory
+    BatchAnswered(done, total, ...) one Team Cymru chunk answered (a log line)
+    Progressed(source, n)           n more items of the phase are done
+    Noted(message)                  something the user should read once
+    PhaseDone(source, seconds)      the phase ended (posted by the runner)
+    PhaseStopped(source, reason)    a service stopped the phase: noted, the run goes on (runner)
+    PhaseFailed(source, error)      the phase raised: the run stops (runner)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class PartAnswered:
+    """Answered rows of ``source`` (``ip``, ``<source>_status`` and the block)."""
+
+    source: str
+    frame: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class AsnDetailsAnswered:
+    """Tier 1 rows: AS registration data with its ``details`` block."""
+
+    frame: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class BatchAnswered:
+    """Team Cymru answered its ``done``-th chunk of ``total`` (``enriched`` IPs, ``failed``)."""
+
+    done: int
+    total: int
+    enriched: int
+    failed: int
+
+    def line(self) -> str:
+        """The log line (users grep it: keep the wording)."""
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"Cymru batch {self.done}/{self.total}: {self.enriched} IPs enriched{failed}"
+
+
+@dataclass(frozen=True)
+class Progressed:
+    """``done`` more items of the phase ``source`` are finished."""
+
+    source: str
+    done: int
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A note for the user."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class PhaseDone:
+    """The phase ``source`` ended after ``seconds``."""
+
+    source: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PhaseStopped:
+    """A service stopped the phase ``source`` (a `ServiceError`): ``reason`` is noted."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PhaseFailed:
+    """The phase ``source`` raised ``error``: raised again on the main thread."""
+
+    source: str
+    error: BaseException
+
+
+Event: TypeAlias = (
+    PartAnswered
+    | AsnDetailsAnswered
+    | BatchAnswered
+    | Progressed
+    | Noted
+    | PhaseDone
+    | PhaseStopped
+    | PhaseFailed
+)
+Post: TypeAlias = Callable[[Event], None]
+PHASE_ENDS = (PhaseDone, PhaseStopped, PhaseFailed)  # the last event of every phase

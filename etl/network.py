@@ -1,0 +1,191 @@
+"""The network phases as the main thread runs them (the threads: `etl.runner`).
+
+The main thread builds the clients, so that a stop can always cancel them, and closes them.
+The phase bodies (`etl.phases_cymru`, `etl.phases_greynoise`) only post events; `Arrivals`
+takes them here, on the main thread: it counts them into the `RunSummary`, reports them, and
+commits their answers, or, when the run stops, keeps them for the next run (`PendingAnswers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+import polars as pl
+
+from etl.clients.cymru import CymruClient
+from etl.clients.greynoise import GreyNoiseClient
+from etl.commit import Committer
+from etl.config import RefreshConfig
+from etl.db.pending import PendingAnswers
+from etl.db.write import ChunkWriter
+from etl.errors import DatabaseError
+from etl.events import (
+    AsnDetailsAnswered,
+    BatchAnswered,
+    Event,
+    Noted,
+    PartAnswered,
+    PhaseDone,
+    PhaseStopped,
+    Progressed,
+)
+from etl.phases_cymru import Tier1Plan, cymru_phase, cymru_queries
+from etl.phases_greynoise import greynoise_phase
+from etl.report import Reporter, RunSummary, count_statuses, finish_phase
+from etl.runner import Phase, PhaseRunner
+
+STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
+IDLE_SECONDS = 0.2  # the committer looks at its clock at least this often
+
+
+@dataclass
+class NetworkPhases:
+    """The phases a run needs, the IPs each is asked about, and the clients they use."""
+
+    phases: list[Phase] = field(default_factory=list)
+    awaited: dict[str, pl.Series] = field(default_factory=dict)
+    greynoise: GreyNoiseClient | None = None
+
+    def close(self, summary: RunSummary) -> None:
+        """Close the clients (once the phases are over); record the GreyNoise requests sent."""
+        if self.greynoise is not None:
+            summary.greynoise_requests = self.greynoise.requests_sent
+            self.greynoise.close()
+
+
+def network_phases(
+    config: RefreshConfig, targets: dict[str, list[str]], plan: Tier1Plan
+) -> NetworkPhases:
+    """Build the clients and phases for ``targets`` (per source, the IPs to ask) and Tier 1."""
+    network = NetworkPhases()
+    ips = targets["cymru"]
+    if ips or plan.wanted:
+        cymru = CymruClient(config.cymru_settings())
+        body = partial(cymru_phase, cymru, ips, plan)
+        network.phases.append(Phase("cymru", len(cymru_queries(ips, plan)), body, cymru.cancel))
+    ips = targets["greynoise"]
+    if ips:
+        key = config.greynoise_api_key or ""
+        greynoise = network.greynoise = GreyNoiseClient(config.greynoise_settings(), key)
+        body = partial(greynoise_phase, greynoise, ips)
+        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel))
+    network.awaited = {p.name: pl.Series(targets[p.name], dtype=pl.String) for p in network.phases}
+    return network
+
+
+def ask_and_commit(
+    network: NetworkPhases, base: pl.DataFrame, arrivals: Arrivals, pending: PendingAnswers
+) -> None:
+    """Run the phases; meanwhile write the ``base`` rows no service owes an answer for, and
+    the others with their answers as these arrive.
+
+    On any error (a failed commit, a failed phase, Ctrl-C) no service is asked anything more,
+    and what was answered but not committed is kept for the next run.
+    """
+    runner = PhaseRunner(network.phases)
+    arrivals.started(network.phases)
+    runner.start()
+    try:
+        arrivals.committer.hold(base, network.awaited)
+        arrivals.commit_all(runner)
+        arrivals.committer.flush()
+    except BaseException:
+        try:
+            arrivals.keep_unwritten(runner.stop(STOP_WAIT_SECONDS), pending)
+        except Exception as exc:  # never instead of the error that stopped the run
+            arrivals.reporter.note(f"answers not committed could not be kept: {exc}")
+        raise
+    finally:
+        network.close(arrivals.summary)
+
+
+def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
+    """Count ``event`` into ``summary`` and report it (on the main thread only)."""
+    match event:
+        case BatchAnswered():
+            summary.cymru_batches += 1
+            reporter.info(event.line())
+        case PartAnswered(source, frame):
+            count_statuses(summary, source, frame[f"{source}_status"])
+        case AsnDetailsAnswered(frame):
+            summary.asn_details += frame.height
+        case Progressed(source, done):
+            reporter.advanced(source, done)
+        case Noted(message) | PhaseStopped(_, message):
+            reporter.note(message)
+        case PhaseDone(source, seconds):
+            finish_phase(summary, reporter, source, seconds)
+
+
+class Arrivals:
+    """The phases' events, taken on the main thread: each is counted and reported, then its
+    answers are committed (while the run goes) or kept (when it stops)."""
+
+    def __init__(
+        self,
+        summary: RunSummary,
+        reporter: Reporter,
+        committer: Committer,
+        writer: ChunkWriter,
+        now: datetime,
+    ) -> None:
+        self.summary, self.reporter = summary, reporter
+        self.committer, self.writer, self.now = committer, writer, now
+        self.writing_details: pl.DataFrame | None = None  # Tier 1 rows of a write under way
+
+    def started(self, phases: Sequence[Phase]) -> None:
+        """Report the phases as started."""
+        for phase in phases:
+            self.reporter.phase_started(phase.name, phase.total)
+
+    def commit_all(self, runner: PhaseRunner) -> None:
+        """Take the events until every phase has ended; commit the answers as they come."""
+        for event in runner.events(IDLE_SECONDS):
+            if event is None:
+                self.committer.tick(idle=True)
+                continue
+            self.account(event)
+            self.commit(event)
+            self.committer.tick()
+
+    def account(self, event: Event) -> None:
+        """Count ``event`` into the summary and report it."""
+        account(event, self.summary, self.reporter)
+
+    def commit(self, event: Event) -> None:
+        """Hand ``event``'s answers to the committer (Tier 1 rows are written at once)."""
+        match event:
+            case PartAnswered(_, frame):
+                self.committer.add(frame)
+            case AsnDetailsAnswered(frame):
+                self.writing_details = frame
+                self.writer.write_asn_details(frame, self.now)
+                self.writing_details = None
+            case PhaseDone(source) | PhaseStopped(source):
+                self.committer.source_done(source)
+
+    def keep_unwritten(self, undelivered: Sequence[Event], pending: PendingAnswers) -> None:
+        """Save the answers not committed, taken or ``undelivered``, beside the database."""
+        details = [self.writing_details] if self.writing_details is not None else []
+        for event in undelivered:
+            self.account(event)
+            if isinstance(event, PartAnswered):
+                self.committer.keep(event.frame)
+            elif isinstance(event, AsnDetailsAnswered):
+                details.append(event.frame)
+        ips = self.committer.unwritten()
+        asns = pl.concat(details, how="diagonal_relaxed") if details else pl.DataFrame()
+        try:
+            saved = pending.save({"ips": ips, "asns": asns})
+        except DatabaseError as exc:
+            self.reporter.note(f"answers not committed are lost: {exc}")
+            return
+        if saved:
+            self.reporter.note(
+                f"kept {ips.height} answered IP(s) and {asns.height} AS answer(s) that were "
+                f"not committed in {pending.folder}; the next run applies them before it "
+                "asks any service"
+            )

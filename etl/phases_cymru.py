@@ -1,0 +1,94 @@
+"""The Team Cymru phase: the IPs lacking an ASN and Tier 1 (AS registration data) in the same
+bulk sessions, run in a thread by `etl.runner`; it only posts events (`etl.events`).
+
+`tier1_plan` decides, on the main thread, which ASNs to ask: every ASN of asn_inventory whose
+registration data is missing or older than 90 days, and MaxMind's ASNs of this run not known
+fresh. ASNs that only Cymru's answers reveal are asked at the end of the phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+
+from etl.clients.cymru import Batch, CymruClient
+from etl.config import Freshness
+from etl.cymru import as_queries, asn_details, cymru_results, split_batch
+from etl.db.database import Database
+from etl.db.select import asn_details_state
+from etl.db.write import MAX_PG_INTEGER
+from etl.events import AsnDetailsAnswered, BatchAnswered, PartAnswered, Post, Progressed
+
+
+@dataclass(frozen=True)
+class Tier1Plan:
+    """The ASNs to ask about (``wanted``) and those whose registration data is ``fresh``."""
+
+    wanted: tuple[int, ...] = ()
+    fresh: frozenset[int] = frozenset()
+
+
+def storable(asns: Iterable[int]) -> set[int]:
+    """AS numbers that fit asn_inventory.asn_number (a 32-bit signed integer on PostgreSQL)."""
+    return {asn for asn in asns if 0 < asn <= MAX_PG_INTEGER}
+
+
+def tier1_plan(db: Database, frame: pl.DataFrame, now: datetime, freshness: Freshness) -> Tier1Plan:
+    """Which ASNs this run asks Team Cymru about (stale in asn_inventory, or MaxMind's ASNs of
+    ``frame`` not known fresh)."""
+    fresh, stale = asn_details_state(db, now, freshness)
+    known = storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
+    return Tier1Plan(tuple(sorted(storable(stale) | (known - fresh))), frozenset(fresh))
+
+
+def cymru_queries(ips: list[str], plan: Tier1Plan) -> list[str]:
+    """The phase's query lines: the IPs, then ``AS<n>`` for the wanted ASNs."""
+    return ips + as_queries(list(plan.wanted))
+
+
+def cymru_phase(client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post) -> None:
+    """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
+    chunk, then ask about the ASNs only Cymru's answers revealed.
+
+    Raises `ServiceUnavailableError` when its sessions kept failing to connect.
+    """
+    discovered: set[int] = set()
+    for done, batch in enumerate(client.lookup(cymru_queries(ips, plan)), start=1):
+        ip_batch, as_batch = split_batch(batch)
+        if ip_batch.queries:
+            part = cymru_results(ip_batch, datetime.now(UTC))
+            discovered.update(part["cymru_asn"].drop_nulls().to_list())
+            enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
+            post(BatchAnswered(done, batch.total, enriched, failed))
+            post(PartAnswered("cymru", part))
+        _post_details(as_batch, post)
+        post(Progressed("cymru", len(batch.queries)))
+    late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
+    for batch in client.lookup(as_queries(late)):
+        _post_details(split_batch(batch)[1], post)
+    client.check_blocked()
+
+
+def _post_details(batch: Batch, post: Post) -> None:
+    """Post the Tier 1 rows of a chunk's ``AS<n>`` answers (errors are asked again later)."""
+    if not batch.queries:
+        return
+    details = asn_details(batch).filter(pl.col("status") != "error")
+    if details.height:
+        post(AsnDetailsAnswered(with_details_block(details, datetime.now(UTC))))
+
+
+def with_details_block(details: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:
+    """Add the ``details`` JSON block (organization, country, registry, allocation, status)."""
+    block = pl.struct(
+        pl.col("organization_name").alias("asn_org"),
+        pl.col("organization_country").alias("country"),
+        pl.col("rir_registry").alias("registry"),
+        pl.col("allocation_date"),
+        pl.col("status"),
+        pl.lit(cached_at.isoformat()).alias("cached_at"),
+    )
+    return details.with_columns(block.struct.json_encode().alias("details"))

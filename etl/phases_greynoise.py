@@ -1,0 +1,65 @@
+"""The GreyNoise phase: IPs asked within the service's rate and budget, run in a thread by
+`etl.runner`; answers are posted (`etl.events`) in parts of `GREYNOISE_PART_ROWS` answers, or
+of what arrived within `GREYNOISE_PART_SECONDS`, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient
+from etl.events import PartAnswered, Post, Progressed
+from etl.greynoise import greynoise_results
+
+GREYNOISE_PART_ROWS = 200  # answers handed to the committer at a time
+GREYNOISE_PART_SECONDS = 0.5
+
+
+class AnswerGroups:
+    """Gathers answers into groups of at most ``rows``, or of what came within ``seconds``
+    of the last group."""
+
+    def __init__(
+        self,
+        rows: int = GREYNOISE_PART_ROWS,
+        seconds: float = GREYNOISE_PART_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rows, self.seconds, self.clock = rows, seconds, clock
+        self._group: list[GreyNoiseAnswer] = []
+        self._since = clock()
+
+    def add(self, answer: GreyNoiseAnswer) -> list[GreyNoiseAnswer]:
+        """Add ``answer``; return the group it completes (else an empty list)."""
+        self._group.append(answer)
+        if len(self._group) >= self.rows or self.clock() - self._since >= self.seconds:
+            return self.rest()
+        return []
+
+    def rest(self) -> list[GreyNoiseAnswer]:
+        """The answers gathered so far (possibly none); the next group starts now."""
+        group, self._group, self._since = self._group, [], self.clock()
+        return group
+
+
+def greynoise_phase(client: GreyNoiseClient, ips: list[str], post: Post) -> None:
+    """Ask GreyNoise about ``ips``; post the answers in parts as they arrive.
+
+    Raises the `ServiceError` that stopped GreyNoise (bad key, quota), after posting every
+    answer received before it.
+    """
+    groups = AnswerGroups()
+    try:
+        for answer in client.lookup(ips):
+            _post_part(groups.add(answer), post)
+    finally:
+        _post_part(groups.rest(), post)
+
+
+def _post_part(answers: list[GreyNoiseAnswer], post: Post) -> None:
+    if answers:
+        part = greynoise_results(answers, datetime.now(UTC))
+        post(PartAnswered("greynoise", part))
+        post(Progressed("greynoise", part.height))
