@@ -17,6 +17,7 @@ from typing import Any
 from etl import settings
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
+from etl.db.url import parse_database_url
 from etl.errors import SettingError, UsageError
 from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
 from etl.settings import setting
@@ -197,8 +198,6 @@ class RefreshConfig:
 
 
 def _password(db_url: str) -> str | None:
-    from etl.db.url import parse_database_url
-
     try:
         return parse_database_url(db_url).password
     except UsageError:

@@ -106,6 +106,10 @@ class MaxMindError(UsageError):
     """A MaxMind database named by the user is missing or unreadable."""
 
 
+class MaxMindFileError(SettingError, MaxMindError):
+    """A MaxMind file named by a setting (maxmind_asn, maxmind_city) cannot be used."""
+
+
 class ServiceError(EtlError):
     """A remote service cannot be used for the rest of this run."""
 

@@ -24,8 +24,7 @@ from typing import Any
 import maxminddb
 import polars as pl
 
-from etl.config import DEFAULT_MAXMIND_DIR
-from etl.errors import MaxMindError
+from etl.errors import MaxMindError, MaxMindFileError
 
 ASN_FILES = ("GeoLite2-ASN.mmdb",)
 CITY_FILES = ("GeoLite2-City.mmdb", "GeoIP2-City.mmdb")
@@ -141,7 +140,7 @@ def open_maxmind(
     *,
     asn: Path | None = None,
     city: Path | None = None,
-    directory: Path = DEFAULT_MAXMIND_DIR,
+    directory: Path | None = None,
     now: datetime | None = None,
 ) -> MaxMindDatabases:
     """Open the ASN and City databases (named files, else found in ``directory``).
@@ -160,22 +159,24 @@ def open_maxmind(
 
 def _open_one(
     named: Path | None,
-    directory: Path,
+    directory: Path | None,
     candidates: tuple[str, ...],
     kind: str,
     databases: MaxMindDatabases,
 ) -> MaxMindDatabase | None:
-    option = f"--maxmind-{kind.lower()}"
+    setting = f"maxmind_{kind.lower()}"
     if named is not None:
         if not named.is_file():
-            raise MaxMindError(f"{option} {named}: file not found")
+            raise MaxMindFileError(setting, f"{named}: file not found")
         database = MaxMindDatabase.open(named)
         if kind not in database.database_type:
             database.close()
-            raise MaxMindError(
-                f"{option} {named}: this is a {database.database_type} database, not a {kind} one"
+            raise MaxMindFileError(
+                setting, f"{named}: this is a {database.database_type} database, not a {kind} one"
             )
         return database
+    if directory is None:
+        return None
     for name in candidates:
         if (directory / name).is_file():
             return MaxMindDatabase.open(directory / name)

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 import polars as pl
 
 from etl.clients.cymru import Batch, CymruClient
-from etl.config import Freshness
 from etl.cymru import as_queries, asn_details, cymru_results, split_batch
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
 from etl.events import AsnDetailsAnswered, BatchAnswered, PartAnswered, Post, Progressed
+from etl.freshness import Freshness
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from etl.db.pending import PendingAnswers
 from etl.db.select import SelectionRules, select_stale, unknown_ips, unusable_rows
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.db.write import ChunkWriter
-from etl.errors import UsageError
+from etl.errors import SettingError
 from etl.greynoise import greynoise_targets
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
 from etl.network import Arrivals, ask_and_commit, network_phases
@@ -160,7 +160,7 @@ def _prepare(
     with timed_phase(summary, reporter, "select", 0):
         frame = select_stale(run.db, rules)
     for address in unknown_ips(frame, config.only_ips):
-        reporter.note(f"--ip {address}: not in ip_inventory nor in session_summaries")
+        reporter.note(f"asked-for IP {address}: not in ip_inventory nor in session_summaries")
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
     summary.unusable = unusable_rows(run.db)
     if summary.unusable:
@@ -272,9 +272,11 @@ def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter
     if config.dry_run:
         reporter.note(f"{url} does not exist: nothing to select")
         return False
-    raise UsageError(
-        f"SQLite database {url.sqlite_path} does not exist (a typo in --db?); "
-        "pass --create to start a new one"
+    raise SettingError(
+        "db_url",
+        f"names a SQLite database that does not exist: {url.sqlite_path} (a typo?); "
+        "to start a new one, add",
+        also="create",
     )
 
 

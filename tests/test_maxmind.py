@@ -230,7 +230,7 @@ def test_a_run_reports_the_build_time_as_note_and_metric(
             maxmind_asn=mmdb["asn"],
             maxmind_city=mmdb["city"],
             skip=frozenset({Source.CYMRU, Source.GREYNOISE}),
-            verbosity=-1,
+            quiet=True,
         )
     )
     assert summary.maxmind_build_epochs == {"asn": EPOCH, "city": EPOCH}

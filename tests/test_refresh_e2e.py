@@ -54,7 +54,7 @@ def config(db_url: str, mmdb: dict[str, Path], **extra: Any) -> RefreshConfig:
         maxmind_city=mmdb["city"],
         skip=frozenset({Source.CYMRU, Source.GREYNOISE}),
         commit_every=700,
-        verbosity=-1,
+        quiet=True,
         **extra,
     )
 

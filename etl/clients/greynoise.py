@@ -102,7 +102,7 @@ def retry_after_seconds(header: str | None, now: float | None = None) -> float |
     if header is None or not header.strip():
         return None
     text = header.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit also accepts '²' and other digits
         return float(text)
     try:
         moment = email.utils.parsedate_to_datetime(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from etl.errors import UsageError
+from etl.errors import SettingError
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -40,38 +40,42 @@ class DatabaseUrl:
 
 
 def parse_database_url(url: str) -> DatabaseUrl:
-    """Parse a ``--db`` value; raise `UsageError` with a one-line reason when it is malformed."""
+    """Parse a database URL (the db_url setting); raise `SettingError` with a one-line reason
+    when it is malformed."""
     url = url.strip()
     if "://" not in url:
-        raise UsageError(
-            f"--db {redact(url, ())!r} is not a database URL: use sqlite:///path/to.db "
-            "or postgresql://user:pass@host:port/dbname"
+        raise SettingError(
+            "db_url",
+            f"{redact(url, ())!r} is not a database URL: use sqlite:///path/to.db "
+            "or postgresql://user:pass@host:port/dbname",
         )
     scheme = url.split("://", 1)[0].lower()
     parser = _PARSERS.get(scheme)
     if parser is not None:
         return parser(url)
-    raise UsageError(
-        f"--db scheme {scheme!r} is not supported: use sqlite:///path/to.db "
-        "or postgresql://user:pass@host:port/dbname"
+    raise SettingError(
+        "db_url",
+        f"scheme {scheme!r} is not supported: use sqlite:///path/to.db "
+        "or postgresql://user:pass@host:port/dbname",
     )
 
 
 def _parse_sqlite(url: str) -> DatabaseUrl:
     rest = url.split("://", 1)[1]
     if not rest.startswith("/") or rest == "/":
-        raise UsageError(
-            f"--db {url!r}: a SQLite URL needs three slashes and a path, "
-            "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)"
+        raise SettingError(
+            "db_url",
+            f"{url!r}: a SQLite URL needs three slashes and a path, "
+            "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)",
         )
     path = Path(unquote(rest[1:].split("?", 1)[0]))
     if str(path) in ("", ".", ":memory:"):
-        raise UsageError(f"--db {url!r}: a SQLite database file path is required")
+        raise SettingError("db_url", f"{url!r}: a SQLite database file path is required")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise UsageError(f"--db {url!r}: the folder {str(folder)!r} does not exist")
+        raise SettingError("db_url", f"{url!r}: the folder {str(folder)!r} does not exist")
     if path.is_dir():
-        raise UsageError(f"--db {url!r}: {str(path)!r} is a folder, not a database file")
+        raise SettingError("db_url", f"{url!r}: {str(path)!r} is a folder, not a database file")
     return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path)
 
 
@@ -81,17 +85,17 @@ def _parse_postgres(url: str) -> DatabaseUrl:
         port = parts.port
     except ValueError as exc:
         password = _raw_password(url)
-        raise UsageError(
-            f"--db {redact(url, (password,) if password else ())!r} is malformed: {exc}"
+        raise SettingError(
+            "db_url", f"{redact(url, (password,) if password else ())!r} is malformed: {exc}"
         ) from None
     password = unquote(parts.password) if parts.password else None
     shown = redact(url, (password,) if password else ())
     if not parts.hostname and "host=" not in (parts.query or ""):
-        raise UsageError(f"--db {shown!r}: a PostgreSQL URL needs a host")
+        raise SettingError("db_url", f"{shown!r}: a PostgreSQL URL needs a host")
     if not parts.path.strip("/"):
-        raise UsageError(f"--db {shown!r}: a PostgreSQL URL needs a database name")
+        raise SettingError("db_url", f"{shown!r}: a PostgreSQL URL needs a database name")
     if port is not None and not 0 < port < 65536:
-        raise UsageError(f"--db {shown!r}: port {port} is out of range")
+        raise SettingError("db_url", f"{shown!r}: port {port} is out of range")
     return DatabaseUrl(dialect="postgres", url=url, password=password)
 
 

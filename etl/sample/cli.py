@@ -73,7 +73,11 @@ def sample(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m etl.sample`` with ``argv``; return the exit status."""
-    return cli.run_single(sample, argv, "python -m etl.sample")
+    from etl.config import RefreshConfig
+    from etl.settings import declared
+
+    # --db means what it means for a refresh: its errors are named the same way.
+    return cli.run_single(sample, argv, "python -m etl.sample", settings=declared(RefreshConfig))
 
 
 def run() -> None:
