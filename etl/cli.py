@@ -22,6 +22,15 @@ from etl.db.url import redact
 from etl.errors import EtlError, SettingError
 from etl.settings import Declared, declared, element_type
 
+# Packages of the optional extras (pyproject.toml), by import name.
+EXTRAS = {
+    "numpy": "sample",
+    "mmdb_writer": "sample",
+    "netaddr": "sample",
+    "geoip2": "sample",
+    "pyarrow": "notebook",
+}
+
 
 def flag_of(settings: dict[str, Declared], name: str) -> str:
     """The command-line flag of setting ``name`` (its config key when it has none)."""
@@ -124,6 +133,13 @@ def invoke(
         return _fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
     except EtlError as exc:
         return _fail(redact(str(exc), secrets()), exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRAS:
+            raise
+        extra = EXTRAS[exc.name]
+        return _fail(
+            f"this command needs the {extra} extra: pip install 'honeypot-etl[{extra}]'", 2
+        )
     return result if isinstance(result, int) else 0
 
 

@@ -1,4 +1,4 @@
-"""``--metrics-file``: the run in Prometheus text exposition format, for node_exporter's
+"""The metrics file: the run in Prometheus text exposition format, for node_exporter's
 textfile collector (written atomically at the end of every run, successful or not).
 
 The last success time survives failed runs: it is carried over from the previous file, so an

@@ -36,7 +36,7 @@ class SourceCounts:
 
 @dataclass
 class RunSummary:
-    """What a refresh did; also written as ``--summary-json``."""
+    """What a refresh did; also written to the summary_json file."""
 
     selected: int = 0
     new_ips: int = 0
@@ -213,7 +213,7 @@ class LineReporter:
 
 
 class NoteRecorder:
-    """Copies every note into the summary (so ``--summary-json`` explains stops)."""
+    """Copies every note into the summary (so the summary JSON explains stops)."""
 
     def __init__(self, summary: RunSummary) -> None:
         self.summary = summary

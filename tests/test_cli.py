@@ -164,3 +164,44 @@ def test_url_parsing_and_redaction(tmp_path: Path) -> None:
         redact("see postgresql://a:b@c/d and key K1", ("K1",))
         == "see postgresql://a:***@c/d and key ***"
     )
+
+
+def test_a_refresh_needs_none_of_the_optional_packages(
+    tmp_path: Path, mmdb: dict[str, Path], compat_sqlite: Path
+) -> None:
+    """pyarrow (the notebook's) and geoip2, numpy, mmdb-writer, netaddr (the sample extra) are not
+    runtime dependencies: a refresh runs with them made unimportable."""
+    load_sqlite(str(compat_sqlite), plan_world(60, networks=["89.160.0.0/17"]))
+    blocked = ("pyarrow", "numpy", "mmdb_writer", "netaddr", "geoip2")
+    program = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from etl.refresh import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, "--db", f"sqlite:///{compat_sqlite}",
+         "--maxmind-asn", str(mmdb["asn"]), "--maxmind-city", str(mmdb["city"]),
+         "--skip", "cymru", "--skip", "greynoise", "--quiet"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_command_without_its_extra_says_which_to_install(tmp_path: Path) -> None:
+    program = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"
+        "from etl.app import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, "sample", "--db", f"sqlite:///{tmp_path}/s.db",
+         "--ips", "10", "--maxmind-dir", str(tmp_path / "mm")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: this command needs the sample extra: pip install 'honeypot-etl[sample]'"
+    )

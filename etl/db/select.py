@@ -198,7 +198,7 @@ def _enabled(rules: SelectionRules) -> dict[str, bool]:
 
 def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     """IPs to refresh: chosen never-enriched first, then by last_seen descending (what
-    ``--ips N`` keeps), and returned new IPs first, then in the order the table stores them.
+    the max_ips setting keeps), and returned new IPs first, then in the order the table stores them.
 
     The run asks the services and commits in this order, so each chunk's rows share pages:
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
@@ -213,7 +213,7 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     # where they would parse every row's JSON a second time.
     keep = pl.col("usable") if rules.only_ips else pl.col("usable") & ~pl.col("known_bogon")
     frame = frame.filter(keep).drop("usable", "known_bogon")
-    # --ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
+    # max_ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
     frame = frame.sort("position", nulls_last=False, maintain_order=True).drop("position")
@@ -221,7 +221,8 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
 
 
 def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:
-    """Addresses asked for with ``--ip`` that are neither in the inventory nor in sessions."""
+    """Addresses asked for by name (the only_ips setting) that are neither in the inventory nor
+    in sessions."""
     found = set(frame["ip"].to_list())
     return [ip for ip in requested if ip not in found]
 

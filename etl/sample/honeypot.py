@@ -225,47 +225,11 @@ def build_honeypot(
     states = rng.choice(len(STATES), size=len(addresses), p=_STATE_WEIGHTS)
     builder = _Builder(world, epoch, now, rng)
     sample = SampleDatabase(sessions=sessions.height)
-    rows: list[tuple[str, int | None, str, datetime | None]] = []
-    attacker_count = len(attackers)
-    for index, address in enumerate(addresses):
-        state = STATES[states[index]]
-        if state == "missing" and db.dialect == "postgres":
-            state = "never"  # session_summaries.source_ip references ip_inventory there
-        if index >= attacker_count:  # bogons and garbage: never validated, or validated
-            state = "missing" if state == "missing" else ("never" if index % 2 else "validated")
-        sample.states[address] = state
-        if state == "missing":
-            continue
-        if state == "validated":
-            rows.append(
-                (
-                    address,
-                    None,
-                    json.dumps({"validation": _validation(address)}),
-                    builder.ago(1, 30),
-                )
-            )
-            continue
-        blocks, asn = builder.enrichment(address, state)
-        touched = None if state == "never" else builder.ago(0, 6)
-        rows.append((address, asn, json.dumps(blocks), touched))
-    inventory = pl.DataFrame(
-        rows,
-        schema={
-            "ip_address": pl.String,
-            "current_asn": pl.Int64,
-            "enrichment": pl.String,
-            "enrichment_updated_at": pl.Datetime("us", "UTC"),
-        },
-        orient="row",
-    ).join(per_ip, left_on="ip_address", right_on="source_ip", how="left")
-    inventory = inventory.with_columns(
-        pl.col("first_seen").alias("created_at"),
-        pl.coalesce("enrichment_updated_at", "first_seen").alias("updated_at"),
-        pl.when(pl.col("current_asn").is_not_null())
-        .then(pl.col("enrichment_updated_at"))
-        .alias("asn_last_verified"),
+    # session_summaries.source_ip references ip_inventory on PostgreSQL: no "missing" rows there.
+    rows = _inventory_rows(
+        addresses, len(attackers), states, builder, sample, db.dialect == "postgres"
     )
+    inventory = _inventory_frame(rows, per_ip)
     asns = _asn_rows(world, inventory["current_asn"].drop_nulls().unique().sort(), now, rng)
     counts = inventory.group_by("current_asn").agg(
         pl.len().alias("unique_ip_count"),
@@ -277,6 +241,59 @@ def build_honeypot(
     db.append("ip_inventory", inventory)
     db.append("session_summaries", sessions)
     return sample
+
+
+InventoryRow = tuple[str, int | None, str, datetime | None]
+
+
+def _inventory_rows(
+    addresses: list[str],
+    attacker_count: int,
+    states: Any,
+    builder: _Builder,
+    sample: SampleDatabase,
+    no_missing: bool,
+) -> list[InventoryRow]:
+    """One inventory row per address in its drawn state (recorded in ``sample.states``)."""
+    rows: list[InventoryRow] = []
+    for index, address in enumerate(addresses):
+        state = STATES[states[index]]
+        if state == "missing" and no_missing:
+            state = "never"
+        if index >= attacker_count:  # bogons and garbage: never validated, or validated
+            state = "missing" if state == "missing" else ("never" if index % 2 else "validated")
+        sample.states[address] = state
+        if state == "missing":
+            continue
+        if state == "validated":
+            validation = json.dumps({"validation": _validation(address)})
+            rows.append((address, None, validation, builder.ago(1, 30)))
+            continue
+        blocks, asn = builder.enrichment(address, state)
+        touched = None if state == "never" else builder.ago(0, 6)
+        rows.append((address, asn, json.dumps(blocks), touched))
+    return rows
+
+
+def _inventory_frame(rows: list[InventoryRow], per_ip: pl.DataFrame) -> pl.DataFrame:
+    """The ip_inventory rows with their sessions' first/last seen and counts."""
+    inventory = pl.DataFrame(
+        rows,
+        schema={
+            "ip_address": pl.String,
+            "current_asn": pl.Int64,
+            "enrichment": pl.String,
+            "enrichment_updated_at": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    ).join(per_ip, left_on="ip_address", right_on="source_ip", how="left")
+    return inventory.with_columns(
+        pl.col("first_seen").alias("created_at"),
+        pl.coalesce("enrichment_updated_at", "first_seen").alias("updated_at"),
+        pl.when(pl.col("current_asn").is_not_null())
+        .then(pl.col("enrichment_updated_at"))
+        .alias("asn_last_verified"),
+    )
 
 
 def _validation(address: str) -> dict[str, Any]:

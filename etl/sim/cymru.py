@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import re
 import signal
 import socket
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,179 +33,9 @@ from etl.sim.common import (
     announce,
     parse_faults,
 )
+from etl.sim.cymru_answers import GARBAGE_LINES, Options, answer, header
 
 FAULTS = CYMRU_FAULTS
-COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
-_FLAGS = {
-    "-p": ("prefix", True),
-    "-q": ("prefix", False),
-    "-c": ("countrycode", True),
-    "-d": ("countrycode", False),
-    "-r": ("registry", True),
-    "-s": ("registry", False),
-    "-a": ("allocdate", True),
-    "-b": ("allocdate", False),
-    "-n": ("asname", True),
-    "-o": ("asname", False),
-}
-_KEYWORDS = {
-    "prefix": ("prefix", True),
-    "noprefix": ("prefix", False),
-    "countrycode": ("countrycode", True),
-    "nocountrycode": ("countrycode", False),
-    "registry": ("registry", True),
-    "noregistry": ("registry", False),
-    "allocdate": ("allocdate", True),
-    "noallocdate": ("allocdate", False),
-    "asname": ("asname", True),
-    "noasname": ("asname", False),
-}
-_IGNORED = {
-    "truncate",
-    "notruncate",
-    "trunc",
-    "notrunc",
-    "asnumber",
-    "noasnumber",
-    "-t",
-    "-u",
-    "-f",
-    "-w",
-}
-_AS_QUERY = re.compile(r"^as(\d{1,10})$", re.IGNORECASE)
-GARBAGE_LINES = (
-    "%%% garbage \x7f line from a confused proxy",
-    "12345 | 1.2.3",
-    "64999   | 203.0.113.99     | 203.0.113.0/24      | ZZ | arin     | 2000-01-01 | BOGUS-ROW, ZZ",
-    "Error: no ASN or IP match on line 99999.",
-    "| | | | | | | | |",
-    "NA | banana | NA",
-)
-
-
-@dataclass
-class Options:
-    """The columns a session asked for."""
-
-    enabled: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(COLUMNS, False))
-    asname: bool = True
-
-    def set(self, name: str, value: bool) -> None:
-        """Turn one column on or off."""
-        if name == "asname":
-            self.asname = value
-        else:
-            self.enabled[name] = value
-
-    def apply(self, word: str) -> bool:
-        """Apply a flag or keyword; False when ``word`` is neither."""
-        lowered = word.lower()
-        if lowered in ("-v", "verbose"):
-            for name in COLUMNS:
-                self.enabled[name] = True
-            return True
-        setting = _FLAGS.get(lowered) or _KEYWORDS.get(lowered)
-        if setting:
-            self.set(*setting)
-            return True
-        return lowered in _IGNORED
-
-
-def _pad(value: str, width: int) -> str:
-    return value.ljust(width)
-
-
-def ip_rows(
-    world: World, address: ipaddress.IPv4Address | ipaddress.IPv6Address, options: Options
-) -> list[str]:
-    """The answer rows for one IP query (several when the prefix has several origins)."""
-    prefix = world.route(address)
-    echoed = _pad(str(address), 16 if address.version == 4 else 40)
-    if prefix is None:  # private, reserved or unallocated
-        values = [("NA", "", "other", "", "NA")]
-        network = "NA"
-    elif not prefix.origins:  # allocated, not announced
-        values = [("NA", prefix.country, prefix.registry, prefix.allocated, "NA")]
-        network = "NA"
-    else:
-        values = [
-            (str(asn), prefix.country, prefix.registry, prefix.allocated, world.systems[asn].name)
-            for asn in prefix.origins
-        ]
-        network = str(prefix.network)
-    rows = []
-    for asn, country, registry, allocated, name in values:
-        fields = [_pad(asn, 8), echoed]
-        if options.enabled["prefix"]:
-            fields.append(_pad(network, 19))
-        if options.enabled["countrycode"]:
-            fields.append(_pad(country, 2))
-        if options.enabled["registry"]:
-            fields.append(_pad(registry, 8))
-        if options.enabled["allocdate"]:
-            fields.append(_pad(allocated, 10))
-        if options.asname:
-            fields.append(name)
-        rows.append(_join(fields))
-    return rows
-
-
-def as_row(world: World, number: int, options: Options) -> str:
-    """The answer row for one ``AS<n>`` query."""
-    system = world.systems.get(number)
-    if system is None:
-        fields = [_pad("NA", 8), "  ", _pad("other", 8), _pad("", 10), "NA"]
-    else:
-        fields = [
-            _pad(str(number), 8),
-            _pad(system.country, 2),
-            _pad(system.registry, 8),
-            _pad(system.allocated, 10),
-            system.name,
-        ]
-    chosen = [fields[0]]
-    if options.enabled["countrycode"]:
-        chosen.append(fields[1])
-    if options.enabled["registry"]:
-        chosen.append(fields[2])
-    if options.enabled["allocdate"]:
-        chosen.append(fields[3])
-    if options.asname:
-        chosen.append(fields[4])
-    return _join(chosen)
-
-
-def _join(fields: list[str]) -> str:
-    # The AS column is followed by "| " directly (it is padded to 8); the rest by " | ".
-    return fields[0] + "| " + " | ".join(fields[1:])
-
-
-def header(options: Options) -> str:
-    """The header line printed before a single query's answer."""
-    fields = [_pad("AS", 8), _pad("IP", 16)]
-    for name, title, width in (
-        ("prefix", "BGP Prefix", 19),
-        ("countrycode", "CC", 2),
-        ("registry", "Registry", 8),
-        ("allocdate", "Allocated", 10),
-    ):
-        if options.enabled[name]:
-            fields.append(_pad(title, width))
-    if options.asname:
-        fields.append("AS Name")
-    return _join(fields)
-
-
-def answer(world: World, query: str, line_number: int, options: Options) -> list[str]:
-    """The lines that answer one query line."""
-    matched = _AS_QUERY.match(query)
-    if matched:
-        return [as_row(world, int(matched.group(1)), options)]
-    try:
-        address = ipaddress.ip_address(query)
-    except ValueError:
-        return [f"Error: no ASN or IP match on line {line_number}."]
-    return ip_rows(world, address, options)
 
 
 class CymruSimulator:
@@ -273,25 +100,11 @@ class CymruSimulator:
         async for raw, arrived in _lines(reader):
             line_number += 1
             text = raw.decode("ascii", "replace").strip()
-            words = text.split()
             if not bulk:
-                if words and words[-1].lower() == "begin":
-                    bulk = True
-                    for word in words[:-1]:
-                        options.apply(word)
-                    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
-                    await self._send(writer, [f"Bulk mode; whois.cymru.com [{stamp}]"])
-                    if self.bulk_header:
-                        await self._send(writer, [header(options)])
-                    continue
-                for word in words[:-1]:
-                    options.apply(word)
-                if words:
-                    queries.append(words[-1])
-                    await self._send(
-                        writer, [header(options), *answer(self.world, words[-1], 1, options)]
-                    )
-                return "single", True
+                bulk = await self._open(text.split(), options, writer, queries)
+                if not bulk:
+                    return "single", True
+                continue
             if not text:
                 continue
             lowered = text.lower()
@@ -308,19 +121,55 @@ class CymruSimulator:
                 due = max(arrived, due) + delay
                 await asyncio.sleep(max(0.0, due - loop.time()))
             answered += 1
-            if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
-                if fault == "drop":
-                    _reset(writer)
-                    return "bulk", False
-                await asyncio.sleep(self.stall_seconds)
+            if not await self._answer(writer, text, line_number, answered, fault, options):
                 return "bulk", False
-            lines = answer(self.world, text, line_number, options)
-            if fault == "garbage" and answered % 3 == 1:
-                lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)], *lines]
-            elif fault == "garble" and answered % 3 == 1:  # a garbled line in its place
-                lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)]]
-            await self._send(writer, lines)
         return ("bulk" if bulk else "single"), False
+
+    async def _open(
+        self,
+        words: list[str],
+        options: Options,
+        writer: asyncio.StreamWriter,
+        queries: list[str],
+    ) -> bool:
+        """A session's first line: True for ``begin`` (bulk mode), else answer it as a single
+        query and return False."""
+        for word in words[:-1]:
+            options.apply(word)
+        if words and words[-1].lower() == "begin":
+            stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+            await self._send(writer, [f"Bulk mode; whois.cymru.com [{stamp}]"])
+            if self.bulk_header:
+                await self._send(writer, [header(options)])
+            return True
+        if words:
+            queries.append(words[-1])
+            await self._send(writer, [header(options), *answer(self.world, words[-1], 1, options)])
+        return False
+
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        text: str,
+        line_number: int,
+        answered: int,
+        fault: str | None,
+        options: Options,
+    ) -> bool:
+        """Answer bulk query ``text`` (fault applied); False when the fault ends the session."""
+        if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
+            if fault == "drop":
+                _reset(writer)
+            else:
+                await asyncio.sleep(self.stall_seconds)
+            return False
+        lines = answer(self.world, text, line_number, options)
+        if fault == "garbage" and answered % 3 == 1:
+            lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)], *lines]
+        elif fault == "garble" and answered % 3 == 1:  # a garbled line in its place
+            lines = [GARBAGE_LINES[answered % len(GARBAGE_LINES)]]
+        await self._send(writer, lines)
+        return True
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, lines: list[str]) -> None:

@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from etl.sample.world import GreyNoiseRecord, World
+from etl.sample.world import World
 from etl.sim.common import (
     GREYNOISE_FAULTS,
     HOST,
@@ -40,93 +40,38 @@ from etl.sim.common import (
     announce,
     parse_faults,
 )
+from etl.sim.greynoise_bodies import (
+    INVALID_IPV4,
+    INVALID_PARAMETER,
+    NOT_OBSERVED,
+    SERVER_ERROR,
+    THROTTLED,
+    UNAUTHORIZED,
+    community_body,
+    daily_limit_body,
+    enterprise_item,
+)
 
 FAULTS = GREYNOISE_FAULTS
 MAX_MULTI = 10_000
-NOT_OBSERVED = "IP not observed scanning the internet or contained in RIOT data set."
-INVALID_IPV4 = {"message": "Request is not a valid routable IPv4 address"}
-UNAUTHORIZED = {"message": "Unauthorized"}
-SERVER_ERROR = {"message": "Encountered error while performing request"}
-THROTTLED = {"message": "You've hit the rate limit for this endpoint."}
-INVALID_PARAMETER = {"message": "Invalid parameter"}
 
 
-def daily_limit_body(limit: int, plan: str) -> dict[str, str]:
-    """The daily-limit 429 body (literal for the unauthenticated plan's 100 lookups)."""
-    return {
-        "plan": plan,
-        "rate-limit": f"{limit}-lookups/day",
-        "plan_url": "https://greynoise.io/pricing",
-        "message": f"You have hit your daily rate limit of {limit} requests per day. "
-        "Please create a free account or upgrade your plan at https://greynoise.io/pricing.\n",
-    }
+Response = tuple[int, dict[str, Any] | bytes, dict[str, str]]  # status, body, headers
 
 
-def community_body(address: str, record: GreyNoiseRecord | None) -> tuple[int, dict[str, Any]]:
-    """Status and body of ``GET /v3/community/{ip}`` for a routable IPv4 address."""
-    if record is None:
-        return 404, {"ip": address, "noise": False, "riot": False, "message": NOT_OBSERVED}
-    kind = "ip" if record.noise else "riot"
-    return 200, {
-        "ip": address,
-        "noise": record.noise,
-        "riot": record.riot,
-        "classification": record.classification,
-        "name": record.name,
-        "link": f"https://viz.greynoise.io/{kind}/{address}",
-        "last_seen": record.last_seen,
-        "message": "Success",
-    }
-
-
-def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[str, Any]:
-    """One ``data[]`` item of the v3 IP lookup."""
-    if quick:
-        return {
-            "ip": address,
-            "business_service_intelligence": {
-                "found": record.riot,
-                "trust_level": "1" if record.riot else "",
-            },
-            "internet_scanner_intelligence": {
-                "found": record.noise,
-                "classification": record.classification if record.noise else "",
-            },
-        }
-    riot: dict[str, Any] = {"found": record.riot, "trust_level": ""}
-    if record.riot:
-        riot.update(
-            category="public_dns" if "DNS" in record.name else "cdn",
-            name=record.name,
-            description=f"{record.name} service",
-            explanation="",
-            last_updated=f"{record.last_seen}T12:30:45Z",
-            reference="",
-            trust_level="1",
-        )
-    scanner: dict[str, Any] = {"found": record.noise, "classification": ""}
-    if record.noise:
-        scanner.update(
-            ip=address,
-            seen=True,
-            classification=record.classification,
-            first_seen="2025-06-01",
-            last_seen=record.last_seen,
-            last_seen_timestamp=f"{record.last_seen}T08:00:00Z",
-            actor=record.name,
-            spoofable=False,
-            cves=[],
-            tor=False,
-            vpn=False,
-            vpn_service="",
-            metadata={"asn": "", "source_country_code": "", "organization": "", "rdns": ""},
-            tags=[],
-        )
-    return {
-        "ip": address,
-        "business_service_intelligence": riot,
-        "internet_scanner_intelligence": scanner,
-    }
+def _requested(path: str, body: bytes, multi: bool, ips: list[str]) -> Response | None:
+    """Put the request's IPs into ``ips``; a 400 when a multi-IP body is not valid."""
+    if not multi:
+        ips.append(path.rsplit("/", 1)[1])
+        return None
+    try:
+        requested = json.loads(body)["ips"]
+        if not isinstance(requested, list) or len(requested) > MAX_MULTI:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return 400, INVALID_PARAMETER, {}
+    ips.extend(str(ip) for ip in requested)
+    return None
 
 
 class TokenBucket:
@@ -299,40 +244,18 @@ class Handler(BaseHTTPRequestHandler):
         query: str,
         body: bytes,
         ips: list[str],
-    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+    ) -> Response:
         community = method == "GET" and path.startswith("/v3/community/")
         single = method == "GET" and path.startswith("/v3/ip/")
         multi = method == "POST" and path == "/v3/ip"
         if not (community or single or multi):
             return 404, {"message": "Not Found"}, {}
-        if community or single:
-            ips.append(path.rsplit("/", 1)[1])
-        else:
-            try:
-                requested = json.loads(body)["ips"]
-                if not isinstance(requested, list) or len(requested) > MAX_MULTI:
-                    raise ValueError
-                ips.extend(str(ip) for ip in requested)
-            except (ValueError, KeyError, TypeError):
-                return 400, INVALID_PARAMETER, {}
-        key = self.headers.get("key")
-        if sim.key is not None and key != sim.key:
-            return 401, UNAUTHORIZED, {}
-        wait = sim.bucket.take()
-        fault = sim.faults.draw()
-        if wait or fault == "429":
-            return 429, THROTTLED, sim.retry_after_header(wait or 1.0)
-        if not sim.spend():
-            plan = "unauthenticated" if key is None else "community"
-            return 429, daily_limit_body(sim.daily_limit or 0, plan), {}
-        if sim.latency:
-            time.sleep(sim.latency)
-        if fault == "slow":
-            time.sleep(sim.slow_seconds)
-        elif fault == "reset":
-            return 0, b"", {}
-        elif fault == "5xx":
-            return 500, SERVER_ERROR, {}
+        refused = _requested(path, body, multi, ips)
+        if refused is not None:
+            return refused
+        refused, fault = self._gate(sim)
+        if refused is not None:
+            return refused
         if community:
             if not _routable_ipv4(ips[0]):
                 return 400, INVALID_IPV4, {}
@@ -347,6 +270,28 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return status, json.dumps(answer).encode()[: max(5, len(json.dumps(answer)) // 2)], {}
         return status, answer, {}
+
+    def _gate(self, sim: GreyNoiseSimulator) -> tuple[Response | None, str | None]:
+        """Key, rate limit, daily limit and faults: a refusal, or None; and the fault drawn."""
+        key = self.headers.get("key")
+        if sim.key is not None and key != sim.key:
+            return (401, UNAUTHORIZED, {}), None
+        wait = sim.bucket.take()
+        fault = sim.faults.draw()
+        if wait or fault == "429":
+            return (429, THROTTLED, sim.retry_after_header(wait or 1.0)), fault
+        if not sim.spend():
+            plan = "unauthenticated" if key is None else "community"
+            return (429, daily_limit_body(sim.daily_limit or 0, plan), {}), fault
+        if sim.latency:
+            time.sleep(sim.latency)
+        if fault == "slow":
+            time.sleep(sim.slow_seconds)
+        elif fault == "reset":
+            return (0, b"", {}), fault
+        elif fault == "5xx":
+            return (500, SERVER_ERROR, {}), fault
+        return None, fault
 
     @staticmethod
     def _enterprise(sim: GreyNoiseSimulator, ips: list[str], quick: bool) -> dict[str, Any]:
