@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import duckdb
 import polars as pl
 
+from etl.db import ddl
 from etl.db.url import DatabaseUrl, Dialect
 
 if TYPE_CHECKING:
@@ -71,6 +72,12 @@ class Backend(ABC):
     duck_schema: ClassVar[str]  # the attached database's schema in DuckDB names
     row_position: ClassVar[str]  # SQL for where a row is stored (the selection's order)
     tier_ddl: ClassVar[Mapping[str, str]]  # cowrieprocessor's CREATE script of each tier
+    schema_state_ddl: ClassVar[str]  # cowrieprocessor's CREATE script of schema_state
+    schema_state_table: ClassVar[str]  # its native name, and its key column quoted
+    schema_state_key: ClassVar[str]
+    stage_create: ClassVar[str]  # "CREATE [TEMP] TABLE IF NOT EXISTS {prefix}"
+    stage_prefix: ClassVar[str]  # where the run's staging tables live: "temp." or "public."
+    timestamp_type: ClassVar[str]  # the native type a TIMESTAMPTZ stage column gets
 
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
@@ -131,18 +138,25 @@ class Backend(ABC):
     def check_writable(self, session: Session) -> None:
         """Raise `SchemaError` when this user cannot write the database."""
 
-    @abstractmethod
     def schema_state_statements(self, table_exists: bool) -> list[str]:
         """Record cowrieprocessor's schema_version (creating schema_state when absent)."""
+        create = [] if table_exists else split_script(self.schema_state_ddl)
+        insert = (
+            f"INSERT INTO {self.schema_state_table} ({self.schema_state_key}, value) "
+            f"VALUES ('schema_version', '{ddl.SCHEMA_VERSION}') ON CONFLICT DO NOTHING"
+        )
+        return [*create, insert]
 
     # -- staging and merge -------------------------------------------------------------------
-    @abstractmethod
     def stage_table(self, name: str) -> str:
         """The native name of the run's staging table ``name``."""
+        return f"{self.stage_prefix}{name}"
 
-    @abstractmethod
     def create_stage(self, name: str, columns: Mapping[str, str]) -> str:
         """The statement creating a staging table (column -> DuckDB type)."""
+        types = {c: self.timestamp_type if t == "TIMESTAMPTZ" else t for c, t in columns.items()}
+        body = ", ".join(f"{column} {sql_type}" for column, sql_type in types.items())
+        return f"{self.stage_create} {self.stage_table(name)} ({body})"
 
     @abstractmethod
     def chunk_merge(

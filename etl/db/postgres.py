@@ -29,7 +29,6 @@ from etl.db.dialect import (
     Session,
     Unit,
     first_line,
-    split_script,
     sql_string,
 )
 from etl.db.extensions import load_extension
@@ -70,6 +69,12 @@ class PostgresBackend(Backend):
     duck_schema: ClassVar[str] = "public"
     row_position: ClassVar[str] = "CAST(NULL AS BIGINT)"  # the scan exposes no ctid
     tier_ddl: ClassVar[Mapping[str, str]] = ddl.POSTGRES_TABLES
+    schema_state_ddl: ClassVar[str] = ddl.POSTGRES_SCHEMA_STATE  # cowrieprocessor's migration form
+    schema_state_table: ClassVar[str] = "public.schema_state"
+    schema_state_key: ClassVar[str] = "key"
+    stage_create: ClassVar[str] = "CREATE TABLE IF NOT EXISTS"
+    stage_prefix: ClassVar[str] = "public."
+    timestamp_type: ClassVar[str] = "TIMESTAMPTZ"  # DuckDB's types are valid PostgreSQL types
 
     # -- opening ---------------------------------------------------------------------------
     def attach(self, duck: duckdb.DuckDBPyConnection, *, create: bool, lock_timeout: float) -> None:
@@ -209,25 +214,6 @@ class PostgresBackend(Backend):
                 f"PostgreSQL user of {self.url} may not write {names} "
                 "(needs SELECT, INSERT, UPDATE on the tables and CREATE on schema public)"
             )
-
-    def schema_state_statements(self, table_exists: bool) -> list[str]:
-        """cowrieprocessor's migration form of schema_state."""
-        create = [] if table_exists else split_script(ddl.POSTGRES_SCHEMA_STATE)
-        insert = (
-            "INSERT INTO public.schema_state (key, value) "
-            f"VALUES ('schema_version', '{ddl.SCHEMA_VERSION}') ON CONFLICT DO NOTHING"
-        )
-        return [*create, insert]
-
-    # -- staging and merge -------------------------------------------------------------------
-    def stage_table(self, name: str) -> str:
-        """A table of schema ``public``."""
-        return f"public.{name}"
-
-    def create_stage(self, name: str, columns: Mapping[str, str]) -> str:
-        """DuckDB's types are valid PostgreSQL types."""
-        body = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
-        return f"CREATE TABLE IF NOT EXISTS public.{name} ({body})"
 
     def chunk_merge(
         self, ip_stage: str, asn_stage: str, patterns: list[int], now: datetime

@@ -28,7 +28,6 @@ from etl.db.dialect import (
     Session,
     Unit,
     first_line,
-    split_script,
     sql_string,
 )
 from etl.db.extensions import load_extension
@@ -75,6 +74,12 @@ class SQLiteBackend(Backend):
     duck_schema: ClassVar[str] = "main"
     row_position: ClassVar[str] = "rowid"
     tier_ddl: ClassVar[Mapping[str, str]] = ddl.SQLITE_TABLES
+    schema_state_ddl: ClassVar[str] = ddl.SQLITE_SCHEMA_STATE  # cowrieprocessor's ORM form
+    schema_state_table: ClassVar[str] = "schema_state"
+    schema_state_key: ClassVar[str] = '"key"'
+    stage_create: ClassVar[str] = "CREATE TEMP TABLE IF NOT EXISTS"
+    stage_prefix: ClassVar[str] = "temp."  # TEMP tables of the writing connection
+    timestamp_type: ClassVar[str] = "TEXT"  # staged as cowrieprocessor's timestamp text
 
     def __init__(self, url: DatabaseUrl) -> None:
         super().__init__(url)
@@ -198,26 +203,6 @@ class SQLiteBackend(Backend):
                 f"the folder of SQLite database {self.path} is read-only for this user (SQLite "
                 "writes its journal or WAL file beside the database)"
             )
-
-    def schema_state_statements(self, table_exists: bool) -> list[str]:
-        """cowrieprocessor's ORM form of schema_state."""
-        create = [] if table_exists else split_script(ddl.SQLITE_SCHEMA_STATE)
-        insert = (
-            'INSERT INTO schema_state ("key", value) '
-            f"VALUES ('schema_version', '{ddl.SCHEMA_VERSION}') ON CONFLICT DO NOTHING"
-        )
-        return [*create, insert]
-
-    # -- staging and merge -------------------------------------------------------------------
-    def stage_table(self, name: str) -> str:
-        """A TEMP table of the writing connection."""
-        return f"temp.{name}"
-
-    def create_stage(self, name: str, columns: Mapping[str, str]) -> str:
-        """Timestamps are staged as cowrieprocessor text."""
-        types = {c: "TEXT" if t == "TIMESTAMPTZ" else t for c, t in columns.items()}
-        body = ", ".join(f"{column} {sql_type}" for column, sql_type in types.items())
-        return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({body})"
 
     def chunk_merge(
         self, ip_stage: str, asn_stage: str, patterns: list[int], now: datetime
