@@ -16,9 +16,8 @@ from typing import NoReturn
 
 import typer
 
-from etl import cli, refresh
-from etl.demo import demo
-from etl.sample.cli import sample
+from etl import cli, demo, refresh
+from etl.sample import cli as sample
 from etl.sim import cli as sim
 
 HELP = "Keep the IP enrichment of Cowrie honeypot databases fresh (MaxMind, Team Cymru, GreyNoise)."
@@ -44,8 +43,8 @@ def app() -> typer.Typer:
     root = cli.new_app(HELP, EXAMPLES, completion=True)
     root.callback(epilog=EXAMPLES)(_root)
     root.command("refresh", help=refresh.HELP, epilog=refresh.EXAMPLES)(refresh.command())
-    root.command("sample")(sample)
-    root.command("demo")(demo)
+    root.command("sample", epilog=sample.EXAMPLES)(sample.sample)
+    root.command("demo", epilog=demo.EXAMPLES)(demo.demo)
     root.add_typer(sim.app(), name="sim")
     return root
 

@@ -37,7 +37,9 @@ def flag_of(settings: dict[str, Declared], name: str) -> str:
     known = settings.get(name)
     if known is None:
         return name
-    return known.setting.flag or f"{known.key} (etl.toml or {known.setting.env})"
+    if known.setting.flag:
+        return known.setting.flag
+    return f"{known.key} (etl.toml or {known.setting.env})" if known.setting.env else known.key
 
 
 def setting_message(settings: dict[str, Declared], error: SettingError) -> str:
@@ -61,6 +63,9 @@ def options_of(cls: type) -> list[inspect.Parameter]:
 
 def _option(declared_setting: Declared) -> inspect.Parameter:
     d, s = declared_setting, declared_setting.setting
+    if d.kind is bool and d.default is not False:
+        # A flag can only switch a setting on: one that is on by default needs a --no- form.
+        raise TypeError(f"setting {d.name}: a flag's default must be False")
     assert s.flag is not None
     names = [s.flag, *([s.short] if s.short else [])]
     kind = _cli_type(d.kind)
@@ -82,7 +87,16 @@ def _cli_type(kind: Any) -> Any:
     for plain in (int, float, str, Path):
         if kind in (plain, plain | None):
             return plain | None
+    single = _plain(kind)
+    if isinstance(single, type) and issubclass(single, Enum):
+        return single | None
     raise TypeError(f"no command-line type for {kind}")
+
+
+def _plain(kind: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    parts = [part for part in getattr(kind, "__args__", (kind,)) if part is not type(None)]
+    return parts[0] if len(parts) == 1 else kind
 
 
 def _help(d: Declared) -> str:
@@ -92,7 +106,7 @@ def _help(d: Declared) -> str:
         notes.append("one of " + ", ".join(str(member.value) for member in element))
     if d.setting.env:
         notes.append(f"env {d.setting.env}")
-    if d.default not in (None, False, (), frozenset()):
+    if not (d.default is None or d.default is False or d.default in ((), frozenset())):
         notes.append(f"default {d.default}")
     return d.setting.help + (f" [{'; '.join(notes)}]" if notes else "")
 
@@ -128,11 +142,15 @@ def invoke(
         )
     except click_errors.UsageError as exc:
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
-        return _fail(f"{exc.format_message()}{hint}", 2)
+        # A stray argument may be a database URL with its password: redact URL passwords.
+        return _fail(redact(f"{exc.format_message()}{hint}", ()), 2)
     except SettingError as exc:
         return _fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
     except EtlError as exc:
         return _fail(redact(str(exc), secrets()), exc.exit_code)
+    except OSError as exc:  # a folder that cannot be written, a port in use, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(redact(f"{exc.strerror or exc}{where}", secrets()), 1)
     except ModuleNotFoundError as exc:
         if exc.name not in EXTRAS:
             raise
@@ -149,10 +167,12 @@ def run_single(
     prog: str,
     epilog: str | None = None,
     settings: dict[str, Declared] | None = None,
+    help: str | None = None,
 ) -> int:
     """Run one command as a program of its own (``python -m etl.sample`` and the like)."""
-    single = new_app(str(command.__doc__), epilog)
-    single.command(epilog=epilog)(command)
+    text = help or str(command.__doc__)
+    single = new_app(text, epilog)
+    single.command(help=text, epilog=epilog)(command)
     return invoke(single, argv, prog, settings)
 
 

@@ -142,6 +142,7 @@ class RefreshConfig:
     freshness: Freshness = field(default_factory=Freshness)
 
     def __post_init__(self) -> None:
+        settings.converted(self)
         for name in ("max_ips", "commit_every", "batch_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -152,6 +153,11 @@ class RefreshConfig:
             )
         if self.quiet and self.verbose:
             raise SettingError("quiet", "cannot be used together with", also="verbose")
+        parse_database_url(self.db_url, check_folder=False)  # the folder: when the run opens it
+        for name in ("maxmind_asn", "maxmind_city"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise SettingError(name, f"{path}: file not found")
         CymruSettings.parse_address(self.cymru)
         self.greynoise_settings()
 

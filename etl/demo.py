@@ -22,6 +22,12 @@ from etl import cli
 from etl.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"
+EXAMPLES = """\
+Examples:
+
+\b
+  honeypot-etl demo
+  honeypot-etl demo --ips 50000 --seed 3 --data /tmp/demo"""
 
 
 def demo(
@@ -37,11 +43,13 @@ def demo(
     maxmind_dir = data / "maxmind"
     python = sys.executable
     print(f"demo: building the sample world ({ips} IPs, seed {seed})", flush=True)
-    subprocess.run(
+    built = subprocess.run(
         [python, "-m", "etl.sample", "--db", db_url, "--ips", str(ips),
          "--seed", str(seed), "--maxmind-dir", str(maxmind_dir), "--replace"],
-        check=True,
+        check=False,
     )  # fmt: skip
+    if built.returncode:  # it said why, in one line
+        return built.returncode
     with ExitStack() as stack:
         cymru = stack.enter_context(running("cymru", data / "sim-cymru.jsonl", "--seed", str(seed)))
         greynoise = stack.enter_context(
@@ -62,7 +70,7 @@ def demo(
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m etl.demo`` with ``argv``; return the exit status."""
-    return cli.run_single(demo, argv, "python -m etl.demo")
+    return cli.run_single(demo, argv, "python -m etl.demo", EXAMPLES)
 
 
 def refresh_service_options(cymru: str, greynoise: str) -> list[str]:

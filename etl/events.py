@@ -2,7 +2,7 @@
 
 A phase body runs in a thread of its own (`etl.runner`) and only *posts* these; the main
 thread takes them in the order they were posted, and it alone counts them into the
-`RunSummary`, reports them and commits their answers (`etl.arrivals`).
+`RunSummary`, reports them and commits their answers (`etl.network.Arrivals`).
 
     PartAnswered(source, frame)     answered rows for the committer (cymru or greynoise)
     AsnDetailsAnswered(frame)       Tier 1 rows (AS registration data) for asn_inventory

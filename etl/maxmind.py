@@ -149,7 +149,11 @@ def open_maxmind(
     """
     databases = MaxMindDatabases()
     databases.asn = _open_one(asn, directory, ASN_FILES, "ASN", databases)
-    databases.city = _open_one(city, directory, CITY_FILES, "City", databases)
+    try:
+        databases.city = _open_one(city, directory, CITY_FILES, "City", databases)
+    except BaseException:
+        databases.close()  # the ASN file is open already
+        raise
     moment = now or datetime.now(UTC)
     for kind, database in (("ASN", databases.asn), ("City", databases.city)):
         if database is not None and (note := _age_note(kind, database, moment)):

@@ -2,7 +2,8 @@
 environment and etl.toml into a `RefreshConfig`, run it, show progress and the summary, turn
 errors into exit codes.
 
-Precedence: options > environment (ETL_DB_URL, MAXMIND_DIR, GREYNOISE_API_KEY) > etl.toml.
+Precedence: options > environment (each setting's variable, `etl.config.RefreshConfig`) >
+etl.toml. The run itself, with its progress and end files, is `etl.monitored`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import inspect
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -24,10 +24,6 @@ from etl.config import CONFIG_ENV, RefreshConfig, config_file_path, load_config
 from etl.db.url import redact
 from etl.errors import EtlError, SettingError
 from etl.settings import declared, secret_file_warning
-
-if TYPE_CHECKING:
-    from etl.progress import StatusFile
-    from etl.report import Reporter, RunSummary
 
 PROG = "python -m etl.refresh"
 HELP = """\
@@ -69,7 +65,9 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
     try:
         config = _configure(config_file, values)
         secrets = config.secrets()
-        summary = _run(config)
+        from etl.monitored import monitored_refresh  # polars, DuckDB: only for a refresh
+
+        summary = monitored_refresh(config)
     except SettingError as exc:
         print(f"error: {redact(cli.setting_message(SETTINGS, exc), secrets)}", file=sys.stderr)
         return exc.exit_code
@@ -98,7 +96,7 @@ def command() -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m etl.refresh`` with ``argv``; return the exit status."""
-    return cli.run_single(command(), argv, PROG, EXAMPLES, SETTINGS)
+    return cli.run_single(command(), argv, PROG, EXAMPLES, SETTINGS, help=HELP)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -114,53 +112,6 @@ def _configure(config_file: Path | None, values: dict[str, Any]) -> RefreshConfi
         if warning:
             print(warning, file=sys.stderr)
     return load_config(file=path, values_origin="option", **values)
-
-
-def _run(config: RefreshConfig) -> RunSummary:
-    """Run the refresh with the reporters the configuration asks for; write the end files."""
-    # Imported here: the other commands of honeypot-etl need none of polars and DuckDB.
-    from etl.metrics import write_metrics
-    from etl.pipeline import refresh
-    from etl.report import RunSummary
-
-    summary = RunSummary()
-    with _reporters(config) as (reporter, status):
-        try:
-            refresh(config, reporter, summary)
-            summary.outcome = "finished"
-        except KeyboardInterrupt:
-            summary.outcome = "interrupted"
-            raise
-        finally:
-            # Also for a failed or interrupted run: monitors read what happened.
-            if status is not None:
-                status.close(summary.outcome)
-            if config.metrics_file is not None:
-                write_metrics(config.metrics_file, summary, summary.outcome == "finished")
-            if config.summary_json:
-                summary.write_json(config.summary_json, config.secrets())
-    return summary
-
-
-@contextmanager
-def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | None]]:
-    """Progress bars on a terminal, plain lines otherwise, plus the status file if asked."""
-    from etl.progress import FanOut, StatusFile
-    from etl.report import LineReporter
-
-    secrets = config.secrets()
-    bars = None
-    if config.verbosity == 0 and sys.stderr.isatty():
-        from etl.terminal import RichProgress  # rich is loaded only for a terminal
-
-        bars = RichProgress(secrets=secrets)
-    shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
-    status = StatusFile(config.status_file, secrets) if config.status_file else None
-    try:
-        yield (FanOut([shown, status]) if status else shown), status
-    finally:
-        if bars is not None:
-            bars.close()
 
 
 def run() -> NoReturn:

@@ -18,7 +18,9 @@ echoes the value of a secret.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 import stat
 import tomllib
 import types
@@ -78,8 +80,23 @@ class Declared:
         return self.setting.key or self.name
 
 
+def converted(instance: Any) -> None:
+    """Convert every declared field of a frozen dataclass ``instance`` to its type, in place
+    (for ``__post_init__``: a notebook's ``maxmind_dir="data/mm"`` becomes a Path, and
+    ``commit_every="5"`` is refused with the setting named)."""
+    for name, declaration in declared(type(instance)).items():
+        value = getattr(instance, name)
+        if value is not None:
+            object.__setattr__(instance, name, convert(declaration, value, "argument"))
+
+
 def declared(cls: type) -> dict[str, Declared]:
     """The settings a dataclass declares, by field name, in declaration order."""
+    return _declared(cls)
+
+
+@functools.cache
+def _declared(cls: Any) -> dict[str, Declared]:
     hints = typing.get_type_hints(cls)
     return {
         f.name: Declared(f.name, hints[f.name], f.default, f.metadata["setting"])
@@ -111,7 +128,9 @@ def load(
     for name, value in from_environment(settings, os.environ if env is None else env).items():
         merged[name], origins[name] = value, "env"
     for name, value in (values or {}).items():
-        if _given(value):
+        if name not in settings:  # a library-only field (no flag, env or key): as given
+            merged[name] = value
+        elif _given(value):
             merged[name] = convert(settings[name], value, values_origin)
             origins[name] = values_origin
     try:
@@ -220,10 +239,9 @@ def element_type(kind: Any) -> Any:
 
 def _to_int(_kind: Any, value: Any) -> int:
     if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            raise ValueError("must be a whole number") from None
+        if not _WHOLE.fullmatch(value.strip()):
+            raise ValueError("must be a whole number")
+        return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, not {_kind_of(value)}")
     return value
@@ -258,9 +276,8 @@ def _to_str(_kind: Any, value: Any) -> str:
 
 
 def _to_path(_kind: Any, value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
-    return Path(_to_str(_kind, value))
+    path = value if isinstance(value, Path) else Path(_to_str(_kind, value))
+    return path.expanduser()
 
 
 def _to_choice(kind: Any, value: Any) -> Any:
@@ -289,6 +306,7 @@ def _kind_of(value: Any) -> str:
     return names.get(type(value), "a list" if isinstance(value, list) else "a table")
 
 
+_WHOLE = re.compile(r"[-+]?[0-9]+")
 _WANTED = {"int": "a whole number", "float": "a number", "bool": "true or false"}
 _CONVERTERS: dict[str, Callable[[Any, Any], Any]] = {
     "int": _to_int,

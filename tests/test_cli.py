@@ -52,7 +52,12 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--batch-size", "0"], "--batch-size must be a positive number, got 0"),
         (["--config", "/no/such/etl.toml"], "config file /no/such/etl.toml does not exist"),
         (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
-        (["--greynoise-rate", "0"], "--greynoise-rate must be a positive number"),
+        (["--greynoise-rate", "0"], "--greynoise-rate must be a positive, finite number"),
+        (
+            ["--greynoise-rate", "inf"],
+            "--greynoise-rate must be a positive, finite number, got inf",
+        ),
+        (["postgresql://u:s3cret@db/x"], "Got unexpected extra argument"),
         (["--quiet", "--verbose"], "--quiet cannot be used together with --verbose"),
         (["--ips", "many"], "Invalid value for '--ips'"),
         (["--skip", "dshield"], "'dshield' is not one of 'maxmind', 'cymru', 'greynoise'"),
@@ -69,6 +74,7 @@ def test_usage_errors_are_one_line_with_exit_2(
     assert code == 2, output
     assert message in output
     assert "Traceback" not in output
+    assert "s3cret" not in output
     assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1
 
 

@@ -4,7 +4,7 @@ Layers, top first; a module may import its own layer and those below it, never o
 
 8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
    (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``
-7. the run and its tools: ``etl.pipeline``, its phase runner (``etl.runner``, ``etl.events``,
+7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` (with its outputs), its phase runner (``etl.runner``, ``etl.events``,
    ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
    ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
    (``etl.sample.*``, ``etl.sim.*``)
@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "etl.sample.__main__": 8,
     "etl.sim.cli": 8,
     "etl.pipeline": 7,
+    "etl.monitored": 7,
     "etl.runner": 7,
     "etl.events": 7,
     "etl.network": 7,

@@ -199,3 +199,26 @@ def test_realistic_size_and_build_epoch_are_parameters(tmp_path: Path) -> None:
                 assert network.prefixlen >= 24
                 assert network.network_address.is_global
     assert filler > 2000
+
+
+def test_both_maxmind_files_have_one_build_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample's maxmind blocks carry the ASN file's build epoch: a City file built later
+    would make every block stale (the refresh compares against the newest file)."""
+    import itertools
+    import time
+
+    import maxminddb
+
+    from etl.sample.mmdb_files import write_maxmind_files
+    from etl.sample.world import World
+
+    clock = itertools.count(1_800_000_000, 7)  # every look at the clock is 7 s later
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    asn, city = write_maxmind_files(World(1), tmp_path, tree_nodes=(40_000, 80_000))
+    epochs = set()
+    for path in (asn, city):
+        with maxminddb.open_database(str(path)) as reader:
+            epochs.add(reader.metadata().build_epoch)
+    assert len(epochs) == 1

@@ -25,7 +25,7 @@ KEY = "planted-greynoise-key-5f3a9c"
 def test_precedence_is_options_then_env_then_file(tmp_path: Path) -> None:
     toml = tmp_path / "etl.toml"
     toml.write_text(
-        'db = "sqlite:////abs/from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
+        f'db = "sqlite:///{tmp_path}/from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
         'maxmind_dir = "/abs/file-mm"\ncommit_every = 99\n'
     )
     env = {"ETL_DB_URL": "sqlite:///from-env.db", "MAXMIND_DIR": "env-mm"}
@@ -35,14 +35,14 @@ def test_precedence_is_options_then_env_then_file(tmp_path: Path) -> None:
     assert config.maxmind_dir == Path("env-mm")
     assert config.greynoise_rate == 3.0 and config.commit_every == 99
     assert {str(s) for s in config.skip} == {"cymru"}
-    assert load_config(file=toml, env={}).db_url == "sqlite:////abs/from-file.db"
+    assert load_config(file=toml, env={}).db_url == f"sqlite:///{tmp_path}/from-file.db"
 
 
 def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "etc"
-    folder.mkdir()
+    (folder / "data").mkdir(parents=True)
     toml = folder / "etl.toml"
     toml.write_text(
         'db = "sqlite:///data/h.sqlite"\nmaxmind_dir = "mm"\nstatus_file = "/run/s.json"\n'
@@ -52,6 +52,8 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
     assert config.db_url == f"sqlite:///{folder.resolve()}/data/h.sqlite"
     assert config.maxmind_dir == folder / "mm"
     assert config.status_file == Path("/run/s.json")
+    home = load_config(file=_toml(tmp_path, 'pending_dir = "~/kept"\n'), env={})
+    assert home.pending_dir == Path.home() / "kept"  # ~ is the user's home, as in a shell
     # On the command line and in the environment they stay relative to the working folder.
     assert load_config(env={"MAXMIND_DIR": "mm"}).maxmind_dir == Path("mm")
 
@@ -89,6 +91,42 @@ def test_environment_values_are_parsed_and_named_by_their_variable() -> None:
     with pytest.raises(SettingError) as caught:
         load_config(env={"GREYNOISE_API_KEY": "k"}, values_origin="option", commit_every=0)
     assert cli.setting_message(SETTINGS, caught.value).startswith("--commit-every must be")
+
+
+def _toml(folder: Path, text: str) -> Path:
+    path = folder / "extra.toml"
+    path.write_text(text)
+    return path
+
+
+def test_values_found_wrong_after_loading_are_named_where_they_came_from(tmp_path: Path) -> None:
+    for env, shown in (
+        ({"ETL_DB_URL": "foo"}, "ETL_DB_URL is not a database URL"),
+        ({"ETL_DB_URL": "postgresql://u@h:99999/db"}, "ETL_DB_URL 'postgresql://u@h:99999/db'"),
+    ):
+        with pytest.raises(SettingError) as caught:
+            load_config(env=env)
+        assert cli.setting_message(SETTINGS, caught.value).startswith(shown)
+    toml = _toml(tmp_path, 'maxmind_asn = "nope.mmdb"\n')
+    with pytest.raises(SettingError) as caught:
+        load_config(file=toml, env={})
+    assert cli.setting_message(SETTINGS, caught.value) == (
+        f"config file {toml}: maxmind_asn {tmp_path}/nope.mmdb: file not found"
+    )
+
+
+def test_a_config_built_in_code_is_converted_and_checked(tmp_path: Path) -> None:
+    config = RefreshConfig(maxmind_dir="data/mm", only_ips="1.2.3.4", skip=["cymru"])  # type: ignore[arg-type]
+    assert config.maxmind_dir == Path("data/mm") and config.only_ips == ("1.2.3.4",)
+    assert {str(s) for s in config.skip} == {"cymru"}
+    for wrong, problem in (
+        ({"commit_every": "5"}, "commit_every must be a whole number, not a string"),
+        ({"quiet": "no"}, "quiet must be true or false, not a string"),
+        ({"greynoise_rate": float("inf")}, "greynoise_rate must be a positive, finite number"),
+    ):
+        with pytest.raises(SettingError, match=f"^{re.escape(problem)}"):
+            RefreshConfig(**wrong)  # type: ignore[arg-type]
+    assert load_config(env={}, cymru_sessions=4).cymru_sessions == 4  # library-only field
 
 
 def test_the_library_names_settings_by_field_never_by_flag() -> None:
@@ -154,6 +192,10 @@ def test_the_cli_has_one_option_per_declared_flag_and_both_helps_agree() -> None
     assert _options(module) == _options(installed)
     assert _options(module) == flags | {"--config", "--version", "--help"}
     assert module.split("Options:")[1] == installed.split("Options:")[1]
+    assert (
+        module.split("Usage:")[1].split("\n", 1)[1]
+        == installed.split("Usage:")[1].split("\n", 1)[1]
+    )
 
 
 def test_every_option_is_documented_in_the_readme() -> None:

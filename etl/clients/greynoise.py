@@ -80,8 +80,10 @@ class GreyNoiseSettings:
         if self.mode not in MODES:
             mode = repr(self.mode) if isinstance(self.mode, str) else "a value that is not text"
             raise SettingError("greynoise_mode", f"must be community or enterprise, got {mode}")
-        if not self.rate > 0:
-            raise SettingError("greynoise_rate", f"must be a positive number, got {self.rate}")
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise SettingError(
+                "greynoise_rate", f"must be a positive, finite number, got {self.rate}"
+            )
         if self.budget is not None and self.budget < 0:
             raise SettingError("greynoise_budget", f"must be 0 or more, got {self.budget}")
         if not self.url.startswith(("http://", "https://")):

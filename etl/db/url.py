@@ -39,20 +39,20 @@ class DatabaseUrl:
         return "postgresql://" + rest if scheme != "postgresql" else self.url
 
 
-def parse_database_url(url: str) -> DatabaseUrl:
+def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
     """Parse a database URL (the db_url setting); raise `SettingError` with a one-line reason
-    when it is malformed."""
+    when it is malformed, or (``check_folder``) names a SQLite file in no existing folder."""
     url = url.strip()
     if "://" not in url:
         raise SettingError(
             "db_url",
-            f"{redact(url, ())!r} is not a database URL: use sqlite:///path/to.db "
-            "or postgresql://user:pass@host:port/dbname",
+            "is not a database URL (its value is not shown: it may hold a password): use "
+            "sqlite:///path/to.db or postgresql://user:pass@host:port/dbname",
         )
     scheme = url.split("://", 1)[0].lower()
     parser = _PARSERS.get(scheme)
     if parser is not None:
-        return parser(url)
+        return parser(url, check_folder)
     raise SettingError(
         "db_url",
         f"scheme {scheme!r} is not supported: use sqlite:///path/to.db "
@@ -60,7 +60,7 @@ def parse_database_url(url: str) -> DatabaseUrl:
     )
 
 
-def _parse_sqlite(url: str) -> DatabaseUrl:
+def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
     rest = url.split("://", 1)[1]
     if not rest.startswith("/") or rest == "/":
         raise SettingError(
@@ -72,14 +72,14 @@ def _parse_sqlite(url: str) -> DatabaseUrl:
     if str(path) in ("", ".", ":memory:"):
         raise SettingError("db_url", f"{url!r}: a SQLite database file path is required")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
+    if check_folder and not folder.is_dir():
         raise SettingError("db_url", f"{url!r}: the folder {str(folder)!r} does not exist")
     if path.is_dir():
         raise SettingError("db_url", f"{url!r}: {str(path)!r} is a folder, not a database file")
     return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path)
 
 
-def _parse_postgres(url: str) -> DatabaseUrl:
+def _parse_postgres(url: str, _check_folder: bool) -> DatabaseUrl:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -99,7 +99,7 @@ def _parse_postgres(url: str) -> DatabaseUrl:
     return DatabaseUrl(dialect="postgres", url=url, password=password)
 
 
-_PARSERS: dict[str, Callable[[str], DatabaseUrl]] = {
+_PARSERS: dict[str, Callable[[str, bool], DatabaseUrl]] = {
     "sqlite": _parse_sqlite,
     **dict.fromkeys(_PG_SCHEMES, _parse_postgres),
 }

@@ -17,6 +17,14 @@ from etl.config import DEFAULT_DB_URL, DEFAULT_MAXMIND_DIR
 from etl.errors import UsageError
 from etl.sample.scratch import JournalMode
 
+EXAMPLES = """\
+Examples:
+
+\b
+  honeypot-etl sample --db sqlite:///data/demo/honeypot.sqlite --ips 10000 --replace
+  honeypot-etl sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
+  honeypot-etl sample --maxmind-dir data/maxmind --maxmind-size realistic"""
+
 
 class MaxMindSize(StrEnum):
     """How big the sample's MaxMind files are."""
@@ -77,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from etl.settings import declared
 
     # --db means what it means for a refresh: its errors are named the same way.
-    return cli.run_single(sample, argv, "python -m etl.sample", settings=declared(RefreshConfig))
+    return cli.run_single(
+        sample, argv, "python -m etl.sample", EXAMPLES, settings=declared(RefreshConfig)
+    )
 
 
 def run() -> None:

@@ -151,6 +151,9 @@ def write_maxmind_files(
     ``tree_nodes`` (ASN, City) sets them directly. ``build_epoch`` defaults to now.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    # One build time for both files: the sample's blocks carry it, and a City file built a few
+    # seconds after the ASN file would make every block look older than the local database.
+    epoch = int(time.time()) if build_epoch is None else build_epoch
     targets = tree_nodes or TREE_NODES[size]
     encoders = (Encoder(cache=True), Encoder(cache=True))
     parts = _world_networks(world, encoders)
@@ -167,7 +170,7 @@ def write_maxmind_files(
             "database_type": database_type,
             "languages": ["en"],
             "description": {"en": f"Synthetic {database_type} of the honeypot-etl sample world"},
-            "build_epoch": int(time.time()) if build_epoch is None else build_epoch,
+            "build_epoch": epoch,
         }
         write_mmdb(paths[index], Networks.concat(networks), encoders[index], meta)
     return paths

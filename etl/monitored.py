@@ -1,0 +1,56 @@
+"""A refresh as the command line runs it, for any caller: progress shown, the status file kept,
+the metrics file and the summary JSON written at the end (also of a failed or interrupted run:
+monitors read what happened)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from etl.config import RefreshConfig
+from etl.metrics import write_metrics
+from etl.pipeline import refresh
+from etl.progress import FanOut, StatusFile
+from etl.report import LineReporter, Reporter, RunSummary
+
+
+def monitored_refresh(config: RefreshConfig) -> RunSummary:
+    """`etl.pipeline.refresh` with everything ``config`` asks to show and write: progress (bars
+    on a terminal, else plain lines), the status file, and at the end, also of a failed or
+    interrupted run, the metrics file and the summary JSON."""
+    summary = RunSummary()
+    with _reporters(config) as (reporter, status):
+        try:
+            refresh(config, reporter, summary)
+            summary.outcome = "finished"
+        except KeyboardInterrupt:
+            summary.outcome = "interrupted"
+            raise
+        finally:
+            # Also for a failed or interrupted run: monitors read what happened.
+            if status is not None:
+                status.close(summary.outcome)
+            if config.metrics_file is not None:
+                write_metrics(config.metrics_file, summary, summary.outcome == "finished")
+            if config.summary_json:
+                summary.write_json(config.summary_json, config.secrets())
+    return summary
+
+
+@contextmanager
+def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | None]]:
+    """Progress bars on a terminal, plain lines otherwise, plus the status file if asked."""
+    secrets = config.secrets()
+    bars = None
+    if config.verbosity == 0 and sys.stderr.isatty():
+        from etl.terminal import RichProgress  # rich is loaded only for a terminal
+
+        bars = RichProgress(secrets=secrets)
+    shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
+    status = StatusFile(config.status_file, secrets) if config.status_file else None
+    try:
+        yield (FanOut([shown, status]) if status else shown), status
+    finally:
+        if bars is not None:
+            bars.close()
