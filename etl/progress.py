@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,9 @@ class StatusFile:
             "eta_seconds": current.get("eta_seconds"),
             "phases": phases,
             "selected": summary.selected if summary else 0,
-            "sources": summary.to_dict()["sources"] if summary else {},
+            # Only the per-source counts, read field by field: this runs in the writer thread
+            # while the main thread adds phases and notes to the summary.
+            "sources": _source_counts(summary) if summary else {},
             "notes": notes,
         }
 
@@ -197,3 +199,8 @@ class StatusFile:
         self._stop.set()
         self._thread.join(timeout=5)
         self.write(state)
+
+
+def _source_counts(summary: RunSummary) -> dict[str, dict[str, int]]:
+    """The summary's per-source counts (its sources are fixed when it is made)."""
+    return {name: asdict(counts) for name, counts in list(summary.sources.items())}
