@@ -107,7 +107,8 @@ def _help(d: Declared) -> str:
     if d.setting.env:
         notes.append(f"env {d.setting.env}")
     if not (d.default is None or d.default is False or d.default in ((), frozenset())):
-        notes.append(f"default {d.default}")
+        shown = f"{d.default:g}" if isinstance(d.default, float) else d.default
+        notes.append(f"default {shown}")
     return d.setting.help + (f" [{'; '.join(notes)}]" if notes else "")
 
 

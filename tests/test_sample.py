@@ -222,3 +222,11 @@ def test_both_maxmind_files_have_one_build_time(
         with maxminddb.open_database(str(path)) as reader:
             epochs.add(reader.metadata().build_epoch)
     assert len(epochs) == 1
+
+
+def test_the_sample_makes_the_folder_of_its_new_file(tmp_path: Path) -> None:
+    from etl.sample.build import build_sample
+
+    target = tmp_path / "new" / "folder" / "h.sqlite"
+    built = build_sample(f"sqlite:///{target}", 50, 1, tmp_path / "mm")
+    assert target.is_file() and built.states.total() == 50

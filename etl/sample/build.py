@@ -44,7 +44,7 @@ def build_sample(
     ``maxmind_dir``, all from world ``seed``."""
     if ips <= 0:
         raise UsageError(f"the number of IPs must be positive, got {ips}")
-    url = parse_database_url(db)
+    url = parse_database_url(db, check_folder=False)  # a new sample file: its folder is made
     _clear(url, replace)
     world = World(seed)
     asn_path, _ = write_maxmind_files(world, maxmind_dir, maxmind_size)

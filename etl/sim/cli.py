@@ -27,12 +27,16 @@ class RetryAfter(StrEnum):
 Port = Annotated[
     int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free port)")
 ]
-EXAMPLES = """\
+CYMRU_EXAMPLES = """\
 Examples:
 
 \b
   honeypot-etl sim cymru --port 0 --seed 1 --latency-ms 5
-  honeypot-etl sim cymru --port 4343 --fault drop --fault-rate 0.2
+  honeypot-etl sim cymru --port 4343 --fault drop --fault-rate 0.2"""
+GREYNOISE_EXAMPLES = """\
+Examples:
+
+\b
   honeypot-etl sim greynoise --port 0 --key demo --rate 10 --daily-limit 100
   honeypot-etl sim greynoise --port 8088 --fault 429 --retry-after date"""
 Seed = Annotated[int, typer.Option(help="world seed (the same as the sample database's)")]
@@ -105,17 +109,19 @@ def greynoise(
 
 def app() -> typer.Typer:
     """``honeypot-etl sim``: both simulators as subcommands."""
-    group = cli.new_app("Simulators of the two services, on 127.0.0.1 only.", EXAMPLES)
-    group.command("cymru", epilog=EXAMPLES)(cymru)
-    group.command("greynoise", epilog=EXAMPLES)(greynoise)
+    group = cli.new_app("Simulators of the two services, on 127.0.0.1 only.")
+    group.command("cymru", epilog=CYMRU_EXAMPLES)(cymru)
+    group.command("greynoise", epilog=GREYNOISE_EXAMPLES)(greynoise)
     return group
 
 
 def cymru_main() -> None:
     """``python -m etl.sim.cymru``."""
-    raise SystemExit(cli.run_single(cymru, None, "python -m etl.sim.cymru", EXAMPLES))
+    raise SystemExit(cli.run_single(cymru, None, "python -m etl.sim.cymru", CYMRU_EXAMPLES))
 
 
 def greynoise_main() -> None:
     """``python -m etl.sim.greynoise``."""
-    raise SystemExit(cli.run_single(greynoise, None, "python -m etl.sim.greynoise", EXAMPLES))
+    raise SystemExit(
+        cli.run_single(greynoise, None, "python -m etl.sim.greynoise", GREYNOISE_EXAMPLES)
+    )
