@@ -34,8 +34,15 @@ def _metric(lines: list[str], name: str, help_text: str, samples: list[tuple[str
     lines.append(f"# HELP {PREFIX}_{name} {help_text}")
     lines.append(f"# TYPE {PREFIX}_{name} gauge")
     for labels, value in samples:
-        text = str(value) if isinstance(value, int) else f"{value:g}"  # integers stay exact
-        lines.append(f"{PREFIX}_{name}{labels} {text}")
+        lines.append(f"{PREFIX}_{name}{labels} {exact(value)}")
+
+
+def exact(value: float) -> str:
+    """A sample value never rounded: integers as integers, other numbers in the shortest form
+    that reads back as the same float (a Unix time keeps its microseconds, 1.79e+09 never)."""
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
 
 
 def render_metrics(
@@ -44,7 +51,7 @@ def render_metrics(
     """The exposition text of one run."""
     lines: list[str] = []
     _metric(lines, "last_run_success", "1 if the last run completed, 0 if it aborted.",
-            [("", 1.0 if success else 0.0)])  # fmt: skip
+            [("", 1 if success else 0)])  # fmt: skip
     _metric(lines, "last_run_timestamp_seconds", "When the last run ended (Unix time).",
             [("", now)])  # fmt: skip
     if last_success is not None:
@@ -58,7 +65,7 @@ def render_metrics(
     _metric(lines, "bogon_ips", "Selected IPs that are bogons or not IP addresses.",
             [("", summary.bogons)])  # fmt: skip
     samples = [
-        (f'{{source="{source}",status="{status}"}}', float(getattr(counts, status)))
+        (f'{{source="{source}",status="{status}"}}', getattr(counts, status))
         for source, counts in summary.sources.items()
         for status in STATUSES
     ]

@@ -45,6 +45,8 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--db", "postgresql://u:pw@127.0.0.1:99999/db"], "malformed"),
         (["--db", "postgresql://127.0.0.1:5432"], "needs a database name"),
         (["--ips", "0"], "--ips must be a positive number, got 0"),
+        (["--ip", "garbage123"], "--ip 'garbage123' is not an IP address (exactly as given)"),
+        (["--ip", " 1.2.3.4 "], "--ip ' 1.2.3.4 ' is not an IP address"),
         (["--ips", "-5"], "--ips must be a positive number, got -5"),
         (["--commit-every", "0"], "--commit-every must be a positive number"),
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),

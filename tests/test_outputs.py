@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
-from etl.metrics import render_metrics, write_metrics
+from etl.metrics import exact, render_metrics, write_metrics
 from etl.progress import StatusFile
 from etl.report import RunSummary
 from etl.terminal import RichProgress
@@ -85,6 +87,39 @@ def test_metrics_are_prometheus_text_and_keep_the_last_success(tmp_path: Path) -
     assert f"honeypot_etl_last_success_timestamp_seconds {success.group(1)}" in failed
     fresh = render_metrics(RunSummary(), False, 1.0, None)
     assert "last_success_timestamp_seconds" not in fresh
+
+
+def test_metric_values_are_exact_as_a_prometheus_parser_reads_them(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    summary = RunSummary(selected=1_234_567, upserted=1_234_567)
+    summary.sources["greynoise"].ok = 9_876_543
+    summary.maxmind_build_epochs = {"asn": 1_796_131_336}
+    path = tmp_path / "etl.prom"
+    before = time.time()
+    write_metrics(path, summary, success=True)
+    after = time.time()
+    values = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+    ran = values[("honeypot_etl_last_run_timestamp_seconds", ())]
+    assert before <= ran <= after  # to the microsecond: never rounded to 6 digits
+    assert values[("honeypot_etl_last_success_timestamp_seconds", ())] == ran
+    assert values[("honeypot_etl_selected_ips", ())] == 1_234_567
+    assert values[("honeypot_etl_source_ips", (("source", "greynoise"), ("status", "ok")))] == (
+        9_876_543
+    )
+    assert values[("honeypot_etl_maxmind_build_timestamp_seconds", (("database", "asn"),))] == (
+        1_796_131_336
+    )
+    assert "e+" not in path.read_text()
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integers(0, 2**53))
+def test_exact_reads_back_as_the_same_number(value: float) -> None:
+    assert float(exact(value)) == value
 
 
 # -- a whole run: status file while it goes, files at the end, and no secret anywhere ---------
