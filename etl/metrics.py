@@ -12,8 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from etl.progress import atomic_write
-from etl.report import STATUSES, RunSummary
+from etl.report import STATUSES, RunSummary, atomic_write
 
 PREFIX = "honeypot_etl"
 _LAST_SUCCESS = re.compile(rf"^{PREFIX}_last_success_timestamp_seconds (\S+)$", re.MULTILINE)

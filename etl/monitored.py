@@ -4,11 +4,13 @@ monitors read what happened)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etl.config import RefreshConfig
+from etl.errors import SettingError
 from etl.metrics import write_metrics
 from etl.pipeline import refresh
 from etl.progress import FanOut, StatusFile
@@ -19,6 +21,7 @@ def monitored_refresh(config: RefreshConfig) -> RunSummary:
     """`etl.pipeline.refresh` with everything ``config`` asks to show and write: progress (bars
     on a terminal, else plain lines), the status file, and at the end, also of a failed or
     interrupted run, the metrics file and the summary JSON."""
+    check_output_paths(config)
     summary = RunSummary()
     with _reporters(config) as (reporter, status):
         try:
@@ -54,3 +57,26 @@ def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | N
     finally:
         if bars is not None:
             bars.close()
+
+
+OUTPUTS = ("status_file", "summary_json", "metrics_file")
+
+
+def check_output_paths(config: RefreshConfig) -> None:
+    """Before any work: each output file can be written (its folder exists or can be made and
+    is writable; the path is no folder), so no run ends in a traceback after its work is done."""
+    for name in OUTPUTS:
+        path = getattr(config, name)
+        if path is None:
+            continue
+        if path.is_dir():
+            raise SettingError(name, f"{path} is a folder, not a file")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise SettingError(name, f"{path}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SettingError(name, f"{path}: the folder {folder} is not writable")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise SettingError(name, f"{path} is read-only")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.db.url import redact
-from etl.report import Reporter, RunSummary
+from etl.report import Reporter, RunSummary, atomic_write
 
 
 @dataclass
@@ -49,14 +49,6 @@ class PhaseState:
         if not self.total or rate <= 0:
             return None
         return max(0.0, (self.total - self.done) / rate)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 class FanOut:

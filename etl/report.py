@@ -7,6 +7,7 @@ writes plain, greppable lines; richer listeners (progress bars, status file) plu
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
     import polars as pl
 
 STATUSES = ("ok", "not_found", "error", "skipped")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 @dataclass
@@ -63,7 +72,7 @@ class RunSummary:
 
     def write_json(self, path: Path, secrets: tuple[str, ...] = ()) -> None:
         """Write the summary as one JSON object."""
-        path.write_text(redact(json.dumps(self.to_dict(), indent=2), secrets) + "\n")
+        atomic_write(path, redact(json.dumps(self.to_dict(), indent=2), secrets) + "\n")
 
     def table(self) -> str:
         """A plain-text summary table for the end of a run."""

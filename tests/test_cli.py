@@ -213,3 +213,35 @@ def test_a_command_without_its_extra_says_which_to_install(tmp_path: Path) -> No
     assert result.stderr.strip() == (
         "error: this command needs the sample extra: pip install 'honeypot-etl[sample]'"
     )
+
+
+def test_output_paths_are_checked_before_any_work(run: Run, tmp_path: Path) -> None:
+    """A status file that is a folder, or a metrics file under a file, is one line and exit 2
+    before the database is opened (it was a traceback after the work was done)."""
+    db = tmp_path / "h.sqlite"  # never created: the check comes before the database is opened
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args, message in (
+        (["--status-file", str(tmp_path)], f"--status-file {tmp_path} is a folder, not a file"),
+        (
+            ["--metrics-file", str(blocker / "m.prom")],
+            f"--metrics-file {blocker}/m.prom: {blocker} is a file, not a folder",
+        ),
+        (
+            ["--summary-json", str(blocker / "deeper" / "s.json")],
+            f"--summary-json {blocker}/deeper/s.json: {blocker} is a file, not a folder",
+        ),
+    ):
+        code, output = run("--db", f"sqlite:///{db}", "--create", *args)
+        assert (code, output.strip()) == (2, f"error: {message}")
+        assert not db.exists()
+
+
+def test_output_folders_are_made(run: Run, tmp_path: Path, compat_sqlite: Path) -> None:
+    summary = tmp_path / "new" / "folder" / "summary.json"
+    code, output = run(
+        "--db", f"sqlite:///{compat_sqlite}", "--skip", "maxmind", "--skip", "cymru",
+        "--summary-json", str(summary), "--quiet",
+    )  # fmt: skip
+    assert code == 0, output
+    assert json.loads(summary.read_text())["outcome"] == "finished"
