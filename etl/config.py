@@ -27,6 +27,10 @@ DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
 DEFAULT_CYMRU = "whois.cymru.com:43"
 DEFAULT_BATCH_SIZE = 500
+# IPs per Team Cymru session: Team Cymru says about 10,000 IPs come back in under a minute (our
+# read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
+# session is close to the single-IP querying they null-route for.
+BATCH_SIZES = (10, 10_000)
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
 
@@ -144,7 +148,13 @@ class RefreshConfig:
 
     def __post_init__(self) -> None:
         settings.converted(self)
-        for name in ("max_ips", "commit_every", "batch_size"):
+        if not BATCH_SIZES[0] <= self.batch_size <= BATCH_SIZES[1]:
+            raise SettingError(
+                "batch_size",
+                f"must be between {BATCH_SIZES[0]} and {BATCH_SIZES[1]} IPs per Team Cymru "
+                f"session, got {self.batch_size}",
+            )
+        for name in ("max_ips", "commit_every"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SettingError(name, f"must be a positive number, got {value}")

@@ -162,6 +162,8 @@ def _prepare(
     for address in unknown_ips(frame, config.only_ips):
         reporter.note(f"asked-for IP {address}: not in ip_inventory nor in session_summaries")
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
+    if not frame.height:
+        reporter.info(f"nothing is stale in {run.db.url}: every IP is fresh for the sources asked")
     summary.unusable = unusable_rows(run.db)
     if summary.unusable:
         reporter.note(

@@ -51,7 +51,11 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--commit-every", "0"], "--commit-every must be a positive number"),
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
         (["--cymru", "127.0.0.1:http"], "--cymru must be HOST:PORT, got '127.0.0.1:http'"),
-        (["--batch-size", "0"], "--batch-size must be a positive number, got 0"),
+        (
+            ["--batch-size", "0"],
+            "--batch-size must be between 10 and 10000 IPs per Team Cymru session, got 0",
+        ),
+        (["--batch-size", "100000"], "--batch-size must be between 10 and 10000"),
         (["--config", "/no/such/etl.toml"], "config file /no/such/etl.toml does not exist"),
         (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
         (["--greynoise-rate", "0"], "--greynoise-rate must be a positive, finite number"),

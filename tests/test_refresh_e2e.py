@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sqlite3
@@ -13,6 +14,7 @@ import pytest
 
 from etl.config import RefreshConfig, Source
 from etl.pipeline import refresh
+from etl.report import LineReporter
 from tests.world import World, load_postgres, load_sqlite, plan_world
 
 NETWORKS = [
@@ -126,8 +128,10 @@ def test_sqlite_refresh_in_place(compat_sqlite: Path, mmdb: dict[str, Path]) -> 
         .fetchall()
     )
     assert schema_after == schema_before
-    second = refresh(config(f"sqlite:///{compat_sqlite}", mmdb))
+    lines = io.StringIO()
+    second = refresh(config(f"sqlite:///{compat_sqlite}", mmdb), LineReporter(lines))
     assert second.selected == 0
+    assert "nothing is stale in sqlite:///" in lines.getvalue()  # one line, not a table alone
     assert read_sqlite(compat_sqlite) == after
 
 
