@@ -7,7 +7,6 @@ else in the package reads options or the environment.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from etl import settings
+from etl.addresses import is_ip_address
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
 from etl.db.url import parse_database_url
@@ -165,7 +165,7 @@ class RefreshConfig:
         if self.quiet and self.verbose:
             raise SettingError("quiet", "cannot be used together with", also="verbose")
         for address in self.only_ips:
-            if not _is_address(address):
+            if not is_ip_address(address):
                 shown = repr(address[:60])
                 raise SettingError("only_ips", f"{shown} is not an IP address (exactly as given)")
         parse_database_url(self.db_url, check_folder=False)  # the folder: when the run opens it
@@ -216,14 +216,6 @@ class RefreshConfig:
         """Values that must never appear in any output: the API key, the database password."""
         found = [self.greynoise_api_key, _password(self.db_url)]
         return tuple(value for value in found if value)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _password(db_url: str) -> str | None:

@@ -14,7 +14,8 @@ Layers, top first; a module may import its own layer and those below it, never o
 3. reporting: ``etl.report``, ``etl.progress``
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
    database do not import each other
-1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.settings``
+1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.addresses``,
+   ``etl.settings``
    (how settings are declared)
 
 Every import counts, also those inside functions or under ``TYPE_CHECKING``, except in a
@@ -64,6 +65,7 @@ LAYERS: dict[str, int] = {
     "etl.db": 2,
     "etl.errors": 1,
     "etl.freshness": 1,
+    "etl.addresses": 1,
     "etl.settings": 1,
     "etl": 1,
 }

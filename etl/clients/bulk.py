@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from etl.addresses import is_ip_address
+
 PREAMBLE: Final = ("begin", "verbose")
 _ERROR_LINE = re.compile(r"^Error: .*\bline (\d+)\.?\s*$", re.IGNORECASE)
 _AS_QUERY = re.compile(r"^AS(\d+)$")
@@ -53,14 +55,6 @@ class AsAnswer:
 Answer = IpAnswer | AsAnswer
 NOT_FOUND_IP: Final = IpAnswer((), None, None, None, None, None)
 NOT_FOUND_AS: Final = AsAnswer(None, None, None, None)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _blank(value: str) -> str | None:
@@ -122,9 +116,9 @@ class BulkParser:
         fields = [part.strip() for part in text.split("|", 6)]
         if fields[0].upper() == "AS":
             return  # a header line
-        if len(fields) == 7 and _is_address(fields[1]):
+        if len(fields) == 7 and is_ip_address(fields[1]):
             self._ip_row(fields)  # the AS name keeps any "|" of its own
-        elif len(fields) >= 5 and not _is_address(fields[1]):
+        elif len(fields) >= 5 and not is_ip_address(fields[1]):
             self._as_row([part.strip() for part in text.split("|", 4)])
         else:
             self._garbled()
