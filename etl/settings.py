@@ -117,7 +117,9 @@ def load(
 
     ``values`` are keyed by field name; None, False and () mean "not given" (so a flag left
     off does not override the file). ``values_origin`` is ``option`` for the command line.
-    Relative paths in the file are relative to the file's folder.
+    Relative paths in the file are relative to the file's folder. ``cls`` converts the values
+    to its field types itself (`converted` in its ``__post_init__``); a mistake found there is
+    named by where the value came from.
     """
     settings = declared(cls)
     merged: dict[str, Any] = {}
@@ -128,10 +130,8 @@ def load(
     for name, value in from_environment(settings, os.environ if env is None else env).items():
         merged[name], origins[name] = value, "env"
     for name, value in (values or {}).items():
-        if name not in settings:  # a library-only field (no flag, env or key): as given
+        if name not in settings or _given(value):  # converted by ``cls`` (see `converted`)
             merged[name] = value
-        elif _given(value):
-            merged[name] = convert(settings[name], value, values_origin)
             origins[name] = values_origin
     try:
         return cls(**merged)
