@@ -214,15 +214,15 @@ class RefreshConfig:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in any output: the API key, the database password."""
-        found = [self.greynoise_api_key, _password(self.db_url)]
-        return tuple(value for value in found if value)
+        key = (self.greynoise_api_key,) if self.greynoise_api_key else ()
+        return key + _url_secrets(self.db_url)
 
 
-def _password(db_url: str) -> str | None:
+def _url_secrets(db_url: str) -> tuple[str, ...]:
     try:
-        return parse_database_url(db_url).password
+        return parse_database_url(db_url).secrets()
     except UsageError:
-        return None
+        return ()
 
 
 def load_config(

@@ -24,13 +24,15 @@ class DatabaseUrl:
     url: str
     sqlite_path: Path | None = None
     password: str | None = None
+    password_as_written: str | None = None  # percent-encoded, as in the URL
 
     def __str__(self) -> str:
         return redact(self.url, self.secrets())
 
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in any output."""
-        return (self.password,) if self.password else ()
+        """Strings that must never appear in any output: the password, decoded and as written."""
+        found = (self.password_as_written, self.password)
+        return tuple(dict.fromkeys(value for value in found if value))
 
     @property
     def libpq_url(self) -> str:
@@ -47,16 +49,17 @@ def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
         raise SettingError(
             "db_url",
             "is not a database URL (its value is not shown: it may hold a password): use "
-            "sqlite:///path/to.db or postgresql://user:pass@host:port/dbname",
+            "sqlite:///path/to.db or postgresql://user@host:port/dbname",
         )
     scheme = url.split("://", 1)[0].lower()
     parser = _PARSERS.get(scheme)
     if parser is not None:
         return parser(url, check_folder)
+    shown = repr(scheme) if re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}", scheme) else "of the URL"
     raise SettingError(
         "db_url",
-        f"scheme {scheme!r} is not supported: use sqlite:///path/to.db "
-        "or postgresql://user:pass@host:port/dbname",
+        f"scheme {shown} is not supported: use sqlite:///path/to.db "
+        "or postgresql://user@host:port/dbname",
     )
 
 
@@ -68,35 +71,85 @@ def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
             f"{url!r}: a SQLite URL needs three slashes and a path, "
             "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)",
         )
-    path = Path(unquote(rest[1:].split("?", 1)[0]))
+    text = unquote(rest[1:].split("?", 1)[0])
+    if "\x00" in text:
+        raise SettingError("db_url", f"{url!r}: a file path cannot hold a NUL character")
+    path = Path(text)
     if str(path) in ("", ".", ":memory:"):
         raise SettingError("db_url", f"{url!r}: a SQLite database file path is required")
     folder = path.parent if str(path.parent) else Path(".")
     if check_folder and not folder.is_dir():
-        raise SettingError("db_url", f"{url!r}: the folder {str(folder)!r} does not exist")
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise SettingError("db_url", f"{url!r}: the folder {str(folder)!r} {problem}")
     if path.is_dir():
         raise SettingError("db_url", f"{url!r}: {str(path)!r} is a folder, not a database file")
     return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path)
 
 
 def _parse_postgres(url: str, _check_folder: bool) -> DatabaseUrl:
+    """A PostgreSQL URL; nothing of it after ``scheme://`` is ever shown in an error."""
+    reason = _ambiguity(url.split("://", 1)[1])
+    if reason:
+        raise SettingError("db_url", f"is not a PostgreSQL URL that reads one way only: {reason}")
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        password = _raw_password(url)
-        raise SettingError(
-            "db_url", f"{redact(url, (password,) if password else ())!r} is malformed: {exc}"
-        ) from None
-    password = unquote(parts.password) if parts.password else None
-    shown = redact(url, (password,) if password else ())
-    if not parts.hostname and "host=" not in (parts.query or ""):
-        raise SettingError("db_url", f"{shown!r}: a PostgreSQL URL needs a host")
-    if not parts.path.strip("/"):
-        raise SettingError("db_url", f"{shown!r}: a PostgreSQL URL needs a database name")
+    except ValueError:  # a [ or ] that opens no IPv6 address
+        raise SettingError("db_url", f"has a malformed host{_NOT_SHOWN}") from None
+    port = _port(parts.netloc.rpartition("@")[2])
     if port is not None and not 0 < port < 65536:
-        raise SettingError("db_url", f"{shown!r}: port {port} is out of range")
-    return DatabaseUrl(dialect="postgres", url=url, password=password)
+        raise SettingError("db_url", f"has a port that is not a whole number 1..65535{_NOT_SHOWN}")
+    if not parts.hostname and "host=" not in (parts.query or ""):
+        raise SettingError("db_url", f"needs a host{_NOT_SHOWN}")
+    if not parts.path.strip("/"):
+        raise SettingError("db_url", f"needs a database name{_NOT_SHOWN}")
+    written = _password(parts.password, parts.query)
+    password = unquote(written) if written else None
+    return DatabaseUrl("postgres", url, password=password, password_as_written=written)
+
+
+_NOT_SHOWN = " (the URL is not shown): e.g. postgresql://etl@db.example:5432/cowrie"
+_ENCODE = (
+    "; percent-encode these characters in the user name and password: @ as %40, / as %2F, "
+    "? as %3F, # as %23, % as %25 (the URL is not shown: it may hold a password)"
+)
+
+
+def _ambiguity(rest: str) -> str | None:
+    """Why the part of a PostgreSQL URL after ``scheme://`` can be read more than one way
+    (so its password cannot be told from its host), or None."""
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if re.search(r"[\s\x00-\x1f\x7f]", rest):
+        return "it holds a space or a control character" + _ENCODE
+    if rest.count("@") > 1:
+        return "it holds more than one @" + _ENCODE
+    if "@" in rest and "@" not in authority:
+        return "a /, ? or # comes before the @ that ends the user part" + _ENCODE
+    if "#" in rest:
+        return "it holds a #" + _ENCODE
+    if re.search(r"%(?![0-9A-Fa-f]{2})", rest):
+        return "a % is not followed by two hex digits" + _ENCODE
+    return None
+
+
+def _port(host_and_port: str) -> int | None:
+    """The port after ``host:`` (-1 when it is not a whole number), None when there is none."""
+    if host_and_port.startswith("["):  # [IPv6]:port
+        host_and_port = host_and_port.partition("]")[2]
+    text = host_and_port.rpartition(":")[2] if ":" in host_and_port else None
+    if not text:
+        return None
+    return int(text) if text.isascii() and text.isdigit() else -1
+
+
+def _password(userinfo_password: str | None, query: str) -> str | None:
+    """The password as written: in the user part, else in a ``password=`` parameter."""
+    if userinfo_password:
+        return userinfo_password
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key) == "password" and value:
+            return value
+    return None
 
 
 _PARSERS: dict[str, Callable[[str, bool], DatabaseUrl]] = {
@@ -105,14 +158,10 @@ _PARSERS: dict[str, Callable[[str, bool], DatabaseUrl]] = {
 }
 
 
-def _raw_password(url: str) -> str | None:
-    match = re.match(r"^[^:]+://[^:/@]*:([^@]*)@", url)
-    return match.group(1) if match else None
-
-
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """Replace each secret, and any ``user:password@`` part of a URL, with ``***``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", text)
+    # Up to the last @ of the URL: a password holding an @ is hidden whole.
+    return re.sub(r"(://[^:/\s]*:)\S*@", r"\1***@", text)
