@@ -6,26 +6,34 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from etl.config import RefreshConfig
 from etl.errors import SettingError
+from etl.maxmind import MaxMindDatabases
 from etl.metrics import write_metrics
-from etl.pipeline import refresh
+from etl.pipeline import check_before_work, refresh
 from etl.progress import FanOut, StatusFile
 from etl.report import LineReporter, Reporter, RunSummary
 
 
-def monitored_refresh(config: RefreshConfig) -> RunSummary:
+def monitored_refresh(config: RefreshConfig, notes: Sequence[str] = ()) -> RunSummary:
     """`etl.pipeline.refresh` with everything ``config`` asks to show and write: progress (bars
     on a terminal, else plain lines), the status file, and at the end, also of a failed or
-    interrupted run, the metrics file and the summary JSON."""
+    interrupted run, the metrics file and the summary JSON.
+
+    Usage errors found before any work (output paths, `check_before_work`) are raised before
+    anything is shown or written; ``notes`` (e.g. a warning about the config file) are then
+    the run's first notes."""
     check_output_paths(config)
+    maxmind = check_before_work(config)
     summary = RunSummary()
-    with _reporters(config) as (reporter, status):
+    with _reporters(config, maxmind) as (reporter, status):
+        for note in notes:
+            reporter.note(note)
         try:
-            refresh(config, reporter, summary)
+            refresh(config, reporter, summary, maxmind)
             summary.outcome = "finished"
         except KeyboardInterrupt:
             summary.outcome = "interrupted"
@@ -42,16 +50,23 @@ def monitored_refresh(config: RefreshConfig) -> RunSummary:
 
 
 @contextmanager
-def _reporters(config: RefreshConfig) -> Iterator[tuple[Reporter, StatusFile | None]]:
-    """Progress bars on a terminal, plain lines otherwise, plus the status file if asked."""
+def _reporters(
+    config: RefreshConfig, maxmind: MaxMindDatabases
+) -> Iterator[tuple[Reporter, StatusFile | None]]:
+    """Progress bars on a terminal, plain lines otherwise, plus the status file if asked
+    (``maxmind``, open already, is closed should they fail to start)."""
     secrets = config.secrets()
     bars = None
-    if config.verbosity == 0 and sys.stderr.isatty():
-        from etl.terminal import RichProgress  # rich is loaded only for a terminal
+    try:
+        if config.verbosity == 0 and sys.stderr.isatty():
+            from etl.terminal import RichProgress  # rich is loaded only for a terminal
 
-        bars = RichProgress(secrets=secrets)
-    shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
-    status = StatusFile(config.status_file, secrets) if config.status_file else None
+            bars = RichProgress(secrets=secrets)
+        shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
+        status = StatusFile(config.status_file, secrets) if config.status_file else None
+    except BaseException:
+        maxmind.close()
+        raise
     try:
         yield (FanOut([shown, status]) if status else shown), status
     finally:

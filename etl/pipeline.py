@@ -66,27 +66,27 @@ BASE_COLUMNS = (
 
 
 def refresh(
-    config: RefreshConfig, reporter: Reporter | None = None, summary: RunSummary | None = None
+    config: RefreshConfig,
+    reporter: Reporter | None = None,
+    summary: RunSummary | None = None,
+    maxmind: MaxMindDatabases | None = None,
 ) -> RunSummary:
     """Refresh every stale IP of the configured database; return what was done.
 
     ``summary`` (optional) is filled in as the run goes, so a caller still has the counts of a
-    run that raised.
+    run that raised. ``maxmind``: the databases `check_before_work` opened (closed here), else
+    that check is made first.
     """
     started = time.monotonic()
+    maxmind = check_before_work(config) if maxmind is None else maxmind
     summary = summary or RunSummary()
     summary.dry_run = config.dry_run
-    reporter = _listeners(config, reporter, summary)
-    if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
-        _import_in_background("etl.clients.http")  # requests: loads while the database is read
-    url = parse_database_url(config.db_url)
-    maxmind = MaxMindDatabases()
-    if config.enabled(Source.MAXMIND):
-        maxmind = open_maxmind(
-            asn=config.maxmind_asn, city=config.maxmind_city, directory=config.maxmind_dir
-        )
-    summary.maxmind_build_epochs = maxmind.build_epochs
     try:
+        reporter = _listeners(config, reporter, summary)
+        if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
+            _import_in_background("etl.clients.http")  # requests: loads while the db is read
+        url = parse_database_url(config.db_url)
+        summary.maxmind_build_epochs = maxmind.build_epochs
         with _opened(url, config, maxmind, reporter) as run:  # None: a dry run has nothing
             if run is not None:
                 frame = _prepare(run, maxmind, summary, reporter)  # select, validate, MaxMind
@@ -263,23 +263,38 @@ def _announce(
     return frozenset(active)
 
 
-def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter) -> bool:
-    """A SQLite file that does not exist is a usage error (a typo must not start an empty
-    database), unless the run may create it; a dry run just has nothing to select."""
-    if url.dialect != "sqlite" or (config.create and not config.dry_run):
-        return True
-    assert url.sqlite_path is not None
-    if url.sqlite_path.is_file():
-        return True
-    if config.dry_run:
-        reporter.note(f"{url} does not exist: nothing to select")
-        return False
-    raise SettingError(
-        "db_url",
-        f"names a SQLite database that does not exist: {url.sqlite_path} (a typo?); "
-        "to start a new one, add",
-        also="create",
+def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
+    """The usage errors a run can find before it starts (exit 2, nothing written yet): the
+    database URL and its folder, a SQLite file that does not exist without --create (also
+    in a dry run), the MaxMind files (`open_maxmind`). Returns the MaxMind databases, open."""
+    url = parse_database_url(config.db_url)
+    if url.dialect == "sqlite" and not config.create:
+        assert url.sqlite_path is not None
+        if not url.sqlite_path.is_file():
+            raise SettingError(
+                "db_url",
+                f"names a SQLite database that does not exist: {url.sqlite_path} (a typo?); "
+                "to start a new one, add",
+                also="create",
+            )
+    if not config.enabled(Source.MAXMIND):
+        return MaxMindDatabases()
+    return open_maxmind(
+        asn=config.maxmind_asn, city=config.maxmind_city, directory=config.maxmind_dir
     )
+
+
+def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter) -> bool:
+    """Whether there is a database to read: False only for a dry run with --create of a SQLite
+    file that does not exist yet (a dry run never creates anything; `check_before_work`
+    refused a missing file without --create)."""
+    assert url.dialect != "sqlite" or url.sqlite_path is not None
+    if url.sqlite_path is None or url.sqlite_path.is_file() or not config.dry_run:
+        return True
+    reporter.note(
+        f"dry run: {url} does not exist; a real run with --create creates it: nothing to select"
+    )
+    return False
 
 
 def _dry_run_can_select(db: Database, pending: PendingAnswers, reporter: Reporter) -> bool:

@@ -63,11 +63,11 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
     previous = signal.signal(signal.SIGTERM, _interrupt)
     secrets: tuple[str, ...] = ()
     try:
-        config = _configure(config_file, values)
+        config, warning = _configure(config_file, values)
         secrets = config.secrets()
         from etl.monitored import monitored_refresh  # polars, DuckDB: only for a refresh
 
-        summary = monitored_refresh(config)
+        summary = monitored_refresh(config, notes=[warning] if warning else [])
     except SettingError as exc:
         print(f"error: {redact(cli.setting_message(SETTINGS, exc), secrets)}", file=sys.stderr)
         return exc.exit_code
@@ -104,14 +104,15 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _configure(config_file: Path | None, values: dict[str, Any]) -> RefreshConfig:
-    """Merge etl.toml, the environment and the options (in rising precedence)."""
+def _configure(
+    config_file: Path | None, values: dict[str, Any]
+) -> tuple[RefreshConfig, str | None]:
+    """Merge etl.toml, the environment and the options (in rising precedence); with them the
+    warning about a key file others can read (shown once the run starts: an error stays one
+    line)."""
     path = config_file_path(config_file)
-    if path is not None:
-        warning = secret_file_warning(SETTINGS, path)
-        if warning:
-            print(warning, file=sys.stderr)
-    return load_config(file=path, values_origin="option", **values)
+    config = load_config(file=path, values_origin="option", **values)
+    return config, secret_file_warning(SETTINGS, path) if path is not None else None
 
 
 def run() -> NoReturn:

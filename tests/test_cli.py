@@ -90,9 +90,11 @@ def test_usage_errors_are_one_line_with_exit_2(
 def test_not_an_mmdb_file(run: Run, tmp_path: Path) -> None:
     junk = tmp_path / "GeoLite2-City.mmdb"
     junk.write_text("hello")
-    code, output = run("--db", f"sqlite:///{tmp_path}/x.db", "--maxmind-city", str(junk))
+    db = tmp_path / "x.db"
+    code, output = run("--db", f"sqlite:///{db}", "--create", "--maxmind-city", str(junk))
     assert code == 2
     assert "not a readable MaxMind DB" in output
+    assert not db.exists()  # checked before any work
 
 
 def test_unreachable_postgres_is_one_line_without_password(
@@ -315,3 +317,61 @@ def test_a_password_is_hidden_decoded_and_as_written(run: Run, password: str, ur
     assert "cannot connect to PostgreSQL" in output
     written = url.split("etl", 1)[1]
     assert not leaked(password, output) and "%40Lk" not in output and written not in output
+
+
+KEY = "Kq9Zx7WmPv"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"greynoise_api_key = {12345678}\n",
+        f'greynoise_api_key = ["{KEY}"]\n',
+        f'greynoise_api_key = {{ key = "{KEY}" }}\n',
+        f"greynoise_api_key = {KEY}\n",  # not quoted: not TOML
+        f'greynoise_api_key = "{KEY}\n',  # not closed
+        f'greynoise_api_key = "{KEY}"\nips = "ten"\n',
+        f'greynoise_api_key = "{KEY}"\ndb = "postgresql://etl:{KEY}@x@h/db"\n',
+        f'greynoise_api_key = "{KEY}"\n[greynoise]\nkey = 1\n',
+        f'greynoise_api_key = "{KEY}"\n',  # good, but the database does not exist
+    ],
+)
+def test_config_file_errors_show_no_fragment_of_the_key(
+    run: Run, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each a single line (the warning about a file others can read waits for the run to
+    start), with no piece of the key."""
+    monkeypatch.chdir(tmp_path)  # the default database, data/honeypot.sqlite, does not exist
+    toml = tmp_path / "etl.toml"
+    toml.write_text(text)
+    toml.chmod(0o644)
+    code, output = run("--config", str(toml))
+    assert code == 2, output
+    assert len(output.splitlines()) == 1 and output.startswith("error: "), output
+    secret = "12345678" if "12345678" in text else KEY
+    assert not leaked(secret, output), output
+
+
+# -- a SQLite file that does not exist ----------------------------------------------------------
+
+
+def test_a_missing_sqlite_file_is_a_usage_error_also_in_a_dry_run(run: Run, tmp_path: Path) -> None:
+    """SPEC 5: a usage error unless --create; --dry-run never creates anything (a dry run used
+    to say "nothing to select" and exit 0). Nothing is written: no status, metrics, summary."""
+    db = tmp_path / "honeypot.sqlit"
+    outputs = [tmp_path / name for name in ("s.json", "m.prom", "summary.json")]
+    files = ["--status-file", str(outputs[0]), "--metrics-file", str(outputs[1])]
+    files += ["--summary-json", str(outputs[2])]
+    expected = (
+        f"error: --db names a SQLite database that does not exist: {db} (a typo?); "
+        "to start a new one, add --create"
+    )
+    for extra in ([], ["--dry-run"]):
+        code, output = run("--db", f"sqlite:///{db}", *extra, *files)
+        assert (code, output) == (2, expected + "\n")
+    assert not db.exists() and not any(path.exists() for path in outputs)
+    code, output = run("--db", f"sqlite:///{db}", "--dry-run", "--create", "--skip", "maxmind")
+    assert code == 0, output
+    assert f"dry run: sqlite:///{db} does not exist; a real run with --create creates it" in output
+    assert "nothing to select" in output
+    assert not db.exists() and not list(tmp_path.glob("honeypot*"))

@@ -287,7 +287,9 @@ def test_a_typo_in_the_sqlite_path_creates_nothing(
     assert len(errors) == 1 and "does not exist" in errors[0] and "--create" in errors[0]
     assert "Traceback" not in result.stderr
     dry = refresh(*command(f"sqlite:///{typo}", tmp_path, cymru, gn, "--dry-run"))
-    assert dry.returncode == 0 and "does not exist: nothing to select" in dry.stderr
+    assert dry.returncode == 2 and dry.stderr == errors[0] + "\n"  # as a real run (SPEC 5)
+    dry = refresh(*command(f"sqlite:///{typo}", tmp_path, cymru, gn, "--dry-run", "--create"))
+    assert dry.returncode == 0 and "a real run with --create creates it" in dry.stderr
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("honeypot")]
     assert not cymru.entries() and not gn.entries()
     created = refresh(*command(f"sqlite:///{typo}", tmp_path, cymru, gn, "--create"))
