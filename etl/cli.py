@@ -8,6 +8,7 @@ its `EtlError.exit_code`. The one place that maps a setting to its flag is `flag
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -141,6 +142,9 @@ def invoke(
             prog_name=prog,
             standalone_mode=False,
         )
+    except click_errors.BadParameter as exc:
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+        return _fail(redact(bad_parameter(exc) + hint, ()), 2)
     except click_errors.UsageError as exc:
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
         # A stray argument may be a database URL with its password: redact URL passwords.
@@ -160,6 +164,26 @@ def invoke(
             f"this command needs the {extra} extra: pip install 'honeypot-etl[{extra}]'", 2
         )
     return result if isinstance(result, int) else 0
+
+
+def bad_parameter(error: click_errors.BadParameter) -> str:
+    """An option's value Typer could not convert, in our words: the flag and what it must be
+    (the value itself is never shown, but for a choice)."""
+    param = error.param
+    opts = [o for o in getattr(param, "opts", ()) if o.startswith("--")] if param else []
+    flag = opts[0] if opts else (error.param_hint or "an option")
+    kinds = [str(item.get("type", "")) for item in getattr(error.__cause__, "errors", list)() or []]
+    kind = kinds[0] if kinds else ""
+    if kind.startswith("int"):
+        return f"{flag} must be a whole number"
+    if kind.startswith("float"):
+        return f"{flag} must be a number"
+    choices = re.search(r"(.*) is not one of (.*?)\.?$", error.message)
+    if choices:
+        names = ", ".join(name.strip("' ") for name in choices.group(2).split(","))
+        given = choices.group(1).removeprefix("Value error, ")
+        return f"{flag} must be one of {names}, got {given}"
+    return f"{flag}: {error.message}"
 
 
 def run_single(

@@ -147,14 +147,7 @@ def _given(value: Any) -> bool:
 
 def read_file(settings: Mapping[str, Declared], path: Path) -> dict[str, Any]:
     """The settings of an etl.toml (a flat table), converted, by field name."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    data = _toml(path)
     by_key = {d.key: d for d in settings.values()}
     unknown = sorted(set(data) - set(by_key))
     if unknown:
@@ -169,6 +162,34 @@ def read_file(settings: Mapping[str, Declared], path: Path) -> dict[str, Any]:
         }
     except SettingError as exc:
         raise exc.where("file", path) from None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    """An etl.toml's table; each way it cannot be read is one line naming the file (and the
+    line of a TOML mistake), never its text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not UTF-8 text") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or "cannot be opened"
+        raise UsageError(f"cannot read config file {path}: {reason.lower()}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path}, {_toml_mistake(str(exc), text)}") from None
+
+
+def _toml_mistake(message: str, text: str) -> str:
+    """``line N: not valid TOML (reason)`` from a TOMLDecodeError's message."""
+    where = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$", message)
+    reason = message[: where.start()] if where else message
+    line = (where.group(1) if where else None) or str(max(1, len(text.splitlines())))
+    return f"line {line}: not valid TOML ({reason})"
 
 
 def secret_file_warning(settings: Mapping[str, Declared], path: Path) -> str | None:
@@ -277,6 +298,8 @@ def _to_str(_kind: Any, value: Any) -> str:
 
 def _to_path(_kind: Any, value: Any) -> Path:
     path = value if isinstance(value, Path) else Path(_to_str(_kind, value))
+    if "\x00" in str(path):
+        raise ValueError("must not contain a NUL character")
     return path.expanduser()
 
 

@@ -64,7 +64,11 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
         ("dbb = 'x'\n", "unknown setting(s) dbb"),
         ("ips = 'ten'\n", "config file {toml}: ips must be a whole number, not a string"),
         ("dry_run = 1\n", "config file {toml}: dry_run must be true or false, not a whole number"),
-        ("ips = [\n", "not valid TOML"),
+        ("ips = [\n", "config file {toml}, line 1: not valid TOML (Invalid value)"),
+        ("ips = 1\n\nips = 2\n", "config file {toml}, line 3: not valid TOML (Cannot overwrite"),
+        (f"greynoise_api_key = {12345678}x\n", "config file {toml}, line 1: not valid TOML ("),
+        ('maxmind_asn = "a\\u0000b"\n', "maxmind_asn must not contain a NUL character"),
+        ("\xff = 1\n", "config file {toml} is not UTF-8 text"),
         (
             "skip = ['dshield']\n",
             "config file {toml}: skip must be one of maxmind, cymru, greynoise",
@@ -77,7 +81,7 @@ def test_bad_config_files_name_the_key_and_the_file(
     tmp_path: Path, text: str, message: str
 ) -> None:
     toml = tmp_path / "etl.toml"
-    toml.write_text(text)
+    toml.write_bytes(text.encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
     with pytest.raises(UsageError) as caught:
         load_config(file=toml, env={})
     error = caught.value
