@@ -7,12 +7,15 @@ else in the package reads options or the environment.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from etl import settings
 from etl.addresses import is_ip_address
@@ -31,6 +34,53 @@ DEFAULT_BATCH_SIZE = 500
 # read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
 # session is close to the single-IP querying they null-route for.
 BATCH_SIZES = (10, 10_000)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: finite, from ``low`` (excluded when ``above``) to
+    ``high``; `text` goes into the setting's help and its error."""
+
+    low: float
+    high: float
+    unit: str
+    above: bool = False
+
+    def bounds(self) -> str:
+        """``between 1 and 1,000`` (or ``more than 0 and at most 1,000``)."""
+        low, high = (f"{int(n):,}" if n == int(n) else f"{n:,}" for n in (self.low, self.high))
+        return f"more than {low} and at most {high}" if self.above else f"between {low} and {high}"
+
+    def text(self) -> str:
+        """The bounds and the unit: ``between 1 and 1,000 rows``."""
+        return f"{self.bounds()} {self.unit}"
+
+    def check(self, name: str, value: float | None) -> None:
+        """Raise `SettingError` unless ``value`` (None: not set) is in the range."""
+        if value is None:
+            return
+        inside = self.low < value if self.above else self.low <= value
+        finite = not isinstance(value, float) or math.isfinite(value)  # ints: any size
+        if not (finite and inside and value <= self.high):
+            raise SettingError(name, f"must be {self.text()}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    """A number for an error message, at most 20 digits (str() of a huge int can fail)."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return "a number of more than 20 digits"
+    return str(value)
+
+
+# The ranges of the numeric settings (their help states them).
+RANGES = {
+    "max_ips": Range(1, 1_000_000_000, "IPs"),
+    "commit_every": Range(1, 1_000_000, "rows"),
+    "lock_timeout": Range(0, 86_400, "seconds (a day)"),
+    "batch_size": Range(*BATCH_SIZES, "IPs per Team Cymru session"),
+    "greynoise_rate": Range(0, 1_000, "requests per second", above=True),
+    "greynoise_budget": Range(0, 1_000_000_000, "requests"),
+}
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
 
@@ -59,7 +109,8 @@ class RefreshConfig:
     )  # fmt: skip
     max_ips: int | None = setting(
         None,
-        "refresh at most N IPs (never-enriched first, then most recently seen)",
+        "refresh at most N IPs (never-enriched first, then most recently seen), "
+        + RANGES["max_ips"].text(),
         flag="--ips", key="ips", metavar="N",
     )  # fmt: skip
     only_ips: tuple[str, ...] = setting(
@@ -82,12 +133,13 @@ class RefreshConfig:
         flag="--skip", metavar="SOURCE",
     )  # fmt: skip
     commit_every: int = setting(
-        5000, "rows per committed chunk", flag="--commit-every", metavar="N"
-    )
+        5000, "rows per committed chunk, " + RANGES["commit_every"].text(),
+        flag="--commit-every", metavar="N",
+    )  # fmt: skip
     lock_timeout: float = setting(
         300.0,
         "how long a write waits for another writer's lock on the database, or for a lost "
-        "PostgreSQL server to come back (seconds)",
+        "PostgreSQL server to come back, " + RANGES["lock_timeout"].text(),
         flag="--lock-timeout", metavar="SECONDS",
     )  # fmt: skip
     create: bool = setting(
@@ -120,8 +172,9 @@ class RefreshConfig:
         DEFAULT_CYMRU, "Team Cymru bulk whois", flag="--cymru", metavar="HOST:PORT"
     )
     batch_size: int = setting(
-        DEFAULT_BATCH_SIZE, "IPs per Team Cymru session", flag="--batch-size", metavar="N"
-    )
+        DEFAULT_BATCH_SIZE, "IPs per Team Cymru session, " + RANGES["batch_size"].bounds(),
+        flag="--batch-size", metavar="N",
+    )  # fmt: skip
     greynoise_url: str = setting(
         DEFAULT_GREYNOISE_URL, "GreyNoise API base URL", flag="--greynoise-url", metavar="URL"
     )
@@ -131,11 +184,13 @@ class RefreshConfig:
         flag="--greynoise-mode", metavar="MODE",
     )  # fmt: skip
     greynoise_rate: float = setting(
-        10.0, "GreyNoise requests per second", flag="--greynoise-rate", metavar="R"
-    )
+        10.0, "GreyNoise requests per second, " + RANGES["greynoise_rate"].bounds(),
+        flag="--greynoise-rate", metavar="R",
+    )  # fmt: skip
     greynoise_budget: int | None = setting(
-        None, "at most N GreyNoise requests in this run", flag="--greynoise-budget", metavar="N"
-    )
+        None, "at most N GreyNoise requests in this run, " + RANGES["greynoise_budget"].bounds(),
+        flag="--greynoise-budget", metavar="N",
+    )  # fmt: skip
     greynoise_api_key: str | None = setting(
         None, "GreyNoise API key (never an option: it would show in the process list)",
         env="GREYNOISE_API_KEY", secret=True,
@@ -148,20 +203,8 @@ class RefreshConfig:
 
     def __post_init__(self) -> None:
         settings.converted(self)
-        if not BATCH_SIZES[0] <= self.batch_size <= BATCH_SIZES[1]:
-            raise SettingError(
-                "batch_size",
-                f"must be between {BATCH_SIZES[0]} and {BATCH_SIZES[1]} IPs per Team Cymru "
-                f"session, got {self.batch_size}",
-            )
-        for name in ("max_ips", "commit_every"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise SettingError(name, f"must be a positive number, got {value}")
-        if not 0 <= self.lock_timeout < float("inf"):
-            raise SettingError(
-                "lock_timeout", f"must be a number of seconds >= 0, got {self.lock_timeout}"
-            )
+        for name, allowed in RANGES.items():
+            allowed.check(name, getattr(self, name))
         if self.quiet and self.verbose:
             raise SettingError("quiet", "cannot be used together with", also="verbose")
         for address in self.only_ips:
@@ -173,6 +216,7 @@ class RefreshConfig:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingError(name, f"{path}: file not found")
+        _check_service_addresses(self.cymru, self.greynoise_url)
         CymruSettings.parse_address(self.cymru)
         self.greynoise_settings()
 
@@ -216,6 +260,29 @@ class RefreshConfig:
         """Values that must never appear in any output: the API key, the database password."""
         key = (self.greynoise_api_key,) if self.greynoise_api_key else ()
         return key + _url_secrets(self.db_url)
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _check_service_addresses(cymru: str, greynoise_url: str) -> None:
+    """A host name or IP address (and an ASCII port) in the Team Cymru address, and an http(s)
+    URL with a host for GreyNoise: a typo is exit 2 now, not a failed lookup per IP later."""
+    host, _, port = cymru.rpartition(":") if ":" in cymru else (cymru, ":", "43")
+    if not (
+        (_HOST_NAME.fullmatch(host) or is_ip_address(host)) and port.isascii() and port.isdigit()
+    ):
+        raise SettingError("cymru", f"must be HOST:PORT, got {cymru[:80]!r}")
+    try:
+        parts = urlsplit(greynoise_url)
+        good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is no number, a stray [
+        good = False
+    if not good or re.search(r"[\s\x00-\x1f\x7f]", greynoise_url):
+        raise SettingError("greynoise_url", f"must be an http(s) URL, got {greynoise_url[:80]!r}")
 
 
 def _url_secrets(db_url: str) -> tuple[str, ...]:

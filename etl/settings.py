@@ -182,6 +182,8 @@ def _toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path}, {_toml_mistake(str(exc), text)}") from None
+    except ValueError:  # int() of a number with thousands of digits
+        raise UsageError(f"config file {path} is not valid TOML (a number too long)") from None
 
 
 def _toml_mistake(message: str, text: str) -> str:
@@ -262,6 +264,8 @@ def _to_int(_kind: Any, value: Any) -> int:
     if isinstance(value, str):
         if not _WHOLE.fullmatch(value.strip()):
             raise ValueError("must be a whole number")
+        if len(value.strip().lstrip("+-")) > 100:  # int() refuses very long text
+            raise ValueError("must be a whole number of at most 100 digits")
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, not {_kind_of(value)}")

@@ -47,24 +47,46 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
             "--db has a port that is not a whole number 1..65535 (the URL is not shown)",
         ),
         (["--db", "postgresql://127.0.0.1:5432"], "needs a database name"),
-        (["--ips", "0"], "--ips must be a positive number, got 0"),
+        (["--ips", "0"], "--ips must be between 1 and 1,000,000,000 IPs, got 0"),
+        (
+            ["--ips", "9" * 40],
+            "--ips must be between 1 and 1,000,000,000 IPs, got a number of more",
+        ),
+        (
+            ["--ips", "9" * 5000],
+            "error: --ips must be a whole number (see",
+        ),
         (["--ip", "garbage123"], "--ip 'garbage123' is not an IP address (exactly as given)"),
         (["--ip", " 1.2.3.4 "], "--ip ' 1.2.3.4 ' is not an IP address"),
-        (["--ips", "-5"], "--ips must be a positive number, got -5"),
-        (["--commit-every", "0"], "--commit-every must be a positive number"),
+        (["--ips", "-5"], "--ips must be between 1 and 1,000,000,000 IPs, got -5"),
+        (["--commit-every", "0"], "--commit-every must be between 1 and 1,000,000 rows, got 0"),
+        (["--commit-every", "1000001"], "--commit-every must be between 1 and 1,000,000 rows"),
+        (["--lock-timeout", "nan"], "--lock-timeout must be between 0 and 86,400 seconds"),
+        (["--lock-timeout", "1e309"], "--lock-timeout must be between 0 and 86,400 seconds"),
+        (["--lock-timeout", "-1"], "--lock-timeout must be between 0 and 86,400 seconds"),
+        (["--lock-timeout", "86401"], "--lock-timeout must be between 0 and 86,400 seconds"),
+        (["--greynoise-budget", "-1"], "--greynoise-budget must be between 0 and 1,000,000,000"),
+        (["--greynoise-budget", "2e3"], "--greynoise-budget must be a whole number"),
+        (["--greynoise-rate", "-0"], "--greynoise-rate must be more than 0 and at most 1,000"),
+        (["--greynoise-rate", "nan"], "--greynoise-rate must be more than 0 and at most 1,000"),
+        (["--greynoise-rate", "1001"], "--greynoise-rate must be more than 0 and at most 1,000"),
+        (["--cymru", "who is:43"], "--cymru must be HOST:PORT, got 'who is:43'"),
+        (["--cymru", "127.0.0.1:²"], "--cymru must be HOST:PORT"),
+        (["--greynoise-url", "http://"], "--greynoise-url must be an http(s) URL, got 'http://'"),
+        (["--greynoise-url", "http://h:x"], "--greynoise-url must be an http(s) URL"),
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
         (["--cymru", "127.0.0.1:http"], "--cymru must be HOST:PORT, got '127.0.0.1:http'"),
         (
             ["--batch-size", "0"],
-            "--batch-size must be between 10 and 10000 IPs per Team Cymru session, got 0",
+            "--batch-size must be between 10 and 10,000 IPs per Team Cymru session, got 0",
         ),
-        (["--batch-size", "100000"], "--batch-size must be between 10 and 10000"),
+        (["--batch-size", "100000"], "--batch-size must be between 10 and 10,000"),
         (["--config", "/no/such/etl.toml"], "config file /no/such/etl.toml does not exist"),
         (["--greynoise-mode", "free"], "--greynoise-mode must be community or enterprise"),
-        (["--greynoise-rate", "0"], "--greynoise-rate must be a positive, finite number"),
+        (["--greynoise-rate", "0"], "--greynoise-rate must be more than 0 and at most 1,000"),
         (
             ["--greynoise-rate", "inf"],
-            "--greynoise-rate must be a positive, finite number, got inf",
+            "--greynoise-rate must be more than 0 and at most 1,000 requests per second, got inf",
         ),
         (["postgresql://u:s3cret@db/x"], "Got unexpected extra argument"),
         (["--quiet", "--verbose"], "--quiet cannot be used together with --verbose"),
@@ -170,7 +192,7 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --ips must be a positive number, got 0"
+    assert result.stderr.strip() == "error: --ips must be between 1 and 1,000,000,000 IPs, got 0"
 
 
 def test_url_parsing_and_redaction(tmp_path: Path) -> None:

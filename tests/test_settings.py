@@ -73,7 +73,11 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
             "skip = ['dshield']\n",
             "config file {toml}: skip must be one of maxmind, cymru, greynoise",
         ),
-        ("ips = 0\n", "config file {toml}: ips must be a positive number, got 0"),
+        ("ips = 0\n", "config file {toml}: ips must be between 1 and 1,000,000,000 IPs, got 0"),
+        ("lock_timeout = nan\n", "config file {toml}: lock_timeout must be between 0 and"),
+        ("greynoise_rate = inf\n", "config file {toml}: greynoise_rate must be more than 0"),
+        (f"commit_every = {10**400}\n", "commit_every must be between 1 and 1,000,000 rows, got a"),
+        ("commit_every = 1" + "0" * 4400 + "\n", "config file {toml} is not valid TOML (a number"),
         (f"greynoise_api_key = {12345678}\n", "greynoise_api_key must be a string, not a whole"),
     ],
 )
@@ -126,7 +130,9 @@ def test_a_config_built_in_code_is_converted_and_checked(tmp_path: Path) -> None
     for wrong, problem in (
         ({"commit_every": "5"}, "commit_every must be a whole number, not a string"),
         ({"quiet": "no"}, "quiet must be true or false, not a string"),
-        ({"greynoise_rate": float("inf")}, "greynoise_rate must be a positive, finite number"),
+        ({"greynoise_rate": float("inf")}, "greynoise_rate must be more than 0 and at most"),
+        ({"lock_timeout": float("nan")}, "lock_timeout must be between 0 and 86,400 seconds"),
+        ({"greynoise_budget": 10**12}, "greynoise_budget must be between 0 and 1,000,000,000"),
     ):
         with pytest.raises(SettingError, match=f"^{re.escape(problem)}"):
             RefreshConfig(**wrong)  # type: ignore[arg-type]
@@ -141,7 +147,9 @@ def test_the_library_names_settings_by_field_never_by_flag() -> None:
     with pytest.raises(SettingError) as caught:
         RefreshConfig(max_ips=0)
     assert "--" not in str(caught.value)
-    assert cli.setting_message(SETTINGS, caught.value) == "--ips must be a positive number, got 0"
+    assert cli.setting_message(SETTINGS, caught.value) == (
+        "--ips must be between 1 and 1,000,000,000 IPs, got 0"
+    )
 
 
 def test_a_readable_key_file_draws_a_warning(tmp_path: Path) -> None:
