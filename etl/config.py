@@ -7,7 +7,6 @@ else in the package reads options or the environment.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from etl.clients.greynoise import GreyNoiseSettings
 from etl.db.url import parse_database_url
 from etl.errors import SettingError, UsageError
 from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
-from etl.settings import setting
+from etl.settings import Range, setting
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
@@ -34,42 +33,6 @@ DEFAULT_BATCH_SIZE = 500
 # read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
 # session is close to the single-IP querying they null-route for.
 BATCH_SIZES = (10, 10_000)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take: finite, from ``low`` (excluded when ``above``) to
-    ``high``; `text` goes into the setting's help and its error."""
-
-    low: float
-    high: float
-    unit: str
-    above: bool = False
-
-    def bounds(self) -> str:
-        """``between 1 and 1,000`` (or ``more than 0 and at most 1,000``)."""
-        low, high = (f"{int(n):,}" if n == int(n) else f"{n:,}" for n in (self.low, self.high))
-        return f"more than {low} and at most {high}" if self.above else f"between {low} and {high}"
-
-    def text(self) -> str:
-        """The bounds and the unit: ``between 1 and 1,000 rows``."""
-        return f"{self.bounds()} {self.unit}"
-
-    def check(self, name: str, value: float | None) -> None:
-        """Raise `SettingError` unless ``value`` (None: not set) is in the range."""
-        if value is None:
-            return
-        inside = self.low < value if self.above else self.low <= value
-        finite = not isinstance(value, float) or math.isfinite(value)  # ints: any size
-        if not (finite and inside and value <= self.high):
-            raise SettingError(name, f"must be {self.text()}, got {_number(value)}")
-
-
-def _number(value: float) -> str:
-    """A number for an error message, at most 20 digits (str() of a huge int can fail)."""
-    if isinstance(value, int) and abs(value) >= 10**20:
-        return "a number of more than 20 digits"
-    return str(value)
 
 
 # The ranges of the numeric settings (their help states them).

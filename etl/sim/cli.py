@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from etl import cli
+from etl.errors import SettingError, UsageError
+from etl.settings import Range
 from etl.sim.common import CymruFault, GreyNoiseFault
 
 
@@ -24,9 +26,17 @@ class RetryAfter(StrEnum):
     none = "none"
 
 
-Port = Annotated[
-    int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free port)")
-]
+# The ranges of the numeric options (one line and exit 2 outside them).
+RANGES = {
+    "--port": Range(0, 65_535, "(0: any free port)"),
+    "--latency-ms": Range(0, 60_000, "ms"),
+    "--chunk-latency-ms": Range(0, 60_000, "ms"),
+    "--fault-rate": Range(0, 1, "(a share of the sessions or requests)"),
+    "--rate": Range(0, 100_000, "requests per second", above=True),
+    "--daily-limit": Range(0, 1_000_000_000, "lookups"),
+    "--slow-seconds": Range(0, 3_600, "seconds"),
+}
+Port = Annotated[int, typer.Option(help="TCP port on 127.0.0.1, 0 to 65,535 (0: any free port)")]
 CYMRU_EXAMPLES = """\
 Examples:
 
@@ -40,8 +50,8 @@ Examples:
   honeypot-etl sim greynoise --port 0 --key demo --rate 10 --daily-limit 100
   honeypot-etl sim greynoise --port 8088 --fault 429 --retry-after date"""
 Seed = Annotated[int, typer.Option(help="world seed (the same as the sample database's)")]
-LatencyMs = Annotated[float, typer.Option(help="delay of every answer (ms)")]
-FaultRate = Annotated[float, typer.Option(help="share of faulty sessions or requests")]
+LatencyMs = Annotated[float, typer.Option(help="delay of every answer (ms), 0 to 60,000")]
+FaultRate = Annotated[float, typer.Option(help="share of faulty sessions or requests, 0 to 1")]
 Log = Annotated[Path | None, typer.Option(help="JSON lines file: one entry per session or request")]
 
 
@@ -50,7 +60,7 @@ def cymru(
     seed: Seed = 1,
     latency_ms: LatencyMs = 0.0,
     chunk_latency_ms: Annotated[
-        float, typer.Option(help="delay before a session's first answer (ms)")
+        float, typer.Option(help="delay before a session's first answer (ms), 0 to 60,000")
     ] = 0.0,
     fault: Annotated[CymruFault | None, typer.Option(help="fault to inject")] = None,
     fault_rate: FaultRate = 1.0,
@@ -58,6 +68,8 @@ def cymru(
     bulk_header: Annotated[bool, typer.Option(help="print a header in bulk mode")] = False,
 ) -> None:
     """Team Cymru bulk whois simulator (TCP, the real wire format)."""
+    checked(port=port, latency_ms=latency_ms, chunk_latency_ms=chunk_latency_ms)
+    checked(fault_rate=fault_rate, log=log)
     from etl.sim import cymru as simulator
 
     simulator.run(
@@ -80,16 +92,22 @@ def greynoise(
     fault_rate: FaultRate = 1.0,
     log: Log = None,
     key: Annotated[str | None, typer.Option(help="require this API key in the key header")] = None,
-    rate: Annotated[float | None, typer.Option(help="requests per second before 429")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="requests per second before 429, at most 100,000")
+    ] = None,
     daily_limit: Annotated[
-        int | None, typer.Option(help="lookups before the daily-limit 429")
+        int | None, typer.Option(help="lookups before the daily-limit 429, 0 to 1,000,000,000")
     ] = None,
     retry_after: Annotated[
         RetryAfter, typer.Option(help="form of Retry-After on a throttling 429")
     ] = RetryAfter.seconds,
-    slow_seconds: Annotated[float, typer.Option(help="delay of a slow fault (s)")] = 5.0,
+    slow_seconds: Annotated[
+        float, typer.Option(help="delay of a slow fault (s), 0 to 3,600")
+    ] = 5.0,
 ) -> None:
     """GreyNoise API simulator (HTTP, community and enterprise endpoints)."""
+    checked(port=port, latency_ms=latency_ms, fault_rate=fault_rate, log=log)
+    checked(rate=rate, daily_limit=daily_limit, slow_seconds=slow_seconds)
     from etl.sim import greynoise as simulator
 
     simulator.run(
@@ -105,6 +123,20 @@ def greynoise(
         str(retry_after),
         slow_seconds,
     )
+
+
+def checked(log: Path | None = None, **numbers: float | None) -> None:
+    """Refuse, as one line (exit 2), a number outside its option's range or a log file that
+    cannot be written (a folder, or in a folder that does not exist)."""
+    for name, value in numbers.items():
+        flag = "--" + name.replace("_", "-")
+        RANGES[flag].check(flag, value)  # SettingError: named by the flag itself
+    if log is None:
+        return
+    if log.is_dir():
+        raise SettingError("--log", f"{log} is a folder, not a file")
+    if not log.parent.is_dir():
+        raise UsageError(f"--log {log}: the folder {log.parent} does not exist")
 
 
 def app() -> typer.Typer:
