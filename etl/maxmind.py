@@ -9,14 +9,18 @@ the millions of search-tree nodes of a real GeoLite2 file.
 
 Files come from the maxmind_asn / maxmind_city settings (must exist) or from the maxmind_dir
 setting (GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; missing ones are reported
-once and the run continues without them). A build older than GeoLite2's 30-day licence window
-is reported once, as a note.
+once and the run continues without them). A file that is there but damaged, named or found,
+stops the run with exit 2 (`etl.maxmind_check`: checked at open, before any work, and at
+every lookup, all of which come before any row is written). A build older than GeoLite2's
+30-day licence window is reported once, as a note.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import maxminddb
 import polars as pl
 
 from etl.errors import MaxMindError, MaxMindFileError
+from etl.maxmind_check import READ_ERRORS, RecordError, check_whole, damaged, field
 
 ASN_FILES = ("GeoLite2-ASN.mmdb",)
 CITY_FILES = ("GeoLite2-City.mmdb", "GeoIP2-City.mmdb")
@@ -75,7 +80,14 @@ class MaxMindDatabase:
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise MaxMindError(f"{path} is not a readable MaxMind DB (.mmdb) file: {exc}") from exc
         meta = reader.metadata()
-        return cls(path, reader, str(meta.database_type), int(meta.build_epoch))
+        kind = str(meta.database_type)
+        shape = asn_row if "ASN" in kind else city_row if "City" in kind else None
+        try:
+            check_whole(path, meta, None if shape is None else lambda record: shape(record, 0))
+        except MaxMindError:
+            reader.close()
+            raise
+        return cls(path, reader, kind, int(meta.build_epoch))
 
     def lookup(
         self, addresses: list[Address], numbers: list[int | None]
@@ -96,9 +108,24 @@ class MaxMindDatabase:
                     answer = get(address)
                     end = -1 if number is None else number | ((1 << (32 - answer[1])) - 1)
                 found.append(answer)
-        except (ValueError, maxminddb.InvalidDatabaseError) as exc:
-            raise MaxMindError(f"{self.path} is damaged (a lookup failed: {exc})") from exc
+        except READ_ERRORS as exc:
+            raise damaged(self.path, f"a lookup failed: {exc}") from exc
         return found
+
+    def rows(
+        self,
+        addresses: list[Address],
+        numbers: list[int | None],
+        row: Callable[[Any, int], tuple[Any, ...]],
+    ) -> list[tuple[Any, ...]]:
+        """``row(record, prefix)`` of every address (`lookup`); a record of the wrong shape
+        is a damaged file."""
+        try:
+            return [row(record, prefix) for record, prefix in self.lookup(addresses, numbers)]
+        except RecordError as exc:
+            raise damaged(
+                self.path, f"a record is not what a MaxMind database holds: {exc}"
+            ) from exc
 
     def close(self) -> None:
         """Close the reader."""
@@ -111,7 +138,7 @@ class MaxMindDatabases:
 
     asn: MaxMindDatabase | None = None
     city: MaxMindDatabase | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = dataclass_field(default_factory=list)
 
     @property
     def available(self) -> bool:
@@ -202,35 +229,43 @@ def _age_note(kind: str, database: MaxMindDatabase, now: datetime) -> str | None
     )
 
 
+def asn_row(record: Any, prefix: int) -> tuple[Any, ...]:
+    """(found, asn, organisation, prefix) of an ASN record; `RecordError` for a wrong shape."""
+    if record is not None and not isinstance(record, dict):
+        raise RecordError(f"a record is {type(record).__name__}")
+    asn = field(record, "autonomous_system_number", kind=int)
+    if asn is not None and not 0 <= asn < 1 << 32:
+        raise RecordError("the AS number is out of range")
+    organisation = field(record, "autonomous_system_organization", kind=str)
+    return (record is not None, asn, organisation, prefix)
+
+
 def _asn_answers(
     database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
 ) -> pl.DataFrame:
-    found = database.lookup(addresses, numbers)
-    rows = [
-        (
-            record is not None,
-            (record or {}).get("autonomous_system_number"),
-            (record or {}).get("autonomous_system_organization"),
-            prefix,
-        )
-        for record, prefix in found
-    ]
+    rows = database.rows(addresses, numbers, asn_row)
     return pl.DataFrame(rows, schema={**_ASN_SCHEMA, "asn_prefix": pl.Int64}, orient="row")
 
 
-def _city_row(record: dict[str, Any] | None, prefix: int) -> tuple[Any, ...]:
+def city_row(record: Any, prefix: int) -> tuple[Any, ...]:
+    """(found, country, country name, city, latitude, longitude, accuracy radius, prefix) of a
+    City record; `RecordError` for a wrong shape."""
     if record is None:
         return (False, None, None, None, None, None, None, prefix)
-    country = record.get("country") or {}
-    location = record.get("location") or {}
+    if not isinstance(record, dict):
+        raise RecordError(f"a record is {type(record).__name__}")
+    radius = field(record, "location", "accuracy_radius", kind=int)
+    if radius is not None and not 0 <= radius < 1 << 31:
+        raise RecordError("the accuracy radius is out of range")
+    number = (int, float)
     return (
         True,
-        country.get("iso_code"),
-        (country.get("names") or {}).get("en"),
-        ((record.get("city") or {}).get("names") or {}).get("en"),
-        location.get("latitude"),
-        location.get("longitude"),
-        location.get("accuracy_radius"),
+        field(record, "country", "iso_code", kind=str),
+        field(record, "country", "names", "en", kind=str),
+        field(record, "city", "names", "en", kind=str),
+        field(record, "location", "latitude", kind=number),
+        field(record, "location", "longitude", kind=number),
+        radius,
         prefix,
     )
 
@@ -238,8 +273,7 @@ def _city_row(record: dict[str, Any] | None, prefix: int) -> tuple[Any, ...]:
 def _city_answers(
     database: MaxMindDatabase, addresses: list[Address], numbers: list[int | None]
 ) -> pl.DataFrame:
-    found = database.lookup(addresses, numbers)
-    rows = [_city_row(record, prefix) for record, prefix in found]
+    rows = database.rows(addresses, numbers, city_row)
     return pl.DataFrame(rows, schema={**_CITY_SCHEMA, "city_prefix": pl.Int64}, orient="row")
 
 

@@ -160,3 +160,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     result = run_module("etl.demo", "--ips", "600", "--data", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
     return folder, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def sample_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 200-IP sample SQLite database and its small MaxMind files (``etl.sample``, seed 3),
+    built once: (database file, MaxMind folder). Copy the database before changing it."""
+    from etl.sample.build import build_sample
+
+    folder = tmp_path_factory.mktemp("sample")
+    built = build_sample(f"sqlite:///{folder / 'h.sqlite'}", 200, 3, folder / "mm")
+    assert built.url.sqlite_path is not None
+    return built.url.sqlite_path, folder / "mm"

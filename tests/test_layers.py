@@ -9,7 +9,7 @@ Layers, top first; a module may import its own layer and those below it, never o
    ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
    (``etl.sample.*``, ``etl.sim.*``)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
-5. steps: ``etl.validation``, ``etl.maxmind``, ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
+5. steps: ``etl.validation``, ``etl.maxmind`` (and ``etl.maxmind_check``), ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
    ``etl.commit``
 3. reporting: ``etl.report``, ``etl.progress``
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "etl.config": 6,
     "etl.validation": 5,
     "etl.maxmind": 5,
+    "etl.maxmind_check": 5,
     "etl.cymru": 5,
     "etl.greynoise": 5,
     "etl.merge": 5,
