@@ -144,25 +144,23 @@ def invoke(
         )
     except click_errors.BadParameter as exc:
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
-        return _fail(redact(bad_parameter(exc) + hint, ()), 2)
+        return fail(redact(bad_parameter(exc) + hint, ()), 2)
     except click_errors.UsageError as exc:
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
         # A stray argument may be a database URL with its password: redact URL passwords.
-        return _fail(redact(f"{exc.format_message()}{hint}", ()), 2)
+        return fail(redact(f"{exc.format_message()}{hint}", ()), 2)
     except SettingError as exc:
-        return _fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
+        return fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
     except EtlError as exc:
-        return _fail(redact(str(exc), secrets()), exc.exit_code)
+        return fail(redact(str(exc), secrets()), exc.exit_code)
     except OSError as exc:  # a folder that cannot be written, a port in use, ...
         where = f": {exc.filename}" if exc.filename else ""
-        return _fail(redact(f"{exc.strerror or exc}{where}", secrets()), 1)
+        return fail(redact(f"{exc.strerror or exc}{where}", secrets()), 1)
     except ModuleNotFoundError as exc:
         if exc.name not in EXTRAS:
             raise
         extra = EXTRAS[exc.name]
-        return _fail(
-            f"this command needs the {extra} extra: pip install 'honeypot-etl[{extra}]'", 2
-        )
+        return fail(f"this command needs the {extra} extra: pip install 'honeypot-etl[{extra}]'", 2)
     return result if isinstance(result, int) else 0
 
 
@@ -201,7 +199,9 @@ def run_single(
     return invoke(single, argv, prog, settings)
 
 
-def _fail(message: str, code: int) -> int:
+def fail(message: str, code: int) -> int:
+    """Print ``message`` as one line, ``error: ...`` (a newline in it, say in a path, becomes
+    a space), on stderr; return ``code``."""
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return code
 

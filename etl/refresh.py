@@ -69,11 +69,9 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
 
         summary = monitored_refresh(config, notes=[warning] if warning else [])
     except SettingError as exc:
-        print(f"error: {redact(cli.setting_message(SETTINGS, exc), secrets)}", file=sys.stderr)
-        return exc.exit_code
+        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
     except EtlError as exc:
-        print(f"error: {redact(str(exc), secrets)}", file=sys.stderr)
-        return exc.exit_code
+        return cli.fail(redact(str(exc), secrets), exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted: committed chunks are kept; run again to finish", file=sys.stderr)
         return 1

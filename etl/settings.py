@@ -339,9 +339,29 @@ def _to_str(_kind: Any, value: Any) -> str:
 
 def _to_path(_kind: Any, value: Any) -> Path:
     path = value if isinstance(value, Path) else Path(_to_str(_kind, value))
-    if "\x00" in str(path):
-        raise ValueError("must not contain a NUL character")
+    problem = path_problem(str(path))
+    if problem:
+        raise ValueError(problem)
     return path.expanduser()
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes, as on Linux file systems
+
+
+def path_problem(text: str) -> str | None:
+    """Why ``text`` can be no file path (a NUL, a name or a path too long: the system would
+    refuse it with an error of its own), or None."""
+    if "\x00" in text:
+        return "must not contain a NUL character"
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate
+        return "is not a file name this system can encode"
+    if len(encoded) > PATH_MAX:
+        return f"is longer than {PATH_MAX:,} bytes"
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        return f"has a file or folder name longer than {NAME_MAX} bytes"
+    return None
 
 
 def _to_choice(kind: Any, value: Any) -> Any:

@@ -75,6 +75,8 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--greynoise-url", "http://"], "--greynoise-url must be an http(s) URL, got 'http://'"),
         (["--greynoise-url", "http://h:x"], "--greynoise-url must be an http(s) URL"),
         (["--maxmind-asn", "/no/such.mmdb"], "--maxmind-asn /no/such.mmdb: file not found"),
+        (["--maxmind-dir", "x" * 256], "--maxmind-dir has a file or folder name longer than 255"),
+        (["--status-file", "a/" * 2100], "--status-file is longer than 4,095 bytes"),
         (["--cymru", "127.0.0.1:http"], "--cymru must be HOST:PORT, got '127.0.0.1:http'"),
         (
             ["--batch-size", "0"],
@@ -97,6 +99,7 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         (["--lock-timeout", ""], "error: --lock-timeout must be a number (see"),
         (["--skip", "dshield"], "--skip must be one of maxmind, cymru, greynoise, got 'dshield'"),
         (["--config", "/"], "error: config file / is a folder, not a file"),
+        (["--config", "no\nsuch.toml"], "error: config file no such.toml does not exist\n"),
         (["--config", "/etc/passwd/etl.toml"], "cannot read config file /etc/passwd/etl.toml: not"),
         (["--no-such-option"], "No such option: --no-such-option"),
         (["--db"], "Option '--db' requires an argument"),

@@ -54,6 +54,7 @@ def sim(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
         (["greynoise", "--rate", "fast"], "--rate must be a number"),
         (["cymru", "--fault", "boom"], "--fault must be one of drop, stall, garbage, garble"),
         (["greynoise", "--log", "/"], "--log / is a folder, not a file"),
+        (["cymru", "--log", "x" * 300], "--log has a file or folder name longer than 255 bytes"),
         (
             ["cymru", "--log", "/no/such/folder/c.jsonl"],
             "--log /no/such/folder/c.jsonl: the folder",

@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from etl.errors import SettingError
+from etl.settings import path_problem
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -72,8 +73,10 @@ def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
             "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)",
         )
     text = unquote(rest[1:].split("?", 1)[0])
-    if "\x00" in text:
-        raise SettingError("db_url", f"{url!r}: a file path cannot hold a NUL character")
+    problem = path_problem(text)
+    if problem:
+        shown = repr(url) if len(url) <= 80 else repr(url[:80]) + "..."
+        raise SettingError("db_url", f"{shown}: its file path {problem}")
     path = Path(text)
     if str(path) in ("", ".", ":memory:"):
         raise SettingError("db_url", f"{url!r}: a SQLite database file path is required")

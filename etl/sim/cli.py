@@ -14,7 +14,7 @@ import typer
 
 from etl import cli
 from etl.errors import SettingError, UsageError
-from etl.settings import Range
+from etl.settings import Range, path_problem
 from etl.sim.common import CymruFault, GreyNoiseFault
 
 
@@ -133,6 +133,9 @@ def checked(log: Path | None = None, **numbers: float | None) -> None:
         RANGES[flag].check(flag, value)  # SettingError: named by the flag itself
     if log is None:
         return
+    problem = path_problem(str(log))
+    if problem:
+        raise SettingError("--log", problem)
     if log.is_dir():
         raise SettingError("--log", f"{log} is a folder, not a file")
     if not log.parent.is_dir():
