@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import maxminddb
 import pytest
 
 from etl import maxmind_check
 from etl.errors import MaxMindError
 from etl.maxmind import MaxMindDatabase, asn_row, city_row
 from etl.refresh import main
+from tests.mmdb_damage import damage_tree
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -32,22 +32,6 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return code, out, err
 
     return invoke
-
-
-def tree_bytes(path: Path) -> int:
-    with maxminddb.open_database(str(path)) as reader:
-        meta = reader.metadata()
-    return int(meta.node_count) * int(meta.record_size) // 4
-
-
-def damage_tree(source: Path, target: Path) -> Path:
-    """``source`` with the second half of its search tree overwritten: records that point far
-    beyond the file."""
-    data = bytearray(source.read_bytes())
-    size = tree_bytes(source)
-    data[size // 2 : size] = b"\xff" * (size - size // 2)
-    target.write_bytes(bytes(data))
-    return target
 
 
 @pytest.fixture
