@@ -23,7 +23,8 @@ from etl.clients.greynoise import GreyNoiseSettings
 from etl.db.url import parse_database_url
 from etl.errors import SettingError, UsageError
 from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
-from etl.settings import Range, setting
+from etl.limits import Range
+from etl.settings import setting
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")

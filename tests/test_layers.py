@@ -15,7 +15,7 @@ Layers, top first; a module may import its own layer and those below it, never o
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
    database do not import each other
 1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.addresses``,
-   ``etl.settings``
+   ``etl.limits``, ``etl.settings``
    (how settings are declared)
 
 Every import counts, also those inside functions or under ``TYPE_CHECKING``, except in a
@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "etl.freshness": 1,
     "etl.addresses": 1,
     "etl.settings": 1,
+    "etl.limits": 1,
     "etl": 1,
 }
 # Same layer, kept apart: neither group imports the other.

@@ -10,7 +10,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from etl.errors import SettingError
-from etl.settings import path_problem
+from etl.limits import path_problem
 
 Dialect = Literal["sqlite", "postgres"]
 

@@ -14,7 +14,7 @@ import typer
 
 from etl import cli
 from etl.errors import SettingError, UsageError
-from etl.settings import Range, path_problem
+from etl.limits import Range, path_problem
 from etl.sim.common import CymruFault, GreyNoiseFault
 
 
