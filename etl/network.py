@@ -34,7 +34,7 @@ from etl.events import (
 )
 from etl.phases_cymru import Tier1Plan, cymru_phase, cymru_queries
 from etl.phases_greynoise import greynoise_phase
-from etl.report import Reporter, RunSummary, count_statuses, finish_phase
+from etl.report import Reporter, RunSummary, SourceStop, count_statuses, finish_phase
 from etl.runner import Phase, PhaseRunner
 
 STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
@@ -114,8 +114,12 @@ def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
             summary.asn_details += frame.height
         case Progressed(source, done):
             reporter.advanced(source, done)
-        case Noted(message) | PhaseStopped(_, message):
+        case Noted(message):
             reporter.note(message)
+        case PhaseStopped(source, message, reason, exit_code, seconds):
+            reporter.note(message)
+            summary.stopped[source] = SourceStop(reason, message, exit_code)
+            finish_phase(summary, reporter, source, seconds)
         case PhaseDone(source, seconds):
             finish_phase(summary, reporter, source, seconds)
 

@@ -81,7 +81,7 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
         signal.signal(signal.SIGTERM, previous)
     if config.verbosity >= 0:
         print(redact(summary.table(), secrets))
-    return 0
+    return summary.exit_code
 
 
 def command() -> Any:

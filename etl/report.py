@@ -43,6 +43,16 @@ class SourceCounts:
     skipped: int = 0
 
 
+@dataclass(frozen=True)
+class SourceStop:
+    """A source stopped for the rest of the run: why (``reason``, the error's label), the line
+    the user read, and the exit code it gives a run that otherwise completed (0 or 3)."""
+
+    reason: str
+    message: str
+    exit_code: int = 0
+
+
 @dataclass
 class RunSummary:
     """What a refresh did; also written to the summary_json file."""
@@ -61,10 +71,18 @@ class RunSummary:
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     maxmind_build_epochs: dict[str, int] = field(default_factory=dict)  # asn, city
+    stopped: dict[str, SourceStop] = field(default_factory=dict)  # per source stopped
     wall_seconds: float = 0.0
     dry_run: bool = False
     outcome: str = "failed"  # finished, failed or interrupted (set when the run ends)
+    exit_code: int = 1  # the process's exit code (set when the run ends)
+    error: str | None = None  # the one line of the error that ended a failed run
     notes: list[str] = field(default_factory=list)
+
+    def completed_exit_code(self) -> int:
+        """The exit code of this run if it completed: 3 when a source was stopped by its
+        configuration or reachability (key refused, unreachable, stalled), else 0."""
+        return max((stop.exit_code for stop in self.stopped.values()), default=0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -144,14 +162,15 @@ def finish_phase(summary: RunSummary, reporter: Reporter, name: str, seconds: fl
 
 
 def count_statuses(summary: RunSummary, source: str, statuses: pl.Series) -> None:
-    """Add a source's answer statuses (ok, not_found, error, skipped) to the summary."""
+    """Add a source's answer statuses to the summary: ``queried`` is what was sent to the
+    source (ok + not_found + error); ``skipped`` was not sent (IPv6 on community GreyNoise)."""
     counts = summary.sources[source]
     statuses = statuses.drop_nulls()
-    counts.queried += statuses.len()
     counts.ok += int((statuses == "ok").sum())
     counts.not_found += int((statuses == "not_found").sum())
     counts.error += int((statuses == "error").sum())
     counts.skipped += int((statuses == "skipped").sum())
+    counts.queried = counts.ok + counts.not_found + counts.error
 
 
 class WritePhase:

@@ -92,7 +92,8 @@ class PhaseRunner:
         try:
             phase.body(post)
         except ServiceError as exc:
-            post(PhaseStopped(phase.name, str(exc)))
+            seconds = time.monotonic() - started
+            post(PhaseStopped(phase.name, str(exc), exc.reason, exc.run_exit_code, seconds))
         except BaseException as exc:  # handed to the main thread, raised there
             post(PhaseFailed(phase.name, exc))
         else:
