@@ -49,6 +49,11 @@ class NetworkPhases:
     awaited: dict[str, pl.Series] = field(default_factory=dict)
     greynoise: GreyNoiseClient | None = None
 
+    @property
+    def answers_awaited(self) -> int:
+        """Answers the phases owe, one per IP and source."""
+        return sum(ips.len() for ips in self.awaited.values())
+
     def close(self, summary: RunSummary) -> None:
         """Close the clients (once the phases are over); record the GreyNoise requests sent."""
         if self.greynoise is not None:
@@ -65,13 +70,20 @@ def network_phases(
     if ips or plan.wanted:
         cymru = CymruClient(config.cymru_settings())
         body = partial(cymru_phase, cymru, ips, plan)
-        network.phases.append(Phase("cymru", len(cymru_queries(ips, plan)), body, cymru.cancel))
+        detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
+        total = len(cymru_queries(ips, plan))
+        network.phases.append(Phase("cymru", total, body, cymru.cancel, detail))
     ips = targets["greynoise"]
     if ips:
         key = config.greynoise_api_key or ""
         greynoise = network.greynoise = GreyNoiseClient(config.greynoise_settings(), key)
         body = partial(greynoise_phase, greynoise, ips)
-        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel))
+        community = config.greynoise_mode == "community"
+        v6 = int(pl.Series(ips, dtype=pl.String).str.contains(":").sum()) if community else 0
+        detail = f"{len(ips) - v6} IPs to ask" + (
+            f", {v6} IPv6 skipped (the community API is IPv4 only)" if v6 else ""
+        )
+        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel, detail))
     network.awaited = {p.name: pl.Series(targets[p.name], dtype=pl.String) for p in network.phases}
     return network
 
@@ -144,6 +156,8 @@ class Arrivals:
         """Report the phases as started."""
         for phase in phases:
             self.reporter.phase_started(phase.name, phase.total)
+            if phase.detail:
+                self.reporter.info(f"{phase.name}: {phase.detail}")
 
     def commit_all(self, runner: PhaseRunner) -> None:
         """Take the events until every phase has ended; commit the answers as they come."""

@@ -174,24 +174,23 @@ def count_statuses(summary: RunSummary, source: str, statuses: pl.Series) -> Non
 
 
 class WritePhase:
-    """The ``write`` phase: base rows written so far (some go out with their answers, later)."""
+    """The ``write`` phase: ``total`` is every selected row plus every answer awaited; each
+    base row and each answer counts once when committed. The phase is done when the run has
+    committed its last row (`finish`), never before: a stopped source leaves it short."""
 
     def __init__(self, summary: RunSummary, reporter: Reporter, total: int) -> None:
         self.summary, self.reporter, self.total = summary, reporter, total
         self.done = 0
         self.started = time.monotonic()
         reporter.phase_started("write", total)
-        if not total:
-            self._finish()
 
     def advance(self, rows: int) -> None:
-        """Count ``rows`` more base rows written; finish the phase with the last one."""
+        """Count ``rows`` more base rows or answers committed."""
         self.done += rows
         self.reporter.advanced("write", rows)
-        if self.done >= self.total:
-            self._finish()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """The last row is committed."""
         finish_phase(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 

@@ -27,12 +27,14 @@ from etl.events import PHASE_ENDS, Event, PhaseDone, PhaseFailed, PhaseStopped, 
 @dataclass(frozen=True)
 class Phase:
     """A named network phase: ``body(post)`` does the work; ``cancel`` makes it stop soon
-    (it asks nothing more; called from the main thread)."""
+    (it asks nothing more; called from the main thread). ``detail`` says what the ``total``
+    items are, for the log."""
 
     name: str
     total: int
     body: Callable[[Post], None]
     cancel: Callable[[], None]
+    detail: str = ""
 
 
 class PhaseRunner:

@@ -31,7 +31,7 @@ def connection_failure(exc: BaseException, connected: bool, timeout: float) -> F
         if isinstance(cause, ConnectionRefusedError):
             return Failure("connection refused", stalled=False)
         if isinstance(cause, ConnectionResetError | BrokenPipeError):
-            return Failure("connection reset without an answer", stalled=True)
+            return Failure("connection reset without an answer", stalled=False)
         timed_out = timed_out or isinstance(cause, TimeoutError)
     if not timed_out:
         return Failure("connection failed", stalled=connected)
