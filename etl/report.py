@@ -119,6 +119,9 @@ class RunSummary:
         )
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
         lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]
+        if self.stopped:
+            stops = ", ".join(f"{name} ({stop.reason})" for name, stop in self.stopped.items())
+            lines.append(f"stopped for this run: {stops}")
         return "\n".join(lines)
 
 

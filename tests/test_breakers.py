@@ -131,3 +131,15 @@ def test_the_http_transport_names_a_refusal_and_a_silent_server() -> None:
                 failures.append((exc.failure, exc.stalled))
     session.close()
     assert failures == [("connection refused", False), ("no answer within 0.3 s", True)]
+
+
+def test_the_summary_table_names_the_sources_stopped() -> None:
+    from etl.report import RunSummary, SourceStop
+
+    summary = RunSummary(stopped={"greynoise": SourceStop("unreachable", "...", 3)})
+    assert summary.table().splitlines()[-1] == "stopped for this run: greynoise (unreachable)"
+    assert summary.completed_exit_code() == 3
+    assert (
+        RunSummary(stopped={"greynoise": SourceStop("daily_limit", "...")}).completed_exit_code()
+        == 0
+    )
