@@ -173,7 +173,8 @@ def _prepare(
     with timed_phase(summary, reporter, "validate", frame.height):
         frame = with_validation(frame)
     summary.bogons = int(frame["is_bogon"].sum())
-    with timed_phase(summary, reporter, "maxmind", int(frame["stale_maxmind"].sum())):
+    looked_up = int((frame["stale_maxmind"] & ~frame["is_bogon"]).sum())  # bogons: never
+    with timed_phase(summary, reporter, "maxmind", looked_up):
         frame = with_maxmind(frame, maxmind, run.now)
     count_statuses(summary, "maxmind", frame["maxmind_status"])
     return frame

@@ -155,6 +155,7 @@ def timed_phase(summary: RunSummary, reporter: Reporter, name: str, total: int) 
     reporter.phase_started(name, total)
     started = time.monotonic()
     yield
+    reporter.advanced(name, total)  # the block did all of it
     finish_phase(summary, reporter, name, time.monotonic() - started)
 
 

@@ -31,12 +31,13 @@ def blocks(db_url: str, source: str) -> dict[str, Any]:
 
 def refresh(tmp_path: Path, db_url: str, *args: str) -> tuple[Any, float, dict[str, Any], str]:
     """Run the CLI; return its result, wall seconds, summary JSON and metrics text."""
-    summary, metrics = tmp_path / "s.json", tmp_path / "m.prom"
+    summary, metrics, status = tmp_path / "s.json", tmp_path / "m.prom", tmp_path / "st.json"
     env = {k: v for k, v in os.environ.items() if k != "ETL_CONFIG"} | {"GREYNOISE_API_KEY": KEY}
     started = time.monotonic()
     result = run_module(
         "etl.refresh", "--db", db_url, "--maxmind-dir", str(tmp_path), "--summary-json",
-        str(summary), "--metrics-file", str(metrics), "--quiet", *args, env=env,
+        str(summary), "--metrics-file", str(metrics), "--status-file", str(status), "--quiet",
+        *args, env=env,
     )  # fmt: skip
     seconds = time.monotonic() - started
     return result, seconds, json.loads(summary.read_text()), metrics.read_text()
@@ -69,6 +70,13 @@ def test_greynoise_on_a_closed_port_is_stopped_in_seconds_with_exit_3(tmp_path: 
     assert 'honeypot_etl_source_stopped{source="cymru",reason=""} 0' in metrics
     assert "honeypot_etl_last_run_exit_code 3" in metrics
     assert "honeypot_etl_last_run_success 1" in metrics  # completed: last_success moves
+    # The bars and the status file end where the work ended, not filled up to the plan.
+    phases = json.loads((tmp_path / "st.json").read_text())["phases"]
+    assert phases["greynoise"]["state"] == "done"
+    assert phases["greynoise"]["done"] == greynoise["queried"] + greynoise["skipped"]
+    written = phases["write"]
+    assert written["done"] == summary["upserted"] + greynoise["queried"] + greynoise["skipped"]
+    assert written["done"] < written["total"]  # the answers GreyNoise never gave
 
 
 def test_a_refused_key_is_exit_3_and_a_daily_limit_exit_0(tmp_path: Path) -> None:
