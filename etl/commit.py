@@ -92,10 +92,20 @@ class _HeldRows:
         return rest
 
 
+def answers_in(frame: pl.DataFrame) -> int:
+    """Network answers in committer rows: one per IP and source with a status."""
+    columns = [f"{s}_status" for s in NETWORK_SOURCES if f"{s}_status" in frame.columns]
+    if not columns:
+        return 0
+    return int(frame.select(pl.sum_horizontal(pl.col(columns).is_not_null())).to_series().sum())
+
+
 class Committer:
     """Buffers base rows and result parts; writes them in chunks to a `RowSink`.
 
-    ``on_base_written(n)`` is called each time ``n`` base rows have been written.
+    ``on_base_written(n)`` is called each time ``n`` base rows have been written (each base
+    row once: their sum is the distinct IPs written, ``base_written``);
+    ``on_answers_written(n)`` each time ``n`` network answers have been committed.
     """
 
     def __init__(
@@ -106,8 +116,11 @@ class Committer:
         on_base_written: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_hold: float = MAX_HOLD_SECONDS,
+        on_answers_written: Callable[[int], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.on_answers_written = on_answers_written
+        self.base_written = 0
         self.commit_every = commit_every
         self.max_wait = max_wait
         self.max_hold = max_hold
@@ -135,7 +148,7 @@ class Committer:
         waiting = pl.col("ip").is_in(owed.implode())
         self._held = _HeldRows(base.filter(waiting))
         self._held_at = self.clock()
-        self._write(base.filter(~waiting), base_rows=True)
+        self._write(base.filter(~waiting))
 
     def add(self, part: pl.DataFrame) -> None:
         """Buffer a part; commit when the chunk is full."""
@@ -192,24 +205,33 @@ class Committer:
         base = self._held.take(frame["ip"]) if self._held is not None else None
         if base is not None and base.height:
             frame = combine([base, frame])
-        self._write(frame)
-        if base is not None and base.height and self.on_base_written:
-            self.on_base_written(base.height)
+        self._write(frame, base_rows=0 if base is None else base.height)
 
     def _release_held(self) -> None:
         if self._held is not None:
-            self._write(self._held.rest(), base_rows=True)
+            self._write(self._held.rest())
 
-    def _write(self, frame: pl.DataFrame, base_rows: bool = False) -> None:
+    def _write(self, frame: pl.DataFrame, base_rows: int | None = None) -> None:
+        """Write ``frame`` in chunks; ``base_rows`` of its rows are base rows (None: all)."""
         if not frame.height:
             self._writing = None
             return
         self._writing = frame
         for chunk in frame.iter_slices(self.commit_every):
             self.asns.update(write_rows(self.writer, chunk, self.commit_every))
-            if base_rows and self.on_base_written:
-                self.on_base_written(chunk.height)
+            if base_rows is None:
+                self._written(chunk.height, 0)
+        if base_rows is not None:
+            self._written(base_rows, answers_in(frame))
         self._writing = None
+
+    def _written(self, base_rows: int, answers: int) -> None:
+        """Count and report what a write committed."""
+        self.base_written += base_rows
+        if base_rows and self.on_base_written:
+            self.on_base_written(base_rows)
+        if answers and self.on_answers_written:
+            self.on_answers_written(answers)
 
     def keep(self, part: pl.DataFrame) -> None:
         """Buffer a part without writing anything (the run is stopping: see `unwritten`)."""

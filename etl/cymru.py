@@ -55,10 +55,11 @@ def cymru_targets(frame: pl.DataFrame) -> list[str]:
 def cymru_results(batch: Batch, cached_at: datetime) -> pl.DataFrame:
     """Frame rows for one answered chunk: the cymru columns and the ``cymru`` JSON block.
 
-    IPs without a usable answer get ``status: error`` (never fresh, asked again next run).
+    IPs sent without a usable answer get ``status: error`` (never fresh, asked again next
+    run); IPs never sent (the service was stopped first) get no row: their blocks stay.
     """
     rows = []
-    for query in batch.queries:
+    for query in batch.sent:
         answer = batch.answers.get(query)
         if isinstance(answer, IpAnswer):
             asns = list(answer.asns)
@@ -106,6 +107,7 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
         part = Batch(batch.number, batch.total, queries, sessions=batch.sessions)
         part.answers = {q: a for q, a in batch.answers.items() if q.startswith("AS") == is_as}
         part.failed = [q for q in batch.failed if q.startswith("AS") == is_as]
+        part.unasked = [q for q in batch.unasked if q.startswith("AS") == is_as]
         parts.append(part)
     return parts[0], parts[1]
 
@@ -124,7 +126,7 @@ def lookup_cymru(frame: pl.DataFrame, client: CymruClient, cached_at: datetime) 
 def asn_details(batch: Batch) -> pl.DataFrame:
     """asn_inventory organization rows from one chunk of ``AS<n>`` answers (Tier 1)."""
     rows = []
-    for query in batch.queries:
+    for query in batch.sent:
         answer = batch.answers.get(query)
         number = int(query[2:])
         if isinstance(answer, AsAnswer) and answer.found:

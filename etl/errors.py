@@ -8,13 +8,20 @@
     │   ├── DatabaseBusyError   another writer's lock or a lost connection outlasted the wait
     │   └── RunLockedError      another refresh of the same database is running
     ├── MaxMindError            a named MaxMind file is missing or is not an mmdb
-    └── ServiceError            a remote service gave no usable answer
-        ├── ServiceUnavailableError connections refused or timing out again and again (Cymru)
+    └── ServiceError            a remote service is stopped for the rest of the run
+        ├── ServiceUnavailableError requests failing or timing out again and again (the
+        │                           circuit breaker: reason unreachable or stalled)
         ├── UnauthorizedError       the API key was refused (GreyNoise 401/403)
-        └── QuotaExhaustedError     the daily quota is spent (GreyNoise daily-limit 429)
+        ├── ThrottledError          the service asked us to wait longer than we may
+        └── QuotaExhaustedError     the daily limit, or the run's budget, is spent
+
+A ServiceError's ``reason`` labels the stop in the summary and the metrics; its
+``run_exit_code`` is the exit code of a run that it leaves otherwise complete (SPEC 5): 3 when
+the operator must act (key refused, service unreachable or stalled), 0 for normal limits.
 
 Internal to the network clients, never shown: TransportError (a request got no HTTP answer:
-refused, reset, timed out), which they retry and then record as ``status: error``.
+refused, reset, timed out), which they retry and then record as ``status: error``, and which
+counts towards their circuit breaker.
 
 Per-IP service failures are not exceptions: they become ``status: error`` in the IP's block.
 A ServiceError stops that source for the run; the run itself goes on.
@@ -111,20 +118,54 @@ class MaxMindFileError(SettingError, MaxMindError):
 
 
 class ServiceError(EtlError):
-    """A remote service cannot be used for the rest of this run."""
+    """A remote service cannot be used for the rest of this run.
+
+    ``reason``: a short label for the summary and the metrics (each subclass has its own
+    default); ``run_exit_code``: the exit code of a run this stop leaves otherwise complete.
+    """
+
+    reason = "stopped"
+    run_exit_code = 0
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class ServiceUnavailableError(ServiceError):
-    """The service refused or timed out too many sessions in a row (perhaps we are blocked)."""
+    """Requests or sessions failed too many times in a row: ``unreachable`` (connections
+    refused, names not found, connects timing out) or ``stalled`` (connected, no answer)."""
+
+    reason = "unreachable"
+    run_exit_code = 3
 
 
 class UnauthorizedError(ServiceError):
     """The service rejected our credentials."""
 
+    reason = "key_refused"
+    run_exit_code = 3
+
+
+class ThrottledError(ServiceError):
+    """The service asked us to wait longer than the run may (a Retry-After too long)."""
+
+    reason = "throttled"
+
 
 class QuotaExhaustedError(ServiceError):
-    """The service's quota for today is spent."""
+    """The service's daily limit (``daily_limit``), or this run's budget (``budget``), is
+    spent: normal operation."""
+
+    reason = "daily_limit"
 
 
 class TransportError(Exception):
-    """A request got no HTTP answer (refused, reset, timed out); clients retry it."""
+    """A request got no HTTP answer; clients retry it. ``failure`` says what happened in a
+    few words ("connection refused", "no answer within 15 s"); ``stalled``: the connection
+    was made, but no answer came."""
+
+    def __init__(self, message: str, failure: str = "connection failed", stalled: bool = False):
+        super().__init__(message)
+        self.failure, self.stalled = failure, stalled

@@ -10,7 +10,7 @@ thread takes them in the order they were posted, and it alone counts them into t
     Progressed(source, n)           n more items of the phase are done
     Noted(message)                  something the user should read once
     PhaseDone(source, seconds)      the phase ended (posted by the runner)
-    PhaseStopped(source, reason)    a service stopped the phase: noted, the run goes on (runner)
+    PhaseStopped(source, message..) a service stopped the phase: noted, the run goes on (runner)
     PhaseFailed(source, error)      the phase raised: the run stops (runner)
 """
 
@@ -40,17 +40,20 @@ class AsnDetailsAnswered:
 
 @dataclass(frozen=True)
 class BatchAnswered:
-    """Team Cymru answered its ``done``-th chunk of ``total`` (``enriched`` IPs, ``failed``)."""
+    """Team Cymru answered its ``done``-th chunk of ``total``: ``enriched`` IPs, ``failed``
+    IPs sent without an answer, ``asns`` AS numbers' registration data."""
 
     done: int
     total: int
     enriched: int
     failed: int
+    asns: int = 0
 
     def line(self) -> str:
         """The log line (users grep it: keep the wording)."""
         failed = f", {self.failed} failed" if self.failed else ""
-        return f"Cymru batch {self.done}/{self.total}: {self.enriched} IPs enriched{failed}"
+        asns = f", {self.asns} ASNs" if self.asns else ""
+        return f"Cymru batch {self.done}/{self.total}: {self.enriched} IPs enriched{failed}{asns}"
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,14 @@ class PhaseDone:
 
 @dataclass(frozen=True)
 class PhaseStopped:
-    """A service stopped the phase ``source`` (a `ServiceError`): ``reason`` is noted."""
+    """A service stopped the phase ``source`` after ``seconds`` (a `ServiceError`): its
+    ``message`` is noted; ``reason`` and ``exit_code`` are the error's (`etl.errors`)."""
 
     source: str
-    reason: str
+    message: str
+    reason: str = "stopped"
+    exit_code: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

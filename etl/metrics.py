@@ -44,6 +44,11 @@ def exact(value: float) -> str:
     return repr(value)
 
 
+def _stop_labels(source: str, summary: RunSummary) -> str:
+    stop = summary.stopped.get(source)
+    return f'{{source="{source}",reason="{stop.reason if stop else ""}"}}'
+
+
 def render_metrics(
     summary: RunSummary, success: bool, now: float, last_success: float | None
 ) -> str:
@@ -53,6 +58,10 @@ def render_metrics(
             [("", 1 if success else 0)])  # fmt: skip
     _metric(lines, "last_run_timestamp_seconds", "When the last run ended (Unix time).",
             [("", now)])  # fmt: skip
+    _metric(lines, "last_run_exit_code",
+            "Exit code of the last run: 0 completed, 1 aborted, 2 bad usage, 3 completed with "
+            "a source stopped by its configuration or reachability.",
+            [("", summary.exit_code)])  # fmt: skip
     if last_success is not None:
         _metric(lines, "last_success_timestamp_seconds",
                 "When a run last completed (Unix time).", [("", last_success)])  # fmt: skip
@@ -76,6 +85,12 @@ def render_metrics(
             [("", summary.cymru_batches)])  # fmt: skip
     _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
             [("", summary.greynoise_requests)])  # fmt: skip
+    _metric(lines, "source_stopped",
+            "1 if the source was stopped for the rest of the last run, with the reason "
+            "(key_refused, unreachable, stalled: exit 3; daily_limit, budget, throttled, "
+            "cancelled: exit 0 or 1), else 0.",
+            [(_stop_labels(source, summary), 1 if source in summary.stopped else 0)
+             for source in summary.sources if source != "maxmind"])  # fmt: skip
     if summary.maxmind_build_epochs:
         _metric(lines, "maxmind_build_timestamp_seconds",
                 "Build time of each MaxMind database the run opened (Unix time).",

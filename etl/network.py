@@ -34,7 +34,7 @@ from etl.events import (
 )
 from etl.phases_cymru import Tier1Plan, cymru_phase, cymru_queries
 from etl.phases_greynoise import greynoise_phase
-from etl.report import Reporter, RunSummary, count_statuses, finish_phase
+from etl.report import Reporter, RunSummary, SourceStop, count_statuses, finish_phase
 from etl.runner import Phase, PhaseRunner
 
 STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
@@ -48,6 +48,11 @@ class NetworkPhases:
     phases: list[Phase] = field(default_factory=list)
     awaited: dict[str, pl.Series] = field(default_factory=dict)
     greynoise: GreyNoiseClient | None = None
+
+    @property
+    def answers_awaited(self) -> int:
+        """Answers the phases owe, one per IP and source."""
+        return sum(ips.len() for ips in self.awaited.values())
 
     def close(self, summary: RunSummary) -> None:
         """Close the clients (once the phases are over); record the GreyNoise requests sent."""
@@ -65,13 +70,20 @@ def network_phases(
     if ips or plan.wanted:
         cymru = CymruClient(config.cymru_settings())
         body = partial(cymru_phase, cymru, ips, plan)
-        network.phases.append(Phase("cymru", len(cymru_queries(ips, plan)), body, cymru.cancel))
+        detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
+        total = len(cymru_queries(ips, plan))
+        network.phases.append(Phase("cymru", total, body, cymru.cancel, detail))
     ips = targets["greynoise"]
     if ips:
         key = config.greynoise_api_key or ""
         greynoise = network.greynoise = GreyNoiseClient(config.greynoise_settings(), key)
         body = partial(greynoise_phase, greynoise, ips)
-        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel))
+        community = config.greynoise_mode == "community"
+        v6 = int(pl.Series(ips, dtype=pl.String).str.contains(":").sum()) if community else 0
+        detail = f"{len(ips) - v6} IPs to ask" + (
+            f", {v6} IPv6 skipped (the community API is IPv4 only)" if v6 else ""
+        )
+        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel, detail))
     network.awaited = {p.name: pl.Series(targets[p.name], dtype=pl.String) for p in network.phases}
     return network
 
@@ -114,8 +126,12 @@ def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
             summary.asn_details += frame.height
         case Progressed(source, done):
             reporter.advanced(source, done)
-        case Noted(message) | PhaseStopped(_, message):
+        case Noted(message):
             reporter.note(message)
+        case PhaseStopped(source, message, reason, exit_code, seconds):
+            reporter.note(message)
+            summary.stopped[source] = SourceStop(reason, message, exit_code)
+            finish_phase(summary, reporter, source, seconds)
         case PhaseDone(source, seconds):
             finish_phase(summary, reporter, source, seconds)
 
@@ -140,6 +156,8 @@ class Arrivals:
         """Report the phases as started."""
         for phase in phases:
             self.reporter.phase_started(phase.name, phase.total)
+            if phase.detail:
+                self.reporter.info(f"{phase.name}: {phase.detail}")
 
     def commit_all(self, runner: PhaseRunner) -> None:
         """Take the events until every phase has ended; commit the answers as they come."""

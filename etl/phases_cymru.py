@@ -53,32 +53,55 @@ def cymru_phase(client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post
     """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
     chunk, then ask about the ASNs only Cymru's answers revealed.
 
-    Raises `ServiceUnavailableError` when its sessions kept failing to connect.
+    Raises `ServiceUnavailableError` when its circuit breaker stopped it.
     """
+    lines = BatchLines(post)
     discovered: set[int] = set()
-    for done, batch in enumerate(client.lookup(cymru_queries(ips, plan)), start=1):
-        ip_batch, as_batch = split_batch(batch)
-        if ip_batch.queries:
-            part = cymru_results(ip_batch, datetime.now(UTC))
-            discovered.update(part["cymru_asn"].drop_nulls().to_list())
-            enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
-            post(BatchAnswered(done, batch.total, enriched, failed))
-            post(PartAnswered("cymru", part))
-        _post_details(as_batch, post)
-        post(Progressed("cymru", len(batch.queries)))
+    for batch in client.lookup(cymru_queries(ips, plan)):
+        discovered |= lines.answered(batch, planned=batch.total)
+        post(Progressed("cymru", len(batch.sent)))
     late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
     for batch in client.lookup(as_queries(late)):
-        _post_details(split_batch(batch)[1], post)
+        lines.answered(batch, planned=lines.planned + batch.total)
     client.check_blocked()
 
 
-def _post_details(batch: Batch, post: Post) -> None:
-    """Post the Tier 1 rows of a chunk's ``AS<n>`` answers (errors are asked again later)."""
-    if not batch.queries:
-        return
+class BatchLines:
+    """Posts the answers of each chunk that was sent, numbered as they come: the ``i`` of
+    "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
+    count; ``n`` is the chunks planned (the ASNs Cymru's answers revealed add their own)."""
+
+    def __init__(self, post: Post) -> None:
+        self.post = post
+        self.done = 0
+        self.planned = 0
+
+    def answered(self, batch: Batch, planned: int) -> set[int]:
+        """Post ``batch``'s IP rows and Tier 1 rows; return the ASNs its IP answers name."""
+        self.planned = max(self.planned, planned)
+        if not batch.sent:
+            return set()
+        self.done += 1
+        ip_batch, as_batch = split_batch(batch)
+        asns = _post_details(as_batch, self.post)
+        enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
+        self.post(BatchAnswered(self.done, self.planned, enriched, failed, asns))
+        if not ip_batch.sent:
+            return set()
+        part = cymru_results(ip_batch, datetime.now(UTC))
+        self.post(PartAnswered("cymru", part))
+        return set(part["cymru_asn"].drop_nulls().to_list())
+
+
+def _post_details(batch: Batch, post: Post) -> int:
+    """Post the Tier 1 rows of a chunk's ``AS<n>`` answers (errors are asked again later);
+    return how many were answered."""
+    if not batch.sent:
+        return 0
     details = asn_details(batch).filter(pl.col("status") != "error")
     if details.height:
         post(AsnDetailsAnswered(with_details_block(details, datetime.now(UTC))))
+    return details.height
 
 
 def with_details_block(details: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:

@@ -173,7 +173,8 @@ def _prepare(
     with timed_phase(summary, reporter, "validate", frame.height):
         frame = with_validation(frame)
     summary.bogons = int(frame["is_bogon"].sum())
-    with timed_phase(summary, reporter, "maxmind", int(frame["stale_maxmind"].sum())):
+    looked_up = int((frame["stale_maxmind"] & ~frame["is_bogon"]).sum())  # bogons: never
+    with timed_phase(summary, reporter, "maxmind", looked_up):
         frame = with_maxmind(frame, maxmind, run.now)
     count_statuses(summary, "maxmind", frame["maxmind_status"])
     return frame
@@ -206,25 +207,32 @@ def _ask_and_commit(
 ) -> None:
     """Network phases -> commit as the answers arrive -> ASN counts of the touched ASNs."""
     writer = ChunkWriter(run.db)
-    write_phase = WritePhase(summary, reporter, frame.height)
-    committer = Committer(writer, run.config.commit_every, on_base_written=write_phase.advance)
+    plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
+    if Source.CYMRU in run.active:
+        plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
+    network = network_phases(run.config, targets, plan)
+    # The write phase: every selected row, and every answer awaited, committed.
+    write_phase = WritePhase(summary, reporter, frame.height + network.answers_awaited)
+    committer = Committer(
+        writer,
+        run.config.commit_every,
+        on_base_written=write_phase.advance,
+        on_answers_written=write_phase.advance,
+    )
     try:
-        plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
-        if Source.CYMRU in run.active:
-            plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
-        network = network_phases(run.config, targets, plan)
         arrivals = Arrivals(summary, reporter, committer, writer, run.now)
         # Rows no service will answer are written at once, while the services work; the others
         # wait to be written once, together with their answers.
         base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
         ask_and_commit(network, base, arrivals, run.pending)
+        write_phase.finish()  # the last row is committed
         touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
         with timed_phase(summary, reporter, "asn_counts", len(touched)):
             writer.recount_asns(None if run.recount_all else sorted(touched))
     finally:
-        # Every selected IP is upserted by the base write; later parts update those rows.
-        summary.upserted = min(writer.rows_written, frame.height)
-        summary.asn_upserted = writer.asn_rows_written
+        # Each selected IP's first write carries its base row: distinct IPs written.
+        summary.upserted = committer.base_written
+        summary.asn_upserted = len(writer.asns_written)
     # Only a run that got here drops its stages: a stopped one leaves them (PostgreSQL; the
     # SQLite ones are TEMP), and the next run then recomputes every ASN's counts.
     writer.close()

@@ -128,7 +128,6 @@ class StatusFile:
         with self._lock:
             state = self.phases.setdefault(phase, PhaseState(0))
             state.finished = time.monotonic()
-            state.done = max(state.done, state.total)
             running = [name for name, s in self.phases.items() if s.finished is None]
             self.current = running[-1] if running else self.current
 

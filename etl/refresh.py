@@ -31,8 +31,11 @@ Refresh the IP enrichment (MaxMind, Team Cymru, GreyNoise) of a Cowrie honeypot 
 
 The GreyNoise key comes from GREYNOISE_API_KEY or etl.toml, never from an option.
 
-Exit codes: 0 run completed; 1 run aborted (committed chunks stay; answers not committed
-are kept beside the database and applied by the next run); 2 bad usage or configuration."""
+Exit codes: 0 run completed (a daily limit or budget reached included); 1 run aborted
+(committed chunks stay; answers not committed are kept beside the database and applied by
+the next run); 2 bad usage or configuration (one line, nothing done); 3 run completed, but a
+source was stopped for the whole run by its key or reachability (key refused, service
+unreachable or stalled): alert on it."""
 EXAMPLES = """\
 Examples:
 
@@ -79,7 +82,7 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
         signal.signal(signal.SIGTERM, previous)
     if config.verbosity >= 0:
         print(redact(summary.table(), secrets))
-    return 0
+    return summary.exit_code
 
 
 def command() -> Any:

@@ -43,6 +43,16 @@ class SourceCounts:
     skipped: int = 0
 
 
+@dataclass(frozen=True)
+class SourceStop:
+    """A source stopped for the rest of the run: why (``reason``, the error's label), the line
+    the user read, and the exit code it gives a run that otherwise completed (0 or 3)."""
+
+    reason: str
+    message: str
+    exit_code: int = 0
+
+
 @dataclass
 class RunSummary:
     """What a refresh did; also written to the summary_json file."""
@@ -61,10 +71,18 @@ class RunSummary:
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     maxmind_build_epochs: dict[str, int] = field(default_factory=dict)  # asn, city
+    stopped: dict[str, SourceStop] = field(default_factory=dict)  # per source stopped
     wall_seconds: float = 0.0
     dry_run: bool = False
     outcome: str = "failed"  # finished, failed or interrupted (set when the run ends)
+    exit_code: int = 1  # the process's exit code (set when the run ends)
+    error: str | None = None  # the one line of the error that ended a failed run
     notes: list[str] = field(default_factory=list)
+
+    def completed_exit_code(self) -> int:
+        """The exit code of this run if it completed: 3 when a source was stopped by its
+        configuration or reachability (key refused, unreachable, stalled), else 0."""
+        return max((stop.exit_code for stop in self.stopped.values()), default=0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -101,6 +119,9 @@ class RunSummary:
         )
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
         lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]
+        if self.stopped:
+            stops = ", ".join(f"{name} ({stop.reason})" for name, stop in self.stopped.items())
+            lines.append(f"stopped for this run: {stops}")
         return "\n".join(lines)
 
 
@@ -134,6 +155,7 @@ def timed_phase(summary: RunSummary, reporter: Reporter, name: str, total: int) 
     reporter.phase_started(name, total)
     started = time.monotonic()
     yield
+    reporter.advanced(name, total)  # the block did all of it
     finish_phase(summary, reporter, name, time.monotonic() - started)
 
 
@@ -144,35 +166,35 @@ def finish_phase(summary: RunSummary, reporter: Reporter, name: str, seconds: fl
 
 
 def count_statuses(summary: RunSummary, source: str, statuses: pl.Series) -> None:
-    """Add a source's answer statuses (ok, not_found, error, skipped) to the summary."""
+    """Add a source's answer statuses to the summary: ``queried`` is what was sent to the
+    source (ok + not_found + error); ``skipped`` was not sent (IPv6 on community GreyNoise)."""
     counts = summary.sources[source]
     statuses = statuses.drop_nulls()
-    counts.queried += statuses.len()
     counts.ok += int((statuses == "ok").sum())
     counts.not_found += int((statuses == "not_found").sum())
     counts.error += int((statuses == "error").sum())
     counts.skipped += int((statuses == "skipped").sum())
+    counts.queried = counts.ok + counts.not_found + counts.error
 
 
 class WritePhase:
-    """The ``write`` phase: base rows written so far (some go out with their answers, later)."""
+    """The ``write`` phase: ``total`` is every selected row plus every answer awaited; each
+    base row and each answer counts once when committed. The phase is done when the run has
+    committed its last row (`finish`), never before: a stopped source leaves it short."""
 
     def __init__(self, summary: RunSummary, reporter: Reporter, total: int) -> None:
         self.summary, self.reporter, self.total = summary, reporter, total
         self.done = 0
         self.started = time.monotonic()
         reporter.phase_started("write", total)
-        if not total:
-            self._finish()
 
     def advance(self, rows: int) -> None:
-        """Count ``rows`` more base rows written; finish the phase with the last one."""
+        """Count ``rows`` more base rows or answers committed."""
         self.done += rows
         self.reporter.advanced("write", rows)
-        if self.done >= self.total:
-            self._finish()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """The last row is committed."""
         finish_phase(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 

@@ -27,12 +27,14 @@ from etl.events import PHASE_ENDS, Event, PhaseDone, PhaseFailed, PhaseStopped, 
 @dataclass(frozen=True)
 class Phase:
     """A named network phase: ``body(post)`` does the work; ``cancel`` makes it stop soon
-    (it asks nothing more; called from the main thread)."""
+    (it asks nothing more; called from the main thread). ``detail`` says what the ``total``
+    items are, for the log."""
 
     name: str
     total: int
     body: Callable[[Post], None]
     cancel: Callable[[], None]
+    detail: str = ""
 
 
 class PhaseRunner:
@@ -92,7 +94,8 @@ class PhaseRunner:
         try:
             phase.body(post)
         except ServiceError as exc:
-            post(PhaseStopped(phase.name, str(exc)))
+            seconds = time.monotonic() - started
+            post(PhaseStopped(phase.name, str(exc), exc.reason, exc.run_exit_code, seconds))
         except BaseException as exc:  # handed to the main thread, raised there
             post(PhaseFailed(phase.name, exc))
         else:

@@ -66,11 +66,11 @@ class RichProgress:
             self.progress.advance(self.tasks[phase], done)
 
     def phase_finished(self, phase: str, seconds: float) -> None:
-        """Fill the bar."""
+        """Stop the bar where the phase ended (short of its total when a source was stopped)."""
         if phase in self.tasks:
             task = self.tasks[phase]
-            total = self.progress.tasks[task].total or self.progress.tasks[task].completed or 1
-            self.progress.update(task, total=total, completed=total)
+            if not self.progress.tasks[task].total:  # nothing to do: show a full bar
+                self.progress.update(task, total=1, completed=1)
             self.progress.stop_task(task)
 
     def info(self, message: str) -> None:

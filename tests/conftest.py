@@ -67,12 +67,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 break
 
 
+SHARED_ABSENT = f"{SHARED} (the team's reference data) is not present"
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The team's reference data folder (tests that need it skip when it is absent)."""
     if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
+        pytest.skip(SHARED_ABSENT)
     return SHARED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """One line at the very end (after the coverage report) when tests skipped for want of
+    ../shared: they would otherwise hide in the count of skips."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = [
+        report
+        for report in reporter.stats.get("skipped", [])
+        if SHARED_ABSENT in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        reporter.write_line(
+            f"{len(skipped)} test(s) skipped: {SHARED_ABSENT}; they run where it is",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ from etl.sim.process import Simulator, running
 __all__ = ["Simulator", "run_module", "running"]
 
 
-def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> ...`` to completion, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -16,4 +18,5 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )

@@ -18,7 +18,7 @@ from etl.pipeline import refresh
 from etl.report import LineReporter
 from etl.sample.mmdb_files import write_maxmind_files
 from etl.sample.world import World
-from tests.conftest import SHARED
+from tests.conftest import SHARED, SHARED_ABSENT
 
 GLOBAL_V4 = ["8.8.8.8", "74.125.225.229", "1.2.3.4", "169.226.11.11", "107.180.1.2"]
 addresses = st.one_of(
@@ -78,7 +78,7 @@ def maxmind(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(rows=st.dictionaries(addresses, enrichments, min_size=1, max_size=12))
 def test_any_inventory_refreshes_without_damage(maxmind: Path, rows: dict[str, str]) -> None:
     if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
+        pytest.skip(SHARED_ABSENT)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "h.sqlite"
         con = sqlite3.connect(path)

@@ -7,6 +7,7 @@ exercise the same rules over real TCP.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,9 +186,55 @@ def test_connect_failures_in_a_row_mean_blocked() -> None:
     client = client_for(fake, sleeps, retries=2, blocked_after=3)
     batches = list(client.lookup(ips(300)))
     assert len(fake.addresses) == 3  # then no more connection attempts
-    assert sorted(q for b in batches for q in b.failed) == sorted(ips(300))
-    with pytest.raises(ServiceUnavailableError):
+    # Never sent: no answer at all (their old blocks stay), not an error.
+    assert sorted(q for b in batches for q in b.unasked) == sorted(ips(300))
+    assert [q for b in batches for q in b.failed + b.sent] == []
+    with pytest.raises(ServiceUnavailableError) as stop:
         client.check_blocked()
+    assert stop.value.reason == "unreachable" and stop.value.run_exit_code == 3
+    assert "3 sessions in a row got no answer (connection refused)" in str(stop.value)
+
+
+def test_sessions_that_connect_but_never_answer_trip_the_breaker_as_stalled() -> None:
+    fake, sleeps = FakeCymru(lambda q: TimeoutError("timed out")), []
+    client = client_for(fake, sleeps, retries=2, blocked_after=4, sessions=2)
+    batches = list(client.lookup(ips(2000)))
+    # Then no more sessions for any chunk (but one the other thread had already begun).
+    assert 4 <= len(fake.sessions) <= 5
+    sent = [q for b in batches for q in b.sent]
+    assert sorted(sent) == sorted(q for b in batches for q in b.failed)  # sent: errors
+    assert len(sent) + sum(len(b.unasked) for b in batches) == 2000
+    with pytest.raises(ServiceUnavailableError) as stop:
+        client.check_blocked()
+    assert stop.value.reason == "stalled"
+    assert "(no answer within 30 s)" in str(stop.value)
+
+
+def test_a_host_name_that_does_not_resolve_is_named_so() -> None:
+    def connect(address: tuple[str, int], timeout: float) -> FakeSocket:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    client = CymruClient(CymruSettings(host="nohost", blocked_after=2), [].append, connect)
+    list(client.lookup(ips(10)))
+    with pytest.raises(ServiceUnavailableError) as stop:
+        client.check_blocked()
+    assert "nohost:43: 2 sessions in a row got no answer (host name not found)" in str(stop.value)
+
+
+def test_sessions_closed_without_a_line_count_as_failures() -> None:
+    fake, sleeps = FakeCymru(lambda q: Reply("")), []
+    client = client_for(fake, sleeps, retries=5, blocked_after=3)
+    list(client.lookup(ips(10)))
+    assert len(fake.sessions) == 3 and client.blocked
+
+
+def test_an_answered_session_breaks_the_row_of_failures() -> None:
+    replies = iter([TimeoutError(), TimeoutError(), None, TimeoutError(), TimeoutError()])
+    fake, sleeps = FakeCymru(lambda q: next(replies, None) or Reply(answer_all(q))), []
+    client = client_for(fake, sleeps, retries=2, blocked_after=3, batch_size=50)
+    batches = list(client.lookup(ips(100)))
+    assert not client.blocked and all(not b.failed for b in batches)
+    client.check_blocked()
 
 
 def test_a_connect_that_succeeds_resets_the_count() -> None:
@@ -210,5 +257,5 @@ def test_cancel_opens_no_more_sessions() -> None:
     holder.append(client)
     batches = sorted(client.lookup(ips(400)), key=lambda b: b.number)
     assert len(fake.sessions) == 1 and batches[0].failed == []
-    assert [len(b.failed) for b in batches[1:]] == [100, 100, 100]  # never asked
+    assert [len(b.unasked) for b in batches[1:]] == [100, 100, 100]  # never asked
     client.check_blocked()  # cancelled, not blocked: no error

@@ -50,6 +50,10 @@ def db(pristine: Path, tmp_path: Path) -> Iterator[Path]:
     yield copy
 
 
+# Faults in every session or request. Those that leave no answer at all (refused, reset,
+# 5xx) trip the source's circuit breaker: it is stopped with exit code 3, and the IPs not
+# asked keep their old blocks; the others leave per-IP errors. Either way the next run
+# completes them.
 FAULTS = [
     ("cymru", ("--fault", "drop"), {}),
     ("cymru", ("--fault", "stall"), {"cymru_timeout": 0.5}),
@@ -58,6 +62,7 @@ FAULTS = [
     ("greynoise", ("--fault", "reset"), {}),
     ("greynoise", ("--fault", "malformed"), {}),
 ]
+STOPS = {"refuse", "5xx", "reset"}
 
 
 @pytest.mark.parametrize(("source", "fault", "extra"), FAULTS, ids=str)
@@ -81,10 +86,18 @@ def test_a_fault_leaves_errors_that_the_next_run_completes(
             ),
             LineReporter(verbosity=-1),
         )  # fmt: skip
-    assert first.sources[source].error > 0
     assert first.sources[other].error == 0  # the other source is not harmed
     errors = {ip for ip, status in statuses(db, source).items() if status == "error"}
-    assert errors
+    if fault[1] in STOPS:
+        assert first.stopped[source].exit_code == 3 and other not in first.stopped
+        # Only what the breaker's failures had sent: 4 Cymru sessions (of 40 queries at most,
+        # once split), or the IPs whose 3 attempts were all among GreyNoise's 10.
+        assert first.sources[source].ok == 0 and len(errors) <= (160 if source == "cymru" else 3)
+        before, after = statuses(pristine, source), statuses(db, source)
+        changed = {ip for ip in after if after[ip] != before.get(ip)}
+        assert all(after[ip] in ("error", "skipped") for ip in changed)  # the rest: kept
+    else:
+        assert first.sources[source].error > 0 and errors and not first.stopped
     con = sqlite3.connect(db)
     for ip in errors:  # an error alone never makes a row look fresh
         (text,) = con.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from etl.clients.greynoise import (
     is_daily_limit,
     retry_after_seconds,
 )
-from etl.errors import QuotaExhaustedError, UnauthorizedError, UsageError
+from etl.errors import QuotaExhaustedError, ServiceUnavailableError, UnauthorizedError, UsageError
 from etl.sample.world import World
 from tests.sims import Simulator, running
 
@@ -234,11 +235,25 @@ def test_budget_caps_requests(greynoise: Simulator) -> None:
     assert client.requests_sent == 25 == len(answers)
 
 
-@pytest.mark.parametrize("fault", ["5xx", "reset", "malformed"])
-def test_persistent_faults_become_errors(tmp_path: Path, fault: str) -> None:
-    with running("greynoise", tmp_path / "log.jsonl", "--fault", fault) as sim:
+def test_persistent_malformed_answers_become_errors(tmp_path: Path) -> None:
+    with running("greynoise", tmp_path / "log.jsonl", "--fault", "malformed") as sim:
         answers = list(client_for(sim, retries=2).lookup(IPS[:10]))
     assert [a.status for a in answers] == ["error"] * 10
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"), [("5xx", "HTTP 500"), ("reset", "connection reset without an answer")]
+)
+def test_persistent_failures_trip_the_breaker(tmp_path: Path, fault: str, words: str) -> None:
+    with running("greynoise", tmp_path / "log.jsonl", "--fault", fault) as sim:
+        client = client_for(sim, retries=2)
+        answers: list[GreyNoiseAnswer] = []
+        with pytest.raises(ServiceUnavailableError, match=re.escape(f"({words})")) as stop:
+            answers.extend(client.lookup(IPS))
+        sent = len(sim.entries())
+    assert stop.value.reason == "unreachable" and stop.value.run_exit_code == 3
+    assert sent <= 10 + client.settings.workers  # not every IP three times
+    assert {a.status for a in answers} <= {"error"} and len(answers) <= 10 // 3
 
 
 @pytest.mark.parametrize("fault", ["5xx", "reset", "slow"])

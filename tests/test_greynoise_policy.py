@@ -21,6 +21,7 @@ from etl.clients.transport import HttpResponse
 from etl.errors import (
     QuotaExhaustedError,
     ServiceUnavailableError,
+    ThrottledError,
     TransportError,
     UnauthorizedError,
 )
@@ -128,8 +129,48 @@ def test_a_retry_after_beyond_the_limit_stops_greynoise() -> None:
         max_retry_after=300,
     )
     answers, error = collect(client, ["203.0.113.1"])
-    assert isinstance(error, ServiceUnavailableError) and answers == []
+    assert isinstance(error, ThrottledError) and answers == []
+    assert error.run_exit_code == 0  # like a daily limit: normal operation
     assert len(transport.sent) == 1
+
+
+FAILURES = [
+    (TransportError("x", "connection refused"), "unreachable"),
+    (TransportError("x", "no answer within 15 s", stalled=True), "stalled"),
+    (None, "unreachable"),  # a 503 every time
+]
+
+
+@pytest.mark.parametrize(("failure", "reason"), FAILURES)
+def test_failures_in_a_row_trip_the_breaker_and_stop_greynoise(
+    failure: TransportError | None, reason: str
+) -> None:
+    def script(method: str, path: str, body: Any) -> HttpResponse:
+        if failure is None:
+            return response(503)
+        raise failure
+
+    client, transport, _ = make(script, failures_to_stop=10, retries=3)
+    answers, error = collect(client, ips(2000))
+    assert isinstance(error, ServiceUnavailableError) and error.reason == reason
+    assert error.run_exit_code == 3 and "10 requests in a row got no answer" in str(error)
+    assert len(transport.sent) <= 10 + client.settings.workers  # not 2,000 x 4 attempts
+    # Only an IP whose every attempt failed before the trip is an error; the rest are never
+    # asked again and keep their old blocks.
+    assert {a.status for a in answers} <= {"error"} and len(answers) <= 10 // 4
+
+
+def test_any_answer_breaks_the_row_of_failures() -> None:
+    calls = iter(range(10_000))
+
+    def script(method: str, path: str, body: Any) -> HttpResponse:
+        if next(calls) % 5 == 4:
+            return community_ok(method, path, body)
+        raise TransportError("x", "connection refused")
+
+    client, _, _ = make(script, failures_to_stop=5, retries=10)
+    answers, error = collect(client, ips(50))
+    assert error is None and {a.status for a in answers} == {"ok"}
 
 
 def test_the_daily_limit_body_stops_the_run_and_leaves_the_rest_unasked() -> None:

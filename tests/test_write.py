@@ -322,3 +322,13 @@ def test_kept_answers_live_beside_a_file_or_in_the_state_folder(tmp_path: Path) 
     postgres = dialect_for(parse_database_url("postgresql://etl@db.example:6543/honey"))
     assert sqlite.pending_folder(tmp_path / "state") == tmp_path / "h.sqlite.etl-pending"
     assert postgres.pending_folder(tmp_path) == tmp_path / "db.example_6543_honey"
+
+
+def test_nothing_to_keep_leaves_no_folder(tmp_path: Path) -> None:
+    from etl.db.pending import PendingAnswers
+
+    pending = PendingAnswers(tmp_path / "h.sqlite.etl-pending")
+    assert pending.save({"ips": pl.DataFrame(), "asns": pl.DataFrame()}) == []
+    assert not pending.folder.exists()  # it was left empty after every SIGTERM
+    [kept] = pending.save({"ips": pl.DataFrame({"ip": ["198.51.100.1"]}), "asns": pl.DataFrame()})
+    assert kept.parent == pending.folder and kept.name.endswith(".ips.parquet")

@@ -4,8 +4,12 @@ One TCP session per chunk: ``begin``, ``verbose``, the queries, ``end``; answers
 they stream in and the session is read to EOF. Never a single-IP query, never DNS lookups of
 IPs. A chunk whose session fails is retried with backoff, then split in halves (never below
 `CymruSettings.min_split` queries), and what still has no answer is reported as failed.
-Connect failures in a row mean we are probably blocked: `ServiceUnavailableError`, and no
-retrying harder.
+
+A circuit breaker: `CymruSettings.blocked_after` sessions in a row that got no answer at all
+(refused, name not found, no connection, connected but silent until the read timeout) stop the
+service for the run (`ServiceUnavailableError`, reason ``unreachable`` or ``stalled``): we are
+probably blocked or the service is down, and retrying harder would only make it worse. Queries
+never sent (`Batch.unasked`) get no answer at all.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from etl.clients.bulk import (
     BulkParser,
     IpAnswer,
 )
+from etl.clients.failures import CircuitBreaker, Failure, connection_failure
 from etl.errors import ServiceUnavailableError, SettingError
 
 __all__ = [
@@ -79,7 +84,7 @@ class CymruSettings:
     retries: int = 2
     backoff: float = 1.0
     min_split: int = 50
-    blocked_after: int = 4  # connect failures in a row that mean "stop asking"
+    blocked_after: int = 4  # sessions in a row without any answer that mean "stop asking"
 
     @classmethod
     def parse_address(cls, address: str) -> tuple[str, int]:
@@ -94,15 +99,24 @@ class CymruSettings:
 
 @dataclass
 class Batch:
-    """The outcome of one chunk: answers by query, and the queries left without one."""
+    """The outcome of one chunk: answers by query; the queries sent but left without one
+    (``failed``); those never sent, because the service was stopped first (``unasked``)."""
 
     number: int
     total: int
     queries: list[str]
     answers: dict[str, Answer] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    unasked: list[str] = field(default_factory=list)
     sessions: int = 0
     garbage: int = 0
+    asked: set[str] = field(default_factory=set)
+
+    @property
+    def sent(self) -> list[str]:
+        """The queries that went to the service (answered or failed), in query order."""
+        unasked = set(self.unasked)
+        return [q for q in self.queries if q not in unasked]
 
 
 class CymruClient:
@@ -120,10 +134,14 @@ class CymruClient:
         self._sleep = sleep
         self._connect: Connect = connect or socket.create_connection
         self._lock = threading.Lock()
-        self._connect_failures = 0
-        self.blocked = False
+        self.breaker = CircuitBreaker(settings.blocked_after)
         self.cancelled = False
         self.sessions = 0
+
+    @property
+    def blocked(self) -> bool:
+        """No more sessions: the breaker tripped, or the run is stopping."""
+        return self.cancelled or self.breaker.tripped is not None
 
     def lookup(self, queries: Sequence[str]) -> Iterator[Batch]:
         """Answer every query, one `Batch` per chunk, yielded as chunks complete.
@@ -153,7 +171,9 @@ class CymruClient:
             remaining = self._ask(batch, remaining)
             if not remaining or self.blocked:
                 break
-        batch.failed = self._split(batch, remaining)
+        remaining = self._split(batch, remaining)
+        batch.failed = [q for q in remaining if q in batch.asked]
+        batch.unasked = [q for q in remaining if q not in batch.asked]
         return batch
 
     def _split(self, batch: Batch, queries: list[str]) -> list[str]:
@@ -171,32 +191,40 @@ class CymruClient:
         if self.blocked:
             return queries
         parser = BulkParser(queries)
-        complete = self._session(queries, parser)
+        connected, complete = self._session(queries, parser)
         batch.sessions += 1
         batch.garbage += parser.garbage
-        batch.answers.update(parser.result(complete))
+        if connected:
+            batch.asked.update(queries)
+        answers = parser.result(complete)
+        batch.answers.update(answers)
+        if connected and not answers and complete:
+            self.breaker.failed(Failure("connection closed without an answer", stalled=True))
+        elif answers:
+            self.breaker.succeeded()
         return [q for q in queries if q not in batch.answers]
 
-    def _session(self, queries: list[str], parser: BulkParser) -> bool:
-        """Run one bulk session; True when it ended with EOF after ``end``."""
+    def _session(self, queries: list[str], parser: BulkParser) -> tuple[bool, bool]:
+        """Run one bulk session: (connected, ended with EOF after ``end``). A session that
+        got no answer at all counts towards the breaker."""
         settings = self.settings
         with self._lock:
             self.sessions += 1
         try:
             sock = self._connect((settings.host, settings.port), settings.connect_timeout)
-        except OSError:
-            self._connect_failed()
-            return False
-        with self._lock:
-            self._connect_failures = 0
+        except OSError as exc:
+            self.breaker.failed(connection_failure(exc, False, settings.connect_timeout))
+            return False, False
         request = "\n".join([*PREAMBLE, *queries, "end"]) + "\n"
         try:
             self._exchange(sock, request, parser)
-        except OSError:
-            return False
+        except OSError as exc:
+            if not parser.answers:
+                self.breaker.failed(connection_failure(exc, True, settings.read_timeout))
+            return True, False
         finally:
             sock.close()
-        return True
+        return True, True
 
     def _exchange(self, sock: Connection, request: str, parser: BulkParser) -> None:
         """Send ``request``; feed each answer line to ``parser``, up to EOF."""
@@ -210,21 +238,17 @@ class CymruClient:
         if pending:
             parser.feed(pending.decode("utf-8", "replace"))
 
-    def _connect_failed(self) -> None:
-        with self._lock:
-            self._connect_failures += 1
-            if self._connect_failures >= self.settings.blocked_after:
-                self.blocked = True
-
     def cancel(self) -> None:
-        """Open no more sessions (the run is stopping); chunks not asked end as failed."""
-        self.blocked = True
+        """Open no more sessions (the run is stopping); queries not sent end as unasked."""
         self.cancelled = True
 
     def check_blocked(self) -> None:
-        """Raise `ServiceUnavailableError` when sessions kept failing to connect."""
-        if self.blocked and not self.cancelled:
+        """Raise `ServiceUnavailableError` when the breaker stopped the service this run."""
+        failure = self.breaker.tripped
+        if failure is not None and not self.cancelled:
             raise ServiceUnavailableError(
-                f"Team Cymru at {self.settings.host}:{self.settings.port} refused or timed out "
-                f"{self.settings.blocked_after} connections in a row: stopped asking it this run"
+                f"Team Cymru at {self.settings.host}:{self.settings.port}: "
+                f"{self.breaker.limit} sessions in a row got no answer ({failure.words}): "
+                "stopped asking it for this run; the IPs not asked keep their old blocks",
+                self.breaker.stop_reason(),
             )

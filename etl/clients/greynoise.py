@@ -7,7 +7,10 @@ keep-alive ``requests`` session. Enterprise mode: ``POST /v3/ip`` with up to 10,
 Per-IP outcomes are values (`GreyNoiseAnswer` with status ok / not_found / error / skipped);
 conditions that end GreyNoise for the run are typed errors, raised once the work in flight has
 settled: `UnauthorizedError` (401/403), `QuotaExhaustedError` (daily limit, or our own
-greynoise_budget setting), `ServiceUnavailableError` (a Retry-After longer than we may wait).
+greynoise_budget setting), `ThrottledError` (a Retry-After longer than we may wait), and
+`ServiceUnavailableError` from the circuit breaker: `GreyNoiseSettings.failures_to_stop`
+requests in a row without an HTTP answer, or with a 5xx one (each attempt counts; any other
+answer starts the count again), stop GreyNoise for the run at once, in-flight retries included.
 IPs never asked because of such a stop get no answer at all: their old block stays as it was.
 """
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from etl import __version__
+from etl.clients.failures import CircuitBreaker, Failure
 from etl.clients.greynoise_answers import (
     GreyNoiseAnswer,
     community_answer,
@@ -37,6 +41,7 @@ from etl.errors import (
     ServiceError,
     ServiceUnavailableError,
     SettingError,
+    ThrottledError,
     TransportError,
     UnauthorizedError,
 )
@@ -75,6 +80,7 @@ class GreyNoiseSettings:
     backoff: float = 1.0
     max_retry_after: float = 300.0
     batch_size: int = MAX_MULTI
+    failures_to_stop: int = 10  # attempts in a row without a usable answer: the breaker trips
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -129,6 +135,7 @@ class GreyNoiseClient:
         self._sleep = sleep
         self.pacer = Pacer(settings.rate, clock)
         self.requests_sent = 0
+        self.breaker = CircuitBreaker(settings.failures_to_stop)
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
         if transport is None:
@@ -143,7 +150,9 @@ class GreyNoiseClient:
     def cancel(self) -> None:
         """Send no more requests (the run is stopping); IPs not asked get no answer."""
         with self._lock:
-            self._stopped = self._stopped or ServiceError("GreyNoise lookups cancelled")
+            self._stopped = self._stopped or ServiceError(
+                "GreyNoise lookups cancelled", reason="cancelled"
+            )
 
     def close(self) -> None:
         """Close the keep-alive connections."""
@@ -211,13 +220,7 @@ class GreyNoiseClient:
                 raise _StopError(self._stopped)
             self._spend()
             try:
-                response = self.transport.request(
-                    method,
-                    self.settings.url.rstrip("/") + path,
-                    headers={"key": self._key},
-                    body=body,
-                    timeout=self.settings.timeout,
-                )
+                response = self._send(method, path, body)
                 return self._check(response)
             except _ThrottledError:
                 throttles += 1
@@ -231,6 +234,40 @@ class GreyNoiseClient:
                 backoff = self.settings.backoff * 2 ** (failures - 1)
                 self._sleep(backoff * (0.5 + random.random() / 2))  # jitter
 
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> HttpResponse:
+        """One attempt, counted by the circuit breaker; a trip stops GreyNoise at once."""
+        try:
+            response = self.transport.request(
+                method,
+                self.settings.url.rstrip("/") + path,
+                headers={"key": self._key},
+                body=body,
+                timeout=self.settings.timeout,
+            )
+        except TransportError as exc:
+            self._failed(Failure(exc.failure, exc.stalled))
+            raise
+        if response.status_code >= 500:
+            self._failed(Failure(f"HTTP {response.status_code}", stalled=False))
+        else:
+            self.breaker.succeeded()
+        return response
+
+    def _failed(self, failure: Failure) -> None:
+        """Count a failed attempt; when the breaker trips, GreyNoise stops for the run."""
+        if not self.breaker.failed(failure):
+            return
+        tripped = self.breaker.tripped or failure
+        error = ServiceUnavailableError(
+            f"GreyNoise at {self.settings.url}: {self.breaker.limit} requests in a row got no "
+            f"answer ({tripped.words}): GreyNoise stopped for this run; the IPs not asked keep "
+            "their old blocks",
+            self.breaker.stop_reason(),
+        )
+        with self._lock:
+            stopped = self._stopped = self._stopped or error
+        raise _StopError(stopped)
+
     def _spend(self) -> None:
         budget = self.settings.budget
         with self._lock:
@@ -238,7 +275,8 @@ class GreyNoiseClient:
                 raise _StopError(
                     QuotaExhaustedError(
                         f"GreyNoise budget of {budget} requests for this run is spent: "
-                        "the IPs not asked keep their old blocks"
+                        "the IPs not asked keep their old blocks",
+                        reason="budget",
                     )
                 )
             self.requests_sent += 1
@@ -265,9 +303,9 @@ class GreyNoiseClient:
             wait_for = retry_after_seconds(response.headers.get("Retry-After"))
             if wait_for is not None and wait_for > self.settings.max_retry_after:
                 raise _StopError(
-                    ServiceUnavailableError(
+                    ThrottledError(
                         f"GreyNoise asked us to wait {wait_for:.0f} s: GreyNoise stopped for "
-                        "this run"
+                        "this run; the IPs not asked keep their old blocks"
                     )
                 )
             self.pacer.pause(wait_for if wait_for is not None else self.settings.backoff)

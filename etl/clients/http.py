@@ -11,6 +11,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from etl.clients.failures import connection_failure
 from etl.clients.transport import HttpResponse
 from etl.errors import TransportError
 
@@ -43,7 +44,11 @@ class HttpSession:
             )
             return HttpResponse(response.status_code, response.headers, response.content)
         except requests.RequestException as exc:
-            raise TransportError(f"{method} {url}: {type(exc).__name__}") from exc
+            connected = isinstance(exc, requests.ReadTimeout)
+            failure = connection_failure(exc, connected, timeout)
+            raise TransportError(
+                f"{method} {url}: {failure.words}", failure.words, failure.stalled
+            ) from exc
 
     def close(self) -> None:
         """Close the connections."""

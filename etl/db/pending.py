@@ -72,12 +72,13 @@ class PendingAnswers:
     def save(self, frames: dict[Kind, pl.DataFrame]) -> list[Path]:
         """Write each non-empty frame to a file of its own (atomically: tmp + rename)."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        written = []
+        written: list[Path] = []
+        frames = {kind: frame for kind, frame in frames.items() if frame.height}
+        if not frames:
+            return written  # nothing to keep: no folder either
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             for kind, frame in frames.items():
-                if not frame.height:
-                    continue
                 path = self.folder / f"{stamp}-{os.getpid()}.{kind}.parquet"
                 partial = path.with_suffix(".tmp")
                 frame.write_parquet(partial)

@@ -58,8 +58,8 @@ class ChunkWriter:
         tag = f"{os.getpid()}_{secrets.token_hex(3)}"
         self.ip_stage = f"_etl_stage_ip_{tag}"
         self.asn_stage = f"_etl_stage_asn_{tag}"
-        self.rows_written = 0
-        self.asn_rows_written = 0
+        self.rows_written = 0  # ip_inventory rows upserted, counting a row written twice twice
+        self.asns_written: set[int] = set()  # the distinct asn_inventory rows upserted
         self.db.execute_scratch(
             [
                 self.backend.create_stage(self.ip_stage, IP_STAGE_COLUMNS),
@@ -94,7 +94,7 @@ class ChunkWriter:
         merge = self.backend.chunk_merge(self.ip_stage, self.asn_stage, patterns, now)
         self.db.write(loads, merge.statements, merge.params, "chunk write")
         self.rows_written += ips.height
-        self.asn_rows_written += asns.height
+        self.asns_written.update(asns["asn_number"].to_list())
 
     def write_asn_details(self, details: pl.DataFrame, now: datetime | None = None) -> None:
         """Tier 1: store AS registration data (name, country, registry) and the ``cymru`` block.
@@ -106,7 +106,7 @@ class ChunkWriter:
         loads = [(self._stage_name(self.asn_stage), details.select(list(ASN_DETAIL_STAGE_COLUMNS)))]
         merge = self.backend.asn_details_merge(self.asn_stage, now)
         self.db.write(loads, merge.statements, merge.params, "AS details write")
-        self.asn_rows_written += details.height
+        self.asns_written.update(details["asn_number"].to_list())
 
     def recount_asns(self, asns: list[int] | None) -> None:
         """Recompute unique_ip_count and total_session_count, set-based: of these ASNs, or of

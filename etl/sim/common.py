@@ -64,7 +64,8 @@ class CymruFault(StrEnum):
     """Faults the Team Cymru simulator injects into a session."""
 
     drop = "drop"  # cut the connection mid-stream
-    stall = "stall"  # accept and never answer
+    stall = "stall"  # stop answering halfway, for --stall-seconds
+    silent = "silent"  # accept, read the queries, never send a byte
     garbage = "garbage"  # lines that are no answer
     garble = "garble"  # a garbled line in place of an answer
     refuse = "refuse"  # close at once

@@ -10,7 +10,8 @@ and one answer. Answers stream as lines arrive.
 Faults (``--fault``, on a ``--fault-rate`` share of sessions): ``drop`` closes the connection
 halfway through the session's answers, ``stall`` stops answering halfway, ``garbage`` mixes
 junk lines into the answers, ``garble`` puts a junk line in place of every third answer,
-``refuse`` resets the connection before the banner.
+``refuse`` resets the connection before the banner, ``silent`` accepts and reads the session
+but never sends a byte (a service that hangs: the client's read timeout and breaker end it).
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ class CymruSimulator:
         try:
             if fault == "refuse":
                 _reset(writer)
+                return
+            if fault == "silent":
+                mode = "silent"
+                async for raw, _ in _lines(reader):  # until the client gives up
+                    text = raw.decode("ascii", "replace").strip()
+                    if text and text.lower() not in ("begin", "verbose", "end"):
+                        queries.append(text)
+                while await reader.read(65536):  # after "end" too: never a byte, never EOF
+                    pass
                 return
             mode, ended = await self._converse(reader, writer, fault, queries)
         except (ConnectionError, asyncio.IncompleteReadError):

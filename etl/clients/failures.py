@@ -1,0 +1,80 @@
+"""What went wrong with a connection, in a few words, for the circuit breakers' one line.
+
+Both clients (Team Cymru's sockets, GreyNoise's HTTP session) describe a failed attempt with
+`connection_failure`; a run that stops a service names the last failure, e.g. "GreyNoise at
+http://127.0.0.1:9: 10 requests in a row failed (connection refused)".
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt: ``words`` for the user; ``stalled``: connected, but no answer came."""
+
+    words: str
+    stalled: bool
+
+
+def connection_failure(exc: BaseException, connected: bool, timeout: float) -> Failure:
+    """Describe ``exc``, raised while connecting (``connected`` False) or while waiting for
+    the answer on an open connection, with ``timeout`` seconds allowed for each."""
+    timed_out = False
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return Failure("host name not found", stalled=False)
+        if isinstance(cause, ConnectionRefusedError):
+            return Failure("connection refused", stalled=False)
+        if isinstance(cause, ConnectionResetError | BrokenPipeError):
+            return Failure("connection reset without an answer", stalled=False)
+        timed_out = timed_out or isinstance(cause, TimeoutError)
+    if not timed_out:
+        return Failure("connection failed", stalled=connected)
+    if connected:
+        return Failure(f"no answer within {timeout:g} s", stalled=True)
+    return Failure(f"no connection within {timeout:g} s", stalled=False)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from (urllib3 keeps its cause in ``reason``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        following = current.__cause__ or current.__context__
+        current = following or (reason if isinstance(reason, BaseException) else None)
+
+
+class CircuitBreaker:
+    """Counts failed attempts in a row (any success starts again from zero) and trips at
+    ``limit`` of them, keeping the failure that tripped it. Thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_row = 0
+        self.tripped: Failure | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, failure: Failure) -> bool:
+        """Count a failed attempt; True when the breaker is (now or already) tripped."""
+        with self._lock:
+            self.in_row += 1
+            if self.tripped is None and self.in_row >= self.limit:
+                self.tripped = failure
+            return self.tripped is not None
+
+    def succeeded(self) -> None:
+        """An attempt got an answer: the failures are no longer in a row."""
+        with self._lock:
+            self.in_row = 0
+
+    def stop_reason(self) -> str:
+        """The reason label of a trip: ``stalled`` or ``unreachable``."""
+        return "stalled" if self.tripped is not None and self.tripped.stalled else "unreachable"
