@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etl.db.url import redact
+from etl.db.url import redacted
 from etl.report import Reporter, RunSummary, atomic_write
 
 
@@ -177,8 +177,8 @@ class StatusFile:
 
     def write(self, state: str) -> None:
         """Rewrite the file atomically."""
-        text = json.dumps(self.snapshot(state), indent=2)
-        atomic_write(self.path, redact(text, self.secrets) + "\n")
+        text = json.dumps(redacted(self.snapshot(state), self.secrets), indent=2)
+        atomic_write(self.path, text + "\n")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

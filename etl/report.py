@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from etl.db.url import redact
+from etl.db.url import redact, redacted
 
 if TYPE_CHECKING:
     import polars as pl
@@ -90,7 +90,7 @@ class RunSummary:
 
     def write_json(self, path: Path, secrets: tuple[str, ...] = ()) -> None:
         """Write the summary as one JSON object."""
-        atomic_write(path, redact(json.dumps(self.to_dict(), indent=2), secrets) + "\n")
+        atomic_write(path, json.dumps(redacted(self.to_dict(), secrets), indent=2) + "\n")
 
     def table(self) -> str:
         """A plain-text summary table for the end of a run."""

@@ -120,3 +120,40 @@ def test_config_file_errors_show_no_fragment_of_the_key(
     assert len(output.splitlines()) == 1 and output.startswith("error: "), output
     secret = "12345678" if "12345678" in text else KEY
     assert not leaked(secret, output), output
+
+
+@pytest.mark.parametrize("key", ["k", "1", "ok"])
+def test_a_short_key_does_not_mangle_the_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """A key "k" or "1" once turned every k and 1 of the summary JSON into *** (its keys and
+    numbers too: not JSON any more) and of every line."""
+    from etl.config import RefreshConfig, Source
+    from etl.monitored import monitored_refresh
+    from etl.sample.build import build_sample
+
+    db, summary_json, status = tmp_path / "h.sqlite", tmp_path / "s.json", tmp_path / "st.json"
+    build_sample(f"sqlite:///{db}", 300, seed=1, maxmind_dir=tmp_path)
+    config = RefreshConfig(
+        db_url=f"sqlite:///{db}", maxmind_dir=tmp_path, skip=frozenset({Source.CYMRU}),
+        greynoise_api_key=key, greynoise_url="http://127.0.0.1:9", quiet=True,
+        summary_json=summary_json, status_file=status,
+    )  # fmt: skip
+    summary = monitored_refresh(config)
+    data, state = json.loads(summary_json.read_text()), json.loads(status.read_text())
+    assert data["selected"] == summary.selected > 100 and "ok" in data["sources"]["greynoise"]
+    assert "ok" in state["sources"]["maxmind"]
+    assert "keep their old blocks" in data["stopped"]["greynoise"]["message"]
+    assert "***" not in summary.table()
+
+
+def test_a_short_password_is_still_hidden_in_urls() -> None:
+    from etl.db.url import redact, redacted
+
+    text = "cannot connect to postgresql://etl:pw@127.0.0.1:1/cowrie (password=pw, pwd)"
+    shown = "cannot connect to postgresql://etl:***@127.0.0.1:1/cowrie (password=***, pwd)"
+    assert redact(text, ("pw",)) == shown
+    assert redacted({"ok": 1, "notes": ["key Kq9Zx7Wm"]}, ("Kq9Zx7Wm",)) == {
+        "ok": 1,
+        "notes": ["key ***"],
+    }

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from etl.errors import SettingError
@@ -161,10 +161,32 @@ _PARSERS: dict[str, Callable[[str, bool], DatabaseUrl]] = {
 }
 
 
+MIN_SECRET_LENGTH = 4  # shorter secrets are replaced as whole words only (see `redact`)
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace each secret, and any ``user:password@`` part of a URL, with ``***``."""
+    """Replace each secret, and any ``user:password@`` part of a URL, with ``***``.
+
+    A secret shorter than `MIN_SECRET_LENGTH` characters is replaced where it stands alone
+    (not inside a longer word or number): a key "k" would otherwise turn every "k" of every
+    line into ``***``, and show where it occurs.
+    """
     for secret in secrets:
-        if secret:
+        if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
+        elif secret:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     # Up to the last @ of the URL: a password holding an @ is hidden whole.
     return re.sub(r"(://[^:/\s]*:)\S*@", r"\1***@", text)
+
+
+def redacted(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (JSON-like: dicts, lists, text, numbers) with every text redacted; keys and
+    numbers are never touched, so the JSON written from it stays valid and keeps its shape."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {key: redacted(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(item, secrets) for item in value]
+    return value
