@@ -6,7 +6,7 @@ import inspect
 import json
 import sqlite3
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -193,3 +193,26 @@ def sample_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     built = build_sample(f"sqlite:///{folder / 'h.sqlite'}", 200, 3, folder / "mm")
     assert built.url.sqlite_path is not None
     return built.url.sqlite_path, folder / "mm"
+
+
+Run = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``python -m etl.refresh ARGS`` in-process: (exit status, stdout + stderr); no key and
+    no database from the environment."""
+    from etl.refresh import main
+
+    monkeypatch.setenv("GREYNOISE_API_KEY", "")
+    monkeypatch.setenv("ETL_DB_URL", "")
+
+    def invoke(*args: str) -> tuple[int, str]:
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # --help
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    return invoke

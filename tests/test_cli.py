@@ -5,34 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from etl.db.url import parse_database_url, redact
 from etl.errors import UsageError
-from etl.refresh import main
+from tests.conftest import Run
 from tests.world import load_sqlite, plan_world
-
-Run = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    """``python -m etl.refresh ARGS`` in-process: (exit status, stdout + stderr)."""
-    monkeypatch.setenv("GREYNOISE_API_KEY", "")
-    monkeypatch.setenv("ETL_DB_URL", "")
-
-    def invoke(*args: str) -> tuple[int, str]:
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # --help
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out + err
-
-    return invoke
 
 
 @pytest.mark.parametrize(

@@ -4,29 +4,11 @@ read more than one way, passwords decoded and as written, config-file errors and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from etl.refresh import main
-
-Run = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    """``python -m etl.refresh ARGS`` in-process: (exit status, stdout + stderr)."""
-    monkeypatch.setenv("GREYNOISE_API_KEY", "")
-    monkeypatch.setenv("ETL_DB_URL", "")
-
-    def invoke(*args: str) -> tuple[int, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out + err
-
-    return invoke
-
+from tests.conftest import Run
 
 PASSWORDS_IN_URLS = {
     # Unencoded @ / ? # %, [ or a space in the password: the URL reads more than one way.
