@@ -85,6 +85,15 @@ def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[
             reference="",
             trust_level="1",
         )
+    return {
+        "ip": address,
+        "business_service_intelligence": riot,
+        "internet_scanner_intelligence": _scanner(address, record),
+    }
+
+
+def _scanner(address: str, record: GreyNoiseRecord) -> dict[str, Any]:
+    """``internet_scanner_intelligence`` of the full record."""
     scanner: dict[str, Any] = {"found": record.noise, "classification": ""}
     if record.noise:
         scanner.update(
@@ -103,8 +112,4 @@ def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[
             metadata={"asn": "", "source_country_code": "", "organization": "", "rdns": ""},
             tags=[tag_object(name) for name in record.tags],
         )
-    return {
-        "ip": address,
-        "business_service_intelligence": riot,
-        "internet_scanner_intelligence": scanner,
-    }
+    return scanner
