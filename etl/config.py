@@ -144,7 +144,8 @@ class RefreshConfig:
     )
     greynoise_mode: str = setting(
         "community",
-        "community (GET per IPv4) or enterprise (POST, 10,000 per request)",
+        "community (GET per IPv4) or enterprise (a quick check of up to 10,000 IPs per "
+        "request, then full context only for the IPs found)",
         flag="--greynoise-mode", metavar="MODE",
     )  # fmt: skip
     greynoise_rate: float = setting(

@@ -85,6 +85,10 @@ def render_metrics(
             [("", summary.cymru_batches)])  # fmt: skip
     _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
             [("", summary.greynoise_requests)])  # fmt: skip
+    _metric(lines, "greynoise_searches",
+            "GreyNoise Searches spent in the last run (full context: one per IP; quick check: "
+            "one per 1,000 IPs of a request; community: one per lookup).",
+            [("", summary.greynoise_searches)])  # fmt: skip
     _metric(lines, "source_stopped",
             "1 if the source was stopped for the rest of the last run, with the reason "
             "(key_refused, unreachable, stalled: exit 3; daily_limit, budget, throttled, "

@@ -55,9 +55,11 @@ class NetworkPhases:
         return sum(ips.len() for ips in self.awaited.values())
 
     def close(self, summary: RunSummary) -> None:
-        """Close the clients (once the phases are over); record the GreyNoise requests sent."""
+        """Close the clients (once the phases are over); record the GreyNoise requests sent
+        and the Searches they spent."""
         if self.greynoise is not None:
             summary.greynoise_requests = self.greynoise.requests_sent
+            summary.greynoise_searches = self.greynoise.searches_spent
             self.greynoise.close()
 
 

@@ -67,6 +67,7 @@ class RunSummary:
     cymru_batches: int = 0
     asn_details: int = 0
     greynoise_requests: int = 0
+    greynoise_searches: int = 0  # as GreyNoise bills them (etl.clients.greynoise_searches)
     upserted: int = 0
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -108,7 +109,7 @@ class RunSummary:
             lines.append(f"{name:<10} {counts.queried:>8} {values}")
         lines.append(
             f"Cymru: {self.cymru_batches} batches, {self.asn_details} ASNs looked up; "
-            f"GreyNoise: {self.greynoise_requests} requests"
+            f"GreyNoise: {self.greynoise_requests} requests, {self.greynoise_searches} Searches"
         )
         written = (
             "would write nothing (dry run)"

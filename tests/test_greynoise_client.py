@@ -159,39 +159,62 @@ def test_community_answers_match_the_world(greynoise: Simulator) -> None:
     assert client.requests_sent == 150
 
 
-def test_enterprise_mode_asks_in_bulk(greynoise: Simulator) -> None:
+def expected_full(ip: str) -> GreyNoiseAnswer:
+    """The enterprise answer the simulator's world implies (full context when found)."""
+    record = WORLD.greynoise(ip)
+    if record is None:
+        return GreyNoiseAnswer.not_observed(ip)
+    if not record.noise:
+        return GreyNoiseAnswer(ip, "ok", False, True, "benign", record.name,
+                               f"{record.last_seen}T00:00:00+00:00",
+                               f"https://viz.greynoise.io/riot/{ip}")  # fmt: skip
+    return GreyNoiseAnswer(
+        ip, "ok", True, False, record.classification, record.name,
+        f"{record.last_seen}T00:00:00+00:00", f"https://viz.greynoise.io/ip/{ip}",
+        actor=record.name, tags=record.tags, cves=record.cves, vpn=record.vpn,
+        vpn_service=record.vpn_service or None, tor=record.tor,
+        first_seen=f"{record.first_seen}T00:00:00+00:00", spoofable=record.spoofable,
+    )  # fmt: skip
+
+
+def test_enterprise_mode_checks_quickly_then_asks_full_context_for_the_found(
+    greynoise: Simulator,
+) -> None:
     before = len(greynoise.entries())
     client = client_for(greynoise, mode="enterprise", batch_size=300)
     answers = {a.ip: a for a in client.lookup(IPS)}
     entries = greynoise.entries()[before:]
-    assert [e["method"] for e in entries] == ["POST", "POST"]
-    assert client.requests_sent == 2
-    for ip in IPS:
-        record = WORLD.greynoise(ip)
-        answer = answers[ip]
-        if record is None:
-            assert answer == GreyNoiseAnswer.not_observed(ip)
-        else:
-            assert (answer.noise, answer.riot, answer.classification) == (
-                record.noise, record.riot, record.classification
-            )  # fmt: skip
+    quick = [e for e in entries if e["quick"]]
+    full = [e for e in entries if not e["quick"]]
+    found = {ip for ip in IPS if WORLD.greynoise(ip) is not None}
+    assert {e["method"] for e in entries} == {"POST"} and len(quick) == 2 == len(full)
+    assert sorted(ip for e in quick for ip in e["ips"]) == sorted(IPS)
+    assert sorted(ip for e in full for ip in e["ips"]) == sorted(found)  # only those found
+    assert client.requests_sent == 4
+    assert answers == {ip: expected_full(ip) for ip in IPS}
+    assert client.searches_spent == 2 + len(found) == sum(e["searches"] for e in entries)
 
 
 def test_enterprise_spreads_a_small_run_over_requests_unless_a_budget_counts_them(
     greynoise: Simulator,
 ) -> None:
     many = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(4_500)]
+    found = sum(WORLD.greynoise(ip) is not None for ip in many)
     before = len(greynoise.entries())
     client = client_for(greynoise, mode="enterprise")
     answers = [a.ip for a in client.lookup(many)]
-    sizes = sorted(len(e["ips"]) for e in greynoise.entries()[before:])
+    entries = greynoise.entries()[before:]
+    sizes = sorted(len(e["ips"]) for e in entries if e["quick"])
     assert sorted(answers) == sorted(many)  # each IP once
-    assert sizes == [1_125] * 4  # 4,500 IPs over twice as many requests as workers
+    # 4,500 IPs over about twice as many quick checks as workers, in whole thousands (a quick
+    # check bills per started 1,000): 5 Searches, not 8 for 4 x 1,125.
+    assert sizes == [500, 2_000, 2_000]
+    assert client.searches_spent == 5 + found
     budgeted = client_for(greynoise, mode="enterprise", budget=10)
     assert len(list(budgeted.lookup(many))) == 4_500
-    assert budgeted.requests_sent == 1
+    assert budgeted.requests_sent == 2  # one quick check and one full lookup
     assert len(list(client.lookup(many[:1_500]))) == 1_500
-    assert client.requests_sent == 4 + 2  # never under 1,000 IPs a request: 1,000 + 500
+    assert client.requests_sent == 6 + 4  # never under 1,000 IPs a quick check: 1,000 + 500
 
 
 def test_throttling_is_waited_out(tmp_path: Path) -> None:

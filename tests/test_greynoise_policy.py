@@ -247,7 +247,7 @@ def test_ipv6_is_skipped_in_community_mode_without_a_request() -> None:
 
 def test_enterprise_maps_data_ips_not_found_and_missing_ips() -> None:
     def script(method: str, path: str, body: Any) -> HttpResponse:
-        assert (method, path) == ("POST", "/v3/ip")
+        assert method == "POST" and path in ("/v3/ip?quick=true", "/v3/ip")
         data = [{"ip": "203.0.113.1", "internet_scanner_intelligence": {
             "found": True, "classification": "malicious", "last_seen": "2026-11-02"}},
             {"ip": "192.0.2.99", "internet_scanner_intelligence": {"found": True}}]  # fmt: skip
@@ -259,7 +259,10 @@ def test_enterprise_maps_data_ips_not_found_and_missing_ips() -> None:
     assert answers["203.0.113.2"] == GreyNoiseAnswer.not_observed("203.0.113.2")
     assert answers["203.0.113.3"].status == "error"  # neither found nor listed as not found
     assert "192.0.2.99" not in answers  # never asked: ignored
-    assert transport.sent[0][2] == {"ips": ["203.0.113.1", "203.0.113.2", "203.0.113.3"]}
+    assert transport.sent == [
+        ("POST", "/v3/ip?quick=true", {"ips": ["203.0.113.1", "203.0.113.2", "203.0.113.3"]}),
+        ("POST", "/v3/ip", {"ips": ["203.0.113.1"]}),  # full context only for what was found
+    ]
 
 
 def test_enterprise_requests_go_out_together_within_the_burst() -> None:

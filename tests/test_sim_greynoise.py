@@ -198,3 +198,53 @@ def test_routable_check_matches_ipaddress(text: str) -> None:
     except ValueError:
         expected = False
     assert _routable_ipv4(text) == expected
+
+
+def test_the_simulator_logs_quick_checks_and_searches(tmp_path: Path) -> None:
+    ips = [f"61.{n}.17.{n}" for n in range(1, 40)] + ["10.0.0.1"]
+    world = World(1)
+    with running("greynoise", tmp_path / "log.jsonl", "--key", KEY) as gn:
+        post = lambda path: requests.post(f"{gn.url}{path}", json={"ips": ips},  # noqa: E731
+                                          headers={"key": KEY}, timeout=10)  # fmt: skip
+        quick, full = post("/v3/ip?quick=true"), post("/v3/ip")
+        community = requests.get(f"{gn.url}/v3/community/10.0.0.1", headers={"key": KEY},
+                                 timeout=10)  # fmt: skip
+        refused = requests.post(f"{gn.url}/v3/ip", json={"ips": ips}, timeout=10)
+        entries = gn.entries()
+    assert (quick.status_code, full.status_code, community.status_code) == (200, 200, 400)
+    assert refused.status_code == 401
+    found = [ip for ip in ips if ip != "10.0.0.1" and world.greynoise(ip) is not None]
+    items = quick.json()["data"]
+    assert [item["ip"] for item in items] == found
+    for item in items:  # the quick shape: found and classification / trust_level only
+        assert set(item) == {"ip", "internet_scanner_intelligence",
+                             "business_service_intelligence"}  # fmt: skip
+        assert set(item["internet_scanner_intelligence"]) == {"found", "classification"}
+        assert set(item["business_service_intelligence"]) == {"found", "trust_level"}
+    noise = next(i for i in full.json()["data"] if i["internet_scanner_intelligence"]["found"])
+    record = world.greynoise(noise["ip"])
+    scanner = noise["internet_scanner_intelligence"]
+    assert [tag["name"] for tag in scanner["tags"]] == list(record.tags)
+    assert (scanner["cves"], scanner["vpn"], scanner["tor"], scanner["first_seen"]) == (
+        list(record.cves), record.vpn, record.tor, record.first_seen)  # fmt: skip
+    logged = [(e["path"], e["quick"], e["status"], e["searches"]) for e in entries]
+    assert logged == [("/v3/ip", True, 200, 1), ("/v3/ip", False, 200, len(ips)),
+                      ("/v3/community/10.0.0.1", False, 400, 0),  # refused: not billed
+                      ("/v3/ip", False, 401, 0)]  # fmt: skip
+    assert json.dumps(entries).count(KEY) == 0
+
+
+def test_the_daily_limit_counts_searches_and_refuses_a_request_that_would_pass_it(
+    tmp_path: Path,
+) -> None:
+    ips = [f"61.{n}.17.{n}" for n in range(1, 31)]
+    with running("greynoise", tmp_path / "log.jsonl", "--daily-limit", "32") as sim:
+        post = lambda path: requests.post(f"{sim.url}{path}", json={"ips": ips},  # noqa: E731
+                                          timeout=10)  # fmt: skip
+        answers = [post("/v3/ip").status_code, post("/v3/ip").status_code]  # 30, then 30 more
+        answers += [post("/v3/ip?quick=true").status_code for _ in range(3)]  # 1 each
+        refused = post("/v3/ip?quick=true")
+        entries = sim.entries()
+    assert answers == [200, 429, 200, 200, 429]
+    assert [e["searches"] for e in entries] == [30, 0, 1, 1, 0, 0]
+    assert refused.status_code == 429 and refused.json()["rate-limit"] == "32-lookups/day"

@@ -2,12 +2,17 @@
 
 Community mode: ``GET /v3/community/{ip}`` per IPv4 address, paced by a shared token bucket
 (`Pacer`) with enough worker threads in flight that the rate is actually reached, on one
-keep-alive ``requests`` session. Enterprise mode: ``POST /v3/ip`` with up to 10,000 IPs.
+keep-alive ``requests`` session. Enterprise mode, quick check first: ``POST /v3/ip?quick=true``
+with up to 10,000 IPs (one Search per 1,000), then the full-context ``POST /v3/ip`` (one Search
+per IP) only for the IPs the quick check found; the others are ``not_found`` at once.
+`Spending` (`etl.clients.greynoise_searches`) counts requests and Searches against the caps.
 
 Per-IP outcomes are values (`GreyNoiseAnswer` with status ok / not_found / error / skipped);
 conditions that end GreyNoise for the run are typed errors, raised once the work in flight has
-settled: `UnauthorizedError` (401/403), `QuotaExhaustedError` (daily limit, or our own
-greynoise_budget setting), `ThrottledError` (a Retry-After longer than we may wait), and
+settled: `UnauthorizedError` (401/403), `QuotaExhaustedError` (daily limit; our own
+greynoise_budget of requests; our Search cap ``search_budget``, reason ``daily_budget``: a
+request is cut to the IPs it can pay for, in the order given), `ThrottledError` (a
+Retry-After longer than we may wait), and
 `ServiceUnavailableError` from the circuit breaker: `GreyNoiseSettings.failures_to_stop`
 requests in a row without an HTTP answer, or with a 5xx one (each attempt counts; any other
 answer starts the count again), stop GreyNoise for the run at once, in-flight retries included.
@@ -17,13 +22,11 @@ IPs never asked because of such a stop get no answer at all: their old block sta
 from __future__ import annotations
 
 import json
-import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from etl import __version__
@@ -33,14 +36,21 @@ from etl.clients.greynoise_answers import (
     community_answer,
     enterprise_answer,
     is_daily_limit,
+    multi_answers,
     retry_after_seconds,
 )
+from etl.clients.greynoise_searches import (
+    BILLED_STATUSES,
+    QUICK_IPS_PER_SEARCH,
+    Spending,
+    search_cost,
+)
+from etl.clients.greynoise_settings import GreyNoiseSettings
 from etl.clients.pacing import Pacer
 from etl.errors import (
     QuotaExhaustedError,
     ServiceError,
     ServiceUnavailableError,
-    SettingError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
@@ -55,50 +65,15 @@ __all__ = [
     "enterprise_answer",
     "is_daily_limit",
     "retry_after_seconds",
+    "search_cost",
 ]
 
 if TYPE_CHECKING:
     from etl.clients.transport import HttpResponse, Transport
 
-MODES: Final = ("community", "enterprise")
-MAX_MULTI: Final = 10_000
-ENTERPRISE_WORKERS: Final = 2  # multi-IP requests in flight
-SPREAD_FLOOR: Final = 1_000  # IPs per request at least, when a small run is spread out
+ENTERPRISE_WORKERS: Final = 2  # chunks (a quick check, then its full lookups) in flight
+SPREAD_FLOOR: Final = QUICK_IPS_PER_SEARCH  # IPs per quick check at least, when spread out
 MAX_THROTTLES: Final = 20  # throttling 429s one request may meet before it counts as an error
-
-
-@dataclass(frozen=True)
-class GreyNoiseSettings:
-    """Where and how fast to ask GreyNoise."""
-
-    url: str = "https://api.greynoise.io"
-    mode: str = "community"
-    rate: float = 10.0
-    budget: int | None = None
-    timeout: float = 15.0
-    retries: int = 3
-    backoff: float = 1.0
-    max_retry_after: float = 300.0
-    batch_size: int = MAX_MULTI
-    failures_to_stop: int = 10  # attempts in a row without a usable answer: the breaker trips
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            mode = repr(self.mode) if isinstance(self.mode, str) else "a value that is not text"
-            raise SettingError("greynoise_mode", f"must be community or enterprise, got {mode}")
-        if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise SettingError(
-                "greynoise_rate", f"must be a positive, finite number, got {self.rate}"
-            )
-        if self.budget is not None and self.budget < 0:
-            raise SettingError("greynoise_budget", f"must be 0 or more, got {self.budget}")
-        if not self.url.startswith(("http://", "https://")):
-            raise SettingError("greynoise_url", f"must be an http(s) URL, got {self.url!r}")
-
-    @property
-    def workers(self) -> int:
-        """Requests in flight: enough for the rate at up to a second of latency, at most 64."""
-        return max(2, min(64, math.ceil(self.rate) + 2))
 
 
 class _StopError(Exception):
@@ -134,7 +109,7 @@ class GreyNoiseClient:
         self._key = api_key
         self._sleep = sleep
         self.pacer = Pacer(settings.rate, clock)
-        self.requests_sent = 0
+        self.spending = Spending(settings.budget, settings.search_budget)
         self.breaker = CircuitBreaker(settings.failures_to_stop)
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
@@ -158,6 +133,16 @@ class GreyNoiseClient:
         """Close the keep-alive connections."""
         self.transport.close()
 
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far (retries included)."""
+        return self.spending.requests_sent
+
+    @property
+    def searches_spent(self) -> int:
+        """Searches spent so far (requests GreyNoise did no lookup for are not billed)."""
+        return self.spending.searches_spent
+
     # -- public ------------------------------------------------------------------------------
     def lookup(self, ips: Iterable[str]) -> Iterator[GreyNoiseAnswer]:
         """Answers as they arrive. IPv6 is ``skipped``; IPs not reached get no answer.
@@ -173,8 +158,11 @@ class GreyNoiseClient:
         if self.settings.mode == "community":
             yield from self._run(self._community, wanted, self.settings.workers)
         else:
-            chunks = _chunks(wanted, self.settings.batch_size, self.settings.budget is None)
-            for answers in self._run(self._enterprise, chunks, ENTERPRISE_WORKERS):
+            capped = self.settings.budget is not None or self.settings.search_budget is not None
+            chunks = _chunks(wanted, self.settings.batch_size, spread=not capped)
+            # Under a Search cap one chunk at a time: the Searches go to the IPs in their order.
+            workers = 1 if self.settings.search_budget is not None else ENTERPRISE_WORKERS
+            for answers in self._run(self._enterprise, chunks, workers):
                 yield from answers
         if self._stopped is not None:
             raise self._stopped
@@ -203,13 +191,20 @@ class GreyNoiseClient:
         try:
             return work(item)
         except _StopError as stop:
-            with self._lock:
-                self._stopped = self._stopped or stop.error
+            self._halt(stop.error)
             return None
 
+    def _halt(self, error: ServiceError) -> None:
+        """GreyNoise is finished for this run; the first reason stays."""
+        with self._lock:
+            self._stopped = self._stopped or error
+
     # -- one request, with pacing, budget, retries -------------------------------------------
-    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> HttpResponse:
-        """Send one request in the next paced slot, retrying what is worth retrying."""
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, searches: int = 1
+    ) -> HttpResponse:
+        """Send one request of ``searches`` Searches in the next paced slot, retrying what is
+        worth retrying (each attempt pays for itself)."""
         failures = throttles = 0
         while True:
             delay = self.pacer.reserve()
@@ -218,9 +213,9 @@ class GreyNoiseClient:
                 delay = self.pacer.held()
             if self._stopped is not None:  # checked after the wait: a stop may have come since
                 raise _StopError(self._stopped)
-            self._spend()
+            self._spend(searches)
             try:
-                response = self._send(method, path, body)
+                response = self._send(method, path, body, searches)
                 return self._check(response)
             except _ThrottledError:
                 throttles += 1
@@ -234,8 +229,11 @@ class GreyNoiseClient:
                 backoff = self.settings.backoff * 2 ** (failures - 1)
                 self._sleep(backoff * (0.5 + random.random() / 2))  # jitter
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> HttpResponse:
-        """One attempt, counted by the circuit breaker; a trip stops GreyNoise at once."""
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, searches: int
+    ) -> HttpResponse:
+        """One attempt, counted by the circuit breaker; a trip stops GreyNoise at once. Its
+        Searches are given back when GreyNoise did no lookup (`BILLED_STATUSES`, a timeout)."""
         try:
             response = self.transport.request(
                 method,
@@ -245,8 +243,12 @@ class GreyNoiseClient:
                 timeout=self.settings.timeout,
             )
         except TransportError as exc:
+            if not exc.stalled:  # no connection, or reset: no lookup was made
+                self.spending.give_back(searches)
             self._failed(Failure(exc.failure, exc.stalled))
             raise
+        if response.status_code not in BILLED_STATUSES:
+            self.spending.give_back(searches)
         if response.status_code >= 500:
             self._failed(Failure(f"HTTP {response.status_code}", stalled=False))
         else:
@@ -268,18 +270,11 @@ class GreyNoiseClient:
             stopped = self._stopped = self._stopped or error
         raise _StopError(stopped)
 
-    def _spend(self) -> None:
-        budget = self.settings.budget
-        with self._lock:
-            if budget is not None and self.requests_sent >= budget:
-                raise _StopError(
-                    QuotaExhaustedError(
-                        f"GreyNoise budget of {budget} requests for this run is spent: "
-                        "the IPs not asked keep their old blocks",
-                        reason="budget",
-                    )
-                )
-            self.requests_sent += 1
+    def _spend(self, searches: int) -> None:
+        try:
+            self.spending.take(searches)
+        except QuotaExhaustedError as spent:
+            raise _StopError(spent) from None
 
     def _check(self, response: HttpResponse) -> HttpResponse:
         """Return a usable response; raise `_RetryError` or `_StopError` for the others."""
@@ -330,32 +325,58 @@ class GreyNoiseClient:
             return GreyNoiseAnswer(ip, "error")
 
     def _enterprise(self, ips: list[str]) -> list[GreyNoiseAnswer]:
+        """Quick-check ``ips``; fetch full context for the IPs it found. The IPs a Search cap
+        leaves unasked get no answer (GreyNoise then stops: the cap is reached)."""
+        asked = self._fitting(ips, quick=True)
+        checked = self._multi(asked, quick=True)
+        answers = [answer for answer in checked if answer.status != "ok"]
         try:
-            response = self._request("POST", "/v3/ip", {"ips": ips})
-            body = _json(response, strict=True)
-            if response.status_code not in (200, 206) or not isinstance(body, dict):
+            answers += self._full([answer.ip for answer in checked if answer.status == "ok"])
+        except _StopError as stop:  # the quick check's not_found and errors still count
+            self._halt(stop.error)
+        if len(asked) < len(ips):
+            self._halt(self.spending.searches_spent_error())
+        return answers
+
+    def _full(self, found: list[str]) -> list[GreyNoiseAnswer]:
+        """The full context of the IPs a quick check found, as many as the Search cap allows."""
+        if not found:
+            return []
+        asked = self._fitting(found, quick=False)
+        answers = self._multi(asked, quick=False)
+        if len(asked) < len(found):
+            self._halt(self.spending.searches_spent_error())
+        return answers
+
+    def _fitting(self, ips: list[str], quick: bool) -> list[str]:
+        try:
+            return self.spending.fitting(ips, quick)
+        except QuotaExhaustedError as spent:
+            raise _StopError(spent) from None
+
+    def _multi(self, ips: list[str], quick: bool) -> list[GreyNoiseAnswer]:
+        """One ``POST /v3/ip`` (``quick``: ``?quick=true``): an answer per IP, ``error`` for
+        each when the request failed."""
+        path = "/v3/ip?quick=true" if quick else "/v3/ip"
+        try:
+            response = self._request("POST", path, {"ips": ips}, search_cost(len(ips), quick))
+            if response.status_code not in (200, 206):
                 raise ValueError(f"HTTP {response.status_code}")
-            asked = set(ips)
-            answers = {}
-            for item in body.get("data") or []:
-                if isinstance(item, dict) and item.get("ip") in asked:
-                    answers[item["ip"]] = enterprise_answer(item)
-            for ip in (body.get("request_metadata") or {}).get("ips_not_found") or []:
-                if ip in asked and ip not in answers:
-                    answers[ip] = GreyNoiseAnswer.not_observed(ip)
-        except (TransportError, _RetryError, ValueError, KeyError, TypeError):
+            answers = multi_answers(_json(response, strict=True), ips)
+        except (TransportError, _RetryError, ValueError):
             answers = {}
         return [answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in ips]
 
 
 def _chunks(ips: list[str], size: int, spread: bool) -> list[list[str]]:
-    """Enterprise requests: at most ``size`` IPs each. With ``spread``, fewer IPs than two
-    rounds of full requests go out in twice as many requests as there are workers (at least
-    `SPREAD_FLOOR` IPs each): the first answers then come back, and are written, while the
-    service still works on the others. Without it (a budget counts requests), as few as
-    possible."""
+    """Enterprise chunks (one quick check each): at most ``size`` IPs. With ``spread``, fewer
+    IPs than two rounds of full chunks go out in about twice as many chunks as there are
+    workers, each a multiple of `SPREAD_FLOOR` IPs (a quick check bills per started 1,000):
+    the first answers then come back, and are written, while the service still works on the
+    others. Without it (a cap counts requests or Searches), as few as possible."""
     if spread:
-        size = min(size, max(SPREAD_FLOOR, -(-len(ips) // (2 * ENTERPRISE_WORKERS))))
+        share = -(-len(ips) // (2 * ENTERPRISE_WORKERS))
+        size = min(size, max(SPREAD_FLOOR, -(-share // SPREAD_FLOOR) * SPREAD_FLOOR))
     return [ips[i : i + size] for i in range(0, len(ips), size)]
 
 

@@ -1,10 +1,13 @@
 """GreyNoise's answers, read: the community and v3 bodies onto our block, Retry-After, the
-daily-limit 429 (shared/protocols/greynoise.md). Pure functions; `GreyNoiseClient` uses them."""
+daily-limit 429 (shared/protocols/greynoise.md). Pure functions; `GreyNoiseClient` uses them.
+
+A v3 body (full context or ``quick=true``) is read item by item (`multi_answers`): an item or a
+field of the wrong shape is that IP's ``error`` (or a null field), never an exception."""
 
 from __future__ import annotations
 
 import email.utils
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -23,6 +26,16 @@ class GreyNoiseAnswer:
     name: str | None = None
     last_seen: str | None = None
     link: str | None = None
+    # From the full v3 record of an IP seen scanning (null elsewhere: community mode, a quick
+    # check, a RIOT-only IP).
+    actor: str | None = None
+    tags: tuple[str, ...] | None = None
+    cves: tuple[str, ...] | None = None
+    vpn: bool | None = None
+    vpn_service: str | None = None
+    tor: bool | None = None
+    first_seen: str | None = None
+    spoofable: bool | None = None
 
     @classmethod
     def not_observed(cls, ip: str) -> GreyNoiseAnswer:
@@ -88,20 +101,76 @@ def community_answer(ip: str, status_code: int, body: Any) -> GreyNoiseAnswer:
     )
 
 
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _texts(values: Any) -> tuple[str, ...] | None:
+    """A list of strings (CVEs), or of tag objects (their ``name``, else ``slug``); one tag
+    object alone counts as a list of one. None when the field is absent or of another shape."""
+    if isinstance(values, dict):
+        values = [values]
+    if not isinstance(values, list):
+        return None
+    names = ((v.get("name") or v.get("slug")) if isinstance(v, dict) else v for v in values)
+    return tuple(name for name in names if isinstance(name, str) and name)
+
+
+def _part(item: dict[str, Any], key: str) -> dict[str, Any]:
+    part = item.get(key)
+    return part if isinstance(part, dict) else {}
+
+
 def enterprise_answer(item: dict[str, Any]) -> GreyNoiseAnswer:
-    """Map one v3 ``data[]`` item (full or quick) onto the block."""
+    """Map one v3 ``data[]`` item (full or quick) onto the block; found in neither dataset is
+    ``not_found``."""
     ip = str(item["ip"])
-    scanner = item.get("internet_scanner_intelligence") or {}
-    business = item.get("business_service_intelligence") or {}
-    noise = bool(scanner.get("found"))
-    riot = bool(business.get("found"))
-    if noise:
-        classification = _text(scanner.get("classification")) or "unknown"
-    else:
-        classification = "benign" if riot else "unknown"
-    name = (_text(business.get("name")) if riot else None) or _text(scanner.get("actor"))
+    scanner = _part(item, "internet_scanner_intelligence")
+    business = _part(item, "business_service_intelligence")
+    noise = scanner.get("found") is True
+    riot = business.get("found") is True
+    if not (noise or riot):
+        return GreyNoiseAnswer.not_observed(ip)
+    classification = (_text(scanner.get("classification")) or "unknown") if noise else "benign"
+    actor = _text(scanner.get("actor")) if noise else None
+    name = (_text(business.get("name")) if riot else None) or actor
     last_seen = _midnight(scanner.get("last_seen")) if noise else None
     if last_seen is None and riot:
         last_seen = _midnight(business.get("last_updated"))
-    link = f"{VIZ}/ip/{ip}" if noise else (f"{VIZ}/riot/{ip}" if riot else None)
-    return GreyNoiseAnswer(ip, "ok", noise, riot, classification, name, last_seen, link)
+    link = f"{VIZ}/ip/{ip}" if noise else f"{VIZ}/riot/{ip}"
+    answer = GreyNoiseAnswer(ip, "ok", noise, riot, classification, name, last_seen, link)
+    return replace(answer, **_scanner_context(scanner)) if noise else answer
+
+
+def _scanner_context(scanner: dict[str, Any]) -> dict[str, Any]:
+    """The fields operators use from the full record of an IP seen scanning."""
+    return {
+        "actor": _text(scanner.get("actor")),
+        "tags": _texts(scanner.get("tags")),
+        "cves": _texts(scanner.get("cves")),
+        "vpn": _flag(scanner.get("vpn")),
+        "vpn_service": _text(scanner.get("vpn_service")),
+        "tor": _flag(scanner.get("tor")),
+        "first_seen": _midnight(scanner.get("first_seen")),
+        "spoofable": _flag(scanner.get("spoofable")),
+    }
+
+
+def multi_answers(body: Any, asked: list[str]) -> dict[str, GreyNoiseAnswer]:
+    """Each asked IP's answer in a v3 multi body: its ``data`` item, ``not_found`` when listed
+    in ``request_metadata.ips_not_found``, else ``error``. Items of IPs not asked are ignored.
+    Raises ValueError when the body is not a JSON object."""
+    if not isinstance(body, dict):
+        raise ValueError("not a v3 answer")
+    wanted = set(asked)
+    answers: dict[str, GreyNoiseAnswer] = {}
+    data = body.get("data")
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("ip"), str) and item["ip"] in wanted:
+            answers[item["ip"]] = enterprise_answer(item)
+    metadata = body.get("request_metadata")
+    missing = metadata.get("ips_not_found") if isinstance(metadata, dict) else None
+    for ip in missing if isinstance(missing, list) else []:
+        if isinstance(ip, str) and ip in wanted and ip not in answers:
+            answers[ip] = GreyNoiseAnswer.not_observed(ip)
+    return {ip: answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in asked}

@@ -94,6 +94,12 @@ def cymru_block(world: World, prefix: Prefix | None, cached_at: datetime) -> dic
     }
 
 
+# The block's keys only the enterprise full-context lookup fills (null in community mode).
+FULL_RECORD_ONLY: dict[str, Any] = dict.fromkeys(
+    ("actor", "tags", "cves", "vpn", "vpn_service", "tor", "first_seen", "spoofable")
+)
+
+
 def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str, Any]:
     """The greynoise block the refresh writes for ``address`` (community mode)."""
     if ":" in address:
@@ -107,6 +113,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
             "name": None,
             "last_seen": None,
             "link": None,
+            **FULL_RECORD_ONLY,
             "status": "not_found",
             "cached_at": _iso(cached_at),
         }
@@ -118,6 +125,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
         "name": record.name,
         "last_seen": f"{record.last_seen}T00:00:00+00:00",
         "link": f"https://viz.greynoise.io/{kind}/{address}",
+        **FULL_RECORD_ONLY,
         "status": "ok",
         "cached_at": _iso(cached_at),
     }

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -152,13 +152,21 @@ class Prefix:
 
 @dataclass(frozen=True)
 class GreyNoiseRecord:
-    """What GreyNoise knows about an IP it has observed (noise) or lists (RIOT)."""
+    """What GreyNoise knows about an IP it has observed (noise) or lists (RIOT); the scanner
+    context (tags to spoofable) is what its full v3 record holds for an IP seen scanning."""
 
     noise: bool
     riot: bool
     classification: str
     name: str
     last_seen: str
+    tags: tuple[str, ...] = ()
+    cves: tuple[str, ...] = ()
+    vpn: bool = False
+    vpn_service: str = ""
+    tor: bool = False
+    first_seen: str = ""
+    spoofable: bool = False
 
 
 # Entries of the protocol references, so the simulators reproduce their literal lines.
@@ -203,6 +211,10 @@ _KNOWN_GREYNOISE: Final = {
 }
 _ACTORS: Final = ("Shodan.io", "Censys", "BinaryEdge", "Stretchoid", "Palo Alto Networks")
 _SERVICES: Final = ("Cloudflare", "Google Public DNS", "Microsoft Azure", "Akamai", "Fastly")
+_TAGS: Final = ("SSH Bruteforcer", "Mirai", "Telnet Worm", "Web Crawler", "ZMap Client",
+                "Generic IoT Default Password Attempt")  # fmt: skip
+_CVES: Final = ("CVE-2021-44228", "CVE-2023-46604", "CVE-2024-3400", "CVE-2022-26134")
+_VPNS: Final = ("IPVANISH_VPN", "NORD_VPN", "MULLVAD_VPN")
 
 
 def _digest(seed: int, text: str) -> int:
@@ -323,10 +335,29 @@ class World:
             actor = (
                 _ACTORS[(value >> 16) % len(_ACTORS)] if classification == "benign" else "unknown"
             )
-            return GreyNoiseRecord(True, False, classification, actor, seen)
+            return GreyNoiseRecord(
+                True, False, classification, actor, seen, **self._scanner_context(address, seen)
+            )
         if draw < 0.45:
             return GreyNoiseRecord(False, True, "benign", _SERVICES[(value >> 16) % 5], seen)
         return None
+
+    def _scanner_context(self, address: str, last_seen: str) -> dict[str, Any]:
+        """Tags, CVEs, VPN/Tor, first_seen and spoofable of an IP seen scanning."""
+        value = _digest(self.seed, "greynoise-context:" + address)
+        tags = tuple(tag for bit, tag in enumerate(_TAGS) if value >> bit & 7 == 0)
+        cves = tuple(cve for bit, cve in enumerate(_CVES) if value >> (8 + bit) & 15 == 0)
+        vpn = value >> 16 & 31 == 0
+        first = date.fromisoformat(last_seen) - timedelta(days=value >> 24 & 511)
+        return {
+            "tags": tags,
+            "cves": cves,
+            "vpn": vpn,
+            "vpn_service": _VPNS[(value >> 40) % len(_VPNS)] if vpn else "",
+            "tor": value >> 34 & 31 == 1,
+            "first_seen": first.isoformat(),
+            "spoofable": value >> 44 & 7 == 0,
+        }
 
     # -- sampling ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ RANGES = {
     "--chunk-latency-ms": Range(0, 60_000, "ms"),
     "--fault-rate": Range(0, 1, "(a share of the sessions or requests)"),
     "--rate": Range(0, 100_000, "requests per second", above=True),
-    "--daily-limit": Range(0, 1_000_000_000, "lookups"),
+    "--daily-limit": Range(0, 1_000_000_000, "Searches"),
     "--slow-seconds": Range(0, 3_600, "seconds"),
 }
 Port = Annotated[int, typer.Option(help="TCP port on 127.0.0.1, 0 to 65,535 (0: any free port)")]
@@ -96,7 +96,11 @@ def greynoise(
         float | None, typer.Option(help="requests per second before 429, at most 100,000")
     ] = None,
     daily_limit: Annotated[
-        int | None, typer.Option(help="lookups before the daily-limit 429, 0 to 1,000,000,000")
+        int | None,
+        typer.Option(
+            help="Searches a day before the daily-limit 429 (a community lookup is one, a quick "
+            "check one per 1,000 IPs, a full lookup one per IP), 0 to 1,000,000,000"
+        ),
     ] = None,
     retry_after: Annotated[
         RetryAfter, typer.Option(help="form of Retry-After on a throttling 429")

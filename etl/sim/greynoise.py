@@ -5,8 +5,10 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
 - ``POST /v3/ip[?quick=true]`` with ``{"ips": [...]}`` (at most 10,000) and
   ``GET /v3/ip/{ip}``: enterprise items, ``request_metadata.ips_not_found``;
 - ``key`` header checked when ``--key`` is set (401), a token bucket of ``--rate`` requests/s
-  (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit
-  (``--daily-limit``, the daily-limit 429 body);
+  (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit of
+  Searches (``--daily-limit``, the daily-limit 429 body; billing in `etl.sim.greynoise_quota`);
+- the JSON-lines log: per request its method, path, ``quick``, IPs, status and the
+  ``searches`` it was billed;
 - faults on a ``--fault-rate`` share of requests: ``5xx``, ``slow``, ``reset``, ``malformed``,
   ``429``.
 """
@@ -24,12 +26,13 @@ import struct
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from etl.sample.world import World
 from etl.sim.common import (
@@ -51,6 +54,7 @@ from etl.sim.greynoise_bodies import (
     daily_limit_body,
     enterprise_item,
 )
+from etl.sim.greynoise_quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
 
 FAULTS = GREYNOISE_FAULTS
 MAX_MULTI = 10_000
@@ -74,30 +78,6 @@ def _requested(path: str, body: bytes, multi: bool, ips: list[str]) -> Response 
     return None
 
 
-class TokenBucket:
-    """Requests per second with a one-second burst; None rate means unlimited."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate or 1.0)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> float:
-        """Take a token; return 0, or the seconds until one is available."""
-        if self.rate is None:
-            return 0.0
-        with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return 0.0
-            return (1 - self.tokens) / self.rate
-
-
 class GreyNoiseSimulator:
     """The state shared by all request handlers."""
 
@@ -118,21 +98,12 @@ class GreyNoiseSimulator:
         self.key = key
         self.bucket = TokenBucket(rate)
         self.daily_limit = daily_limit
+        self.today = DailyLimit(daily_limit)
         self.latency = latency_ms / 1000
         self.faults = faults or FaultPlan(None, 0.0, 0)
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.log = log or RequestLog(None)
-        self.spent = 0
-        self._lock = threading.Lock()
-
-    def spend(self) -> bool:
-        """Count one lookup against the daily limit; False when it is spent."""
-        with self._lock:
-            if self.daily_limit is not None and self.spent >= self.daily_limit:
-                return False
-            self.spent += 1
-            return True
 
     def retry_after_header(self, wait: float) -> dict[str, str]:
         """The Retry-After header for a throttling 429, in the configured style."""
@@ -218,17 +189,22 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         sim = self.server.simulator
         parts = urlsplit(self.path)
+        quick = parse_qs(parts.query).get("quick", [""])[-1].lower() == "true"
         ips: list[str] = []
         body: bytes = b""
         if method == "POST":
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-        status, response, headers = self._route(sim, method, parts.path, parts.query, body, ips)
+        bill = Bill()
+        status, response, headers = self._route(sim, method, parts.path, quick, body, ips, bill)
+        searches = bill.settle(sim.today, status)
         sim.log.record(
             method=method,
             path=parts.path,
+            quick=quick,
             ips=ips,
             status=status,
+            searches=searches,
             authenticated=self.headers.get("key") is not None,
         )
         if status == 0:
@@ -241,9 +217,10 @@ class Handler(BaseHTTPRequestHandler):
         sim: GreyNoiseSimulator,
         method: str,
         path: str,
-        query: str,
+        quick: bool,
         body: bytes,
         ips: list[str],
+        bill: Bill,
     ) -> Response:
         community = method == "GET" and path.startswith("/v3/community/")
         single = method == "GET" and path.startswith("/v3/ip/")
@@ -253,7 +230,8 @@ class Handler(BaseHTTPRequestHandler):
         refused = _requested(path, body, multi, ips)
         if refused is not None:
             return refused
-        refused, fault = self._gate(sim)
+        bill.searches = searches_billed(len(ips), quick, enterprise=not community)
+        refused, fault = self._gate(sim, bill)
         if refused is not None:
             return refused
         if community:
@@ -261,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
                 return 400, INVALID_IPV4, {}
             status, answer = community_body(ips[0], sim.world.greynoise(ips[0]))
         else:
-            answer = self._enterprise(sim, ips, quick="quick=true" in query.lower())
+            answer = self._enterprise(sim, ips, quick)
             status = 200
             if single:
                 found = answer["data"]
@@ -271,8 +249,9 @@ class Handler(BaseHTTPRequestHandler):
             return status, json.dumps(answer).encode()[: max(5, len(json.dumps(answer)) // 2)], {}
         return status, answer, {}
 
-    def _gate(self, sim: GreyNoiseSimulator) -> tuple[Response | None, str | None]:
-        """Key, rate limit, daily limit and faults: a refusal, or None; and the fault drawn."""
+    def _gate(self, sim: GreyNoiseSimulator, bill: Bill) -> tuple[Response | None, str | None]:
+        """Key, rate limit, daily limit (the request's Searches) and faults: a refusal, or
+        None; and the fault drawn."""
         key = self.headers.get("key")
         if sim.key is not None and key != sim.key:
             return (401, UNAUTHORIZED, {}), None
@@ -280,7 +259,8 @@ class Handler(BaseHTTPRequestHandler):
         fault = sim.faults.draw()
         if wait or fault == "429":
             return (429, THROTTLED, sim.retry_after_header(wait or 1.0)), fault
-        if not sim.spend():
+        bill.taken = sim.today.take(bill.searches)
+        if not bill.taken:
             plan = "unauthenticated" if key is None else "community"
             return (429, daily_limit_body(sim.daily_limit or 0, plan), {}), fault
         if sim.latency:
@@ -310,6 +290,24 @@ class Handler(BaseHTTPRequestHandler):
                 "ips_not_found": not_found,
             },
         }
+
+
+@dataclass
+class Bill:
+    """The Searches of one request, and whether the daily limit took them."""
+
+    searches: int = 0
+    taken: bool = False
+
+    def settle(self, today: DailyLimit, status: int) -> int:
+        """The Searches billed for an answer of ``status``; those of a refused or faulted
+        request go back to the day."""
+        if not self.taken:
+            return 0
+        if status in BILLED_STATUSES:
+            return self.searches
+        today.give_back(self.searches)
+        return 0
 
 
 class GreyNoiseServer(ThreadingHTTPServer):

@@ -42,6 +42,24 @@ def community_body(address: str, record: GreyNoiseRecord | None) -> tuple[int, d
     }
 
 
+def tag_object(name: str) -> dict[str, Any]:
+    """A v3 tag (schema ``IPResponseV3Tags``) for the tag ``name``."""
+    slug = name.lower().replace(" ", "-")
+    return {
+        "id": f"00000000-0000-4000-8000-{sum(map(ord, slug)):012d}",
+        "slug": slug,
+        "name": name,
+        "category": "activity",
+        "intention": "malicious",
+        "description": f"This IP address was observed as a {name}.",
+        "references": [],
+        "recommend_block": False,
+        "cves": [],
+        "created_at": "2020-04-07",
+        "updated_at": "2026-11-01",
+    }
+
+
 def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[str, Any]:
     """One ``data[]`` item of the v3 IP lookup."""
     if quick:
@@ -67,26 +85,31 @@ def enterprise_item(address: str, record: GreyNoiseRecord, quick: bool) -> dict[
             reference="",
             trust_level="1",
         )
+    return {
+        "ip": address,
+        "business_service_intelligence": riot,
+        "internet_scanner_intelligence": _scanner(address, record),
+    }
+
+
+def _scanner(address: str, record: GreyNoiseRecord) -> dict[str, Any]:
+    """``internet_scanner_intelligence`` of the full record."""
     scanner: dict[str, Any] = {"found": record.noise, "classification": ""}
     if record.noise:
         scanner.update(
             ip=address,
             seen=True,
             classification=record.classification,
-            first_seen="2025-06-01",
             last_seen=record.last_seen,
             last_seen_timestamp=f"{record.last_seen}T08:00:00Z",
+            first_seen=record.first_seen,
             actor=record.name,
-            spoofable=False,
-            cves=[],
-            tor=False,
-            vpn=False,
-            vpn_service="",
+            spoofable=record.spoofable,
+            cves=list(record.cves),
+            tor=record.tor,
+            vpn=record.vpn,
+            vpn_service=record.vpn_service,
             metadata={"asn": "", "source_country_code": "", "organization": "", "rdns": ""},
-            tags=[],
+            tags=[tag_object(name) for name in record.tags],
         )
-    return {
-        "ip": address,
-        "business_service_intelligence": riot,
-        "internet_scanner_intelligence": scanner,
-    }
+    return scanner
