@@ -75,6 +75,7 @@ class GreyNoiseSettings:
     mode: str = "community"
     rate: float = 10.0
     budget: int | None = None
+    search_budget: int | None = None
     timeout: float = 15.0
     retries: int = 3
     backoff: float = 1.0
@@ -92,6 +93,10 @@ class GreyNoiseSettings:
             )
         if self.budget is not None and self.budget < 0:
             raise SettingError("greynoise_budget", f"must be 0 or more, got {self.budget}")
+        if self.search_budget is not None and self.search_budget < 0:
+            raise SettingError(
+                "greynoise_daily_budget", f"must leave 0 or more, got {self.search_budget}"
+            )
         if not self.url.startswith(("http://", "https://")):
             raise SettingError("greynoise_url", f"must be an http(s) URL, got {self.url!r}")
 
@@ -135,6 +140,7 @@ class GreyNoiseClient:
         self._sleep = sleep
         self.pacer = Pacer(settings.rate, clock)
         self.requests_sent = 0
+        self.searches_spent = 0  # GreyNoise Searches (what search_budget caps)
         self.breaker = CircuitBreaker(settings.failures_to_stop)
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
@@ -173,7 +179,10 @@ class GreyNoiseClient:
         if self.settings.mode == "community":
             yield from self._run(self._community, wanted, self.settings.workers)
         else:
-            chunks = _chunks(wanted, self.settings.batch_size, self.settings.budget is None)
+            size = self.settings.batch_size
+            if self.settings.search_budget:  # a full lookup costs one Search per IP
+                size = min(size, self.settings.search_budget)
+            chunks = _chunks(wanted, size, self.settings.budget is None)
             for answers in self._run(self._enterprise, chunks, ENTERPRISE_WORKERS):
                 yield from answers
         if self._stopped is not None:
@@ -218,7 +227,7 @@ class GreyNoiseClient:
                 delay = self.pacer.held()
             if self._stopped is not None:  # checked after the wait: a stop may have come since
                 raise _StopError(self._stopped)
-            self._spend()
+            self._spend(len(body["ips"]) if body else 1)
             try:
                 response = self._send(method, path, body)
                 return self._check(response)
@@ -268,9 +277,14 @@ class GreyNoiseClient:
             stopped = self._stopped = self._stopped or error
         raise _StopError(stopped)
 
-    def _spend(self) -> None:
-        budget = self.settings.budget
+    def _spend(self, searches: int) -> None:
+        """Count a request about to be sent, and the ``searches`` it costs, or stop GreyNoise
+        when the run's budget or Search budget would be exceeded.
+
+        A minimal Search count: one per community request, one per IP of an enterprise
+        request (a full lookup)."""
         with self._lock:
+            budget, searches_left = self.settings.budget, self.settings.search_budget
             if budget is not None and self.requests_sent >= budget:
                 raise _StopError(
                     QuotaExhaustedError(
@@ -279,7 +293,17 @@ class GreyNoiseClient:
                         reason="budget",
                     )
                 )
+            if searches_left is not None and self.searches_spent + searches > searches_left:
+                raise _StopError(
+                    QuotaExhaustedError(
+                        f"GreyNoise daily budget reached ({self.searches_spent} Searches spent "
+                        f"in this run, {searches_left} were left today): GreyNoise stopped for "
+                        "this run; the IPs not asked keep their old blocks",
+                        reason="daily_budget",
+                    )
+                )
             self.requests_sent += 1
+            self.searches_spent += searches
 
     def _check(self, response: HttpResponse) -> HttpResponse:
         """Return a usable response; raise `_RetryError` or `_StopError` for the others."""
