@@ -32,6 +32,7 @@ _F = {path: f"f[{i + 1}]" for i, path in enumerate(_PATHS)}
 
 SELECTION_SCHEMA = {
     "ip": pl.String,
+    "priority": pl.Int64,  # 0 first: the order the max_ips setting chooses in
     "is_new": pl.Boolean,
     "never_enriched": pl.Boolean,
     "first_seen": pl.Datetime("us", "UTC"),
@@ -198,7 +199,8 @@ def _enabled(rules: SelectionRules) -> dict[str, bool]:
 
 def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     """IPs to refresh: chosen never-enriched first, then by last_seen descending (what
-    the max_ips setting keeps), and returned new IPs first, then in the order the table stores them.
+    the max_ips setting keeps; the ``priority`` column keeps that order), and returned new IPs
+    first, then in the order the table stores them.
 
     The run asks the services and commits in this order, so each chunk's rows share pages:
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
@@ -216,6 +218,7 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     # max_ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
+    frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("priority"))
     frame = frame.sort("position", nulls_last=False, maintain_order=True).drop("position")
     return frame.cast(SELECTION_SCHEMA)  # type: ignore[arg-type]
 
