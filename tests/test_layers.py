@@ -10,7 +10,7 @@ Layers, top first; a module may import its own layer and those below it, never o
    (``etl.sample.*``, ``etl.sim.*``)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
 5. steps: ``etl.validation``, ``etl.maxmind`` (and ``etl.maxmind_check``), ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
-   ``etl.commit``
+   ``etl.commit``, ``etl.runlog`` (a run's row in the run log, the GreyNoise daily budget)
 3. reporting: ``etl.report``, ``etl.progress``
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
    database do not import each other
@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "etl.greynoise": 5,
     "etl.merge": 5,
     "etl.commit": 5,
+    "etl.runlog": 5,
     "etl.report": 3,
     "etl.progress": 3,
     "etl.clients": 2,

@@ -3,15 +3,23 @@ them, on SQLite and PostgreSQL; rows written with bound values and read back."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import etl.runlog
+from etl.config import RefreshConfig, Source
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
 from etl.db.url import parse_database_url
+from etl.errors import DatabaseBusyError, DatabaseError
+from etl.pipeline import refresh
+from etl.report import LineReporter
+from etl.sample.build import build_sample
 
 HOSTILE = "x'); DROP TABLE ip_inventory;--"
 START = datetime(2025, 1, 2, 23, 59, 30, tzinfo=UTC)
@@ -93,3 +101,104 @@ def test_without_a_run_log_nothing_is_read_nor_created(tmp_path: Path, compat_sq
         assert runlog.searches_on(db, date(2025, 1, 2)) == 0
         assert runlog.recent_runs(db, 3).height == 0
         assert not runlog.has_run_log(db)
+
+
+# -- the rows runs leave ----------------------------------------------------------------------
+
+
+class StopAt(LineReporter):
+    """Quiet lines; raises ``error`` when the phase ``phase`` starts."""
+
+    def __init__(self, phase: str, error: BaseException) -> None:
+        super().__init__(verbosity=-1)
+        self.phase, self.error = phase, error
+
+    def phase_started(self, phase: str, total: int) -> None:
+        if phase == self.phase:
+            raise self.error
+
+
+@pytest.fixture
+def sample_url(any_db_url: str, tmp_path: Path) -> str:
+    """A 200-IP sample database (SQLite in WAL mode, or PostgreSQL) and its MaxMind files."""
+    build_sample(any_db_url, 200, 3, tmp_path / "mm")
+    return any_db_url
+
+
+def offline(db_url: str, tmp_path: Path, **extra: Any) -> RefreshConfig:
+    """A refresh that asks no network service."""
+    skip = frozenset({Source.CYMRU, Source.GREYNOISE})
+    return RefreshConfig(db_url=db_url, maxmind_dir=tmp_path / "mm", skip=skip, **extra)
+
+
+def runs(db_url: str) -> list[dict[str, Any]]:
+    with Database(parse_database_url(db_url), read_only=True) as db:
+        return list(reversed(runlog.recent_runs(db, 100).to_dicts()))
+
+
+def test_every_run_that_writes_leaves_one_row_dry_runs_none(
+    sample_url: str, tmp_path: Path
+) -> None:
+    first = refresh(offline(sample_url, tmp_path), LineReporter(verbosity=-1))
+    refresh(offline(sample_url, tmp_path, dry_run=True), LineReporter(verbosity=-1))
+    with pytest.raises(KeyboardInterrupt):
+        refresh(offline(sample_url, tmp_path, only_ips=("1.2.3.4",)),
+                StopAt("validate", KeyboardInterrupt("signal 15")))  # fmt: skip
+    with pytest.raises(DatabaseBusyError):
+        busy = DatabaseBusyError(f"database write gave up: {HOSTILE}")
+        refresh(offline(sample_url, tmp_path, only_ips=("1.2.3.4",)), StopAt("maxmind", busy))
+    rows = runs(sample_url)
+    assert [(r["run_id"], r["outcome"], r["exit_code"]) for r in rows] == [
+        (1, "finished", 0), (2, "interrupted", 1), (3, "failed", 1)
+    ]  # fmt: skip
+    done = rows[0]
+    assert first.run_id == 1 and first.outcome == "finished"
+    assert done["started_at"] == datetime.fromisoformat(first.started_at or "")
+    assert done["started_at"] <= done["ended_at"]
+    assert (done["selected"], done["new_ips"], done["bogons"]) == (
+        first.selected, first.new_ips, first.bogons
+    )  # fmt: skip
+    for count in ("queried", "ok", "not_found", "error", "skipped"):
+        assert done[f"maxmind_{count}"] == getattr(first.sources["maxmind"], count)
+    assert done["maxmind_queried"] > 0 and done["cymru_queried"] == 0
+    assert (done["ip_rows_written"], done["asn_rows_written"]) == (
+        first.upserted, first.asn_upserted
+    )  # fmt: skip
+    assert done["greynoise_searches"] == 0 and done["greynoise_searches_by_day"] == "{}"
+    assert done["error"] is None and done["etl_version"]
+    assert rows[1]["error"] == "interrupted (signal 15): committed chunks are kept"
+    assert rows[2]["error"] == f"run failed: database write gave up: {HOSTILE}"
+
+
+def test_the_sqlite_file_stays_in_wal_mode(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(url, 50, 3, tmp_path / "mm")
+    refresh(offline(url, tmp_path), LineReporter(verbosity=-1))
+    con = sqlite3.connect(tmp_path / "h.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert con.execute("SELECT outcome FROM etl_run_log").fetchall() == [("finished",)]
+    con.close()
+
+
+def test_a_log_that_cannot_be_written_never_hides_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(url, 50, 3, tmp_path / "mm")
+    real = etl.runlog.write_run
+
+    def only_the_first(db: Database, row: dict[str, Any]) -> None:
+        if row["outcome"] != "running":
+            raise DatabaseError("the disk is full")
+        real(db, row)
+
+    monkeypatch.setattr(etl.runlog, "write_run", only_the_first)
+    notes: list[str] = []
+    reporter = StopAt("maxmind", DatabaseBusyError("gave up after 300 s"))
+    reporter.note = notes.append  # type: ignore[method-assign]
+    with pytest.raises(DatabaseBusyError, match="gave up after 300 s"):
+        refresh(offline(url, tmp_path), reporter)
+    assert any("could not be updated (the disk is full)" in note for note in notes)
+    summary = refresh(offline(url, tmp_path), LineReporter(verbosity=-1))  # a completed run
+    assert summary.exit_code == 0 and summary.outcome == "finished"
+    assert [r["outcome"] for r in runs(url)] == ["running", "running"]  # as after a kill
