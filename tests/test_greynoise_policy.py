@@ -238,6 +238,27 @@ def test_the_budget_counts_requests_and_stops_when_spent() -> None:
     )
 
 
+def test_the_search_budget_stops_with_reason_daily_budget() -> None:
+    client, transport, _ = make(community_ok, search_budget=7)  # one Search per request
+    answers, error = collect(client, ips(20))
+    assert isinstance(error, QuotaExhaustedError) and error.reason == "daily_budget"
+    assert len(transport.sent) == len(answers) == 7 == client.searches_spent
+    client, transport, _ = make(community_ok, search_budget=0)
+    answers, error = collect(client, ips(3))
+    assert isinstance(error, QuotaExhaustedError) and not transport.sent and not answers
+
+
+def test_enterprise_full_lookups_cost_a_search_per_ip() -> None:
+    def not_found(method: str, path: str, body: Any) -> HttpResponse:
+        return response(200, {"data": [], "request_metadata": {"ips_not_found": body["ips"]}})
+
+    client, transport, _ = make(not_found, mode="enterprise", search_budget=25)
+    answers, error = collect(client, ips(60))
+    assert isinstance(error, QuotaExhaustedError) and error.reason == "daily_budget"
+    assert [len(body["ips"]) for _, _, body in transport.sent] == [25]
+    assert client.searches_spent == 25 == len(answers)
+
+
 def test_ipv6_is_skipped_in_community_mode_without_a_request() -> None:
     client, transport, _ = make(community_ok)
     answers = {a.ip: a.status for a in client.lookup(["2001:db8::1", "203.0.113.7"])}
