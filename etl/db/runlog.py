@@ -19,7 +19,16 @@ import polars as pl
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
 
-__all__ = ["RUN_LOG_SCHEMA", "RUN_LOG_TABLE", "next_run_id", "recent_runs", "searches_on"]
+__all__ = [
+    "RUN_LOG_SCHEMA",
+    "RUN_LOG_TABLE",
+    "day_searches",
+    "has_run_log",
+    "next_run_id",
+    "recent_runs",
+    "searches_on",
+    "write_run",
+]
 
 _POLARS_TYPES: dict[str, pl.DataType] = {
     "id": pl.Int64(),
@@ -61,16 +70,25 @@ def write_run(db: Database, row: dict[str, Any]) -> None:
 def searches_on(db: Database, day: date) -> int:
     """GreyNoise Searches spent on the UTC ``day`` by every run in the log, counting for a run
     still ``running`` (or killed) what it was allowed to spend (0 without a run log)."""
+    return sum(day_searches(db, day))
+
+
+def day_searches(db: Database, day: date) -> tuple[int, int]:
+    """GreyNoise Searches of the UTC ``day``: spent by runs that ended, and reserved by runs
+    whose row says ``running`` (running now, or killed)."""
     if not has_run_log(db):
-        return 0
+        return 0, 0
     key = day.isoformat()
     with db.duck_errors("reading the run log"):
         rows = db.duck.execute(
-            f"SELECT CAST(greynoise_searches_by_day AS VARCHAR) FROM {db.table(RUN_LOG_TABLE)} "
+            "SELECT CAST(outcome AS VARCHAR), CAST(greynoise_searches_by_day AS VARCHAR) "
+            f"FROM {db.table(RUN_LOG_TABLE)} "
             "WHERE contains(CAST(greynoise_searches_by_day AS VARCHAR), $key)",
             {"key": json.dumps(key)},
         ).fetchall()
-    return sum(_spent(text, key) for (text,) in rows)
+    spent = sum(_spent(text, key) for outcome, text in rows if outcome != "running")
+    reserved = sum(_spent(text, key) for outcome, text in rows if outcome == "running")
+    return spent, reserved
 
 
 def _spent(text: str | None, key: str) -> int:
