@@ -43,7 +43,8 @@ def _freshness(report: StatusReport) -> list[str]:
         ]
         lines.append(f"{name:<10}" + "".join(f"{c:>13}" for c in cells) + f"{source.due:>13,}")
     lines.append(
-        "(Cymru is needed only for IPs MaxMind has no ASN for; due now: what a refresh asks)"
+        "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind "
+        "ASN)"
     )
     return lines
 
