@@ -30,9 +30,12 @@ from etl.db.ddl import RUN_LOG_COUNTS, RUN_LOG_SOURCES
 from etl.db.runlog import next_run_id, searches_on, write_run
 from etl.report import Reporter, RunSummary, SourceStop
 
-# A failed or interrupted run waits at most this long to write its row: the database may be
-# the reason it failed, and systemd stops a unit 30 s after SIGTERM.
-FAILED_RUN_WAIT_SECONDS = 5.0
+# The ``running`` row does not wait for another writer's lock (one try: SQLite's busy slice,
+# about a second): the run goes on without it, as its commits wait for the lock.
+START_WAIT_SECONDS = 0.0
+# The row of a failed or interrupted run waits at most this long: the database may be why it
+# failed, and systemd stops a unit 30 s after SIGTERM.
+SHORT_WAIT_SECONDS = 5.0
 
 
 def utc_day(moment: datetime) -> date:
@@ -157,19 +160,22 @@ def logged_run(
     secrets: tuple[str, ...] = (),
 ) -> Iterator[None]:
     """Write the run's ``running`` row, run the block, then say in ``summary`` how the run
-    ended and write its final row, also when it failed or was interrupted. A failure to write
-    the final row is one note (the ``running`` row and its reservation then stay); it never
-    hides the run's own error."""
+    ended and write its final row, also when it failed or was interrupted.
+
+    The ``running`` row does not wait for another writer's lock: the run then goes on without
+    it (the services are asked while the lock is held, as the commits wait for it) and writes
+    its row at the end. A row that cannot be written is one note; it never hides the
+    run's own error."""
     summary.run_id = next_run_id(db)
-    write_run(db, run_row(summary, cap))
+    started = _write(db, run_row(summary, cap), notify, START_WAIT_SECONDS)
     try:
         yield
     except BaseException as exc:
         summary.end(clock(), exc, secrets)
-        _write_end(db, summary, budget, cap, notify, FAILED_RUN_WAIT_SECONDS)
+        _write_end(db, summary, budget, cap, notify, SHORT_WAIT_SECONDS, started)
         raise
     summary.end(clock())
-    _write_end(db, summary, budget, cap, notify, None)
+    _write_end(db, summary, budget, cap, notify, None, started)
 
 
 def _write_end(
@@ -179,18 +185,33 @@ def _write_end(
     cap: int | None,
     notify: Callable[[str], None],
     wait: float | None,
+    started: bool,
 ) -> None:
-    """The final row, waiting at most ``wait`` seconds (None: the lock timeout) for the
-    database; a failure is a note."""
+    """The final row, waiting at most ``wait`` seconds (None: the lock timeout)."""
     assert summary.ended_at is not None
     ended = datetime.fromisoformat(summary.ended_at)
     summary.greynoise_budget_left = budget.left_after(summary.greynoise_searches_by_day, ended)
+    left = "its row says 'running'" if started else "this run has no row"
+    _write(db, run_row(summary, cap), notify, wait, f"; {left}")
+
+
+def _write(
+    db: Database,
+    row: dict[str, Any],
+    notify: Callable[[str], None],
+    wait: float | None,
+    consequence: str = "; it is written when the run ends",
+) -> bool:
+    """Write ``row``, waiting at most ``wait`` seconds (None: the lock timeout) for the
+    database; a failure is a note. Whether the row was written."""
     saved = db.lock_timeout
     if wait is not None:
         db.lock_timeout = min(saved, wait)
     try:
-        write_run(db, run_row(summary, cap))
+        write_run(db, row)
     except Exception as exc:
-        notify(f"the run log in {db.url} could not be updated ({exc}); its row says 'running'")
+        notify(f"the run log in {db.url} could not be written ({exc}){consequence}")
+        return False
     finally:
         db.lock_timeout = saved
+    return True

@@ -4,6 +4,7 @@ them, on SQLite and PostgreSQL; rows written with bound values and read back."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,31 @@ def test_a_log_that_cannot_be_written_never_hides_the_run(
     reporter.note = notes.append  # type: ignore[method-assign]
     with pytest.raises(DatabaseBusyError, match="gave up after 300 s"):
         refresh(offline(url, tmp_path), reporter)
-    assert any("could not be updated (the disk is full)" in note for note in notes)
+    assert any(
+        "could not be written (the disk is full); its row says 'running'" in note for note in notes
+    )
     summary = refresh(offline(url, tmp_path), LineReporter(verbosity=-1))  # a completed run
     assert summary.exit_code == 0 and summary.outcome == "finished"
     assert [r["outcome"] for r in runs(url)] == ["running", "running"]  # as after a kill
+
+
+def test_another_writers_lock_does_not_hold_the_run_back(tmp_path: Path) -> None:
+    """The loader holds the write lock as the run starts: the run goes on without its
+    'running' row (its commits wait for the lock, as ever) and writes its row at the end."""
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(url, 50, 3, tmp_path / "mm")
+    loader = sqlite3.connect(tmp_path / "h.sqlite", isolation_level=None, check_same_thread=False)
+    loader.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(3.0, loader.execute, ("COMMIT",))
+    timer.start()
+    notes: list[str] = []
+    reporter = LineReporter(verbosity=-1)
+    reporter.note = notes.append  # type: ignore[method-assign]
+    try:
+        summary = refresh(offline(url, tmp_path, lock_timeout=30), reporter)
+    finally:
+        timer.join()
+        loader.close()
+    assert summary.outcome == "finished" and summary.upserted > 0
+    assert any("it is written when the run ends" in note for note in notes), notes
+    assert [(r["run_id"], r["outcome"]) for r in runs(url)] == [(1, "finished")]
