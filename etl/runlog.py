@@ -204,14 +204,16 @@ def _write(
 ) -> bool:
     """Write ``row``, waiting at most ``wait`` seconds (None: the lock timeout) for the
     database; a failure is a note. Whether the row was written."""
-    saved = db.lock_timeout
+    saved, said = db.lock_timeout, db.notify
     if wait is not None:
         db.lock_timeout = min(saved, wait)
+    if not db.lock_timeout:  # one try: no "waiting for the database" line
+        db.notify = lambda _message: None
     try:
         write_run(db, row)
     except Exception as exc:
         notify(f"the run log in {db.url} could not be written ({exc}){consequence}")
         return False
     finally:
-        db.lock_timeout = saved
+        db.lock_timeout, db.notify = saved, said
     return True
