@@ -1,6 +1,7 @@
 """``honeypot-etl``: the one installed command, with a subcommand per job.
 
     honeypot-etl refresh    re-enrich what is stale (the same as python -m etl.refresh)
+    honeypot-etl status     where the data stands, read-only (python -m etl.status)
     honeypot-etl sample     build a sample honeypot database and MaxMind files
     honeypot-etl demo       sample world + simulators + a full refresh
     honeypot-etl sim ...    the Team Cymru and GreyNoise simulators
@@ -19,6 +20,7 @@ import typer
 from etl import cli, demo, refresh
 from etl.sample import cli as sample
 from etl.sim import cli as sim
+from etl.status import cli as status
 
 HELP = "Keep the IP enrichment of Cowrie honeypot databases fresh (MaxMind, Team Cymru, GreyNoise)."
 EXAMPLES = """\
@@ -27,6 +29,7 @@ Examples:
 \b
   honeypot-etl refresh --ips 10000
   honeypot-etl refresh --help
+  honeypot-etl status
   honeypot-etl demo --ips 2000
   honeypot-etl --install-completion
 """
@@ -43,6 +46,7 @@ def app() -> typer.Typer:
     root = cli.new_app(HELP, EXAMPLES, completion=True)
     root.callback(epilog=EXAMPLES)(_root)
     root.command("refresh", help=refresh.HELP, epilog=refresh.EXAMPLES)(refresh.command())
+    root.command("status", help=status.HELP, epilog=status.EXAMPLES)(status.command())
     root.command("sample", epilog=sample.EXAMPLES)(sample.sample)
     root.command("demo", epilog=demo.EXAMPLES)(demo.demo)
     root.add_typer(sim.app(), name="sim")
@@ -56,6 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """Entry point of the installed ``honeypot-etl`` command."""
-    if sys.argv[1:2] == ["refresh"]:
+    if sys.argv[1:2] in (["refresh"], ["status"]):
         refresh.exit_fast(main())
     sys.exit(main())

@@ -57,9 +57,11 @@ def setting_message(settings: dict[str, Declared], error: SettingError) -> str:
     return error.named(label)
 
 
-def options_of(cls: type) -> list[inspect.Parameter]:
-    """Typer parameters for every setting of ``cls`` that has a flag, in declaration order."""
-    return [_option(d) for d in declared(cls).values() if d.setting.flag]
+def options_of(cls: type, names: Sequence[str] | None = None) -> list[inspect.Parameter]:
+    """Typer parameters for every setting of ``cls`` that has a flag (only those ``names``,
+    when given), in declaration order."""
+    chosen = [d for d in declared(cls).values() if names is None or d.name in names]
+    return [_option(d) for d in chosen if d.setting.flag]
 
 
 def _option(declared_setting: Declared) -> inspect.Parameter:

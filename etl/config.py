@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ RANGES = {
     "batch_size": Range(*BATCH_SIZES, "IPs per Team Cymru session"),
     "greynoise_rate": Range(0, 1_000, "requests per second", above=True),
     "greynoise_budget": Range(0, 1_000_000_000, "requests"),
+    "greynoise_daily_budget": Range(0, 1_000_000_000, "Searches per UTC day"),
 }
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
@@ -156,6 +158,12 @@ class RefreshConfig:
         None, "at most N GreyNoise requests in this run, " + RANGES["greynoise_budget"].bounds(),
         flag="--greynoise-budget", metavar="N",
     )  # fmt: skip
+    greynoise_daily_budget: int | None = setting(
+        None,
+        "at most N GreyNoise Searches per UTC day on this database, across runs (counted in "
+        "its run log), " + RANGES["greynoise_daily_budget"].bounds(),
+        flag="--greynoise-daily-budget", env="GREYNOISE_DAILY_BUDGET", metavar="N",
+    )  # fmt: skip
     greynoise_api_key: str | None = setting(
         None, "GreyNoise API key (never an option: it would show in the process list)",
         env="GREYNOISE_API_KEY", secret=True,
@@ -165,6 +173,9 @@ class RefreshConfig:
     cymru_timeout: float = 30.0
     retry_backoff: float = 1.0  # first wait before retrying a failed chunk or request (s)
     freshness: Freshness = field(default_factory=Freshness)
+    # What time it is (aware, UTC): the run log's start and end, the UTC day of the daily budget
+    # and of each Search spent. Tests move it (a run that straddles midnight).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
     def __post_init__(self) -> None:
         settings.converted(self)
@@ -190,13 +201,15 @@ class RefreshConfig:
         """-1 quiet, 0 normal, 1 verbose."""
         return -1 if self.quiet else (1 if self.verbose else 0)
 
-    def greynoise_settings(self) -> GreyNoiseSettings:
-        """How to reach GreyNoise in this run (checks the values)."""
+    def greynoise_settings(self, search_budget: int | None = None) -> GreyNoiseSettings:
+        """How to reach GreyNoise in this run (checks the values); ``search_budget``: the
+        Searches it may spend (what the daily budget leaves today, `etl.runlog`)."""
         return GreyNoiseSettings(
             url=self.greynoise_url,
             mode=self.greynoise_mode,
             rate=self.greynoise_rate,
             budget=self.greynoise_budget,
+            search_budget=search_budget,
             backoff=self.retry_backoff,
         )
 

@@ -41,9 +41,14 @@ BLOCK_FIELDS = tuple(GREYNOISE_COLUMNS)[2:]
 _ROW = attrgetter(*(field.name for field in fields(GreyNoiseAnswer)))  # 30x faster than astuple
 
 
-def greynoise_targets(frame: pl.DataFrame) -> list[str]:
-    """The IPs to ask GreyNoise: stale greynoise block, and a valid, global address."""
-    return frame.filter(pl.col("stale_greynoise") & ~pl.col("is_bogon"))["ip"].to_list()
+def greynoise_targets(frame: pl.DataFrame, by_priority: bool = False) -> list[str]:
+    """The IPs to ask GreyNoise: stale greynoise block, and a valid, global address; in the
+    frame's order, or ``by_priority`` (the selection's ``priority`` column: never enriched
+    first, then the most recently seen) when a budget may stop GreyNoise before the end."""
+    wanted = frame.filter(pl.col("stale_greynoise") & ~pl.col("is_bogon"))
+    if by_priority and "priority" in wanted.columns:
+        wanted = wanted.sort("priority")
+    return wanted["ip"].to_list()
 
 
 def greynoise_results(answers: Iterable[GreyNoiseAnswer], cached_at: datetime) -> pl.DataFrame:

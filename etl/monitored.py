@@ -10,8 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from etl.config import RefreshConfig
-from etl.db.url import redact
-from etl.errors import EtlError, SettingError
+from etl.errors import SettingError
 from etl.maxmind import MaxMindDatabases
 from etl.metrics import write_metrics
 from etl.pipeline import check_before_work, refresh
@@ -34,10 +33,8 @@ def monitored_refresh(config: RefreshConfig, notes: Sequence[str] = ()) -> RunSu
         for note in notes:
             reporter.note(note)
         try:
-            refresh(config, reporter, summary, maxmind)
-            summary.outcome, summary.exit_code = "finished", summary.completed_exit_code()
-        except BaseException as exc:
-            _record_failure(summary, exc, config.secrets())
+            refresh(config, reporter, summary, maxmind)  # it says in the summary how it ended
+        except BaseException:
             if status is not None and summary.error:
                 status.note(summary.error)
             raise
@@ -50,21 +47,6 @@ def monitored_refresh(config: RefreshConfig, notes: Sequence[str] = ()) -> RunSu
             if config.summary_json:
                 summary.write_json(config.summary_json, config.secrets())
     return summary
-
-
-def _record_failure(summary: RunSummary, exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """Say in the summary how the run ended: its outcome, exit code and error line (the
-    status file and the summary JSON then explain a failed run)."""
-    if isinstance(exc, KeyboardInterrupt):
-        cause = f" ({exc.args[0]})" if exc.args else ""
-        summary.outcome, summary.exit_code = "interrupted", 1
-        summary.error = f"interrupted{cause}: committed chunks are kept"
-    elif isinstance(exc, EtlError):
-        summary.exit_code = exc.exit_code
-        summary.error = f"run failed: {redact(str(exc), secrets)}"
-    else:
-        summary.error = f"run failed: {type(exc).__name__}"
-    summary.notes.append(summary.error)
 
 
 @contextmanager

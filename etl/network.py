@@ -8,7 +8,7 @@ commits their answers, or, when the run stops, keeps them for the next run (`Pen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -35,6 +35,7 @@ from etl.events import (
 from etl.phases_cymru import Tier1Plan, cymru_phase, cymru_queries
 from etl.phases_greynoise import greynoise_phase
 from etl.report import Reporter, RunSummary, SourceStop, count_statuses, finish_phase
+from etl.runlog import SearchMeter
 from etl.runner import Phase, PhaseRunner
 
 STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
@@ -48,25 +49,38 @@ class NetworkPhases:
     phases: list[Phase] = field(default_factory=list)
     awaited: dict[str, pl.Series] = field(default_factory=dict)
     greynoise: GreyNoiseClient | None = None
+    meter: SearchMeter | None = None  # the GreyNoise Searches, per UTC day
 
     @property
     def answers_awaited(self) -> int:
         """Answers the phases owe, one per IP and source."""
         return sum(ips.len() for ips in self.awaited.values())
 
+    def sample_searches(self) -> None:
+        """Count the GreyNoise Searches spent so far into the UTC day it is now."""
+        if self.greynoise is not None and self.meter is not None:
+            self.meter.sample(self.greynoise.searches_spent)
+
     def close(self, summary: RunSummary) -> None:
         """Close the clients (once the phases are over); record the GreyNoise requests sent
-        and the Searches they spent."""
+        and the Searches spent, per UTC day."""
         if self.greynoise is not None:
+            self.sample_searches()
             summary.greynoise_requests = self.greynoise.requests_sent
             summary.greynoise_searches = self.greynoise.searches_spent
+            if self.meter is not None:
+                summary.greynoise_searches_by_day = dict(self.meter.by_day)
             self.greynoise.close()
 
 
 def network_phases(
-    config: RefreshConfig, targets: dict[str, list[str]], plan: Tier1Plan
+    config: RefreshConfig,
+    targets: dict[str, list[str]],
+    plan: Tier1Plan,
+    search_budget: int | None = None,
 ) -> NetworkPhases:
-    """Build the clients and phases for ``targets`` (per source, the IPs to ask) and Tier 1."""
+    """Build the clients and phases for ``targets`` (per source, the IPs to ask) and Tier 1;
+    GreyNoise may spend ``search_budget`` Searches (None: no daily budget)."""
     network = NetworkPhases()
     ips = targets["cymru"]
     if ips or plan.wanted:
@@ -78,7 +92,9 @@ def network_phases(
     ips = targets["greynoise"]
     if ips:
         key = config.greynoise_api_key or ""
-        greynoise = network.greynoise = GreyNoiseClient(config.greynoise_settings(), key)
+        settings = config.greynoise_settings(search_budget)
+        greynoise = network.greynoise = GreyNoiseClient(settings, key)
+        network.meter = SearchMeter(config.clock)
         body = partial(greynoise_phase, greynoise, ips)
         community = config.greynoise_mode == "community"
         v6 = int(pl.Series(ips, dtype=pl.String).str.contains(":").sum()) if community else 0
@@ -104,7 +120,7 @@ def ask_and_commit(
     runner.start()
     try:
         arrivals.committer.hold(base, network.awaited)
-        arrivals.commit_all(runner)
+        arrivals.commit_all(runner, network.sample_searches)
         arrivals.committer.flush()
     except BaseException:
         try:
@@ -161,9 +177,11 @@ class Arrivals:
             if phase.detail:
                 self.reporter.info(f"{phase.name}: {phase.detail}")
 
-    def commit_all(self, runner: PhaseRunner) -> None:
-        """Take the events until every phase has ended; commit the answers as they come."""
+    def commit_all(self, runner: PhaseRunner, tick: Callable[[], None] = lambda: None) -> None:
+        """Take the events until every phase has ended; commit the answers as they come;
+        ``tick`` at every event and every idle moment."""
         for event in runner.events(IDLE_SECONDS):
+            tick()
             if event is None:
                 self.committer.tick(idle=True)
                 continue

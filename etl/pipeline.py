@@ -50,6 +50,7 @@ from etl.report import (
     count_statuses,
     timed_phase,
 )
+from etl.runlog import DailyBudget, logged_run, run_budget
 from etl.validation import with_validation
 
 BASE_COLUMNS = (
@@ -81,20 +82,27 @@ def refresh(
     maxmind = check_before_work(config) if maxmind is None else maxmind
     summary = summary or RunSummary()
     summary.dry_run = config.dry_run
+    summary.started_at = config.clock().astimezone(UTC).isoformat()
+    summary.greynoise_daily_budget = config.greynoise_daily_budget
     try:
         reporter = _listeners(config, reporter, summary)
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
             _import_in_background("etl.clients.http")  # requests: loads while the db is read
         url = parse_database_url(config.db_url)
         summary.maxmind_build_epochs = maxmind.build_epochs
-        with _opened(url, config, maxmind, reporter) as run:  # None: a dry run has nothing
+        with _opened(url, config, maxmind, reporter, summary) as run:  # None: nothing to do
             if run is not None:
                 frame = _prepare(run, maxmind, summary, reporter)  # select, validate, MaxMind
-                targets = _network_targets(frame, run.active)
+                targets = _network_targets(frame, run)
                 if config.dry_run:
                     _report_dry_run(targets, summary, reporter)
                 else:
                     _ask_and_commit(run, frame, targets, summary, reporter)
+    except BaseException as exc:
+        summary.end(config.clock(), exc, config.secrets())  # unless the run log said it
+        raise
+    else:
+        summary.end(config.clock())
     finally:
         maxmind.close()
         summary.wall_seconds = round(time.monotonic() - started, 3)
@@ -110,15 +118,21 @@ class _Run:
     active: frozenset[Source]
     pending: PendingAnswers
     now: datetime
+    budget: DailyBudget
     recount_all: bool = False  # a killed run may have left ASN counts behind
 
 
 @contextmanager
 def _opened(
-    url: DatabaseUrl, config: RefreshConfig, maxmind: MaxMindDatabases, reporter: Reporter
+    url: DatabaseUrl,
+    config: RefreshConfig,
+    maxmind: MaxMindDatabases,
+    reporter: Reporter,
+    summary: RunSummary,
 ) -> Iterator[_Run | None]:
-    """Lock and open the database; a real run first makes it writable and applies the answers
-    a stopped run kept. None when a dry run finds nothing to select."""
+    """Lock and open the database; a real run first makes it writable, logs itself in the run
+    log (`logged_run`) and applies the answers a stopped run kept. None when a dry run finds
+    nothing to select."""
     if not _database_exists(url, config, reporter):
         yield None
         return
@@ -130,16 +144,30 @@ def _opened(
         Database(url, create=create, lock_timeout=config.lock_timeout, notify=reporter.note) as db,
     ):
         pending = PendingAnswers.of(url, config.pending_dir)
+        if held is not None:
+            db.guard = held.verify  # PostgreSQL: every write first makes sure the lock is held
+            left = _ready_to_write(db, reporter)
+        limit, asked = config.greynoise_daily_budget, Source.GREYNOISE in active
+        budget = run_budget(db, limit, config.clock(), asked, summary, reporter)
+        active = _within(active, budget)
         if held is None:
             selectable = _dry_run_can_select(db, pending, reporter)
-            yield _Run(db, config, active, pending, datetime.now(UTC)) if selectable else None
+            yield (
+                _Run(db, config, active, pending, datetime.now(UTC), budget) if selectable else None
+            )
             return
-        db.guard = held.verify  # PostgreSQL: every write first makes sure the lock is held
-        left = _ready_to_write(db, reporter)
-        apply_pending(db, pending, config.commit_every, reporter)
-        recount_all = bool(left) or held.unfinished
-        yield _Run(db, config, active, pending, datetime.now(UTC), recount_all)
-        held.finished()
+        cap = budget.left if Source.GREYNOISE in active else None
+        with logged_run(db, summary, budget, cap, config.clock, reporter.note, config.secrets()):
+            apply_pending(db, pending, config.commit_every, reporter)
+            recount_all = bool(left) or held.unfinished
+            yield _Run(db, config, active, pending, datetime.now(UTC), budget, recount_all)
+            held.finished()
+
+
+def _within(active: frozenset[Source], budget: DailyBudget) -> frozenset[Source]:
+    """The sources asked: not GreyNoise once its daily budget is spent (it then makes no IP
+    selectable, as when skipped)."""
+    return active - {Source.GREYNOISE} if budget.left == 0 else active
 
 
 def _prepare(
@@ -180,11 +208,16 @@ def _prepare(
     return frame
 
 
-def _network_targets(frame: pl.DataFrame, active: frozenset[Source]) -> dict[str, list[str]]:
-    """Per network source, the IPs to ask it about."""
+def _network_targets(frame: pl.DataFrame, run: _Run) -> dict[str, list[str]]:
+    """Per network source, the IPs to ask it about. When a budget may stop GreyNoise before
+    the end, its IPs go in the priority order of the ips setting (never enriched first, then
+    the most recently seen), so the budget goes to those first."""
+    budgeted = run.config.greynoise_budget is not None or run.budget.limit is not None
     return {
-        "cymru": cymru_targets(frame) if Source.CYMRU in active else [],
-        "greynoise": greynoise_targets(frame) if Source.GREYNOISE in active else [],
+        "cymru": cymru_targets(frame) if Source.CYMRU in run.active else [],
+        "greynoise": (
+            greynoise_targets(frame, by_priority=budgeted) if Source.GREYNOISE in run.active else []
+        ),
     }
 
 
@@ -210,7 +243,7 @@ def _ask_and_commit(
     plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
     if Source.CYMRU in run.active:
         plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
-    network = network_phases(run.config, targets, plan)
+    network = network_phases(run.config, targets, plan, run.budget.left)
     # The write phase: every selected row, and every answer awaited, committed.
     write_phase = WritePhase(summary, reporter, frame.height + network.answers_awaited)
     committer = Committer(

@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from etl.db.url import redact, redacted
+from etl.errors import EtlError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -68,6 +70,9 @@ class RunSummary:
     asn_details: int = 0
     greynoise_requests: int = 0
     greynoise_searches: int = 0  # as GreyNoise bills them (etl.clients.greynoise_searches)
+    greynoise_searches_by_day: dict[str, int] = field(default_factory=dict)  # UTC day -> spent
+    greynoise_daily_budget: int | None = None  # the greynoise_daily_budget setting
+    greynoise_budget_left: int | None = None  # of it, left today (UTC) when the run ended
     upserted: int = 0
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -79,6 +84,31 @@ class RunSummary:
     exit_code: int = 1  # the process's exit code (set when the run ends)
     error: str | None = None  # the one line of the error that ended a failed run
     notes: list[str] = field(default_factory=list)
+    run_id: int | None = None  # the run's row in the run log (none for a dry run)
+    started_at: str | None = None  # ISO-8601 UTC
+    ended_at: str | None = None
+
+    def end(
+        self, moment: datetime, error: BaseException | None = None, secrets: tuple[str, ...] = ()
+    ) -> None:
+        """Record how the run ended, once (a later call changes nothing): when, its outcome
+        and exit code, and for a failed or interrupted run its error line (also a note)."""
+        if self.ended_at is not None:
+            return
+        self.ended_at = moment.astimezone(UTC).isoformat()
+        if error is None:
+            self.outcome, self.exit_code = "finished", self.completed_exit_code()
+            return
+        if isinstance(error, KeyboardInterrupt):
+            cause = f" ({error.args[0]})" if error.args else ""
+            self.outcome, self.exit_code = "interrupted", 1
+            self.error = f"interrupted{cause}: committed chunks are kept"
+        else:
+            self.outcome = "failed"
+            self.exit_code = error.exit_code if isinstance(error, EtlError) else 1
+            shown = redact(str(error), secrets) if isinstance(error, EtlError) else None
+            self.error = f"run failed: {shown or type(error).__name__}"
+        self.notes.append(self.error)
 
     def completed_exit_code(self) -> int:
         """The exit code of this run if it completed: 3 when a source was stopped by its
@@ -118,6 +148,11 @@ class RunSummary:
                 f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows"
             )
         )
+        if self.greynoise_budget_left is not None:
+            lines.append(
+                f"GreyNoise daily budget: {self.greynoise_budget_left} of "
+                f"{self.greynoise_daily_budget} Searches left today (UTC)"
+            )
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
         lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]
         if self.stopped:

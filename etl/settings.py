@@ -306,7 +306,10 @@ def _to_path(_kind: Any, value: Any) -> Path:
     problem = path_problem(str(path))
     if problem:
         raise ValueError(problem)
-    return path.expanduser()
+    try:
+        return path.expanduser()
+    except RuntimeError:  # ~name of a user this system does not know
+        raise ValueError(f"starts with {path.parts[0][:40]!r}: no user has that home") from None
 
 
 def _to_choice(kind: Any, value: Any) -> Any:

@@ -238,6 +238,27 @@ def test_the_budget_counts_requests_and_stops_when_spent() -> None:
     )
 
 
+def test_the_search_budget_stops_with_reason_daily_budget() -> None:
+    client, transport, _ = make(community_ok, search_budget=7)  # one Search per request
+    answers, error = collect(client, ips(20))
+    assert isinstance(error, QuotaExhaustedError) and error.reason == "daily_budget"
+    assert len(transport.sent) == len(answers) == 7 == client.searches_spent
+    client, transport, _ = make(community_ok, search_budget=0)
+    answers, error = collect(client, ips(3))
+    assert isinstance(error, QuotaExhaustedError) and not transport.sent and not answers
+
+
+def test_a_quick_check_that_finds_nothing_costs_one_search_under_a_budget() -> None:
+    def not_found(method: str, path: str, body: Any) -> HttpResponse:
+        return response(200, {"data": [], "request_metadata": {"ips_not_found": body["ips"]}})
+
+    client, transport, _ = make(not_found, mode="enterprise", search_budget=25)
+    answers, error = collect(client, ips(60))
+    assert error is None and {a.status for a in answers} == {"not_found"} and len(answers) == 60
+    assert [path for _, path, _ in transport.sent] == ["/v3/ip?quick=true"]
+    assert client.searches_spent == 1  # not 60: no full lookup for IPs the check did not find
+
+
 def test_ipv6_is_skipped_in_community_mode_without_a_request() -> None:
     client, transport, _ = make(community_ok)
     answers = {a.ip: a.status for a in client.lookup(["2001:db8::1", "203.0.113.7"])}

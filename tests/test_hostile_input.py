@@ -187,6 +187,7 @@ def wrong_values(scene: Scene) -> dict[str, st.SearchStrategy[str]]:
         "--greynoise-mode": garbage.filter(lambda t: t not in ("community", "enterprise")),
         "--greynoise-rate": numbers(0, 1_000, above=True),
         "--greynoise-budget": whole_numbers(0, 10**9),
+        "--greynoise-daily-budget": whole_numbers(0, 10**9),
         "--config": st.sampled_from(
             [
                 str(scene.root),
@@ -254,7 +255,7 @@ OUTPUTS = ("--summary-json", "--status-file", "--metrics-file")
 FLAGS = ["--db", "--ips", "--ip", "--maxmind-dir", "--maxmind-asn", "--maxmind-city", "--skip",
          "--commit-every", "--lock-timeout", *OUTPUTS, "--cymru", "--batch-size",
          "--greynoise-url", "--greynoise-mode", "--greynoise-rate", "--greynoise-budget",
-         "--config"]  # fmt: skip
+         "--greynoise-daily-budget", "--config"]  # fmt: skip
 
 
 def test_every_option_with_a_value_is_driven() -> None:

@@ -3,14 +3,16 @@
 Layers, top first; a module may import its own layer and those below it, never one above:
 
 8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
-   (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``
+   (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``,
+   ``etl.status.cli``, ``etl.status.__main__``
 7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` (with its outputs), its phase runner (``etl.runner``, ``etl.events``,
    ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
    ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
-   (``etl.sample.*``, ``etl.sim.*``)
+   (``etl.sample.*``, ``etl.sim.*``); the status report (``etl.status``: read-only, for the
+   command and the notebook)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
 5. steps: ``etl.validation``, ``etl.maxmind`` (and ``etl.maxmind_check``), ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
-   ``etl.commit``
+   ``etl.commit``, ``etl.runlog`` (a run's row in the run log, the GreyNoise daily budget)
 3. reporting: ``etl.report``, ``etl.progress``
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
    database do not import each other
@@ -41,6 +43,8 @@ LAYERS: dict[str, int] = {
     "etl.sample.cli": 8,
     "etl.sample.__main__": 8,
     "etl.sim.cli": 8,
+    "etl.status.cli": 8,
+    "etl.status.__main__": 8,
     "etl.pipeline": 7,
     "etl.monitored": 7,
     "etl.runner": 7,
@@ -52,6 +56,7 @@ LAYERS: dict[str, int] = {
     "etl.terminal": 7,
     "etl.sample": 7,
     "etl.sim": 7,
+    "etl.status": 7,
     "etl.config": 6,
     "etl.validation": 5,
     "etl.maxmind": 5,
@@ -60,6 +65,7 @@ LAYERS: dict[str, int] = {
     "etl.greynoise": 5,
     "etl.merge": 5,
     "etl.commit": 5,
+    "etl.runlog": 5,
     "etl.report": 3,
     "etl.progress": 3,
     "etl.clients": 2,

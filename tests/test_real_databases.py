@@ -201,7 +201,8 @@ def test_answers_are_kept_when_the_lock_never_comes_and_applied_by_the_next_run(
     options = ("--greynoise-rate", "200", "--commit-every", "200")
     assert refresh(*command(f"sqlite:///{calm}", tmp_path, cymru, gn, *options)).returncode == 0
     first_asked = len(gn.entries())
-    with writer_lock(db, 6.0):
+    # 8 s: the run's start (its run log row tries once, about a second), then 2 s of waiting
+    with writer_lock(db, 8.0):
         stopped = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, *options,
                                    "--lock-timeout", "2"))  # fmt: skip
     assert stopped.returncode == 1, stopped.stderr

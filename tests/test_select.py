@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from etl.db.database import Database
-from etl.db.select import SelectionRules, select_stale
+from etl.db.select import SelectionRules, freshness_counts, select_stale
 from etl.db.url import parse_database_url
 from etl.freshness import Freshness
 
@@ -70,3 +71,35 @@ def test_ips_limit_chooses_by_priority_whatever_the_storage_order(db: Database) 
     assert frame["ip"].to_list() == [NEW_IP, "192.0.2.200", "203.0.113.5"]
     frame = select_stale(db, rules(max_ips=4))
     assert frame["ip"].to_list() == [NEW_IP, "192.0.2.200", "203.0.113.5", "192.0.2.7"]
+
+
+def test_freshness_counts_follow_the_selection(sample_world: tuple[Path, Path]) -> None:
+    """Never asked, error and stale are what a run selects, source by source (Cymru: among
+    the IPs with no MaxMind ASN); every IP is counted once per source."""
+    path, _ = sample_world
+    now = datetime.now(UTC)
+    with Database(parse_database_url(f"sqlite:///{path}"), read_only=True) as db:
+        counts = freshness_counts(db, only(now, "maxmind", "cymru", "greynoise"))
+        new_ips = int(select_stale(db, only(now, "maxmind"))["is_new"].sum())
+        for source in ("maxmind", "cymru", "greynoise"):
+            mine = counts.filter(pl.col("source") == source)
+            due = mine.filter(pl.col("state").is_in(["never", "error", "stale"]))["ips"].sum()
+            selected = int(select_stale(db, only(now, source))[f"stale_{source}"].sum())
+            assert due == selected if source != "cymru" else 0 < due <= selected
+        inventory = db.query_native("SELECT count(*) FROM ip_inventory")[0][0]
+    per_source = counts.group_by("source").agg(pl.col("ips").sum())
+    assert dict(per_source.iter_rows()) == {
+        "maxmind": inventory
+        + new_ips
+        - counts.filter(pl.col("source") == "inventory")["ips"].sum(),
+        **{s: dict(per_source.iter_rows())["maxmind"] for s in ("cymru", "greynoise")},
+        "inventory": counts.filter(pl.col("source") == "inventory")["ips"].sum(),
+    }
+    fresh = counts.filter(pl.col("state") == "fresh")
+    assert fresh.height and fresh["stale_on"].null_count() == 0
+    assert fresh["stale_on"].min() >= now.date()
+
+
+def only(now: datetime, *sources: str) -> SelectionRules:
+    return SelectionRules(now=now, freshness=Freshness(), maxmind="maxmind" in sources,
+                          cymru="cymru" in sources, greynoise="greynoise" in sources)  # fmt: skip

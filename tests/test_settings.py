@@ -215,3 +215,9 @@ def test_every_option_is_documented_in_the_readme() -> None:
     flags = [d.setting.flag for d in SETTINGS.values() if d.setting.flag]
     missing = [flag for flag in flags if flag not in readme]
     assert not missing, missing
+
+
+def test_a_home_folder_of_no_user_is_a_setting_error() -> None:
+    """Found by the hostile-environment property test: ``~0`` made pathlib raise RuntimeError."""
+    with pytest.raises(SettingError, match="maxmind_dir starts with '~0': no user has that home"):
+        load_config(env={"MAXMIND_DIR": "~0"})

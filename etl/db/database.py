@@ -84,7 +84,8 @@ class Database:
     ``guard`` (set by the caller) runs before every write attempt, so also before a retry after
     a lost connection: the run lock checks that it still holds (`RunLock.verify`, a no-op for
     SQLite's file lock). ``backend``: the dialect's half (`etl.db.dialect.Backend`);
-    ``dialect``: its name, ``"sqlite"`` or ``"postgres"``.
+    ``dialect``: its name, ``"sqlite"`` or ``"postgres"``. ``read_only``: both connections
+    can only read (`etl.status`); nothing is created, nothing written.
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class Database:
         create: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         notify: Callable[[str], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.url = url
+        self.read_only = read_only
         self.backend = dialect_for(url)
         self.dialect = self.backend.name
         self.lock_timeout = lock_timeout
@@ -103,7 +106,12 @@ class Database:
         self.guard: Callable[[], None] | None = None
         self.duck = offline_connection()
         try:
-            self.backend.attach(self.duck, create=create, lock_timeout=lock_timeout)
+            self.backend.attach(
+                self.duck,
+                create=create and not read_only,
+                lock_timeout=lock_timeout,
+                read_only=read_only,
+            )
         except BaseException:
             self.close()
             raise
@@ -252,6 +260,12 @@ class Database:
         if frame.height:
             self.backend.append(self, table, frame)
 
+    def upsert(self, table: str, frame: pl.DataFrame, key: str) -> None:
+        """Insert a frame's rows into a table of the target; a row whose ``key`` is stored
+        already gets the frame's values instead (bound values, never SQL text)."""
+        if frame.height:
+            self.backend.upsert(self, table, frame, key)
+
     def drop_leftover_stages(self) -> list[str]:
         """Drop staging tables a killed run left behind (call only under the run lock)."""
         names = [str(row[0]) for row in self.query_native(self.backend.leftover_stages_query())]
@@ -271,7 +285,8 @@ class Database:
         self.backend.check_writable(self)
 
     def ensure_schema(self) -> SchemaReport:
-        """Create absent tiers (cowrieprocessor DDL); check that present ones can be refreshed."""
+        """Create absent tiers (cowrieprocessor DDL) and the run log; check that present
+        tiers can be refreshed."""
         present = {name for name in ddl.TIER_TABLES if self.columns(name)}
         for name in present:
             missing = [c for c in REQUIRED_COLUMNS[name] if c not in self.columns(name)]
@@ -289,5 +304,9 @@ class Database:
                 exists = bool(self.columns("schema_state"))
                 statements += self.backend.schema_state_statements(exists)
             self.execute_native(statements)
+        if not self.columns(ddl.RUN_LOG_TABLE):  # ours, added beside them (README "Run log")
+            self.execute_native(split_script(self.backend.run_log_ddl))
+            absent += (ddl.RUN_LOG_TABLE,)
+        if absent:
             self.refresh_catalog()
         return SchemaReport(created=absent)

@@ -264,3 +264,63 @@ ALTER TABLE ONLY public.session_summaries
     REFERENCES public.ip_inventory(ip_address);
 """,
 }
+
+# -- our own table: the run log ------------------------------------------------------------------
+# One row per refresh that opened the database for writing (README "Run log"). Not one of
+# cowrieprocessor's tables: it is only ever added (created when absent), and cowrieprocessor,
+# which checks schema_state alone, still finds its schema current.
+RUN_LOG_TABLE = "etl_run_log"
+RUN_LOG_SOURCES = ("maxmind", "cymru", "greynoise")
+RUN_LOG_COUNTS = ("queried", "ok", "not_found", "error", "skipped")
+# column -> portable type (`_TYPES`): "count" is NOT NULL DEFAULT 0, "number" may be NULL
+RUN_LOG_COLUMNS: dict[str, str] = {
+    "run_id": "id",
+    "started_at": "time NOT NULL",
+    "ended_at": "time",
+    "outcome": "word NOT NULL",
+    "exit_code": "number",
+    "error": "text",
+    "selected": "count",
+    "new_ips": "count",
+    "bogons": "count",
+    **{f"{s}_{c}": "count" for s in RUN_LOG_SOURCES for c in RUN_LOG_COUNTS},
+    "greynoise_requests": "count",
+    "greynoise_searches": "number",
+    "greynoise_searches_by_day": "text",
+    "greynoise_search_cap": "number",
+    "greynoise_daily_budget": "number",
+    "ip_rows_written": "count",
+    "asn_rows_written": "count",
+    "stopped": "text",
+    "etl_version": "text",
+}
+_TYPES = {
+    "sqlite": {
+        "id": "INTEGER NOT NULL",
+        "count": "INTEGER DEFAULT 0 NOT NULL",
+        "number": "INTEGER",
+        "time": "DATETIME",
+        "word": "VARCHAR(16)",
+        "text": "TEXT",
+    },
+    "postgres": {
+        "id": "bigint NOT NULL",
+        "count": "bigint DEFAULT 0 NOT NULL",
+        "number": "bigint",
+        "time": "timestamp with time zone",
+        "word": "character varying(16)",
+        "text": "text",
+    },
+}
+
+
+def run_log_ddl(dialect: str) -> str:
+    """The CREATE TABLE script of the run log in ``dialect`` (``sqlite`` or ``postgres``)."""
+    types = _TYPES[dialect]
+    lines = []
+    for column, kind in RUN_LOG_COLUMNS.items():
+        base, _, rest = kind.partition(" ")
+        lines.append(f"\t{column} {types[base]}{' ' + rest if rest else ''}")
+    table = RUN_LOG_TABLE if dialect == "sqlite" else f"public.{RUN_LOG_TABLE}"
+    key = f"\tCONSTRAINT pk_{RUN_LOG_TABLE} PRIMARY KEY (run_id)"
+    return f"CREATE TABLE {table} (\n" + ",\n".join([*lines, key]) + "\n);\n"

@@ -75,6 +75,7 @@ class Backend(ABC):
     schema_state_ddl: ClassVar[str]  # cowrieprocessor's CREATE script of schema_state
     schema_state_table: ClassVar[str]  # its native name, and its key column quoted
     schema_state_key: ClassVar[str]
+    run_log_ddl: ClassVar[str]  # our run log's CREATE script (`etl.db.ddl.run_log_ddl`)
     stage_create: ClassVar[str]  # "CREATE [TEMP] TABLE IF NOT EXISTS {prefix}"
     stage_prefix: ClassVar[str]  # where the run's staging tables live: "temp." or "public."
     timestamp_type: ClassVar[str]  # the native type a TIMESTAMPTZ stage column gets
@@ -91,8 +92,16 @@ class Backend(ABC):
 
     # -- opening ---------------------------------------------------------------------------
     @abstractmethod
-    def attach(self, duck: duckdb.DuckDBPyConnection, *, create: bool, lock_timeout: float) -> None:
-        """Open the native side and attach the target to ``duck`` as ``db``."""
+    def attach(
+        self,
+        duck: duckdb.DuckDBPyConnection,
+        *,
+        create: bool,
+        lock_timeout: float,
+        read_only: bool = False,
+    ) -> None:
+        """Open the native side and attach the target to ``duck`` as ``db`` (``read_only``:
+        both sides can only read)."""
 
     @abstractmethod
     def refresh_catalog(self) -> None:
@@ -124,6 +133,12 @@ class Backend(ABC):
     @abstractmethod
     def append(self, session: Session, table: str, frame: pl.DataFrame) -> None:
         """Append a non-empty frame to a table with constraints DuckDB cannot write."""
+
+    @abstractmethod
+    def upsert(self, session: Session, table: str, frame: pl.DataFrame, key: str) -> None:
+        """Insert a non-empty frame's rows; a row whose ``key`` is in the table already
+        replaces the stored row's values of the frame's columns. Values are bound, never
+        written into the SQL."""
 
     # -- schema ------------------------------------------------------------------------------
     @abstractmethod

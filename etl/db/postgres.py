@@ -72,17 +72,26 @@ class PostgresBackend(Backend):
     schema_state_ddl: ClassVar[str] = ddl.POSTGRES_SCHEMA_STATE  # cowrieprocessor's migration form
     schema_state_table: ClassVar[str] = "public.schema_state"
     schema_state_key: ClassVar[str] = "key"
+    run_log_ddl: ClassVar[str] = ddl.run_log_ddl("postgres")
     stage_create: ClassVar[str] = "CREATE TABLE IF NOT EXISTS"
     stage_prefix: ClassVar[str] = "public."
     timestamp_type: ClassVar[str] = "TIMESTAMPTZ"  # DuckDB's types are valid PostgreSQL types
 
     # -- opening ---------------------------------------------------------------------------
-    def attach(self, duck: duckdb.DuckDBPyConnection, *, create: bool, lock_timeout: float) -> None:
+    def attach(
+        self,
+        duck: duckdb.DuckDBPyConnection,
+        *,
+        create: bool,
+        lock_timeout: float,
+        read_only: bool = False,
+    ) -> None:
         """Attach the server (``create`` and ``lock_timeout`` do not apply here)."""
         self._duck = duck
         load_extension(duck, "postgres_scanner")
+        options = "TYPE postgres, READ_ONLY" if read_only else "TYPE postgres"
         try:
-            duck.execute(f"ATTACH {sql_string(self.url.libpq_url)} AS db (TYPE postgres)")
+            duck.execute(f"ATTACH {sql_string(self.url.libpq_url)} AS db ({options})")
         except duckdb.Error as exc:
             reason = self._redact(first_line(exc))
             reason = reason.split(": ", 1)[-1] if "Unable to connect" in reason else reason
@@ -163,6 +172,18 @@ class PostgresBackend(Backend):
     def append(self, session: Session, table: str, frame: pl.DataFrame) -> None:
         """Through a staging table and one native ``INSERT ... SELECT``, cast to the table's
         column types (json/jsonb columns take text)."""
+        self._insert_select(session, table, frame, "")
+
+    def upsert(self, session: Session, table: str, frame: pl.DataFrame, key: str) -> None:
+        """As `append`, with ``ON CONFLICT (key) DO UPDATE``."""
+        update = ", ".join(f"{c} = excluded.{c}" for c in frame.columns if c != key)
+        self._insert_select(session, table, frame, f" ON CONFLICT ({key}) DO UPDATE SET {update}")
+
+    def _insert_select(
+        self, session: Session, table: str, frame: pl.DataFrame, conflict: str
+    ) -> None:
+        """DuckDB loads ``frame`` into a staging table; one native ``INSERT ... SELECT`` (and
+        ``conflict``, its ON CONFLICT clause) moves the rows, cast to the column types."""
         stage = f"_etl_load_{os.getpid()}_{secrets.token_hex(3)}"
         body = ", ".join(
             f"{c} {'TIMESTAMPTZ' if isinstance(t, pl.Datetime) else 'VARCHAR'}"
@@ -180,7 +201,10 @@ class PostgresBackend(Backend):
             select = ", ".join(f"{c}::{target[c]}" for c in frame.columns)
             session.write(
                 [(f"public.{stage}", frame)],
-                [f"INSERT INTO {table} ({', '.join(frame.columns)}) SELECT {select} FROM {stage}"],
+                [
+                    f"INSERT INTO {table} ({', '.join(frame.columns)}) "
+                    f"SELECT {select} FROM {stage}{conflict}"
+                ],
             )
         finally:
             session.execute_native([f"DROP TABLE IF EXISTS {stage}"])
@@ -203,7 +227,8 @@ class PostgresBackend(Backend):
     def check_writable(self, session: Session) -> None:
         """The user needs SELECT, INSERT, UPDATE on the tiers and CREATE on schema public."""
         denied = session.query_native(
-            "SELECT t FROM unnest(ARRAY['asn_inventory', 'ip_inventory']) AS t "
+            "SELECT t FROM unnest(ARRAY['asn_inventory', 'ip_inventory', "
+            f"'{ddl.RUN_LOG_TABLE}']) AS t "
             "WHERE to_regclass('public.' || t) IS NOT NULL "
             "AND NOT has_table_privilege('public.' || t, 'SELECT, INSERT, UPDATE') "
             "UNION ALL SELECT 'schema public' WHERE NOT has_schema_privilege('public', 'CREATE')"

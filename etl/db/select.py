@@ -32,6 +32,7 @@ _F = {path: f"f[{i + 1}]" for i, path in enumerate(_PATHS)}
 
 SELECTION_SCHEMA = {
     "ip": pl.String,
+    "priority": pl.Int64,  # 0 first: the order the max_ips setting chooses in
     "is_new": pl.Boolean,
     "never_enriched": pl.Boolean,
     "first_seen": pl.Datetime("us", "UTC"),
@@ -93,8 +94,13 @@ def _interval(delta: timedelta) -> str:
     return f"INTERVAL {int(delta.total_seconds())} SECOND"
 
 
-def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
-    """SQL booleans over the parsed fields ``f`` (see `_PATHS`), one per source."""
+SOURCES = ("maxmind", "cymru", "greynoise")
+
+
+def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
+    """Per source, SQL over the parsed fields ``f`` (see `_PATHS`): when its block was cached,
+    and when the block goes stale (SPEC 2.2: its TTL after ``cached_at``; NULL when it is
+    stale whatever the time: no block, ``status: error``, an older MaxMind build)."""
     fresh = rules.freshness
     mm_cached = f"etl_ts({_F['$.maxmind.cached_at']})"
     cy_cached = f"etl_ts({_F['$.cymru.cached_at']})"
@@ -103,32 +109,61 @@ def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
         f"coalesce({_F['$.cymru.status']}, "
         f"CASE WHEN {_F['$.cymru.asn']} IS NULL THEN 'not_found' ELSE 'ok' END)"
     )
-    maxmind = (
-        f"({mm_cached} IS NULL OR {_F['$.maxmind.status']} = 'error'"
-        f" OR {mm_cached} < {_NOW} - {_interval(fresh.maxmind)}"
-        f" OR coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < {_EPOCH})"
-    )
-    cymru = (
-        f"({cy_cached} IS NULL OR {cy_status} = 'error'"
-        f" OR ({cy_status} = 'not_found'"
-        f"     AND {cy_cached} < {_NOW} - {_interval(fresh.cymru_not_found)})"
-        f" OR {cy_cached} < {_NOW} - {_interval(fresh.cymru_ok)})"
-    )
-    greynoise = (
-        f"({gn_cached} IS NULL OR {_F['$.greynoise.status']} = 'error'"
-        f" OR {gn_cached} < {_NOW} - {_interval(fresh.greynoise)})"
-    )
-    forced = bool(rules.only_ips)
+    older_build = f"coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < {_EPOCH}"
+    not_found_ttl = min(fresh.cymru_not_found, fresh.cymru_ok)
     return {
-        "stale_maxmind": ("true" if forced else maxmind) if rules.maxmind else "false",
-        "stale_cymru": ("true" if forced else cymru) if rules.cymru else "false",
-        "stale_greynoise": ("true" if forced else greynoise) if rules.greynoise else "false",
+        "maxmind": (
+            mm_cached,
+            f"CASE WHEN {_F['$.maxmind.status']} = 'error' OR {older_build} THEN NULL"
+            f" ELSE {mm_cached} + {_interval(fresh.maxmind)} END",
+        ),
+        "cymru": (
+            cy_cached,
+            f"CASE WHEN {cy_status} = 'error' THEN NULL"
+            f" WHEN {cy_status} = 'not_found' THEN {cy_cached} + {_interval(not_found_ttl)}"
+            f" ELSE {cy_cached} + {_interval(fresh.cymru_ok)} END",
+        ),
+        "greynoise": (
+            gn_cached,
+            f"CASE WHEN {_F['$.greynoise.status']} = 'error' THEN NULL"
+            f" ELSE {gn_cached} + {_interval(fresh.greynoise)} END",
+        ),
     }
 
 
+def _stale(expires: str) -> str:
+    """SQL: whether a block that goes stale at ``expires`` is stale now."""
+    return f"({expires} IS NULL OR {expires} < {_NOW})"
+
+
+def _stale_expressions(rules: SelectionRules) -> dict[str, str]:
+    """SQL booleans over the parsed fields ``f``, one per source: stale for this run (every
+    source asked about an IP named by the only_ips setting; none not asked)."""
+    expiry = _expiry_expressions(rules)
+    forced = bool(rules.only_ips)
+    return {
+        f"stale_{source}": ("true" if forced else _stale(expiry[source][1])) if enabled else "false"
+        for source, enabled in _enabled(rules).items()
+    }
+
+
+def _state_columns(rules: SelectionRules) -> str:
+    """SQL columns ``<source>_state`` (never, error, stale or fresh, by the TTLs whatever the
+    run asks) and ``<source>_expires`` (when a fresh block goes stale)."""
+    columns = []
+    for source, (cached, expires) in _expiry_expressions(rules).items():
+        status = _F[f"$.{source}.status"]
+        state = (
+            f"CASE WHEN {cached} IS NULL THEN 'never' WHEN {status} = 'error' THEN 'error'"
+            f" WHEN {_stale(expires)} THEN 'stale' ELSE 'fresh' END"
+        )
+        columns += [f"{state} AS {source}_state", f"{expires} AS {source}_expires"]
+    return ",\n           ".join(columns)
+
+
 def _inventory_ctes(db: Database, rules: SelectionRules) -> str:
-    """The CTEs ``inventory``, ``flagged`` and ``stale``: each inventory row's parsed fields
-    and which sources are stale for it."""
+    """The CTEs ``inventory``, ``flagged`` and ``stale``: each inventory row's parsed fields,
+    which sources are stale for it in this run, and each source's state (`_state_columns`)."""
     stale = _stale_expressions(rules)
     paths = ", ".join(f"'{p}'" for p in _PATHS)
     # Where each row is stored (SQLite's rowid); PostgreSQL's scan does not expose one.
@@ -150,7 +185,8 @@ WITH inventory AS (
            {stale["stale_maxmind"]} AS stale_maxmind,
            {stale["stale_cymru"]} AS cymru_block_stale,
            {stale["stale_greynoise"]} AS stale_greynoise,
-           {_USABLE_FROM_FIELDS} AS usable
+           {_USABLE_FROM_FIELDS} AS usable,
+           {_state_columns(rules)}
     FROM inventory
 ), stale AS (
     SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
@@ -158,18 +194,23 @@ WITH inventory AS (
 )"""
 
 
-def selection_sql(db: Database, rules: SelectionRules) -> str:
-    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
-    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
-    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
-    # new_sessions: sessions of IPs not in the inventory yet (the only ones that need them)
-    return f"""{_inventory_ctes(db, rules)}, new_sessions AS (
+def _new_sessions_cte(db: Database) -> str:
+    """The CTE ``new_sessions``: sessions of IPs not in the inventory yet (the only ones that
+    need them)."""
+    return f"""new_sessions AS (
     SELECT CAST(s.source_ip AS VARCHAR) AS ip, s.first_event_at, s.last_event_at
     FROM {db.table("session_summaries")} AS s
     ANTI JOIN {db.table("ip_inventory")} AS i
          ON CAST(s.source_ip AS VARCHAR) = CAST(i.ip_address AS VARCHAR)
     WHERE s.source_ip IS NOT NULL
-), candidates AS (
+)"""
+
+
+def selection_sql(db: Database, rules: SelectionRules) -> str:
+    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
+    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
+    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
+    return f"""{_inventory_ctes(db, rules)}, {_new_sessions_cte(db)}, candidates AS (
     SELECT ip, CAST(NULL AS BIGINT) AS position, true AS is_new, true AS never_enriched,
            min(etl_ts(CAST(first_event_at AS VARCHAR))) AS first_seen,
            max(etl_ts(CAST(last_event_at AS VARCHAR))) AS last_seen,
@@ -198,7 +239,8 @@ def _enabled(rules: SelectionRules) -> dict[str, bool]:
 
 def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     """IPs to refresh: chosen never-enriched first, then by last_seen descending (what
-    the max_ips setting keeps), and returned new IPs first, then in the order the table stores them.
+    the max_ips setting keeps; the ``priority`` column keeps that order), and returned new IPs
+    first, then in the order the table stores them.
 
     The run asks the services and commits in this order, so each chunk's rows share pages:
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
@@ -216,8 +258,58 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
     # max_ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
+    frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("priority"))
     frame = frame.sort("position", nulls_last=False, maintain_order=True).drop("position")
     return frame.cast(SELECTION_SCHEMA)  # type: ignore[arg-type]
+
+
+def freshness_sql(db: Database, rules: SelectionRules) -> str:
+    """The DuckDB query behind `freshness_counts`: the selection's own CTEs, counted."""
+    sources = "[" + ", ".join(f"'{source}'" for source in SOURCES) + "]"
+    states = ", ".join(f"{source}_state, {source}_expires" for source in SOURCES)
+    # Materialized: each row's JSON is parsed once, not once per source.
+    return f"""{_inventory_ctes(db, rules)}, {_new_sessions_cte(db)}, rows AS MATERIALIZED (
+    SELECT usable AND NOT known_bogon AS counted, usable, old_maxmind_asn, {states} FROM stale
+), per_source AS (
+    SELECT 'maxmind' AS source, maxmind_state AS state, maxmind_expires AS expires
+    FROM rows WHERE counted
+    UNION ALL
+    SELECT 'cymru', CASE WHEN old_maxmind_asn IS NULL THEN cymru_state ELSE 'not_needed' END,
+           cymru_expires FROM rows WHERE counted
+    UNION ALL
+    SELECT 'greynoise', greynoise_state, greynoise_expires FROM rows WHERE counted
+    UNION ALL
+    SELECT source, 'never', NULL
+    FROM (SELECT DISTINCT ip FROM new_sessions) CROSS JOIN (SELECT unnest({sources}) AS source)
+    UNION ALL
+    SELECT 'inventory', CASE WHEN usable THEN 'bogon' ELSE 'unusable' END, NULL
+    FROM rows WHERE NOT counted
+)
+SELECT source, state,
+       CASE WHEN state = 'fresh' THEN CAST(floor(epoch(expires) / 86400) AS INTEGER) END
+           AS stale_day,
+       count(*) AS ips
+FROM per_source GROUP BY ALL
+"""
+
+
+def freshness_counts(db: Database, rules: SelectionRules) -> pl.DataFrame:
+    """How many IPs each source has in each state at ``rules.now``, by the same rules as the
+    selection: ``never`` (no block: never asked), ``error``, ``stale``, ``fresh``, and for
+    Cymru ``not_needed`` (MaxMind has an ASN for the IP). Fresh blocks come with the UTC day
+    they go stale on (``stale_on``). Rows of source ``inventory`` count the rows no source is
+    asked about: ``bogon`` (bogons and strings that are not IPs), ``unusable`` (enrichment
+    that is not a JSON object). IPs seen only in sessions are ``never`` for every source."""
+    db.duck.execute(_TIMESTAMP_MACRO)
+    variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
+    with db.duck_errors("counting stale IPs"):
+        frame = db.query_frame(freshness_sql(db, rules), variables)
+    return frame.select(
+        pl.col("source").cast(pl.String),
+        pl.col("state").cast(pl.String),
+        pl.col("stale_day").cast(pl.Int32).cast(pl.Date).alias("stale_on"),
+        pl.col("ips").cast(pl.Int64),
+    )
 
 
 def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:

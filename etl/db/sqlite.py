@@ -77,6 +77,7 @@ class SQLiteBackend(Backend):
     schema_state_ddl: ClassVar[str] = ddl.SQLITE_SCHEMA_STATE  # cowrieprocessor's ORM form
     schema_state_table: ClassVar[str] = "schema_state"
     schema_state_key: ClassVar[str] = '"key"'
+    run_log_ddl: ClassVar[str] = ddl.run_log_ddl("sqlite")
     stage_create: ClassVar[str] = "CREATE TEMP TABLE IF NOT EXISTS"
     stage_prefix: ClassVar[str] = "temp."  # TEMP tables of the writing connection
     timestamp_type: ClassVar[str] = "TEXT"  # staged as cowrieprocessor's timestamp text
@@ -88,15 +89,23 @@ class SQLiteBackend(Backend):
         self._connection: sqlite3.Connection | None = None
 
     # -- opening ---------------------------------------------------------------------------
-    def attach(self, duck: duckdb.DuckDBPyConnection, *, create: bool, lock_timeout: float) -> None:
-        """Open the writing connection (tuned for bulk upserts), then attach DuckDB."""
+    def attach(
+        self,
+        duck: duckdb.DuckDBPyConnection,
+        *,
+        create: bool,
+        lock_timeout: float,
+        read_only: bool = False,
+    ) -> None:
+        """Open the writing connection (tuned for bulk upserts; ``read_only``: a connection
+        that cannot write), then attach DuckDB."""
         self._duck = duck
         path = str(self.path)
         if not create and not self.path.is_file():
             raise DatabaseError(f"SQLite database {path} does not exist")
         try:
-            self._connection = con = sqlite3.connect(
-                path, timeout=min(SQLITE_BUSY_SLICE_SECONDS, lock_timeout), isolation_level=None
+            self._connection = con = self._connect(
+                min(SQLITE_BUSY_SLICE_SECONDS, lock_timeout), read_only
             )
             # This connection's page cache (not stored in the file): upserts touch the table and
             # its indexes all over; with SQLite's 2 MB default they spend their time re-reading.
@@ -110,6 +119,13 @@ class SQLiteBackend(Backend):
         load_extension(duck, "sqlite_scanner")
         duck.execute("SET sqlite_all_varchar = true")
         self._attach_duck()
+
+    def _connect(self, timeout: float, read_only: bool) -> sqlite3.Connection:
+        """The native connection; read-only: opened with ``mode=ro`` (it can change nothing)."""
+        if not read_only:
+            return sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        return sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
 
     def _attach_duck(self) -> None:
         path = str(self.path)
@@ -180,6 +196,18 @@ class SQLiteBackend(Backend):
     def append(self, session: Session, table: str, frame: pl.DataFrame) -> None:
         """Inserted natively."""
         session.write([(table, frame)], ())
+
+    def upsert(self, session: Session, table: str, frame: pl.DataFrame, key: str) -> None:
+        """``INSERT ... ON CONFLICT DO UPDATE`` with named parameters, one unit per row."""
+        columns = frame.columns
+        values = ", ".join(f":{column}" for column in columns)
+        update = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {update}"
+        )
+        for row in sqlite_values(frame).iter_rows(named=True):
+            session.write((), [statement], row)
 
     # -- schema ------------------------------------------------------------------------------
     def columns_query(self, table: str) -> str:

@@ -1,0 +1,102 @@
+"""``honeypot-etl status`` (also ``python -m etl.status``): the options of the report, each
+declared once in `etl.config.RefreshConfig` as for a refresh; the work is
+`etl.status.report.status_report`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from etl import cli
+from etl.config import RefreshConfig, config_file_path, load_config
+from etl.db.url import redact
+from etl.errors import EtlError, SettingError, UsageError
+from etl.refresh import SETTINGS, ConfigOption, exit_fast
+
+PROG = "python -m etl.status"
+HELP = """\
+Where the data of a honeypot database stands: per source how many IPs are fresh, stale, in
+error or never asked, how many go stale on each of the next 7 days, the GreyNoise Searches of
+today and what the daily budget leaves, the MaxMind build ages and the last runs.
+
+Read-only: it asks no service and writes nothing (not even the run log table). Exit codes: 0
+the report; 1 the database cannot be read; 2 bad usage (a SQLite file that does not exist, a
+value out of range)."""
+EXAMPLES = """\
+Examples:
+
+\b
+  honeypot-etl status
+  honeypot-etl status --db postgresql://etl@db:5432/cowrie --json
+  honeypot-etl status --config /etc/honeypot-etl/etl.toml --runs 24
+
+python -m etl.status takes the same options."""
+# The settings the report reads, declared with the refresh's.
+OPTIONS = ("db_url", "maxmind_dir", "maxmind_asn", "maxmind_city", "greynoise_daily_budget")
+MAX_RUNS = 1_000
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="the report as one JSON object", show_default=False)
+]
+RunsOption = Annotated[
+    int,
+    typer.Option(
+        "--runs", metavar="N", help=f"the last N runs to list, 0 to {MAX_RUNS:,} [default 10]",
+        show_default=False,
+    ),
+]  # fmt: skip
+
+
+def status_command(
+    config_file: Path | None = None,
+    as_json: bool = False,
+    runs: int = 10,
+    version: bool = False,
+    **values: Any,
+) -> int:
+    """Show where the data of a honeypot database stands (see ``--help``)."""
+    secrets: tuple[str, ...] = ()
+    try:
+        if not 0 <= runs <= MAX_RUNS:
+            raise UsageError(f"--runs must be between 0 and {MAX_RUNS:,}, got {runs}")
+        config = load_config(file=config_file_path(config_file), values_origin="option", **values)
+        secrets = config.secrets()
+        from etl.status.report import status_report  # polars, DuckDB: only when it runs
+        from etl.status.text import render
+
+        report = status_report(config, runs)
+    except SettingError as exc:
+        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
+    except EtlError as exc:
+        return cli.fail(redact(str(exc), secrets), exc.exit_code)
+    text = json.dumps(report.to_dict(), indent=2) if as_json else render(report)
+    print(redact(text, secrets))
+    return 0
+
+
+def command() -> Any:
+    """`status_command` with its Typer options: the report's settings, ``--config``, ``--json``,
+    ``--runs``."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("config_file", keyword, default=None, annotation=ConfigOption),
+        inspect.Parameter("as_json", keyword, default=False, annotation=JsonOption),
+        inspect.Parameter("runs", keyword, default=10, annotation=RunsOption),
+        inspect.Parameter("version", keyword, default=False, annotation=cli.VersionOption),
+    ]
+    return cli.with_signature(status_command, [*cli.options_of(RefreshConfig, OPTIONS), *extra])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m etl.status`` with ``argv``; return the exit status."""
+    return cli.run_single(command(), argv, PROG, EXAMPLES, SETTINGS, help=HELP)
+
+
+def run() -> NoReturn:
+    """Entry point of ``python -m etl.status``."""
+    exit_fast(main())

@@ -1,0 +1,193 @@
+"""Where the data of a honeypot database stands (`status_report`), read-only.
+
+It asks no service and writes nothing: the database is opened read-only (`Database(...,
+read_only=True)`), so neither the run log nor any other table is created. Freshness comes from
+the selection's own rules (`etl.db.select.freshness_counts`, each source's TTL), the
+GreyNoise Searches and the last runs from the run log (`etl.db.runlog`), the MaxMind build
+ages from the files' metadata (`etl.maxmind.open_maxmind`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from etl.config import RefreshConfig
+from etl.db import runlog
+from etl.db.database import Database
+from etl.db.select import SOURCES, SelectionRules, freshness_counts
+from etl.db.url import parse_database_url
+from etl.errors import SettingError
+from etl.maxmind import MaxMindDatabases, open_maxmind
+from etl.runlog import utc_day
+
+FORECAST_DAYS = 7
+STATES = ("fresh", "stale", "error", "never", "not_needed")
+RUN_COLUMNS = (
+    "run_id", "started_at", "ended_at", "outcome", "exit_code", "selected", "ip_rows_written",
+    "asn_rows_written", "greynoise_searches", "greynoise_search_cap", "stopped", "error",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """One source's IPs by state, and how many of the fresh ones go stale on each of the next
+    UTC days (today first)."""
+
+    states: dict[str, int]
+    going_stale: dict[str, int]
+
+    @property
+    def due(self) -> int:
+        """IPs a refresh would ask this source about now: stale, error or never asked."""
+        return sum(self.states[state] for state in ("stale", "error", "never"))
+
+
+@dataclass(frozen=True)
+class SearchStatus:
+    """GreyNoise Searches on one UTC day, from the run log."""
+
+    day: str
+    spent: int  # by runs that ended
+    reserved: int  # by runs still running, or killed (their row says running)
+    daily_budget: int | None
+    left: int | None
+
+
+@dataclass(frozen=True)
+class MaxMindBuild:
+    """One MaxMind file and how old its build is."""
+
+    kind: str
+    path: str
+    built: str  # ISO-8601 UTC
+    age_days: float
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """What `status_report` found; `to_dict` for JSON."""
+
+    database: str  # the URL, without its password
+    at: str  # ISO-8601 UTC
+    inventory_ips: int  # IPs a source is asked about (not bogons, usable enrichment)
+    session_only_ips: int  # of them, seen in sessions but not in ip_inventory yet
+    bogons: int  # bogons and strings that are not IPs: never asked
+    unusable: int  # rows whose enrichment is not a JSON object: left alone
+    sources: dict[str, SourceStatus]
+    searches: SearchStatus
+    maxmind: list[MaxMindBuild]
+    runs: list[dict[str, Any]]  # newest first
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (the ``due`` count of each source included)."""
+        data = asdict(self)
+        for name, source in self.sources.items():
+            data["sources"][name]["due"] = source.due
+        return data
+
+
+def status_report(config: RefreshConfig, runs: int = 10) -> StatusReport:
+    """The status of the database ``config`` names, at ``config.clock()``, with its last
+    ``runs`` runs. Raises `SettingError` (exit 2) for a SQLite file that does not exist and
+    `MaxMindError` for a named MaxMind file that cannot be used."""
+    url = parse_database_url(config.db_url)
+    if url.sqlite_path is not None and not url.sqlite_path.is_file():
+        raise SettingError(
+            "db_url", f"names a SQLite database that does not exist: {url.sqlite_path}"
+        )
+    now = config.clock()
+    maxmind = open_maxmind(
+        asn=config.maxmind_asn, city=config.maxmind_city, directory=config.maxmind_dir, now=now
+    )
+    try:
+        with Database(url, read_only=True, lock_timeout=config.lock_timeout) as db:
+            return _gather(db, config, maxmind, now, runs)
+    finally:
+        maxmind.close()
+
+
+def _gather(
+    db: Database, config: RefreshConfig, maxmind: MaxMindDatabases, now: datetime, runs: int
+) -> StatusReport:
+    notes = list(maxmind.notes)
+    missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
+    if missing:
+        notes.append(f"{db.url} has no {' or '.join(missing)} table: nothing to count yet")
+        counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
+                                      "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
+    else:
+        rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
+        counts = freshness_counts(db, rules)
+    if not runlog.has_run_log(db):
+        notes.append("no run log yet: no refresh has written to this database")
+    inventory = counts.filter(pl.col("source") == "inventory")
+    return StatusReport(
+        database=str(db.url),
+        at=now.isoformat(),
+        inventory_ips=_count(counts.filter(pl.col("source") == "maxmind")),
+        session_only_ips=_session_only(db) if not missing else 0,
+        bogons=_count(inventory.filter(pl.col("state") == "bogon")),
+        unusable=_count(inventory.filter(pl.col("state") == "unusable")),
+        sources={source: _source(counts, source, utc_day(now)) for source in SOURCES},
+        searches=_searches(db, config.greynoise_daily_budget, utc_day(now)),
+        maxmind=_builds(maxmind, now),
+        runs=_runs(db, runs),
+        notes=notes,
+    )
+
+
+def _count(frame: pl.DataFrame) -> int:
+    return int(frame["ips"].sum()) if frame.height else 0
+
+
+def _source(counts: pl.DataFrame, source: str, today: date) -> SourceStatus:
+    mine = counts.filter(pl.col("source") == source)
+    states = {state: _count(mine.filter(pl.col("state") == state)) for state in STATES}
+    days = [today + timedelta(days=n) for n in range(FORECAST_DAYS)]
+    going = {day.isoformat(): _count(mine.filter(pl.col("stale_on") == day)) for day in days}
+    return SourceStatus(states, going)
+
+
+def _session_only(db: Database) -> int:
+    """IPs seen in sessions that have no ip_inventory row yet."""
+    sql = (
+        f"SELECT count(DISTINCT CAST(s.source_ip AS VARCHAR)) FROM {db.table('session_summaries')}"
+        f" AS s ANTI JOIN {db.table('ip_inventory')} AS i"
+        " ON CAST(s.source_ip AS VARCHAR) = CAST(i.ip_address AS VARCHAR)"
+        " WHERE s.source_ip IS NOT NULL"
+    )
+    with db.duck_errors("counting IPs seen only in sessions"):
+        row = db.duck.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _searches(db: Database, daily_budget: int | None, today: date) -> SearchStatus:
+    spent, reserved = runlog.day_searches(db, today)
+    left = None if daily_budget is None else max(0, daily_budget - spent - reserved)
+    return SearchStatus(today.isoformat(), spent, reserved, daily_budget, left)
+
+
+def _builds(maxmind: MaxMindDatabases, now: datetime) -> list[MaxMindBuild]:
+    builds = []
+    for kind, database in (("asn", maxmind.asn), ("city", maxmind.city)):
+        if database is not None:
+            built = datetime.fromtimestamp(database.build_epoch, now.tzinfo)
+            age = round((now - built).total_seconds() / 86_400, 1)
+            builds.append(MaxMindBuild(kind, str(Path(database.path)), built.isoformat(), age))
+    return builds
+
+
+def _runs(db: Database, limit: int) -> list[dict[str, Any]]:
+    frame = runlog.recent_runs(db, limit)
+    errors = pl.sum_horizontal(f"{source}_error" for source in SOURCES).alias("errors")
+    frame = frame.select(*RUN_COLUMNS, errors)
+    rows = frame.with_columns(
+        pl.col("started_at", "ended_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    ).to_dicts()
+    return rows

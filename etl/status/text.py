@@ -1,0 +1,108 @@
+"""The status report as plain text for a terminal (`render`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from etl.status.report import STATES, SearchStatus, StatusReport
+
+_HEADINGS = {"never": "never asked", "not_needed": "not needed"}
+
+
+def render(report: StatusReport) -> str:
+    """The report in plain text: freshness per source, what goes stale this week, the
+    GreyNoise Searches of today, the MaxMind builds, the last runs, and the notes."""
+    at = datetime.fromisoformat(report.at)
+    lines = [
+        f"status of {report.database} at {at:%Y-%m-%d %H:%M} UTC",
+        f"{report.inventory_ips:,} IPs ({report.session_only_ips:,} seen only in sessions so "
+        f"far); never asked anything: {report.bogons:,} bogons or not IPs, {report.unusable:,} "
+        "rows whose enrichment is not a JSON object",
+        "",
+        *_freshness(report),
+        "",
+        *_forecast(report),
+        "",
+        _searches(report.searches),
+        *_maxmind(report),
+        "",
+        *_runs(report.runs),
+    ]
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _freshness(report: StatusReport) -> list[str]:
+    headings = [_HEADINGS.get(state, state) for state in STATES]
+    lines = [f"{'source':<10}" + "".join(f"{h:>13}" for h in headings) + f"{'due now':>13}"]
+    for name, source in report.sources.items():
+        cells = [
+            "-" if state == "not_needed" and name != "cymru" else f"{source.states[state]:,}"
+            for state in STATES
+        ]
+        lines.append(f"{name:<10}" + "".join(f"{c:>13}" for c in cells) + f"{source.due:>13,}")
+    lines.append(
+        "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind "
+        "ASN)"
+    )
+    return lines
+
+
+def _forecast(report: StatusReport) -> list[str]:
+    days = list(next(iter(report.sources.values())).going_stale)
+    lines = [f"{'goes stale':<10}" + "".join(f"{day[5:]:>9}" for day in days) + "  (UTC days)"]
+    for name, source in report.sources.items():
+        lines.append(f"{name:<10}" + "".join(f"{n:>9,}" for n in source.going_stale.values()))
+    return lines
+
+
+def _searches(searches: SearchStatus) -> str:
+    spent = f"{searches.spent:,} spent"
+    if searches.reserved:
+        spent += f", {searches.reserved:,} reserved by a run still running (or killed)"
+    if searches.daily_budget is None:
+        budget = "no daily budget set (--greynoise-daily-budget)"
+    else:
+        budget = f"{searches.left:,} left of the daily budget of {searches.daily_budget:,}"
+    return f"GreyNoise Searches on {searches.day} (UTC): {spent}; {budget}"
+
+
+def _maxmind(report: StatusReport) -> list[str]:
+    if not report.maxmind:
+        return ["MaxMind: no database found"]
+    return [
+        f"MaxMind {build.kind.upper() if build.kind == 'asn' else 'City'}: {build.path}, built "
+        f"{build.built[:10]} ({build.age_days:g} days ago)"
+        for build in report.maxmind
+    ]
+
+
+def _runs(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return ["last runs: none in the run log"]
+    lines = [
+        "last runs:",
+        f"{'run':>6}  {'started (UTC)':<16} {'minutes':>7}  {'outcome':<11} {'exit':>4} "
+        f"{'selected':>9} {'written':>9} {'Searches':>9} {'errors':>7}  stopped",
+    ]
+    for run in runs:
+        started = datetime.fromisoformat(run["started_at"])
+        minutes = "-"
+        if run["ended_at"]:
+            minutes = (
+                f"{(datetime.fromisoformat(run['ended_at']) - started).total_seconds() / 60:.1f}"
+            )
+        searches = run["greynoise_searches"]
+        if searches is None:  # running, or killed: what it may spend
+            searches = f"<={run['greynoise_search_cap']}" if run["greynoise_search_cap"] else "?"
+        lines.append(
+            f"{run['run_id']:>6}  {started:%Y-%m-%d %H:%M} {minutes:>7}  {run['outcome']:<11} "
+            f"{_blank(run['exit_code']):>4} {run['selected']:>9,} {run['ip_rows_written']:>9,} "
+            f"{searches!s:>9} {run['errors']:>7,}  {run['stopped'] or ''}"
+        )
+    return lines
+
+
+def _blank(value: object) -> str:
+    return "" if value is None else str(value)
