@@ -162,7 +162,8 @@ def test_through_the_command_line(
     assert codes == [0, 0] and len(asked) == 300
     assert summary["greynoise_budget_left"] == 0 and summary["greynoise_searches"] == 50
     assert summary["greynoise_daily_budget"] == 300
-    assert err.count("GreyNoise daily budget reached") == 1 and "Traceback" not in err
+    assert err.count("GreyNoise daily budget of 50 Searches for this run is spent") == 1
+    assert "Traceback" not in err
 
 
 def test_a_killed_run_keeps_its_reservation(db_url: str, tmp_path: Path) -> None:
