@@ -99,7 +99,9 @@ class SearchMeter:
     """Counts a client's Searches into the UTC day they were spent, on the run's ``clock``.
 
     `sample` is called with the client's running total as the run takes its events (at least
-    every 0.2 s): a Search counts on the day of the first sample that sees it."""
+    every 0.2 s): a Search counts on the day of the first sample that sees it. The total may
+    also go down (a client gives back Searches it did not spend after all): then the day's
+    count does, so the days always add up to the total."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self.clock = clock
@@ -107,11 +109,18 @@ class SearchMeter:
         self.by_day: dict[str, int] = {}
 
     def sample(self, total: int) -> None:
-        """Count the Searches spent since the last sample into today (UTC)."""
-        if total > self.counted:
-            day = utc_day(self.clock()).isoformat()
-            self.by_day[day] = self.by_day.get(day, 0) + total - self.counted
-            self.counted = total
+        """Count the Searches spent (or given back) since the last sample into today (UTC)."""
+        change, self.counted = total - self.counted, total
+        if not change:
+            return
+        day = utc_day(self.clock()).isoformat()
+        self.by_day[day] = self.by_day.get(day, 0) + change
+        if self.by_day[day] < 0:  # given back after midnight: spent the day before
+            earlier = [d for d in sorted(self.by_day) if d < day and self.by_day[d] > 0]
+            if earlier:
+                self.by_day[earlier[-1]] += self.by_day.pop(day)
+        if not self.by_day.get(day, 1):
+            del self.by_day[day]
 
 
 def run_row(summary: RunSummary, cap: int | None) -> dict[str, Any]:

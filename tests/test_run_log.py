@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +228,15 @@ def test_another_writers_lock_does_not_hold_the_run_back(tmp_path: Path) -> None
     assert any("it is written when the run ends" in note for note in notes), notes
     assert not any("up to 0 s" in note for note in notes), notes  # one try, no waiting line
     assert [(r["run_id"], r["outcome"]) for r in runs(url)] == [(1, "finished")]
+
+
+def test_the_meter_counts_searches_on_the_day_they_were_spent() -> None:
+    now = [datetime(2031, 3, 14, 23, 59, 59, tzinfo=UTC)]
+    meter = etl.runlog.SearchMeter(lambda: now[0])
+    for total in (10, 25, 25, 20):  # 5 given back
+        meter.sample(total)
+    now[0] += timedelta(seconds=2)  # midnight
+    for total in (19, 40, 38):  # one given back after midnight: it was spent the day before
+        meter.sample(total)
+    assert meter.by_day == {"2031-03-14": 19, "2031-03-15": 19}
+    assert sum(meter.by_day.values()) == meter.counted == 38
