@@ -112,6 +112,19 @@ def run_to_end(db: Path, folder: Path, cymru: Simulator, greynoise: Simulator) -
     return time.monotonic() - started
 
 
+def wait_for_writes(status: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the run's status file shows its first committed rows (or the run ended)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            write = json.loads(status.read_text())["phases"].get("write", {})
+        except (OSError, ValueError):
+            write = {}
+        if write.get("done", 0) > 0:
+            return
+        time.sleep(0.02)
+
+
 def test_sigkill_at_random_moments(world: tuple[Path, Simulator, Simulator]) -> None:
     folder, cymru, greynoise = world
     pristine = folder / "pristine.sqlite"
@@ -129,11 +142,16 @@ def test_sigkill_at_random_moments(world: tuple[Path, Simulator, Simulator]) -> 
     for trial in range(TRIALS):
         db = folder / f"trial-{trial}.sqlite"
         shutil.copy(pristine, db)
+        status = folder / f"trial-{trial}.status.json"
         process = subprocess.Popen(
-            command(db, folder, cymru, greynoise), env=ENV,
+            [*command(db, folder, cymru, greynoise), "--status-file", str(status)], env=ENV,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(rng.uniform(0.3, duration))
+        if trial % 2:  # at a random moment of the run
+            time.sleep(rng.uniform(0.3, duration))
+        else:  # while it writes, whatever the machine's load makes of its start-up
+            wait_for_writes(status, process)
+            time.sleep(rng.uniform(0.0, 0.2))
         process.send_signal(signal.SIGKILL)
         process.wait()
         check_whole(db, pristine_violations)
