@@ -91,8 +91,8 @@ def render_metrics(
             [("", summary.greynoise_searches)])  # fmt: skip
     _metric(lines, "source_stopped",
             "1 if the source was stopped for the rest of the last run, with the reason "
-            "(key_refused, unreachable, stalled: exit 3; daily_limit, budget, throttled, "
-            "cancelled: exit 0 or 1), else 0.",
+            "(key_refused, unreachable, stalled: exit 3; daily_limit, budget, daily_budget, "
+            "throttled, cancelled: exit 0 or 1), else 0.",
             [(_stop_labels(source, summary), 1 if source in summary.stopped else 0)
              for source in summary.sources if source != "maxmind"])  # fmt: skip
     if summary.maxmind_build_epochs:
