@@ -50,6 +50,14 @@ RANGES = {
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
 
+Clock = Callable[[], datetime]
+"""What time it is, aware (`RefreshConfig.clock`)."""
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (the default `Clock`)."""
+    return datetime.now(UTC)
+
 
 class Source(StrEnum):
     """The enrichment sources a run can ask."""
@@ -173,9 +181,11 @@ class RefreshConfig:
     cymru_timeout: float = 30.0
     retry_backoff: float = 1.0  # first wait before retrying a failed chunk or request (s)
     freshness: Freshness = field(default_factory=Freshness)
-    # What time it is (aware, UTC): the run log's start and end, the UTC day of the daily budget
-    # and of each Search spent. Tests move it (a run that straddles midnight).
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
+    # What time it is (aware, UTC), for the whole run: which blocks are stale, each block's
+    # cached_at and each row's update time, the run log's start and end, the UTC day of the
+    # daily budget and of each Search spent. Tests move it (a run that straddles midnight, a
+    # week of runs).
+    clock: Clock = field(default=utc_now, compare=False)
 
     def __post_init__(self) -> None:
         settings.converted(self)

@@ -85,7 +85,7 @@ def network_phases(
     ips = targets["cymru"]
     if ips or plan.wanted:
         cymru = CymruClient(config.cymru_settings())
-        body = partial(cymru_phase, cymru, ips, plan)
+        body = partial(cymru_phase, cymru, ips, plan, clock=config.clock)
         detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
         total = len(cymru_queries(ips, plan))
         network.phases.append(Phase("cymru", total, body, cymru.cancel, detail))
@@ -95,7 +95,7 @@ def network_phases(
         settings = config.greynoise_settings(search_budget)
         greynoise = network.greynoise = GreyNoiseClient(settings, key)
         network.meter = SearchMeter(config.clock)
-        body = partial(greynoise_phase, greynoise, ips)
+        body = partial(greynoise_phase, greynoise, ips, clock=config.clock)
         community = config.greynoise_mode == "community"
         v6 = int(pl.Series(ips, dtype=pl.String).str.contains(":").sum()) if community else 0
         detail = f"{len(ips) - v6} IPs to ask" + (

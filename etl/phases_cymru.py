@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import polars as pl
 
 from etl.clients.cymru import Batch, CymruClient
+from etl.config import Clock, utc_now
 from etl.cymru import as_queries, asn_details, cymru_results, split_batch
 from etl.db.database import Database
 from etl.db.select import asn_details_state
@@ -49,13 +50,16 @@ def cymru_queries(ips: list[str], plan: Tier1Plan) -> list[str]:
     return ips + as_queries(list(plan.wanted))
 
 
-def cymru_phase(client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post) -> None:
+def cymru_phase(
+    client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post, clock: Clock = utc_now
+) -> None:
     """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
-    chunk, then ask about the ASNs only Cymru's answers revealed.
+    chunk (cached at the time ``clock`` gives then), then ask about the ASNs only Cymru's
+    answers revealed.
 
     Raises `ServiceUnavailableError` when its circuit breaker stopped it.
     """
-    lines = BatchLines(post)
+    lines = BatchLines(post, clock)
     discovered: set[int] = set()
     for batch in client.lookup(cymru_queries(ips, plan)):
         discovered |= lines.answered(batch, planned=batch.total)
@@ -71,8 +75,9 @@ class BatchLines:
     "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
     count; ``n`` is the chunks planned (the ASNs Cymru's answers revealed add their own)."""
 
-    def __init__(self, post: Post) -> None:
+    def __init__(self, post: Post, clock: Clock = utc_now) -> None:
         self.post = post
+        self.clock = clock
         self.done = 0
         self.planned = 0
 
@@ -83,24 +88,24 @@ class BatchLines:
             return set()
         self.done += 1
         ip_batch, as_batch = split_batch(batch)
-        asns = _post_details(as_batch, self.post)
+        asns = _post_details(as_batch, self.post, self.clock())
         enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
         self.post(BatchAnswered(self.done, self.planned, enriched, failed, asns))
         if not ip_batch.sent:
             return set()
-        part = cymru_results(ip_batch, datetime.now(UTC))
+        part = cymru_results(ip_batch, self.clock())
         self.post(PartAnswered("cymru", part))
         return set(part["cymru_asn"].drop_nulls().to_list())
 
 
-def _post_details(batch: Batch, post: Post) -> int:
+def _post_details(batch: Batch, post: Post, now: datetime) -> int:
     """Post the Tier 1 rows of a chunk's ``AS<n>`` answers (errors are asked again later);
     return how many were answered."""
     if not batch.sent:
         return 0
     details = asn_details(batch).filter(pl.col("status") != "error")
     if details.height:
-        post(AsnDetailsAnswered(with_details_block(details, datetime.now(UTC))))
+        post(AsnDetailsAnswered(with_details_block(details, now)))
     return details.height
 
 

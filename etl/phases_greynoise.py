@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient
+from etl.config import Clock, utc_now
 from etl.events import PartAnswered, Post, Progressed
 from etl.greynoise import greynoise_results
 
@@ -44,8 +44,11 @@ class AnswerGroups:
         return group
 
 
-def greynoise_phase(client: GreyNoiseClient, ips: list[str], post: Post) -> None:
-    """Ask GreyNoise about ``ips``; post the answers in parts as they arrive.
+def greynoise_phase(
+    client: GreyNoiseClient, ips: list[str], post: Post, clock: Clock = utc_now
+) -> None:
+    """Ask GreyNoise about ``ips``; post the answers in parts as they arrive, cached at the
+    time ``clock`` gives then.
 
     Raises the `ServiceError` that stopped GreyNoise (bad key, quota), after posting every
     answer received before it.
@@ -53,13 +56,13 @@ def greynoise_phase(client: GreyNoiseClient, ips: list[str], post: Post) -> None
     groups = AnswerGroups()
     try:
         for answer in client.lookup(ips):
-            _post_part(groups.add(answer), post)
+            _post_part(groups.add(answer), post, clock)
     finally:
-        _post_part(groups.rest(), post)
+        _post_part(groups.rest(), post, clock)
 
 
-def _post_part(answers: list[GreyNoiseAnswer], post: Post) -> None:
+def _post_part(answers: list[GreyNoiseAnswer], post: Post, clock: Clock) -> None:
     if answers:
-        part = greynoise_results(answers, datetime.now(UTC))
+        part = greynoise_results(answers, clock())
         post(PartAnswered("greynoise", part))
         post(Progressed("greynoise", part.height))

@@ -153,14 +153,14 @@ def _opened(
         if held is None:
             selectable = _dry_run_can_select(db, pending, reporter)
             yield (
-                _Run(db, config, active, pending, datetime.now(UTC), budget) if selectable else None
+                _Run(db, config, active, pending, config.clock(), budget) if selectable else None
             )
             return
         cap = budget.left if Source.GREYNOISE in active else None
         with logged_run(db, summary, budget, cap, config.clock, reporter.note, config.secrets()):
             apply_pending(db, pending, config.commit_every, reporter)
             recount_all = bool(left) or held.unfinished
-            yield _Run(db, config, active, pending, datetime.now(UTC), budget, recount_all)
+            yield _Run(db, config, active, pending, config.clock(), budget, recount_all)
             held.finished()
 
 
@@ -239,7 +239,7 @@ def _ask_and_commit(
     reporter: Reporter,
 ) -> None:
     """Network phases -> commit as the answers arrive -> ASN counts of the touched ASNs."""
-    writer = ChunkWriter(run.db)
+    writer = ChunkWriter(run.db, run.config.clock)
     plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
     if Source.CYMRU in run.active:
         plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
@@ -321,7 +321,10 @@ def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
     if not config.enabled(Source.MAXMIND):
         return MaxMindDatabases()
     return open_maxmind(
-        asn=config.maxmind_asn, city=config.maxmind_city, directory=config.maxmind_dir
+        asn=config.maxmind_asn,
+        city=config.maxmind_city,
+        directory=config.maxmind_dir,
+        now=config.clock(),
     )
 
 

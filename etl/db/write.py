@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -52,8 +53,11 @@ class ChunkWriter:
     is the dialect's (`Backend.chunk_merge`, `Backend.asn_details_merge`).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.db = db
+        self.clock = clock  # the rows' update time
         self.backend = db.backend
         tag = f"{os.getpid()}_{secrets.token_hex(3)}"
         self.ip_stage = f"_etl_stage_ip_{tag}"
@@ -80,7 +84,7 @@ class ChunkWriter:
         """Upsert one chunk: ``ips`` has the IP stage columns (but ``blocks``), ``asns`` the
         ASN stage columns. Staging and merge are one unit, retried whole by the database while
         another writer holds the lock or the connection was lost."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         blocks = pl.sum_horizontal(
             pl.col(b).is_not_null().cast(pl.Int32) * (1 << i) for i, b in enumerate(BLOCKS)
         )
@@ -102,7 +106,7 @@ class ChunkWriter:
         ``details`` has the asn stage columns plus ``details`` (the block as JSON text). Known
         values replace old ones; a NULL (AS not found) keeps what the row had.
         """
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         loads = [(self._stage_name(self.asn_stage), details.select(list(ASN_DETAIL_STAGE_COLUMNS)))]
         merge = self.backend.asn_details_merge(self.asn_stage, now)
         self.db.write(loads, merge.statements, merge.params, "AS details write")
