@@ -9,6 +9,8 @@ ages from the files' metadata (`etl.maxmind.open_maxmind`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,10 @@ RUN_COLUMNS = (
     "run_id", "started_at", "ended_at", "outcome", "exit_code", "selected", "ip_rows_written",
     "asn_rows_written", "greynoise_searches", "greynoise_search_cap", "stopped", "error",
 )  # fmt: skip
+
+
+# A run's per-IP errors, all sources together (a run log frame's column).
+RUN_ERRORS = pl.sum_horizontal(f"{source}_error" for source in SOURCES).alias("errors")
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,21 @@ class StatusReport:
         return data
 
 
-def status_report(config: RefreshConfig, runs: int = 10) -> StatusReport:
+def status_report(
+    config: RefreshConfig, runs: int = 10, forecast_days: int = FORECAST_DAYS
+) -> StatusReport:
     """The status of the database ``config`` names, at ``config.clock()``, with its last
-    ``runs`` runs. Raises `SettingError` (exit 2) for a SQLite file that does not exist and
-    `MaxMindError` for a named MaxMind file that cannot be used."""
+    ``runs`` runs and ``forecast_days`` days of forecast. Raises `SettingError` (exit 2) for a
+    SQLite file that does not exist and `MaxMindError` for a named MaxMind file that cannot be
+    used."""
+    with reading(config) as (db, maxmind, now):
+        return gather(db, config, maxmind, now, runs, forecast_days)
+
+
+@contextmanager
+def reading(config: RefreshConfig) -> Iterator[tuple[Database, MaxMindDatabases, datetime]]:
+    """The database ``config`` names, opened read-only, its MaxMind files, and the time
+    (``config.clock()``): what the report, and the notebook's reads, look at."""
     url = parse_database_url(config.db_url)
     if url.sqlite_path is not None and not url.sqlite_path.is_file():
         raise SettingError(
@@ -107,14 +124,20 @@ def status_report(config: RefreshConfig, runs: int = 10) -> StatusReport:
     )
     try:
         with Database(url, read_only=True, lock_timeout=config.lock_timeout) as db:
-            return _gather(db, config, maxmind, now, runs)
+            yield db, maxmind, now
     finally:
         maxmind.close()
 
 
-def _gather(
-    db: Database, config: RefreshConfig, maxmind: MaxMindDatabases, now: datetime, runs: int
+def gather(
+    db: Database,
+    config: RefreshConfig,
+    maxmind: MaxMindDatabases,
+    now: datetime,
+    runs: int = 10,
+    forecast_days: int = FORECAST_DAYS,
 ) -> StatusReport:
+    """The `StatusReport` of an open database (see `reading`)."""
     notes = list(maxmind.notes)
     missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
     if missing:
@@ -127,6 +150,7 @@ def _gather(
     if not runlog.has_run_log(db):
         notes.append("no run log yet: no refresh has written to this database")
     inventory = counts.filter(pl.col("source") == "inventory")
+    today = utc_day(now)
     return StatusReport(
         database=str(db.url),
         at=now.isoformat(),
@@ -134,8 +158,8 @@ def _gather(
         session_only_ips=_session_only(db) if not missing else 0,
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
-        sources={source: _source(counts, source, utc_day(now)) for source in SOURCES},
-        searches=_searches(db, config.greynoise_daily_budget, utc_day(now)),
+        sources={s: _source(counts, s, today, forecast_days) for s in SOURCES},
+        searches=_searches(db, config.greynoise_daily_budget, today),
         maxmind=_builds(maxmind, now),
         runs=_runs(db, runs),
         notes=notes,
@@ -146,10 +170,10 @@ def _count(frame: pl.DataFrame) -> int:
     return int(frame["ips"].sum()) if frame.height else 0
 
 
-def _source(counts: pl.DataFrame, source: str, today: date) -> SourceStatus:
+def _source(counts: pl.DataFrame, source: str, today: date, forecast_days: int) -> SourceStatus:
     mine = counts.filter(pl.col("source") == source)
     states = {state: _count(mine.filter(pl.col("state") == state)) for state in STATES}
-    days = [today + timedelta(days=n) for n in range(FORECAST_DAYS)]
+    days = [today + timedelta(days=n) for n in range(forecast_days)]
     going = {day.isoformat(): _count(mine.filter(pl.col("stale_on") == day)) for day in days}
     return SourceStatus(states, going)
 
@@ -185,8 +209,7 @@ def _builds(maxmind: MaxMindDatabases, now: datetime) -> list[MaxMindBuild]:
 
 def _runs(db: Database, limit: int) -> list[dict[str, Any]]:
     frame = runlog.recent_runs(db, limit)
-    errors = pl.sum_horizontal(f"{source}_error" for source in SOURCES).alias("errors")
-    frame = frame.select(*RUN_COLUMNS, errors)
+    frame = frame.select(*RUN_COLUMNS, RUN_ERRORS)
     rows = frame.with_columns(
         pl.col("started_at", "ended_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
     ).to_dicts()

@@ -1,0 +1,221 @@
+"""The numbers behind notebooks/explore.ipynb, one function per question (read-only).
+
+`load_inventory` reads a database once (the status report, one row per IP, the AS names, the
+run log); every other function turns what it read into the small frame one plot draws. No
+function here asks a service or writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+
+from etl.config import RefreshConfig
+from etl.db import runlog
+from etl.db.inventory import asn_names, ip_details
+from etl.db.select import SOURCES
+from etl.freshness import Freshness
+from etl.status.report import RUN_ERRORS, StatusReport, gather, reading
+
+# The states of a source among the IPs that need it, in the order they are drawn.
+NEEDED_STATES = ("fresh", "stale", "error", "never")
+# GreyNoise answers, by group: what it said of the IPs it has seen, and the IPs it has not.
+OBSERVED = "observed"
+NOT_OBSERVED = "not observed"
+NOT_ANSWERED = "not answered"
+NO_REASON = "no reason recorded"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What `load_inventory` read: the status report, one row per IP (`ip_details`), the AS
+    names (`asn_names`), the run log (oldest run first) and the TTLs the report applied."""
+
+    report: StatusReport
+    ips: pl.DataFrame
+    asns: pl.DataFrame
+    runs: pl.DataFrame
+    freshness: Freshness
+
+
+def ttl_days(freshness: Freshness) -> dict[str, int]:
+    """Each source's longest TTL in whole days: how far ahead its forecast must look for
+    every fresh block to go stale on it."""
+    longest = {
+        "maxmind": freshness.maxmind,
+        "cymru": max(freshness.cymru_ok, freshness.cymru_not_found),
+        "greynoise": freshness.greynoise,
+    }
+    return {source: -(-ttl // timedelta(days=1)) for source, ttl in longest.items()}
+
+
+def load_inventory(config: RefreshConfig, runs: int = 500) -> Inventory:
+    """Read the database ``config`` names, read-only, at ``config.clock()``: the status report
+    with a forecast as long as the longest TTL, every IP, the AS names and the last ``runs``
+    runs. Raises what `etl.status.report.status_report` raises."""
+    horizon = max(ttl_days(config.freshness).values()) + 1
+    with reading(config) as (db, maxmind, now):
+        report = gather(db, config, maxmind, now, runs=0, forecast_days=horizon)
+        log = runlog.recent_runs(db, runs).reverse()
+        return Inventory(report, ip_details(db), asn_names(db), log, config.freshness)
+
+
+def coverage(report: StatusReport) -> pl.DataFrame:
+    """Per source, its IPs by state (fresh, stale, error, never asked) among the IPs that need
+    it (Cymru: only those MaxMind has no ASN for), with their share of them."""
+    rows = [
+        (source, state, status.states[state])
+        for source, status in report.sources.items()
+        for state in NEEDED_STATES
+    ]
+    frame = pl.DataFrame(rows, schema={"source": pl.String, "state": pl.String, "ips": pl.Int64},
+                         orient="row")  # fmt: skip
+    needed = pl.col("ips").sum().over("source")
+    return frame.with_columns(
+        needed.alias("needed"),
+        pl.when(needed > 0).then(pl.col("ips") / needed).otherwise(0.0).alias("share"),
+    )
+
+
+def forecast(report: StatusReport, freshness: Freshness) -> pl.DataFrame:
+    """Per source, for each day from today to the end of its own TTL: how many of its fresh
+    blocks go stale that day, and how many IPs are due by then if no refresh runs (``due``:
+    those due today, stale, in error or never asked, plus every block gone stale since)."""
+    frames = []
+    for source, days in ttl_days(freshness).items():
+        status = report.sources[source]
+        going = list(status.going_stale.items())[: days + 1]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "source": source,
+                    "ttl_days": days,
+                    "days_ahead": range(len(going)),
+                    "day": [date.fromisoformat(day) for day, _ in going],
+                    "going_stale": [count for _, count in going],
+                },
+                schema_overrides={"days_ahead": pl.Int64, "going_stale": pl.Int64},
+            ).with_columns((pl.col("going_stale").cum_sum() + status.due).alias("due"))
+        )
+    return pl.concat(frames)
+
+
+def errors_by_reason(ips: pl.DataFrame) -> pl.DataFrame:
+    """The IPs whose last answer from a source was an error, by source and the reason the
+    block records (`NO_REASON` for blocks written before reasons were kept), most first."""
+    frames = [
+        ips.filter(pl.col(f"{source}_status") == "error").select(
+            pl.lit(source).alias("source"),
+            pl.col(f"{source}_error").fill_null(NO_REASON).alias("reason"),
+        )
+        for source in SOURCES
+    ]
+    return (
+        pl.concat(frames)
+        .group_by("source", "reason")
+        .agg(pl.len().cast(pl.Int64).alias("ips"))
+        .sort(["ips", "source", "reason"], descending=[True, False, False])
+    )
+
+
+def runs_over_time(runs: pl.DataFrame) -> pl.DataFrame:
+    """One row per run of the run log, oldest first: when it started, its outcome and exit
+    code, the ip_inventory rows it wrote, the GreyNoise Searches it spent and its per-IP
+    errors (all sources)."""
+    return runs.sort("run_id").select(
+        "run_id",
+        "started_at",
+        "outcome",
+        "exit_code",
+        pl.col("ip_rows_written").fill_null(0).alias("rows"),
+        pl.col("greynoise_searches").fill_null(0).alias("searches"),
+        RUN_ERRORS.fill_null(0),
+    )
+
+
+def top_asns(ips: pl.DataFrame, asns: pl.DataFrame, n: int = 15) -> pl.DataFrame:
+    """The ``n`` AS numbers with the most sessions: their full name (asn_inventory's, else
+    the one the IPs' blocks give), registration country, sessions, IPs, and a plot label."""
+    from_blocks = ips.group_by("asn").agg(pl.col("asn_org").drop_nulls().mode().first())
+    label = pl.format("AS{} {}", "asn", pl.col("name").fill_null("(name unknown)"))
+    return (
+        ips.filter(pl.col("asn").is_not_null() & ~pl.col("is_bogon"))
+        .group_by("asn")
+        .agg(pl.col("sessions").sum(), pl.len().cast(pl.Int64).alias("ips"))
+        .sort(["sessions", "asn"], descending=[True, False])
+        .head(n)
+        .join(asns.select("asn", "organization", "country"), on="asn", how="left")
+        .join(from_blocks, on="asn", how="left")
+        .select(
+            "asn",
+            pl.coalesce("organization", "asn_org").alias("name"),
+            "country",
+            "sessions",
+            "ips",
+        )
+        .with_columns(label.alias("label"))
+    )
+
+
+def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
+    """The ``n`` countries with the most sessions (MaxMind's geolocation, else Cymru's
+    allocation country), with their full name: MaxMind's English name, also for a country
+    only Cymru gave when any IP names it; else the ISO code. Bogons are left out."""
+    names = (
+        ips.filter(pl.col("country_name").is_not_null())
+        .group_by("country")
+        .agg(pl.col("country_name").mode().first().alias("known_name"))
+    )
+    return (
+        ips.filter(~pl.col("is_bogon"))
+        .with_columns(pl.col("country").fill_null("??"))
+        .group_by("country")
+        .agg(pl.col("sessions").sum(), pl.len().cast(pl.Int64).alias("ips"))
+        .sort(["sessions", "country"], descending=[True, False])
+        .head(n)
+        .join(names, on="country", how="left")
+        .select(
+            "country",
+            pl.when(pl.col("country") == "??")
+            .then(pl.lit("unknown location"))
+            .otherwise(pl.coalesce("known_name", "country"))
+            .alias("name"),
+            "sessions",
+            "ips",
+        )
+    )
+
+
+def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
+    """IPs and sessions by what GreyNoise said, in three groups: `OBSERVED` (its
+    classification: malicious, suspicious, benign, or its own ``unknown``), `NOT_OBSERVED`
+    (it has not seen the IP: 404 / not found) and `NOT_ANSWERED` (error, not asked: IPv6 on
+    the community API, never asked). Bogons are left out."""
+    status = pl.col("greynoise_status")
+    answer = (
+        pl.when(status == "ok")
+        .then(pl.col("classification").fill_null("unknown"))
+        .when(status == "not_found")
+        .then(pl.lit(NOT_OBSERVED))
+        .when(status == "error")
+        .then(pl.lit("error"))
+        .when(status == "skipped")
+        .then(pl.lit("not asked (IPv6)"))
+        .otherwise(pl.lit("never asked"))
+    )
+    group = (
+        pl.when(status == "ok")
+        .then(pl.lit(OBSERVED))
+        .when(status == "not_found")
+        .then(pl.lit(NOT_OBSERVED))
+        .otherwise(pl.lit(NOT_ANSWERED))
+    )
+    order = pl.col("group").replace_strict([OBSERVED, NOT_OBSERVED, NOT_ANSWERED], [0, 1, 2])
+    return (
+        ips.filter(~pl.col("is_bogon"))
+        .group_by(group.alias("group"), answer.alias("answer"))
+        .agg(pl.len().cast(pl.Int64).alias("ips"), pl.col("sessions").sum())
+        .sort([order, "ips", "answer"], descending=[False, True, False])
+    )

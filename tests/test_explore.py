@@ -1,0 +1,226 @@
+"""The notebook's numbers (`etl.status.explore`, `etl.db.inventory`): coverage among the IPs
+that need each source, the forecast over each TTL, errors by reason, runs over time, top ASNs
+and countries with full names, GreyNoise classes with not-observed kept apart."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl.config import RefreshConfig
+from etl.db import runlog
+from etl.db.database import Database
+from etl.db.inventory import ASN_NAMES_SCHEMA, IP_DETAILS_SCHEMA
+from etl.db.url import parse_database_url
+from etl.freshness import Freshness
+from etl.status import explore
+
+NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
+
+
+def block(age: timedelta, status: str = "ok", **fields: Any) -> dict[str, Any]:
+    return {"status": status, "cached_at": (NOW - age).isoformat(), **fields}
+
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+# ip -> (sessions, current_asn, enrichment)
+ROWS: dict[str, tuple[int, int | None, Any]] = {
+    "198.51.100.1": (
+        50,
+        64500,
+        {
+            "maxmind": block(
+                HOUR, asn=64500, asn_org="EXAMPLE-NET", country="TR", country_name="Türkiye"
+            ),
+            "greynoise": block(HOUR, classification="malicious", name="scanner"),
+        },
+    ),
+    "198.51.100.2": (
+        30,
+        64500,
+        {
+            "maxmind": block(
+                8 * DAY, asn=64500, asn_org="EXAMPLE-NET", country="TR", country_name="Türkiye"
+            ),
+            "greynoise": block(2 * DAY, classification="unknown"),
+        },
+    ),
+    "198.51.100.3": (
+        20,
+        64501,
+        {  # MaxMind has no ASN: Cymru's; its country only from Cymru
+            "maxmind": block(HOUR, asn=None, country=None),
+            "cymru": block(3 * DAY, asn=64501, asn_org="OTHER-AS", country="TR"),
+            "greynoise": block(HOUR, "not_found", classification="unknown"),
+        },
+    ),
+    "198.51.100.4": (9, None, {"greynoise": block(HOUR, "error", error="HTTP 503")}),
+    "198.51.100.5": (
+        7,
+        64502,
+        {
+            "maxmind": block(HOUR, asn=None, country="ZZ"),  # a code MaxMind gives no name for
+            "cymru": block(HOUR, "error", error="no answer line"),
+            "greynoise": block(HOUR, "error"),  # written before reasons were kept
+        },
+    ),
+    "2001:db8::1": (4, None, {"greynoise": block(HOUR, "skipped")}),
+    "10.0.0.1": (500, 64500, {"validation": {"is_bogon": True, "reason": "private"}}),
+}
+
+
+def crafted(url: str) -> None:
+    with Database(parse_database_url(url), create=True) as db:
+        db.ensure_schema()
+        # current_asn must name an asn_inventory row on PostgreSQL (a foreign key); 64501 and
+        # 64502 have one without a name, as cowrieprocessor leaves them
+        db.execute_native([
+            "INSERT INTO asn_inventory (asn_number, organization_name, organization_country, "
+            f"rir_registry, first_seen, last_seen) VALUES ({number}, {name}, NULL, NULL, "
+            "'2031-01-01 00:00:00', '2031-01-01 00:00:00')"
+            for number, name in ((64500, "'EXAMPLE-NET Example Ltd, TR'"), (64501, "NULL"),
+                                 (64502, "NULL"))
+        ] + [
+            "INSERT INTO ip_inventory (ip_address, current_asn, session_count, first_seen, "
+            f"last_seen, enrichment) VALUES ('{ip}', {'NULL' if asn is None else asn}, "
+            f"{sessions}, '2031-03-01 00:00:00', '2031-03-13 00:00:00', '{json.dumps(value)}')"
+            for ip, (sessions, asn, value) in ROWS.items()
+        ])  # fmt: skip
+        for run_id, days_ago, rows, searches, errors, code in (
+            (1, 2, 400, 120, 3, 0),
+            (2, 1, 350, 90, 0, 3),
+        ):
+            runlog.write_run(db, {
+                "run_id": run_id, "started_at": NOW - days_ago * DAY,
+                "ended_at": NOW - days_ago * DAY + HOUR, "outcome": "finished",
+                "exit_code": code, "ip_rows_written": rows, "greynoise_searches": searches,
+                "greynoise_error": errors, "cymru_error": 1,
+            })  # fmt: skip
+
+
+def loaded(url: str) -> explore.Inventory:
+    crafted(url)
+    return explore.load_inventory(
+        RefreshConfig(db_url=url, maxmind_dir=Path("/no/maxmind"), clock=lambda: NOW)
+    )
+
+
+def test_every_question_on_sqlite_and_postgres(any_db_url: str) -> None:
+    inventory = loaded(any_db_url)
+    ips = inventory.ips
+    assert ips.schema == pl.Schema(IP_DETAILS_SCHEMA) and ips.height == len(ROWS)
+    assert ips.filter(pl.col("is_bogon"))["ip"].to_list() == ["10.0.0.1"]
+
+    cov = explore.coverage(inventory.report)
+    shares = {(s, st_): (n, round(share, 3)) for s, st_, n, _, share in cov.iter_rows()}
+    # Cymru is needed only by the IPs MaxMind has no ASN for: .3, .5 (and .4, .6: no MaxMind)
+    assert {k: v for k, v in shares.items() if k[0] == "cymru" and v[0]} == {
+        ("cymru", "fresh"): (1, 0.25), ("cymru", "error"): (1, 0.25),
+        ("cymru", "never"): (2, 0.5),
+    }  # fmt: skip
+    assert cov.filter(pl.col("source") == "maxmind")["needed"][0] == 6
+
+    fc = explore.forecast(inventory.report, inventory.freshness)
+    assert fc.group_by("source").agg(pl.len(), pl.col("ttl_days").first()).sort("source").rows() == [
+        ("cymru", 91, 90), ("greynoise", 8, 7), ("maxmind", 8, 7)
+    ]  # fmt: skip
+    greynoise = fc.filter(pl.col("source") == "greynoise")
+    # due today: the two errors; .2 goes stale in 5 days, .1, .3 and the IPv6 (skipped) in 7
+    assert greynoise["due"].to_list() == [2, 2, 2, 2, 2, 3, 3, 6]
+    assert greynoise["day"][0] == date(2031, 3, 14)
+    cymru = fc.filter(pl.col("source") == "cymru")  # .3: found 3 days ago → stale in 87 days
+    assert cymru["due"][0] == 3
+    assert cymru.filter(pl.col("going_stale") > 0)["days_ahead"].to_list() == [87]
+
+    assert explore.errors_by_reason(ips).rows() == [
+        ("cymru", "no answer line", 1),
+        ("greynoise", "HTTP 503", 1),
+        ("greynoise", explore.NO_REASON, 1),
+    ]
+
+    runs = explore.runs_over_time(inventory.runs)
+    assert runs.select("run_id", "rows", "searches", "errors", "exit_code").rows() == [
+        (1, 400, 120, 4, 0), (2, 350, 90, 1, 3)
+    ]  # fmt: skip
+
+    asns = explore.top_asns(ips, inventory.asns, n=2)
+    assert asns.select("asn", "name", "sessions", "ips").rows() == [
+        (64500, "EXAMPLE-NET Example Ltd, TR", 80, 2),  # the bogon's 500 sessions left out
+        (64501, "OTHER-AS", 20, 1),  # no name in asn_inventory: the Cymru block's
+    ]
+    assert asns["label"][0] == "AS64500 EXAMPLE-NET Example Ltd, TR"
+
+    assert explore.top_countries(ips).rows() == [
+        ("TR", "Türkiye", 100, 3),  # .3's Cymru-only "TR" named from MaxMind's rows
+        ("??", "unknown location", 13, 2),
+        ("ZZ", "ZZ", 7, 1),
+    ]
+
+    assert explore.greynoise_classes(ips).rows() == [
+        (explore.OBSERVED, "malicious", 1, 50),
+        (explore.OBSERVED, "unknown", 1, 30),  # GreyNoise's own class, not "not observed"
+        (explore.NOT_OBSERVED, "not observed", 1, 20),
+        (explore.NOT_ANSWERED, "error", 2, 16),
+        (explore.NOT_ANSWERED, "not asked (IPv6)", 1, 4),
+    ]
+
+
+def test_an_empty_or_new_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with Database(parse_database_url(url), create=True) as db:
+        db.ensure_schema()
+    inventory = explore.load_inventory(RefreshConfig(db_url=url, maxmind_dir=tmp_path))
+    assert inventory.ips.height == 0 and inventory.runs.height == 0
+    assert explore.errors_by_reason(inventory.ips).height == 0
+    assert explore.runs_over_time(inventory.runs).height == 0
+    assert explore.top_asns(inventory.ips, inventory.asns).height == 0
+    assert explore.greynoise_classes(inventory.ips).height == 0
+    assert explore.coverage(inventory.report)["share"].to_list() == [0.0] * 12
+
+
+def test_ttl_days_follow_the_settings() -> None:
+    freshness = Freshness(maxmind=timedelta(days=3), cymru_ok=timedelta(days=30, hours=1),
+                          greynoise=timedelta(hours=12))  # fmt: skip
+    assert explore.ttl_days(freshness) == {"maxmind": 3, "cymru": 31, "greynoise": 1}
+
+
+STATUSES = st.sampled_from(["ok", "not_found", "error", "skipped", None])
+ROW = st.fixed_dictionaries({
+    "ip": st.text(min_size=1, max_size=6),
+    "asn": st.one_of(st.none(), st.integers(1, 6)),
+    "sessions": st.integers(0, 1000),
+    "maxmind_status": STATUSES, "cymru_status": STATUSES, "greynoise_status": STATUSES,
+    "maxmind_error": st.none(), "cymru_error": st.sampled_from([None, "no answer line"]),
+    "greynoise_error": st.sampled_from([None, "HTTP 503", "malformed JSON"]),
+    "country": st.sampled_from([None, "TR", "US", "ZZ"]),
+    "country_name": st.sampled_from([None, "Türkiye", "United States"]),
+    "asn_org": st.sampled_from([None, "A", "B"]),
+    "classification": st.sampled_from([None, "malicious", "benign", "unknown", "suspicious"]),
+    "greynoise_name": st.none(), "is_bogon": st.booleans(),
+})  # fmt: skip
+
+
+@given(st.lists(ROW, max_size=40))
+def test_every_ip_and_session_is_counted_once(rows: list[dict[str, Any]]) -> None:
+    ips = pl.DataFrame(rows, schema=IP_DETAILS_SCHEMA, orient="row")
+    counted = ips.filter(~pl.col("is_bogon"))
+    classes = explore.greynoise_classes(ips)
+    assert classes["ips"].sum() == counted.height
+    assert classes["sessions"].sum() == counted["sessions"].sum()
+    not_observed = classes.filter(pl.col("group") == explore.NOT_OBSERVED)["ips"].sum()
+    assert not_observed == counted.filter(pl.col("greynoise_status") == "not_found").height
+    countries = explore.top_countries(ips, n=100)
+    assert countries["sessions"].sum() == counted["sessions"].sum()
+    assert countries["name"].null_count() == 0 and countries["country"].is_unique().all()
+    errors = explore.errors_by_reason(ips)
+    for source in ("maxmind", "cymru", "greynoise"):
+        expected = ips.filter(pl.col(f"{source}_status") == "error").height
+        assert errors.filter(pl.col("source") == source)["ips"].sum() == expected
+    asns = explore.top_asns(ips, pl.DataFrame(schema=ASN_NAMES_SCHEMA), n=100)
+    assert asns["sessions"].sum() == counted.filter(pl.col("asn").is_not_null())["sessions"].sum()
