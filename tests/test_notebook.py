@@ -1,8 +1,15 @@
-"""notebooks/explore.ipynb runs top to bottom against the demo database and draws its plots."""
+"""notebooks/explore.ipynb runs top to bottom, from the repository root and from notebooks/,
+on a database with a week of runs behind it, and draws each of its plots.
+
+The figures of the run from the root are kept in build/notebook-figures/ (CI leaves them there
+to be looked at).
+"""
 
 from __future__ import annotations
 
-import os
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import matplotlib.image
@@ -10,10 +17,61 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from etl.config import RefreshConfig
+from etl.pipeline import refresh
+from etl.report import LineReporter
+from etl.sample.build import build_sample
+from etl.status import explore
 from tests.conftest import ROOT
+from tests.sims import running
 
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
-PLOTS = ("coverage", "staleness", "top_asns", "countries", "greynoise")
+FIGURES = ROOT / "build" / "notebook-figures"
+PLOTS = ("coverage", "forecast", "errors", "runs", "top_asns", "countries", "greynoise")
+KEY = "notebook-test-key"
+DAYS_AGO = (9, 7, 5, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A 1,500-IP sample database refreshed 350 IPs at a time on five of the last nine days,
+    by services that fail now and then (Cymru garbles some sessions, GreyNoise sends some
+    malformed answers): (its URL, its MaxMind folder)."""
+    folder = tmp_path_factory.mktemp("week")
+    url = f"sqlite:///{folder / 'honeypot.sqlite'}"
+    build_sample(url, 1500, 7, folder / "maxmind")
+    faults = ("--fault-rate", "0.1")
+    with (
+        running("cymru", folder / "cy.jsonl", "--seed", "7", "--fault", "garble", *faults) as cy,
+        running("greynoise", folder / "gn.jsonl", "--seed", "7", "--key", KEY,
+                "--fault", "malformed", *faults) as gn,
+    ):  # fmt: skip
+        for days in DAYS_AGO:
+            moment = datetime.now(UTC) - timedelta(days=days)
+            config = RefreshConfig(
+                db_url=url, maxmind_dir=folder / "maxmind", max_ips=350, cymru=cy.address,
+                greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=1000,
+                clock=lambda moment=moment: moment,
+            )  # fmt: skip
+            refresh(config, LineReporter(verbosity=-1))
+    return url, folder / "maxmind"
+
+
+def execute(
+    folder: Path, url: str, maxmind: Path, plots: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Run the notebook with its working folder ``folder``; return the text it printed."""
+    monkeypatch.setenv("ETL_DB_URL", url)
+    monkeypatch.setenv("MAXMIND_DIR", str(maxmind))
+    monkeypatch.setenv("EXPLORE_PLOT_DIR", str(plots))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
+    outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+    errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.output_type == "error"]
+    assert not errors
+    return "".join(o.get("text", "") for o in outputs)
 
 
 def test_notebook_is_committed_without_outputs() -> None:
@@ -23,26 +81,51 @@ def test_notebook_is_committed_without_outputs() -> None:
             assert cell.outputs == [] and cell.execution_count is None
 
 
-def test_notebook_runs_and_plots(
-    demo: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder, _ = demo
-    plots = tmp_path / "plots"
-    monkeypatch.setenv("ETL_DB_URL", f"sqlite:///{folder / 'honeypot.sqlite'}")
-    monkeypatch.setenv("EXPLORE_PLOT_DIR", str(plots))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_each_plot_has_its_question_and_reads_no_sql() -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
-    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    # the numbers come from etl: no SQL, no DuckDB of its own
+    assert not re.search(r"\b(SELECT|FROM|JOIN|WHERE)\s", code)
+    assert ".duck" not in code and "execute(" not in code and "sqlite3" not in code
     for name in PLOTS:
-        image = matplotlib.image.imread(plots / f"{name}.png")
-        assert image.shape[0] > 100 and image.shape[1] > 100
+        index = next(i for i, c in enumerate(notebook.cells) if f'"{name}")' in c.source)
+        question = notebook.cells[index - 1]
+        assert question.cell_type == "markdown" and "?" in question.source.splitlines()[0]
+
+
+def test_notebook_runs_from_the_root_and_from_notebooks(
+    week: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, maxmind = week
+    inventory = explore.load_inventory(RefreshConfig(db_url=url, maxmind_dir=maxmind))
+    assert inventory.runs.height == len(DAYS_AGO)
+    assert explore.errors_by_reason(inventory.ips).height > 0  # the errors plot has bars
+    shutil.rmtree(FIGURES, ignore_errors=True)
+    text = execute(ROOT, url, maxmind, FIGURES, monkeypatch)
+    assert f"opened {url} (read-only)" in text
+    assert f"{inventory.ips.height:,} IPs in ip_inventory" in text
+    assert f"runs in the run log: {len(DAYS_AGO)}" in text
+    for name in PLOTS:
+        image = matplotlib.image.imread(FIGURES / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 400, name
         assert image.std() > 0.01, name  # something was drawn
-    text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
-    assert "opened sqlite:///" in text and "600 IPs" in text
+    text = execute(ROOT / "notebooks", url, maxmind, tmp_path / "plots", monkeypatch)
+    assert f"opened {url} (read-only)" in text
+    assert sorted(p.stem for p in (tmp_path / "plots").iterdir()) == sorted(PLOTS)
+
+
+def test_the_default_database_is_found_from_either_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ETL_DB_URL the notebook names data/demo/honeypot.sqlite of the repository,
+    wherever it was started (only the first cell runs: the demo may not exist)."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    first = next(c for c in notebook.cells if c.cell_type == "code")
+    first.source += "\nprint('DB_URL', DB_URL)"
+    monkeypatch.delenv("ETL_DB_URL", raising=False)
+    for folder in (ROOT, ROOT / "notebooks"):
+        ran = nbformat.from_dict(nbformat.v4.new_notebook(cells=[first]))
+        NotebookClient(ran, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()  # fmt: skip
+        text = "".join(o.get("text", "") for o in ran.cells[0].outputs)
+        assert f"DB_URL sqlite:///{ROOT / 'data' / 'demo' / 'honeypot.sqlite'}" in text
