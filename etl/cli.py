@@ -29,7 +29,6 @@ EXTRAS = {
     "mmdb_writer": "sample",
     "netaddr": "sample",
     "geoip2": "sample",
-    "pyarrow": "notebook",
 }
 
 

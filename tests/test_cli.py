@@ -197,8 +197,8 @@ def test_url_parsing_and_redaction(tmp_path: Path) -> None:
 def test_a_refresh_needs_none_of_the_optional_packages(
     tmp_path: Path, mmdb: dict[str, Path], compat_sqlite: Path
 ) -> None:
-    """pyarrow (the notebook's) and geoip2, numpy, mmdb-writer, netaddr (the sample extra) are not
-    runtime dependencies: a refresh runs with them made unimportable."""
+    """geoip2, numpy, mmdb-writer, netaddr (the sample extra) are not runtime dependencies, and
+    pyarrow no dependency at all: a refresh runs with them made unimportable."""
     load_sqlite(str(compat_sqlite), plan_world(60, networks=["89.160.0.0/17"]))
     blocked = ("pyarrow", "numpy", "mmdb_writer", "netaddr", "geoip2")
     program = (
