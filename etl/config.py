@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from etl import settings
 from etl.addresses import is_ip_address
 from etl.clients.cymru import CymruSettings
 from etl.clients.greynoise import GreyNoiseSettings
+from etl.clock import Clock, utc_now
 from etl.db.url import parse_database_url
 from etl.errors import SettingError, UsageError
 from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
@@ -49,14 +49,6 @@ RANGES = {
 }
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
-
-Clock = Callable[[], datetime]
-"""What time it is, aware (`RefreshConfig.clock`)."""
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (the default `Clock`)."""
-    return datetime.now(UTC)
 
 
 class Source(StrEnum):

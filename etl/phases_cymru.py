@@ -15,7 +15,7 @@ from datetime import datetime
 import polars as pl
 
 from etl.clients.cymru import Batch, CymruClient
-from etl.config import Clock, utc_now
+from etl.clock import Clock, utc_now
 from etl.cymru import as_queries, asn_details, cymru_results, split_batch
 from etl.db.database import Database
 from etl.db.select import asn_details_state

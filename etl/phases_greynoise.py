@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient
-from etl.config import Clock, utc_now
+from etl.clock import Clock, utc_now
 from etl.events import PartAnswered, Post, Progressed
 from etl.greynoise import greynoise_results
 

@@ -158,7 +158,7 @@ def _opened(
             return
         cap = budget.left if Source.GREYNOISE in active else None
         with logged_run(db, summary, budget, cap, config.clock, reporter.note, config.secrets()):
-            apply_pending(db, pending, config.commit_every, reporter)
+            apply_pending(db, pending, config, reporter)
             recount_all = bool(left) or held.unfinished
             yield _Run(db, config, active, pending, config.clock(), budget, recount_all)
             held.finished()
@@ -373,14 +373,15 @@ def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
 
 
 def apply_pending(
-    db: Database, pending: PendingAnswers, commit_every: int, reporter: Reporter
+    db: Database, pending: PendingAnswers, config: RefreshConfig, reporter: Reporter
 ) -> None:
     """Commit the answers a stopped run kept (`PendingAnswers`), before anything is selected:
     those IPs are then fresh for those sources, and no service is asked about them again."""
     files = pending.files()
     if not files:
         return
-    writer = ChunkWriter(db)
+    commit_every = config.commit_every
+    writer = ChunkWriter(db, config.clock)
     rows, asns = 0, set()
     for item in files:
         frame = item.read()

@@ -55,6 +55,13 @@ def test_a_run_at_an_injected_time(sample_world: tuple[Path, Path], tmp_path: Pa
         }
         assert cached == {T.isoformat()}
         assert {updated for _, updated in refreshed} == {"2031-01-01 12:00:00"}
+        asns = con.execute(
+            "SELECT enrichment, enrichment_updated_at, updated_at FROM asn_inventory "
+            "WHERE enrichment LIKE '%cymru%'"
+        ).fetchall()
+        assert len(asns) > 10  # Tier 1: AS names looked up in the same run
+        assert {json.loads(text)["cymru"]["cached_at"] for text, _, _ in asns} == {T.isoformat()}
+        assert {str(v)[:19] for _, *stamps in asns for v in stamps} == {"2031-01-01 12:00:00"}
         started = con.execute("SELECT started_at FROM etl_run_log").fetchall()
         assert [str(value)[:19] for (value,) in started] == ["2031-01-01 12:00:00"]
         con.close()

@@ -70,6 +70,16 @@ ROWS: dict[str, tuple[int, int | None, Any]] = {
             "greynoise": block(HOUR, "error"),  # written before reasons were kept
         },
     ),
+    "198.51.100.6": (  # a Cymru error from before MaxMind had its ASN: not needed any more
+        5,
+        64500,
+        {
+            "maxmind": block(HOUR, asn=64500, country="TR", country_name="Türkiye"),
+            "cymru": block(2 * DAY, "error", error="no answer line"),
+            "greynoise": block(HOUR, classification="benign"),
+        },
+    ),
+    "198.51.100.7": (3, None, [1, 2]),  # not a JSON object: the refresh leaves the row alone
     "2001:db8::1": (4, None, {"greynoise": block(HOUR, "skipped")}),
     "10.0.0.1": (500, 64500, {"validation": {"is_bogon": True, "reason": "private"}}),
 }
@@ -104,65 +114,76 @@ def crafted(url: str) -> None:
             })  # fmt: skip
 
 
-def loaded(url: str) -> explore.Inventory:
+def loaded(url: str) -> explore.Snapshot:
     crafted(url)
-    return explore.load_inventory(
+    return explore.load_snapshot(
         RefreshConfig(db_url=url, maxmind_dir=Path("/no/maxmind"), clock=lambda: NOW)
     )
 
 
 def test_every_question_on_sqlite_and_postgres(any_db_url: str) -> None:
-    inventory = loaded(any_db_url)
-    ips = inventory.ips
+    snapshot = loaded(any_db_url)
+    ips = snapshot.ips
     assert ips.schema == pl.Schema(IP_DETAILS_SCHEMA) and ips.height == len(ROWS)
     assert ips.filter(pl.col("is_bogon"))["ip"].to_list() == ["10.0.0.1"]
+    assert ips.filter(~pl.col("usable"))["ip"].to_list() == ["198.51.100.7"]
 
-    cov = explore.coverage(inventory.report)
-    shares = {(s, st_): (n, round(share, 3)) for s, st_, n, _, share in cov.iter_rows()}
-    # Cymru is needed only by the IPs MaxMind has no ASN for: .3, .5 (and .4, .6: no MaxMind)
-    assert {k: v for k, v in shares.items() if k[0] == "cymru" and v[0]} == {
+    # The IPs counted: .1 to .6 and the IPv6 (not the bogon, not the row whose enrichment is
+    # not an object)
+    cov = explore.coverage(snapshot.report)
+    states = {(s, st_): (n, share) for s, st_, n, _, share in cov.iter_rows()}
+    assert {k: v for k, v in states.items() if k[0] == "maxmind"} == {
+        ("maxmind", "fresh"): (4, 4 / 7), ("maxmind", "stale"): (1, 1 / 7),
+        ("maxmind", "error"): (0, 0.0), ("maxmind", "never"): (2, 2 / 7),
+    }  # fmt: skip
+    # Cymru: only the IPs MaxMind has no ASN for (.3 fresh, .5 error, .4 and the IPv6 never);
+    # not .6, whose old error MaxMind's ASN made moot
+    assert {k: v for k, v in states.items() if k[0] == "cymru" and v[0]} == {
         ("cymru", "fresh"): (1, 0.25), ("cymru", "error"): (1, 0.25),
         ("cymru", "never"): (2, 0.5),
     }  # fmt: skip
-    assert cov.filter(pl.col("source") == "maxmind")["needed"][0] == 6
+    assert cov.group_by("source").agg(pl.col("needed").first()).sort("source").rows() == [
+        ("cymru", 4), ("greynoise", 7), ("maxmind", 7)
+    ]  # fmt: skip
 
-    fc = explore.forecast(inventory.report, inventory.freshness)
+    fc = explore.forecast(snapshot.report, snapshot.freshness)
     assert fc.group_by("source").agg(pl.len(), pl.col("ttl_days").first()).sort("source").rows() == [
         ("cymru", 91, 90), ("greynoise", 8, 7), ("maxmind", 8, 7)
     ]  # fmt: skip
     greynoise = fc.filter(pl.col("source") == "greynoise")
-    # due today: the two errors; .2 goes stale in 5 days, .1, .3 and the IPv6 (skipped) in 7
-    assert greynoise["due"].to_list() == [2, 2, 2, 2, 2, 3, 3, 6]
-    assert greynoise["day"][0] == date(2031, 3, 14)
-    cymru = fc.filter(pl.col("source") == "cymru")  # .3: found 3 days ago → stale in 87 days
+    # due today: the two errors; .2 goes stale in 5 days; .1, .3, .6 and the IPv6 (skipped) in 7
+    assert greynoise["due"].to_list() == [2, 2, 2, 2, 2, 3, 3, 7]
+    assert greynoise["day"].to_list()[::7] == [date(2031, 3, 14), date(2031, 3, 21)]
+    cymru = fc.filter(pl.col("source") == "cymru")  # .3: found 3 days ago, stale in 87 days
     assert cymru["due"][0] == 3
-    assert cymru.filter(pl.col("going_stale") > 0)["days_ahead"].to_list() == [87]
+    assert cymru.filter(pl.col("going_stale") > 0).select("days_ahead", "due").rows() == [(87, 4)]
 
     assert explore.errors_by_reason(ips).rows() == [
-        ("cymru", "no answer line", 1),
+        ("cymru", "no answer line", 1),  # .5 only: .6 needs Cymru no more
         ("greynoise", "HTTP 503", 1),
         ("greynoise", explore.NO_REASON, 1),
     ]
 
-    runs = explore.runs_over_time(inventory.runs)
+    runs = explore.runs_over_time(snapshot.runs)
     assert runs.select("run_id", "rows", "searches", "errors", "exit_code").rows() == [
         (1, 400, 120, 4, 0), (2, 350, 90, 1, 3)
     ]  # fmt: skip
 
-    asns = explore.top_asns(ips, inventory.asns, n=2)
+    asns = explore.top_asns(ips, snapshot.asns, n=2)
     assert asns.select("asn", "name", "sessions", "ips").rows() == [
-        (64500, "EXAMPLE-NET Example Ltd, TR", 80, 2),  # the bogon's 500 sessions left out
+        (64500, "EXAMPLE-NET Example Ltd, TR", 85, 3),  # the bogon's 500 sessions left out
         (64501, "OTHER-AS", 20, 1),  # no name in asn_inventory: the Cymru block's
     ]
     assert asns["label"][0] == "AS64500 EXAMPLE-NET Example Ltd, TR"
 
     assert explore.top_countries(ips).rows() == [
-        ("TR", "Türkiye", 100, 3),  # .3's Cymru-only "TR" named from MaxMind's rows
-        ("??", "unknown location", 13, 2),
+        ("TR", "Türkiye", 105, 4),  # .3's Cymru-only "TR" named from MaxMind's rows
+        ("??", "unknown location", 13, 2),  # .4 and the IPv6 (not the unusable row)
         ("ZZ", "ZZ", 7, 1),
     ]
 
     assert explore.greynoise_classes(ips).rows() == [
+        (explore.OBSERVED, "benign", 1, 5),
         (explore.OBSERVED, "malicious", 1, 50),
         (explore.OBSERVED, "unknown", 1, 30),  # GreyNoise's own class, not "not observed"
         (explore.NOT_OBSERVED, "not observed", 1, 20),
@@ -171,17 +192,36 @@ def test_every_question_on_sqlite_and_postgres(any_db_url: str) -> None:
     ]
 
 
+def test_ips_seen_only_in_sessions_are_apart_for_cymru(tmp_path: Path) -> None:
+    """Whether a new IP needs Cymru is known once MaxMind has looked it up; the other sources
+    need it anyway. (SQLite: cowrieprocessor's PostgreSQL schema has a foreign key from
+    session_summaries to ip_inventory, so a session's IP always has a row there.)"""
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    crafted(url)
+    with Database(parse_database_url(url)) as db:
+        db.execute_native([
+            "INSERT INTO session_summaries (session_id, source_ip, first_event_at, last_event_at)"
+            " VALUES ('s1', '203.0.113.9', '2031-03-14 01:00:00', '2031-03-14 02:00:00')"
+        ])  # fmt: skip
+    config = RefreshConfig(db_url=url, maxmind_dir=tmp_path / "none", clock=lambda: NOW)
+    cov = explore.coverage(explore.load_snapshot(config).report)
+    rows = {(s, st_): (n, needed) for s, st_, n, needed, _ in cov.iter_rows()}
+    assert rows[("cymru", "never")] == (2, 4) and rows[("cymru", explore.NOT_KNOWN_YET)] == (1, 4)
+    assert rows[("maxmind", "never")] == (3, 8) and rows[("greynoise", "never")] == (1, 8)
+
+
 def test_an_empty_or_new_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     with Database(parse_database_url(url), create=True) as db:
         db.ensure_schema()
-    inventory = explore.load_inventory(RefreshConfig(db_url=url, maxmind_dir=tmp_path))
+    inventory = explore.load_snapshot(RefreshConfig(db_url=url, maxmind_dir=tmp_path))
     assert inventory.ips.height == 0 and inventory.runs.height == 0
     assert explore.errors_by_reason(inventory.ips).height == 0
     assert explore.runs_over_time(inventory.runs).height == 0
     assert explore.top_asns(inventory.ips, inventory.asns).height == 0
     assert explore.greynoise_classes(inventory.ips).height == 0
-    assert explore.coverage(inventory.report)["share"].to_list() == [0.0] * 12
+    cov = explore.coverage(inventory.report)
+    assert cov.filter(pl.col("state").is_in(explore.NEEDED_STATES))["share"].to_list() == [0.0] * 12
 
 
 def test_ttl_days_follow_the_settings() -> None:
@@ -203,13 +243,14 @@ ROW = st.fixed_dictionaries({
     "asn_org": st.sampled_from([None, "A", "B"]),
     "classification": st.sampled_from([None, "malicious", "benign", "unknown", "suspicious"]),
     "greynoise_name": st.none(), "is_bogon": st.booleans(),
+    "maxmind_asn": st.one_of(st.none(), st.integers(1, 6)), "usable": st.booleans(),
 })  # fmt: skip
 
 
 @given(st.lists(ROW, max_size=40))
 def test_every_ip_and_session_is_counted_once(rows: list[dict[str, Any]]) -> None:
     ips = pl.DataFrame(rows, schema=IP_DETAILS_SCHEMA, orient="row")
-    counted = ips.filter(~pl.col("is_bogon"))
+    counted = ips.filter(pl.col("usable") & ~pl.col("is_bogon"))
     classes = explore.greynoise_classes(ips)
     assert classes["ips"].sum() == counted.height
     assert classes["sessions"].sum() == counted["sessions"].sum()
@@ -220,7 +261,9 @@ def test_every_ip_and_session_is_counted_once(rows: list[dict[str, Any]]) -> Non
     assert countries["name"].null_count() == 0 and countries["country"].is_unique().all()
     errors = explore.errors_by_reason(ips)
     for source in ("maxmind", "cymru", "greynoise"):
-        expected = ips.filter(pl.col(f"{source}_status") == "error").height
+        needs = pl.col("maxmind_asn").is_null() if source == "cymru" else pl.lit(True)
+        expected = counted.filter(pl.col(f"{source}_status") == "error", needs).height
         assert errors.filter(pl.col("source") == source)["ips"].sum() == expected
     asns = explore.top_asns(ips, pl.DataFrame(schema=ASN_NAMES_SCHEMA), n=100)
-    assert asns["sessions"].sum() == counted.filter(pl.col("asn").is_not_null())["sessions"].sum()
+    with_asn = ips.filter(~pl.col("is_bogon") & pl.col("asn").is_not_null())
+    assert asns["sessions"].sum() == with_asn["sessions"].sum()

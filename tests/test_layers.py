@@ -16,7 +16,7 @@ Layers, top first; a module may import its own layer and those below it, never o
 3. reporting: ``etl.report``, ``etl.progress``
 2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
    database do not import each other
-1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.addresses``,
+1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.clock``, ``etl.addresses``,
    ``etl.limits``, ``etl.settings``
    (how settings are declared)
 
@@ -72,6 +72,7 @@ LAYERS: dict[str, int] = {
     "etl.db": 2,
     "etl.errors": 1,
     "etl.freshness": 1,
+    "etl.clock": 1,
     "etl.addresses": 1,
     "etl.settings": 1,
     "etl.limits": 1,

@@ -97,7 +97,7 @@ def test_notebook_runs_from_the_root_and_from_notebooks(
     week: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, maxmind = week
-    inventory = explore.load_inventory(RefreshConfig(db_url=url, maxmind_dir=maxmind))
+    inventory = explore.load_snapshot(RefreshConfig(db_url=url, maxmind_dir=maxmind))
     assert inventory.runs.height == len(DAYS_AGO)
     assert explore.errors_by_reason(inventory.ips).height > 0  # the errors plot has bars
     shutil.rmtree(FIGURES, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from etl.db.database import Database
-from etl.db.select import SOURCES
+from etl.db.select import SOURCES, USABLE_ENRICHMENT
 
 # Output column -> JSON path in the enrichment, in the order DuckDB extracts them.
 _FIELDS = {
@@ -19,6 +19,7 @@ _FIELDS = {
     "maxmind_country": "$.maxmind.country",
     "country_name": "$.maxmind.country_name",
     "cymru_country": "$.cymru.country",
+    "maxmind_asn": "$.maxmind.asn",
     "maxmind_asn_org": "$.maxmind.asn_org",
     "cymru_asn_org": "$.cymru.asn_org",
     "classification": "$.greynoise.classification",
@@ -26,6 +27,8 @@ _FIELDS = {
     "is_bogon": "$.validation.is_bogon",
 }
 _F = {column: f"f[{i + 1}]" for i, column in enumerate(_FIELDS)}
+# Fields that are combined or cast into other columns (the others are passed as they are).
+_COMBINED = ("maxmind_country", "cymru_country", "maxmind_asn", "maxmind_asn_org", "cymru_asn_org")
 
 IP_DETAILS_SCHEMA: dict[str, pl.DataType] = {
     "ip": pl.String(),
@@ -39,6 +42,8 @@ IP_DETAILS_SCHEMA: dict[str, pl.DataType] = {
     "classification": pl.String(),
     "greynoise_name": pl.String(),
     "is_bogon": pl.Boolean(),
+    "maxmind_asn": pl.Int64(),  # MaxMind's ASN: an IP without one is the IPs Cymru is asked
+    "usable": pl.Boolean(),  # enrichment NULL or a JSON object (else the refresh leaves the row)
 }
 ASN_NAMES_SCHEMA: dict[str, pl.DataType] = {
     "asn": pl.Int64(),
@@ -52,24 +57,23 @@ def ip_details(db: Database) -> pl.DataFrame:
     """One row per ip_inventory row (columns of `IP_DETAILS_SCHEMA`): its ASN and sessions,
     each source's ``status`` and ``error`` reason (null where the block has none), the country
     (MaxMind's, else Cymru's allocation country) and MaxMind's country name, the AS name its
-    blocks give, GreyNoise's classification and name, and whether it is a bogon. A row whose
-    enrichment is not JSON has only its ip, ASN and sessions."""
+    blocks give, GreyNoise's classification and name, whether it is a bogon, MaxMind's ASN, and
+    whether its enrichment is usable (a row whose enrichment is not a JSON object has only its
+    ip, ASN and sessions: the refresh leaves it alone)."""
     if not db.columns("ip_inventory"):
         return pl.DataFrame(schema=IP_DETAILS_SCHEMA)
     paths = ", ".join(f"'{path}'" for path in _FIELDS.values())
-    passed = ", ".join(
-        f"{_F[column]} AS {column}"
-        for column in _FIELDS
-        if column not in ("maxmind_country", "cymru_country", "maxmind_asn_org", "cymru_asn_org")
-    )
+    passed = ", ".join(f"{_F[column]} AS {column}" for column in _FIELDS if column not in _COMBINED)
     sql = f"""
         WITH rows AS (
             SELECT CAST(ip_address AS VARCHAR) AS ip, TRY_CAST(current_asn AS BIGINT) AS asn,
                    coalesce(TRY_CAST(session_count AS BIGINT), 0) AS sessions,
-                   TRY(json_extract_string(CAST(enrichment AS VARCHAR), [{paths}])) AS f
+                   TRY(json_extract_string(CAST(enrichment AS VARCHAR), [{paths}])) AS f,
+                   {USABLE_ENRICHMENT} AS usable
             FROM {db.table("ip_inventory")}
         )
-        SELECT ip, asn, sessions, {passed},
+        SELECT ip, asn, sessions, usable, TRY_CAST({_F["maxmind_asn"]} AS BIGINT) AS maxmind_asn,
+               {passed},
                coalesce({_F["maxmind_country"]}, {_F["cymru_country"]}) AS country,
                coalesce({_F["maxmind_asn_org"]}, {_F["cymru_asn_org"]}) AS asn_org
         FROM rows

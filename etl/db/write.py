@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import polars as pl
 
+from etl.clock import Clock, utc_now
 from etl.db.database import Database
 from etl.db.dialect import Unit
 from etl.db.sqlite import sqlite_timestamp
@@ -53,9 +53,7 @@ class ChunkWriter:
     is the dialect's (`Backend.chunk_merge`, `Backend.asn_details_merge`).
     """
 
-    def __init__(
-        self, db: Database, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
         self.db = db
         self.clock = clock  # the rows' update time
         self.backend = db.backend

@@ -1,8 +1,9 @@
 """The numbers behind notebooks/explore.ipynb, one function per question (read-only).
 
-`load_inventory` reads a database once (the status report, one row per IP, the AS names, the
+`load_snapshot` reads a database once (the status report, one row per IP, the AS names, the
 run log); every other function turns what it read into the small frame one plot draws. No
-function here asks a service or writes anything.
+function here asks a service or writes anything. The per-IP questions count the IPs the
+refresh counts: not bogons, and with usable enrichment (JSON the refresh can merge into).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from etl.status.report import RUN_ERRORS, StatusReport, gather, reading
 
 # The states of a source among the IPs that need it, in the order they are drawn.
 NEEDED_STATES = ("fresh", "stale", "error", "never")
+# Cymru, for IPs seen only in sessions: whether they need it is known once MaxMind looked.
+NOT_KNOWN_YET = "not known yet"
 # GreyNoise answers, by group: what it said of the IPs it has seen, and the IPs it has not.
 OBSERVED = "observed"
 NOT_OBSERVED = "not observed"
@@ -29,8 +32,8 @@ NO_REASON = "no reason recorded"
 
 
 @dataclass(frozen=True)
-class Inventory:
-    """What `load_inventory` read: the status report, one row per IP (`ip_details`), the AS
+class Snapshot:
+    """What `load_snapshot` read: the status report, one row per IP (`ip_details`), the AS
     names (`asn_names`), the run log (oldest run first) and the TTLs the report applied."""
 
     report: StatusReport
@@ -51,32 +54,36 @@ def ttl_days(freshness: Freshness) -> dict[str, int]:
     return {source: -(-ttl // timedelta(days=1)) for source, ttl in longest.items()}
 
 
-def load_inventory(config: RefreshConfig, runs: int = 500) -> Inventory:
+def load_snapshot(config: RefreshConfig, runs: int = 500) -> Snapshot:
     """Read the database ``config`` names, read-only, at ``config.clock()``: the status report
     with a forecast as long as the longest TTL, every IP, the AS names and the last ``runs``
-    runs. Raises what `etl.status.report.status_report` raises."""
+    runs (500: three weeks of hourly runs). Raises what `etl.status.report.status_report`
+    raises."""
     horizon = max(ttl_days(config.freshness).values()) + 1
     with reading(config) as (db, maxmind, now):
         report = gather(db, config, maxmind, now, runs=0, forecast_days=horizon)
         log = runlog.recent_runs(db, runs).reverse()
-        return Inventory(report, ip_details(db), asn_names(db), log, config.freshness)
+        return Snapshot(report, ip_details(db), asn_names(db), log, config.freshness)
 
 
 def coverage(report: StatusReport) -> pl.DataFrame:
     """Per source, its IPs by state (fresh, stale, error, never asked) among the IPs that need
-    it (Cymru: only those MaxMind has no ASN for), with their share of them."""
-    rows = [
-        (source, state, status.states[state])
-        for source, status in report.sources.items()
-        for state in NEEDED_STATES
-    ]
+    it (Cymru: only those MaxMind has no ASN for), with their share of them. For Cymru the IPs
+    seen only in sessions are apart, `NOT_KNOWN_YET` (no share): MaxMind has not looked them
+    up, so whether they need Cymru is not known."""
+    rows = []
+    for source, status in report.sources.items():
+        states = dict(status.states)
+        if source == "cymru":
+            states[NOT_KNOWN_YET] = min(report.session_only_ips, states["never"])
+            states["never"] -= states[NOT_KNOWN_YET]
+        rows += [(source, state, count) for state, count in states.items() if state != "not_needed"]
     frame = pl.DataFrame(rows, schema={"source": pl.String, "state": pl.String, "ips": pl.Int64},
                          orient="row")  # fmt: skip
-    needed = pl.col("ips").sum().over("source")
-    return frame.with_columns(
-        needed.alias("needed"),
-        pl.when(needed > 0).then(pl.col("ips") / needed).otherwise(0.0).alias("share"),
-    )
+    counted = pl.col("state").is_in(NEEDED_STATES)
+    needed = pl.col("ips").filter(counted).sum().over("source")
+    share = pl.when(~counted).then(None).when(needed > 0).then(pl.col("ips") / needed)
+    return frame.with_columns(needed.alias("needed"), share.otherwise(0.0).alias("share"))
 
 
 def forecast(report: StatusReport, freshness: Freshness) -> pl.DataFrame:
@@ -103,10 +110,13 @@ def forecast(report: StatusReport, freshness: Freshness) -> pl.DataFrame:
 
 
 def errors_by_reason(ips: pl.DataFrame) -> pl.DataFrame:
-    """The IPs whose last answer from a source was an error, by source and the reason the
-    block records (`NO_REASON` for blocks written before reasons were kept), most first."""
+    """The IPs whose last answer from a source was an error, among the IPs that need the source
+    (the next run asks them again), by source and the reason the block records (`NO_REASON`
+    for blocks written before reasons were kept), most first."""
     frames = [
-        ips.filter(pl.col(f"{source}_status") == "error").select(
+        _counted(ips)
+        .filter(pl.col(f"{source}_status") == "error", _needs(source))
+        .select(
             pl.lit(source).alias("source"),
             pl.col(f"{source}_error").fill_null(NO_REASON).alias("reason"),
         )
@@ -135,10 +145,20 @@ def runs_over_time(runs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _counted(ips: pl.DataFrame) -> pl.DataFrame:
+    """The IPs a source is asked about: not bogons, usable enrichment."""
+    return ips.filter(pl.col("usable") & ~pl.col("is_bogon"))
+
+
+def _needs(source: str) -> pl.Expr:
+    """Whether an IP needs ``source``: Cymru only without a MaxMind ASN, the others always."""
+    return pl.col("maxmind_asn").is_null() if source == "cymru" else pl.lit(True)
+
+
 def top_asns(ips: pl.DataFrame, asns: pl.DataFrame, n: int = 15) -> pl.DataFrame:
     """The ``n`` AS numbers with the most sessions: their full name (asn_inventory's, else
     the one the IPs' blocks give), registration country, sessions, IPs, and a plot label."""
-    from_blocks = ips.group_by("asn").agg(pl.col("asn_org").drop_nulls().mode().first())
+    from_blocks = ips.group_by("asn").agg(pl.col("asn_org").drop_nulls().mode().sort().first())
     label = pl.format("AS{} {}", "asn", pl.col("name").fill_null("(name unknown)"))
     return (
         ips.filter(pl.col("asn").is_not_null() & ~pl.col("is_bogon"))
@@ -162,14 +182,16 @@ def top_asns(ips: pl.DataFrame, asns: pl.DataFrame, n: int = 15) -> pl.DataFrame
 def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
     """The ``n`` countries with the most sessions (MaxMind's geolocation, else Cymru's
     allocation country), with their full name: MaxMind's English name, also for a country
-    only Cymru gave when any IP names it; else the ISO code. Bogons are left out."""
+    only Cymru gave when any IP names it; else the ISO code. "??" (unknown location): neither
+    source placed the IP (MaxMind City has no entry and Cymru was not asked: MaxMind had the
+    ASN). Counts the IPs `_counted` keeps."""
     names = (
         ips.filter(pl.col("country_name").is_not_null())
         .group_by("country")
-        .agg(pl.col("country_name").mode().first().alias("known_name"))
+        .agg(pl.col("country_name").mode().sort().first().alias("known_name"))
     )
     return (
-        ips.filter(~pl.col("is_bogon"))
+        _counted(ips)
         .with_columns(pl.col("country").fill_null("??"))
         .group_by("country")
         .agg(pl.col("sessions").sum(), pl.len().cast(pl.Int64).alias("ips"))
@@ -192,7 +214,7 @@ def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
     """IPs and sessions by what GreyNoise said, in three groups: `OBSERVED` (its
     classification: malicious, suspicious, benign, or its own ``unknown``), `NOT_OBSERVED`
     (it has not seen the IP: 404 / not found) and `NOT_ANSWERED` (error, not asked: IPv6 on
-    the community API, never asked). Bogons are left out."""
+    the community API, never asked). Counts the IPs `_counted` keeps."""
     status = pl.col("greynoise_status")
     answer = (
         pl.when(status == "ok")
@@ -214,7 +236,7 @@ def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
     )
     order = pl.col("group").replace_strict([OBSERVED, NOT_OBSERVED, NOT_ANSWERED], [0, 1, 2])
     return (
-        ips.filter(~pl.col("is_bogon"))
+        _counted(ips)
         .group_by(group.alias("group"), answer.alias("answer"))
         .agg(pl.len().cast(pl.Int64).alias("ips"), pl.col("sessions").sum())
         .sort([order, "ips", "answer"], descending=[False, True, False])
