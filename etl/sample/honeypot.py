@@ -114,6 +114,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
             "last_seen": None,
             "link": None,
             **FULL_RECORD_ONLY,
+            "error": None,
             "status": "not_found",
             "cached_at": _iso(cached_at),
         }
@@ -126,6 +127,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
         "last_seen": f"{record.last_seen}T00:00:00+00:00",
         "link": f"https://viz.greynoise.io/{kind}/{address}",
         **FULL_RECORD_ONLY,
+        "error": None,
         "status": "ok",
         "cached_at": _iso(cached_at),
     }
@@ -168,7 +170,11 @@ class _Builder:
         if state != "partial":
             greynoise = greynoise_block(self.world, address, stale if state == "stale" else fresh)
             if state == "error" and ":" not in address:
-                greynoise = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+                greynoise = {
+                    "error": "HTTP 503",
+                    "status": "error",
+                    "cached_at": _iso(self.ago(0, 2)),
+                }
             blocks["greynoise"] = greynoise
         if self.rng.random() < 0.2:
             blocks["dshield"] = LEGACY_BLOCKS["dshield"]
