@@ -89,6 +89,7 @@ def cymru_block(world: World, prefix: Prefix | None, cached_at: datetime) -> dic
         "registry": prefix.registry if prefix else "other",
         "prefix": str(prefix.network) if owner and prefix else None,
         "allocation_date": prefix.allocated if prefix else None,
+        "error": None,
         "status": "ok" if owner else "not_found",
         "cached_at": _iso(cached_at),
     }
@@ -164,7 +165,11 @@ class _Builder:
                 days = (91, 200) if cymru["status"] == "ok" else (8, 30)
                 cymru["cached_at"] = _iso(self.ago(*days))
             elif state == "error":
-                cymru = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+                cymru = {
+                    "error": "no answer within 30 s",
+                    "status": "error",
+                    "cached_at": _iso(self.ago(0, 2)),
+                }
             blocks["cymru"] = cymru
             asn = cymru.get("asn")
         if state != "partial":
