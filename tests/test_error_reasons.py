@@ -1,6 +1,7 @@
 """Why a lookup failed: every ``error`` block of GreyNoise says so under its ``error`` key, in a
-short, stable phrase (null for every other status), as its last failed attempt did. In memory
-(a scripted transport), over real sockets and against the simulator."""
+short, stable phrase (null for every other status), as its last failed attempt did; kept answers
+carry the key into the database unchanged. Team Cymru's reasons: test_error_reasons_cymru.py.
+In memory (a scripted transport), over real sockets and against the simulator."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
+from etl.clients.cymru import Batch, IpAnswer
 from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
 from etl.clients.transport import HttpResponse
+from etl.commit import Committer
+from etl.cymru import cymru_results
+from etl.db.database import Database
+from etl.db.pending import PendingAnswers
+from etl.db.url import parse_database_url
 from etl.errors import TransportError
 from etl.greynoise import greynoise_results
+from etl.pipeline import apply_pending
+from etl.report import LineReporter
 from tests.sims import running
 from tests.test_breakers import closed_port
 from tests.test_greynoise_client import IPS as GREYNOISE_IPS
@@ -172,3 +182,55 @@ def test_each_greynoise_simulator_fault_is_the_blocks_reason(
     ]
     blocks = [json.loads(text) for text in greynoise_results(answers, MOMENT)["greynoise"]]
     assert {(b["status"], b["error"]) for b in blocks} == {("error", reason)}
+
+
+# -- kept answers -----------------------------------------------------------------------------
+
+OLD_CYMRU = {"asn": 64501, "asns": [64501], "asn_org": "X", "country": "NL", "registry": "ripencc",
+             "prefix": "198.51.100.0/24", "allocation_date": None, "status": "ok",
+             "cached_at": "2026-11-30T00:00:00+00:00"}  # fmt: skip
+OLD_GREYNOISE = {"noise": False, "riot": False, "classification": "unknown", "name": None,
+                 "status": "not_found", "cached_at": "2026-11-30T00:00:00+00:00"}  # fmt: skip
+
+
+def enrichments(db_url: str) -> dict[str, dict[str, Any]]:
+    db = Database(parse_database_url(db_url))
+    found = db.query_native("SELECT ip_address, enrichment FROM ip_inventory")
+    db.close()
+    return {ip: value if isinstance(value, dict) else json.loads(value) for ip, value in found}
+
+
+def test_kept_answers_of_old_and_new_runs_are_applied_as_written(
+    any_db_url: str, tmp_path: Path
+) -> None:
+    """A file kept by a run before the ``error`` key existed is still applied, its blocks as
+    they were; a kept answer of this version carries its ``error`` (null: only answers with
+    data are kept) into the database unchanged."""
+    db = Database(parse_database_url(any_db_url), create=True)
+    db.ensure_schema()
+    pending = PendingAnswers(tmp_path / "pending")
+    pending.folder.mkdir()
+    old = pl.DataFrame({"ip": ["198.51.100.9"], "cymru_asn": [64501], "cymru_status": ["ok"],
+                        "cymru": [json.dumps(OLD_CYMRU)], "greynoise_status": ["not_found"],
+                        "greynoise": [json.dumps(OLD_GREYNOISE)]})  # fmt: skip
+    old.write_parquet(pending.folder / "20261130T000000000000-1.ips.parquet")
+    committer = Committer(writer=None, commit_every=100)  # type: ignore[arg-type]
+    answers = [GreyNoiseAnswer.not_observed("198.51.100.1"),
+               GreyNoiseAnswer.failed("198.51.100.2", "HTTP 503")]  # fmt: skip
+    committer.keep(greynoise_results(answers, MOMENT))
+    batch = Batch(1, 1, ["198.51.100.3"])
+    batch.answers = {"198.51.100.3": IpAnswer((64502,), "Y", "DE", "ripencc", None, None)}
+    committer.keep(cymru_results(batch, MOMENT))
+    pending.save({"ips": committer.unwritten()})
+    apply_pending(db, pending, 100, LineReporter(verbosity=-1))
+    db.close()
+    stored = enrichments(any_db_url)
+    assert stored["198.51.100.9"] == {"cymru": OLD_CYMRU, "greynoise": OLD_GREYNOISE}
+    [new] = greynoise_results(answers[:1], MOMENT)["greynoise"]
+    assert stored["198.51.100.1"] == {"greynoise": json.loads(new)}
+    assert stored["198.51.100.1"]["greynoise"]["error"] is None
+    [cymru] = cymru_results(batch, MOMENT)["cymru"]
+    assert stored["198.51.100.3"] == {"cymru": json.loads(cymru)}
+    assert stored["198.51.100.3"]["cymru"]["error"] is None
+    assert "198.51.100.2" not in stored  # an error is never kept
+    assert pending.files() == []
