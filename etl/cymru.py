@@ -12,7 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
-from etl.clients.cymru import AsAnswer, Batch, CymruClient, IpAnswer
+from etl.clients.cymru import NO_ANSWER_LINE, AsAnswer, Batch, CymruClient, IpAnswer
 
 CYMRU_COLUMNS: dict[str, pl.DataType] = {
     "ip": pl.String(),
@@ -23,6 +23,7 @@ CYMRU_COLUMNS: dict[str, pl.DataType] = {
     "cymru_registry": pl.String(),
     "cymru_prefix": pl.String(),
     "cymru_allocation_date": pl.String(),
+    "cymru_error": pl.String(),  # why an ``error`` has no answer (null for other statuses)
     "cymru_status": pl.String(),
 }
 ASN_DETAIL_COLUMNS: dict[str, pl.DataType] = {
@@ -55,10 +56,11 @@ def cymru_targets(frame: pl.DataFrame) -> list[str]:
 def cymru_results(batch: Batch, cached_at: datetime) -> pl.DataFrame:
     """Frame rows for one answered chunk: the cymru columns and the ``cymru`` JSON block.
 
-    IPs sent without a usable answer get ``status: error`` (never fresh, asked again next
-    run); IPs never sent (the service was stopped first) get no row: their blocks stay.
+    IPs sent without a usable answer get ``status: error`` and why (``error``, from
+    `Batch.reasons`; never fresh, asked again next run); IPs never sent (the service was
+    stopped first) get no row: their blocks stay.
     """
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for query in batch.sent:
         answer = batch.answers.get(query)
         if isinstance(answer, IpAnswer):
@@ -74,11 +76,13 @@ def cymru_results(batch: Batch, cached_at: datetime) -> pl.DataFrame:
                     answer.registry,
                     answer.prefix,
                     answer.allocation_date,
+                    None,
                     status,
                 )
             )
         else:
-            rows.append((query, None, [], None, None, None, None, None, "error"))
+            reason = batch.reasons.get(query, NO_ANSWER_LINE)
+            rows.append((query, None, [], None, None, None, None, None, reason, "error"))
     frame = pl.DataFrame(rows, schema=CYMRU_COLUMNS, orient="row")
     return with_cymru_block(frame, cached_at)
 
@@ -93,6 +97,7 @@ def with_cymru_block(frame: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:
         pl.col("cymru_registry").alias("registry"),
         pl.col("cymru_prefix").alias("prefix"),
         pl.col("cymru_allocation_date").alias("allocation_date"),
+        pl.col("cymru_error").alias("error"),
         pl.col("cymru_status").alias("status"),
         pl.lit(cached_at.isoformat()).alias("cached_at"),
     )
@@ -107,6 +112,7 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
         part = Batch(batch.number, batch.total, queries, sessions=batch.sessions)
         part.answers = {q: a for q, a in batch.answers.items() if q.startswith("AS") == is_as}
         part.failed = [q for q in batch.failed if q.startswith("AS") == is_as]
+        part.reasons = {q: r for q, r in batch.reasons.items() if q.startswith("AS") == is_as}
         part.unasked = [q for q in batch.unasked if q.startswith("AS") == is_as]
         parts.append(part)
     return parts[0], parts[1]

@@ -23,7 +23,8 @@ Internal to the network clients, never shown: TransportError (a request got no H
 refused, reset, timed out), which they retry and then record as ``status: error``, and which
 counts towards their circuit breaker.
 
-Per-IP service failures are not exceptions: they become ``status: error`` in the IP's block.
+Per-IP service failures are not exceptions: they become ``status: error`` in the IP's block,
+with why under its ``error`` key.
 A ServiceError stops that source for the run; the run itself goes on.
 
 Foreign errors (duckdb, sqlite3, maxminddb, OSError) are translated at the edge that

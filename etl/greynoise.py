@@ -35,6 +35,7 @@ GREYNOISE_COLUMNS: dict[str, pl.DataType] = {
     "tor": pl.Boolean(),
     "first_seen": pl.String(),
     "spoofable": pl.Boolean(),
+    "error": pl.String(),  # why an ``error`` has no usable answer (null for other statuses)
 }
 # The block's keys, in the order they are written (then ``status`` and ``cached_at``).
 BLOCK_FIELDS = tuple(GREYNOISE_COLUMNS)[2:]

@@ -194,7 +194,7 @@ def test_a_refused_key_stops_at_once_without_retrying(status: int) -> None:
 def test_server_errors_are_retried_with_backoff_then_the_ip_is_an_error() -> None:
     client, transport, fake = make(lambda m, p, b: response(503), retries=3, backoff=1.0)
     [answer] = list(client.lookup(["203.0.113.5"]))
-    assert answer == GreyNoiseAnswer("203.0.113.5", "error")
+    assert answer == GreyNoiseAnswer.failed("203.0.113.5", "HTTP 503")
     assert len(transport.sent) == 4  # one try and three retries
     assert len(fake.sleeps) == 3
     for sleep, base in zip(fake.sleeps, (1.0, 2.0, 4.0), strict=True):

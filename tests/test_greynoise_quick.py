@@ -84,7 +84,7 @@ def test_full_context_only_for_the_ips_the_quick_check_found() -> None:
     assert sorted(by_ip) == sorted(asked) and len(answers) == 6
     assert by_ip[asked[2]] == GreyNoiseAnswer.not_observed(asked[2])  # found false in both
     assert by_ip[asked[3]] == GreyNoiseAnswer.not_observed(asked[3])  # in ips_not_found
-    assert by_ip[asked[4]] == GreyNoiseAnswer(asked[4], "error")  # in neither: error
+    assert by_ip[asked[4]] == GreyNoiseAnswer.failed(asked[4], "missing from the answer")
     noise = by_ip[asked[0]]  # the full record, not the quick one
     assert (noise.actor, noise.tags, noise.cves, noise.tor) == ("Censys", ("Mirai",),
                                                                 ("CVE-2024-3400",), True)  # fmt: skip

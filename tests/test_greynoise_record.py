@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.clients.greynoise_answers import (
+    MISSING,
     GreyNoiseAnswer,
     community_answer,
     enterprise_answer,
@@ -95,15 +96,17 @@ def test_found_in_neither_dataset_is_not_found() -> None:
 
 def test_the_block_has_every_field_in_order_null_when_absent() -> None:
     answers = [enterprise_answer(FULL_NOISE), GreyNoiseAnswer.not_observed("192.0.2.1"),
-               GreyNoiseAnswer("192.0.2.2", "error")]  # fmt: skip
+               GreyNoiseAnswer.failed("192.0.2.2", "HTTP 503")]  # fmt: skip
     moment = datetime(2026, 12, 1, tzinfo=UTC)
     rows = greynoise_results(answers, moment)
     blocks = [json.loads(text) for text in rows["greynoise"]]
     expected_keys = [*BLOCK_FIELDS, "status", "cached_at"]
+    assert expected_keys[-3:] == ["error", "status", "cached_at"]
     assert all(list(block) == expected_keys for block in blocks)
     assert blocks[0]["tags"] == ["Mirai", "ssh-bruteforcer"] and blocks[0]["vpn"] is True
     assert blocks[1]["noise"] is False and blocks[1]["tags"] is None
-    assert blocks[2] == {**dict.fromkeys(BLOCK_FIELDS), "status": "error",
+    assert blocks[1]["error"] is None
+    assert blocks[2] == {**dict.fromkeys(BLOCK_FIELDS), "error": "HTTP 503", "status": "error",
                          "cached_at": moment.isoformat()}  # fmt: skip
 
 
@@ -140,6 +143,9 @@ def test_any_body_gives_each_asked_ip_one_answer_and_never_raises(body: dict[str
     assert list(answers) == ASKED
     assert all(a.ip == ip and a.status in ("ok", "not_found", "error")
                for ip, a in answers.items())  # fmt: skip
+    # An IP the body neither answers nor lists is missing from it; the others have no reason.
+    assert all((a.error == MISSING) == (a.status == "error") for a in answers.values())
+    assert all(a.error in (None, MISSING) for a in answers.values())
 
 
 @given(st.lists(st.sampled_from(["noise", "riot", "both", "listed", "absent"]), min_size=8,
@@ -162,6 +168,7 @@ def test_quick_and_full_bodies_read_as_the_ips_were_found(kinds: list[str], quic
         answer = answers[ip]
         status = {"listed": "not_found", "absent": "error"}.get(kind, "ok")
         assert answer.status == status
+        assert answer.error == (MISSING if kind == "absent" else None)
         if status == "ok":
             assert answer.noise == (kind in ("noise", "both"))
             assert answer.riot == (kind in ("riot", "both"))

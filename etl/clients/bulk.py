@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from etl.addresses import is_ip_address
 
 PREAMBLE: Final = ("begin", "verbose")
+# Why a query of a session that ended normally has no answer (the cymru block's ``error``).
+NO_ANSWER_LINE: Final = "no answer line"
+UNREADABLE_LINE: Final = "unreadable answer line"
 _ERROR_LINE = re.compile(r"^Error: .*\bline (\d+)\.?\s*$", re.IGNORECASE)
 _AS_QUERY = re.compile(r"^AS(\d+)$")
 _DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
@@ -98,6 +101,7 @@ class BulkParser:
                 self._ips[ipaddress.ip_address(query)] = index
         self.answers: dict[int, Answer] = {}
         self._errors: set[int] = set()
+        self._unreadable: set[int] = set()  # queries with a rejected line in place of their own
         self.garbage = 0
         self.last: int | None = None
         # The query the next line answers, counted as the lines come (one per query): only an
@@ -127,6 +131,8 @@ class BulkParser:
         """A line that answers nothing: counted, and taken as the answer line of the next
         query (which then has no answer of its own, unless a row names it later)."""
         self.garbage += 1
+        if self._next < len(self.queries):
+            self._unreadable.add(self._next)
         self._next += 1
 
     def _answered(self, index: int) -> None:
@@ -220,6 +226,12 @@ class BulkParser:
             for index in self._errors:
                 result[self.queries[index]] = NOT_FOUND_AS if index in as_indexes else NOT_FOUND_IP
         return result
+
+    def why_unanswered(self, queries: Iterable[str]) -> dict[str, str]:
+        """Why each of ``queries``, left without an answer by a session that ended normally,
+        has none: a line the parser rejected stood in its place, or no line came for it."""
+        unreadable = {self.queries[index] for index in self._unreadable}
+        return {q: UNREADABLE_LINE if q in unreadable else NO_ANSWER_LINE for q in queries}
 
 
 def _fields_of(answer: IpAnswer) -> tuple[str | None, ...]:

@@ -3,7 +3,10 @@
 One TCP session per chunk: ``begin``, ``verbose``, the queries, ``end``; answers are parsed as
 they stream in and the session is read to EOF. Never a single-IP query, never DNS lookups of
 IPs. A chunk whose session fails is retried with backoff, then split in halves (never below
-`CymruSettings.min_split` queries), and what still has no answer is reported as failed.
+`CymruSettings.min_split` queries), and what still has no answer is reported as failed, with
+why its last session left it without one (`Batch.reasons`: the session's failure, e.g.
+"connection reset without an answer", or for a session that ended normally "no answer line" /
+"unreadable answer line").
 
 A circuit breaker: `CymruSettings.blocked_after` sessions in a row that got no answer at all
 (refused, name not found, no connection, connected but silent until the read timeout) stop the
@@ -23,9 +26,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from etl.clients.bulk import (
+    NO_ANSWER_LINE,
     NOT_FOUND_AS,
     NOT_FOUND_IP,
     PREAMBLE,
+    UNREADABLE_LINE,
     Answer,
     AsAnswer,
     BulkParser,
@@ -37,7 +42,9 @@ from etl.errors import ServiceUnavailableError, SettingError
 __all__ = [
     "NOT_FOUND_AS",
     "NOT_FOUND_IP",
+    "NO_ANSWER_LINE",
     "PREAMBLE",
+    "UNREADABLE_LINE",
     "Answer",
     "AsAnswer",
     "Batch",
@@ -100,13 +107,15 @@ class CymruSettings:
 @dataclass
 class Batch:
     """The outcome of one chunk: answers by query; the queries sent but left without one
-    (``failed``); those never sent, because the service was stopped first (``unasked``)."""
+    (``failed``) and why each was (``reasons``, from its last session); those never sent,
+    because the service was stopped first (``unasked``)."""
 
     number: int
     total: int
     queries: list[str]
     answers: dict[str, Answer] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
     unasked: list[str] = field(default_factory=list)
     sessions: int = 0
     garbage: int = 0
@@ -174,6 +183,7 @@ class CymruClient:
         remaining = self._split(batch, remaining)
         batch.failed = [q for q in remaining if q in batch.asked]
         batch.unasked = [q for q in remaining if q not in batch.asked]
+        batch.reasons = {q: batch.reasons.get(q, NO_ANSWER_LINE) for q in batch.failed}
         return batch
 
     def _split(self, batch: Batch, queries: list[str]) -> list[str]:
@@ -187,44 +197,51 @@ class CymruClient:
         return failed
 
     def _ask(self, batch: Batch, queries: list[str]) -> list[str]:
-        """One session for ``queries``; record answers, return the queries left unanswered."""
+        """One session for ``queries``; record answers, return the queries left unanswered
+        (and why, in ``batch.reasons``)."""
         if self.blocked:
             return queries
         parser = BulkParser(queries)
-        connected, complete = self._session(queries, parser)
+        connected, failure = self._session(queries, parser)
         batch.sessions += 1
         batch.garbage += parser.garbage
         if connected:
             batch.asked.update(queries)
-        answers = parser.result(complete)
+        answers = parser.result(complete=failure is None)
         batch.answers.update(answers)
-        if connected and not answers and complete:
+        if connected and not answers and failure is None:
             self.breaker.failed(Failure("connection closed without an answer", stalled=True))
         elif answers:
             self.breaker.succeeded()
-        return [q for q in queries if q not in batch.answers]
+        left = [q for q in queries if q not in batch.answers]
+        batch.reasons.update(
+            dict.fromkeys(left, failure) if failure else parser.why_unanswered(left)
+        )
+        return left
 
-    def _session(self, queries: list[str], parser: BulkParser) -> tuple[bool, bool]:
-        """Run one bulk session: (connected, ended with EOF after ``end``). A session that
-        got no answer at all counts towards the breaker."""
+    def _session(self, queries: list[str], parser: BulkParser) -> tuple[bool, str | None]:
+        """Run one bulk session: (connected, what went wrong: None when it ended with EOF
+        after ``end``). A session that got no answer at all counts towards the breaker."""
         settings = self.settings
         with self._lock:
             self.sessions += 1
         try:
             sock = self._connect((settings.host, settings.port), settings.connect_timeout)
         except OSError as exc:
-            self.breaker.failed(connection_failure(exc, False, settings.connect_timeout))
-            return False, False
+            failure = connection_failure(exc, False, settings.connect_timeout)
+            self.breaker.failed(failure)
+            return False, failure.words
         request = "\n".join([*PREAMBLE, *queries, "end"]) + "\n"
         try:
             self._exchange(sock, request, parser)
         except OSError as exc:
+            failure = connection_failure(exc, True, settings.read_timeout)
             if not parser.answers:
-                self.breaker.failed(connection_failure(exc, True, settings.read_timeout))
-            return True, False
+                self.breaker.failed(failure)
+            return True, failure.words
         finally:
             sock.close()
-        return True, True
+        return True, None
 
     def _exchange(self, sock: Connection, request: str, parser: BulkParser) -> None:
         """Send ``request``; feed each answer line to ``parser``, up to EOF."""

@@ -2,7 +2,9 @@
 
 Both clients (Team Cymru's sockets, GreyNoise's HTTP session) describe a failed attempt with
 `connection_failure`; a run that stops a service names the last failure, e.g. "GreyNoise at
-http://127.0.0.1:9: 10 requests in a row failed (connection refused)".
+http://127.0.0.1:9: 10 requests in a row failed (connection refused)". The same words are the
+``error`` key of an IP's block when its last attempt failed so (the operators group by them:
+keep them short and stable).
 """
 
 from __future__ import annotations

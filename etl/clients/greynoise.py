@@ -7,12 +7,12 @@ with up to 10,000 IPs (one Search per 1,000), then the full-context ``POST /v3/i
 per IP) only for the IPs the quick check found; the others are ``not_found`` at once.
 `Spending` (`etl.clients.greynoise_searches`) counts requests and Searches against the caps.
 
-Per-IP outcomes are values (`GreyNoiseAnswer` with status ok / not_found / error / skipped);
-conditions that end GreyNoise for the run are typed errors, raised once the work in flight has
-settled: `UnauthorizedError` (401/403), `QuotaExhaustedError` (daily limit; our own
-greynoise_budget of requests; our Search cap ``search_budget``, reason ``daily_budget``: a
-request is cut to the IPs it can pay for, in the order given), `ThrottledError` (a
-Retry-After longer than we may wait), and
+Per-IP outcomes are values (`GreyNoiseAnswer` with status ok / not_found / error / skipped; an
+error says why its last attempt failed, `_reason`); conditions that end GreyNoise for the run
+are typed errors, raised once the work in flight has settled: `UnauthorizedError` (401/403),
+`QuotaExhaustedError` (daily limit; our own greynoise_budget of requests; our Search cap
+``search_budget``, reason ``daily_budget``: a request is cut to the IPs it can pay for, in the
+order given), `ThrottledError` (a Retry-After longer than we may wait), and
 `ServiceUnavailableError` from the circuit breaker: `GreyNoiseSettings.failures_to_stop`
 requests in a row without an HTTP answer, or with a 5xx one (each attempt counts; any other
 answer starts the count again), stop GreyNoise for the run at once, in-flight retries included.
@@ -85,7 +85,7 @@ class _StopError(Exception):
 
 
 class _RetryError(Exception):
-    """Internal: this attempt failed in a way worth another try."""
+    """Internal: this attempt failed in a way worth another try (why: its message)."""
 
 
 class _ThrottledError(Exception):
@@ -220,7 +220,7 @@ class GreyNoiseClient:
             except _ThrottledError:
                 throttles += 1
                 if throttles > MAX_THROTTLES:
-                    raise _RetryError from None
+                    raise _RetryError(f"throttled {throttles} times") from None
                 continue
             except (TransportError, _RetryError):
                 failures += 1
@@ -306,23 +306,20 @@ class GreyNoiseClient:
             self.pacer.pause(wait_for if wait_for is not None else self.settings.backoff)
             raise _ThrottledError
         if status >= 500:
-            raise _RetryError
+            raise _RetryError(f"HTTP {status}")
         return response
 
     # -- the two modes -----------------------------------------------------------------------
     def _community(self, ip: str) -> GreyNoiseAnswer:
         try:
             response = self._request("GET", f"/v3/community/{ip}", None)
-        except (TransportError, _RetryError):
-            return GreyNoiseAnswer(ip, "error")
-        if response.status_code == 400:
-            return GreyNoiseAnswer(ip, "skipped")
-        if response.status_code not in (200, 404):
-            return GreyNoiseAnswer(ip, "error")
-        try:
+            if response.status_code == 400:
+                return GreyNoiseAnswer(ip, "skipped")
+            if response.status_code not in (200, 404):
+                raise ValueError(f"HTTP {response.status_code}")
             return community_answer(ip, response.status_code, _json(response, strict=True))
-        except ValueError:
-            return GreyNoiseAnswer(ip, "error")
+        except (TransportError, _RetryError, ValueError) as failed:
+            return GreyNoiseAnswer.failed(ip, _reason(failed))
 
     def _enterprise(self, ips: list[str]) -> list[GreyNoiseAnswer]:
         """Quick-check ``ips``; fetch full context for the IPs it found. The IPs a Search cap
@@ -355,17 +352,17 @@ class GreyNoiseClient:
             raise _StopError(spent) from None
 
     def _multi(self, ips: list[str], quick: bool) -> list[GreyNoiseAnswer]:
-        """One ``POST /v3/ip`` (``quick``: ``?quick=true``): an answer per IP, ``error`` for
-        each when the request failed."""
+        """One ``POST /v3/ip`` (``quick``: ``?quick=true``): an answer per IP, ``error`` (and
+        why) for each when the request failed."""
         path = "/v3/ip?quick=true" if quick else "/v3/ip"
         try:
             response = self._request("POST", path, {"ips": ips}, search_cost(len(ips), quick))
             if response.status_code not in (200, 206):
                 raise ValueError(f"HTTP {response.status_code}")
             answers = multi_answers(_json(response, strict=True), ips)
-        except (TransportError, _RetryError, ValueError):
-            answers = {}
-        return [answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in ips]
+        except (TransportError, _RetryError, ValueError) as failed:
+            return [GreyNoiseAnswer.failed(ip, _reason(failed)) for ip in ips]
+        return [answers[ip] for ip in ips]
 
 
 def _chunks(ips: list[str], size: int, spread: bool) -> list[list[str]]:
@@ -378,6 +375,12 @@ def _chunks(ips: list[str], size: int, spread: bool) -> list[list[str]]:
         share = -(-len(ips) // (2 * ENTERPRISE_WORKERS))
         size = min(size, max(SPREAD_FLOOR, -(-share // SPREAD_FLOOR) * SPREAD_FLOOR))
     return [ips[i : i + size] for i in range(0, len(ips), size)]
+
+
+def _reason(failed: Exception) -> str:
+    """Why a request has no usable answer, for the block: the transport's words ("connection
+    refused", "no answer within 15 s"), else the message ("HTTP 503", "malformed JSON")."""
+    return failed.failure if isinstance(failed, TransportError) else str(failed)
 
 
 def _json(response: HttpResponse, strict: bool = False) -> Any:

@@ -2,7 +2,10 @@
 daily-limit 429 (shared/protocols/greynoise.md). Pure functions; `GreyNoiseClient` uses them.
 
 A v3 body (full context or ``quick=true``) is read item by item (`multi_answers`): an item or a
-field of the wrong shape is that IP's ``error`` (or a null field), never an exception."""
+field of the wrong shape is that IP's ``error`` (or a null field), never an exception.
+
+An ``error`` answer says why in a few words (its ``error`` field, the block's ``error`` key): a
+short, stable phrase to group by, never an IP, a URL or a secret (`GreyNoiseAnswer.failed`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 VIZ: Final = "https://viz.greynoise.io"
+MISSING: Final = "missing from the answer"  # a v3 body that neither lists nor names an IP
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,13 @@ class GreyNoiseAnswer:
     tor: bool | None = None
     first_seen: str | None = None
     spoofable: bool | None = None
+    # Why there is no usable answer ("connection refused", "HTTP 503"); null unless ``error``.
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, ip: str, reason: str) -> GreyNoiseAnswer:
+        """No usable answer for the IP, and why."""
+        return cls(ip, "error", error=reason)
 
     @classmethod
     def not_observed(cls, ip: str) -> GreyNoiseAnswer:
@@ -158,8 +169,8 @@ def _scanner_context(scanner: dict[str, Any]) -> dict[str, Any]:
 
 def multi_answers(body: Any, asked: list[str]) -> dict[str, GreyNoiseAnswer]:
     """Each asked IP's answer in a v3 multi body: its ``data`` item, ``not_found`` when listed
-    in ``request_metadata.ips_not_found``, else ``error``. Items of IPs not asked are ignored.
-    Raises ValueError when the body is not a JSON object."""
+    in ``request_metadata.ips_not_found``, else ``error`` (`MISSING`). Items of IPs not asked
+    are ignored. Raises ValueError when the body is not a JSON object."""
     if not isinstance(body, dict):
         raise ValueError("not a v3 answer")
     wanted = set(asked)
@@ -173,4 +184,4 @@ def multi_answers(body: Any, asked: list[str]) -> dict[str, GreyNoiseAnswer]:
     for ip in missing if isinstance(missing, list) else []:
         if isinstance(ip, str) and ip in wanted and ip not in answers:
             answers[ip] = GreyNoiseAnswer.not_observed(ip)
-    return {ip: answers.get(ip) or GreyNoiseAnswer(ip, "error") for ip in asked}
+    return {ip: answers.get(ip) or GreyNoiseAnswer.failed(ip, MISSING) for ip in asked}

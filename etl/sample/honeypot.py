@@ -89,6 +89,7 @@ def cymru_block(world: World, prefix: Prefix | None, cached_at: datetime) -> dic
         "registry": prefix.registry if prefix else "other",
         "prefix": str(prefix.network) if owner and prefix else None,
         "allocation_date": prefix.allocated if prefix else None,
+        "error": None,
         "status": "ok" if owner else "not_found",
         "cached_at": _iso(cached_at),
     }
@@ -114,6 +115,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
             "last_seen": None,
             "link": None,
             **FULL_RECORD_ONLY,
+            "error": None,
             "status": "not_found",
             "cached_at": _iso(cached_at),
         }
@@ -126,6 +128,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
         "last_seen": f"{record.last_seen}T00:00:00+00:00",
         "link": f"https://viz.greynoise.io/{kind}/{address}",
         **FULL_RECORD_ONLY,
+        "error": None,
         "status": "ok",
         "cached_at": _iso(cached_at),
     }
@@ -162,13 +165,21 @@ class _Builder:
                 days = (91, 200) if cymru["status"] == "ok" else (8, 30)
                 cymru["cached_at"] = _iso(self.ago(*days))
             elif state == "error":
-                cymru = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+                cymru = {
+                    "error": "no answer within 30 s",
+                    "status": "error",
+                    "cached_at": _iso(self.ago(0, 2)),
+                }
             blocks["cymru"] = cymru
             asn = cymru.get("asn")
         if state != "partial":
             greynoise = greynoise_block(self.world, address, stale if state == "stale" else fresh)
             if state == "error" and ":" not in address:
-                greynoise = {"status": "error", "cached_at": _iso(self.ago(0, 2))}
+                greynoise = {
+                    "error": "HTTP 503",
+                    "status": "error",
+                    "cached_at": _iso(self.ago(0, 2)),
+                }
             blocks["greynoise"] = greynoise
         if self.rng.random() < 0.2:
             blocks["dshield"] = LEGACY_BLOCKS["dshield"]
