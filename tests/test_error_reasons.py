@@ -18,6 +18,7 @@ from etl.clients.cymru import Batch, IpAnswer
 from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
 from etl.clients.transport import HttpResponse
 from etl.commit import Committer
+from etl.config import RefreshConfig
 from etl.cymru import cymru_results
 from etl.db.database import Database
 from etl.db.pending import PendingAnswers
@@ -222,7 +223,8 @@ def test_kept_answers_of_old_and_new_runs_are_applied_as_written(
     batch.answers = {"198.51.100.3": IpAnswer((64502,), "Y", "DE", "ripencc", None, None)}
     committer.keep(cymru_results(batch, MOMENT))
     pending.save({"ips": committer.unwritten()})
-    apply_pending(db, pending, 100, LineReporter(verbosity=-1))
+    config = RefreshConfig(db_url=any_db_url, commit_every=100)
+    apply_pending(db, pending, config, LineReporter(verbosity=-1))
     db.close()
     stored = enrichments(any_db_url)
     assert stored["198.51.100.9"] == {"cymru": OLD_CYMRU, "greynoise": OLD_GREYNOISE}
