@@ -279,7 +279,7 @@ def freshness_sql(db: Database, rules: SelectionRules) -> str:
     UNION ALL
     SELECT 'greynoise', greynoise_state, greynoise_expires FROM rows WHERE counted
     UNION ALL
-    SELECT source, 'never', NULL
+    SELECT source, CASE WHEN source = 'cymru' THEN 'not_known' ELSE 'never' END, NULL
     FROM (SELECT DISTINCT ip FROM new_sessions) CROSS JOIN (SELECT unnest({sources}) AS source)
     UNION ALL
     SELECT 'inventory', CASE WHEN usable THEN 'bogon' ELSE 'unusable' END, NULL
@@ -299,7 +299,9 @@ def freshness_counts(db: Database, rules: SelectionRules) -> pl.DataFrame:
     Cymru ``not_needed`` (MaxMind has an ASN for the IP). Fresh blocks come with the UTC day
     they go stale on (``stale_on``). Rows of source ``inventory`` count the rows no source is
     asked about: ``bogon`` (bogons and strings that are not IPs), ``unusable`` (enrichment
-    that is not a JSON object). IPs seen only in sessions are ``never`` for every source."""
+    that is not a JSON object). IPs seen only in sessions are ``never`` for MaxMind and
+    GreyNoise, and ``not_known`` for Cymru: it is needed only if MaxMind has no ASN for them,
+    which is known once MaxMind has looked them up."""
     db.duck.execute(_TIMESTAMP_MACRO)
     variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
     with db.duck_errors("counting stale IPs"):

@@ -23,7 +23,7 @@ from etl.status.report import RUN_ERRORS, StatusReport, gather, reading
 # The states of a source among the IPs that need it, in the order they are drawn.
 NEEDED_STATES = ("fresh", "stale", "error", "never")
 # Cymru, for IPs seen only in sessions: whether they need it is known once MaxMind looked.
-NOT_KNOWN_YET = "not known yet"
+NOT_KNOWN_YET = "not_known"
 # GreyNoise answers, by group: what it said of the IPs it has seen, and the IPs it has not.
 OBSERVED = "observed"
 NOT_OBSERVED = "not observed"
@@ -71,13 +71,12 @@ def coverage(report: StatusReport) -> pl.DataFrame:
     it (Cymru: only those MaxMind has no ASN for), with their share of them. For Cymru the IPs
     seen only in sessions are apart, `NOT_KNOWN_YET` (no share): MaxMind has not looked them
     up, so whether they need Cymru is not known."""
-    rows = []
-    for source, status in report.sources.items():
-        states = dict(status.states)
-        if source == "cymru":
-            states[NOT_KNOWN_YET] = min(report.session_only_ips, states["never"])
-            states["never"] -= states[NOT_KNOWN_YET]
-        rows += [(source, state, count) for state, count in states.items() if state != "not_needed"]
+    rows = [
+        (source, state, count)
+        for source, status in report.sources.items()
+        for state, count in status.states.items()
+        if state in NEEDED_STATES or (state == NOT_KNOWN_YET and source == "cymru")
+    ]
     frame = pl.DataFrame(rows, schema={"source": pl.String, "state": pl.String, "ips": pl.Int64},
                          orient="row")  # fmt: skip
     counted = pl.col("state").is_in(NEEDED_STATES)

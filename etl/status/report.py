@@ -28,7 +28,8 @@ from etl.maxmind import MaxMindDatabases, open_maxmind
 from etl.runlog import utc_day
 
 FORECAST_DAYS = 7
-STATES = ("fresh", "stale", "error", "never", "not_needed")
+# not_known: Cymru, IPs seen only in sessions (needed only if MaxMind has no ASN for them)
+STATES = ("fresh", "stale", "error", "never", "not_needed", "not_known")
 RUN_COLUMNS = (
     "run_id", "started_at", "ended_at", "outcome", "exit_code", "selected", "ip_rows_written",
     "asn_rows_written", "greynoise_searches", "greynoise_search_cap", "stopped", "error",

@@ -7,7 +7,8 @@ from typing import Any
 
 from etl.status.report import STATES, SearchStatus, StatusReport
 
-_HEADINGS = {"never": "never asked", "not_needed": "not needed"}
+_HEADINGS = {"never": "never asked", "not_needed": "not needed", "not_known": "not known"}
+_CYMRU_ONLY = ("not_needed", "not_known")
 
 
 def render(report: StatusReport) -> str:
@@ -38,14 +39,14 @@ def _freshness(report: StatusReport) -> list[str]:
     lines = [f"{'source':<10}" + "".join(f"{h:>13}" for h in headings) + f"{'due now':>13}"]
     for name, source in report.sources.items():
         cells = [
-            "-" if state == "not_needed" and name != "cymru" else f"{source.states[state]:,}"
+            "-" if state in _CYMRU_ONLY and name != "cymru" else f"{source.states[state]:,}"
             for state in STATES
         ]
         lines.append(f"{name:<10}" + "".join(f"{c:>13}" for c in cells) + f"{source.due:>13,}")
-    lines.append(
-        "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind "
-        "ASN)"
-    )
+    lines += [
+        "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind",
+        " ASN; not known: IPs seen only in sessions, which MaxMind has not looked up yet)",
+    ]
     return lines
 
 
