@@ -110,6 +110,10 @@ def test_notebook_runs_from_the_root_and_from_notebooks(
         image = matplotlib.image.imread(FIGURES / f"{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 400, name
         assert image.std() > 0.01, name  # something was drawn
+        # and it is data: bars and lines are coloured, empty axes only black on white
+        rgb = image[..., :3]
+        coloured = (rgb.max(axis=2) - rgb.min(axis=2) > 0.2).mean()
+        assert coloured > 0.005, (name, coloured)
     text = execute(ROOT / "notebooks", url, maxmind, tmp_path / "plots", monkeypatch)
     assert f"opened {url} (read-only)" in text
     assert sorted(p.stem for p in (tmp_path / "plots").iterdir()) == sorted(PLOTS)
