@@ -81,6 +81,15 @@ def render_metrics(
     _metric(lines, "rows_written", "Rows upserted in the last run, per table.",
             [('{table="ip_inventory"}', summary.upserted),
              ('{table="asn_inventory"}', summary.asn_upserted)])  # fmt: skip
+    _metric(lines, "sessions_linked",
+            "Sessions the loader had left without source_ip, linked to their IP in the last run.",
+            [("", summary.sessions_linked)])  # fmt: skip
+    _metric(lines, "snapshots_filled",
+            "Sessions whose NULL snapshot columns were filled in the last run.",
+            [("", summary.snapshots_filled)])  # fmt: skip
+    _metric(lines, "raw_event_ips",
+            "Selected new IPs found through the raw events of unlinked sessions.",
+            [("", summary.raw_event_ips)])  # fmt: skip
     _metric(lines, "cymru_batches", "Team Cymru chunks in the last run.",
             [("", summary.cymru_batches)])  # fmt: skip
     _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",

@@ -33,6 +33,8 @@ from etl.db.database import Database
 from etl.db.lock import run_lock
 from etl.db.pending import PendingAnswers
 from etl.db.select import SelectionRules, select_stale, unknown_ips, unusable_rows
+from etl.db.sessions import FoundSessions, SessionLinker, find_sessions, record_unresolved
+from etl.db.sqlite import sqlite_timestamp
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.db.write import ChunkWriter
 from etl.errors import SettingError
@@ -92,12 +94,13 @@ def refresh(
         summary.maxmind_build_epochs = maxmind.build_epochs
         with _opened(url, config, maxmind, reporter, summary) as run:  # None: nothing to do
             if run is not None:
-                frame = _prepare(run, maxmind, summary, reporter)  # select, validate, MaxMind
+                # select, validate, MaxMind
+                frame, found = _prepare(run, maxmind, summary, reporter)
                 targets = _network_targets(frame, run)
                 if config.dry_run:
                     _report_dry_run(targets, summary, reporter)
                 else:
-                    _ask_and_commit(run, frame, targets, summary, reporter)
+                    _ask_and_commit(run, frame, found, targets, summary, reporter)
     except BaseException as exc:
         summary.end(config.clock(), exc, config.secrets())  # unless the run log said it
         raise
@@ -172,8 +175,9 @@ def _within(active: frozenset[Source], budget: DailyBudget) -> frozenset[Source]
 
 def _prepare(
     run: _Run, maxmind: MaxMindDatabases, summary: RunSummary, reporter: Reporter
-) -> pl.DataFrame:
-    """Select, validate and join MaxMind: the whole frame, no network."""
+) -> tuple[pl.DataFrame, FoundSessions]:
+    """Select, validate and join MaxMind: the whole frame, no network; and the sessions the
+    loader left unlinked (`etl.db.sessions`)."""
     config = run.config
     rules = SelectionRules(
         now=run.now,
@@ -186,10 +190,12 @@ def _prepare(
         only_ips=config.only_ips,
     )
     with timed_phase(summary, reporter, "select", 0):
-        frame = select_stale(run.db, rules)
+        found = find_sessions(run.db).only(config.only_ips)
+        frame = select_stale(run.db, rules, found)
     for address in unknown_ips(frame, config.only_ips):
         reporter.note(f"asked-for IP {address}: not in ip_inventory nor in session_summaries")
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
+    _count_found(found, frame, summary, reporter)
     if not frame.height:
         reporter.info(f"nothing is stale in {run.db.url}: every IP is fresh for the sources asked")
     summary.unusable = unusable_rows(run.db)
@@ -205,7 +211,24 @@ def _prepare(
     with timed_phase(summary, reporter, "maxmind", looked_up):
         frame = with_maxmind(frame, maxmind, run.now)
     count_statuses(summary, "maxmind", frame["maxmind_status"])
-    return frame
+    return frame, found
+
+
+def _count_found(
+    found: FoundSessions, frame: pl.DataFrame, summary: RunSummary, reporter: Reporter
+) -> None:
+    """Say what discovery found: sessions without source_ip, the new IPs among the selected
+    found through their raw events, and the sessions whose events name no address."""
+    for message in found.notes:
+        reporter.note(message)
+    summary.sessions_to_link = found.to_link().height
+    summary.raw_event_ips = int(frame["via_raw_events"].sum())
+    summary.sessions_without_address = found.unresolved.height
+    if summary.sessions_to_link:
+        reporter.info(
+            f"found {summary.sessions_to_link} sessions without source_ip through their raw "
+            f"events: {summary.raw_event_ips} new IPs selected from them"
+        )
 
 
 def _network_targets(frame: pl.DataFrame, run: _Run) -> dict[str, list[str]]:
@@ -234,12 +257,52 @@ def _report_dry_run(targets: dict[str, list[str]], summary: RunSummary, reporter
 def _ask_and_commit(
     run: _Run,
     frame: pl.DataFrame,
+    found: FoundSessions,
+    targets: dict[str, list[str]],
+    summary: RunSummary,
+    reporter: Reporter,
+) -> None:
+    """Sessions of IPs that have rows linked -> network phases -> commit as the answers
+    arrive (each chunk's sessions linked right after it) -> ASN counts of the touched ASNs."""
+    linker = SessionLinker(run.db, found.to_link())
+    _link_known(run, found, linker, summary, reporter)
+    writer = ChunkWriter(run.db, run.config.clock, linker)
+    _ask_and_write(run, frame, writer, targets, summary, reporter)
+    counts = linker.counts()
+    summary.sessions_linked, summary.snapshots_filled = counts["linked"], counts["filled"]
+    linker.close()  # as the writer's stages: a stopped run's are dropped by the next run
+
+
+def _link_known(
+    run: _Run,
+    found: FoundSessions,
+    linker: SessionLinker,
+    summary: RunSummary,
+    reporter: Reporter,
+) -> None:
+    """Link the sessions whose IPs have rows already (made after the loader saw them),
+    without asking any service; remember the sessions whose events name no address."""
+    record_unresolved(run.db, found.unresolved, _native_time(run))
+    known = found.sessions.filter(pl.col("unlinked") & pl.col("has_row"))
+    if known.height:
+        with timed_phase(summary, reporter, "link", known.height):
+            linker.link_known(known["ip"])
+
+
+def _native_time(run: _Run) -> str:
+    """The run's time as the database's own timestamp text (SQLite) or literal."""
+    return sqlite_timestamp(run.now) if run.db.dialect == "sqlite" else run.now.isoformat()
+
+
+def _ask_and_write(
+    run: _Run,
+    frame: pl.DataFrame,
+    writer: ChunkWriter,
     targets: dict[str, list[str]],
     summary: RunSummary,
     reporter: Reporter,
 ) -> None:
     """Network phases -> commit as the answers arrive -> ASN counts of the touched ASNs."""
-    writer = ChunkWriter(run.db, run.config.clock)
     plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
     if Source.CYMRU in run.active:
         plan = tier1_plan(run.db, frame, run.now, run.config.freshness)

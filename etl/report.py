@@ -61,6 +61,11 @@ class RunSummary:
 
     selected: int = 0
     new_ips: int = 0
+    raw_event_ips: int = 0  # of the new IPs, found through the raw events of unlinked sessions
+    sessions_linked: int = 0  # sessions whose NULL source_ip was set
+    snapshots_filled: int = 0  # sessions whose NULL snapshot columns were filled
+    sessions_to_link: int = 0  # sessions found with source_ip NULL and an address
+    sessions_without_address: int = 0  # sessions whose raw events name no source address
     bogons: int = 0
     unusable: int = 0
     sources: dict[str, SourceCounts] = field(
@@ -153,12 +158,30 @@ class RunSummary:
                 f"GreyNoise daily budget: {self.greynoise_budget_left} of "
                 f"{self.greynoise_daily_budget} Searches left today (UTC)"
             )
+        lines.append(self._sessions_line())
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
         lines += [written, f"phases: {phases}; wall {self.wall_seconds:.2f}s"]
         if self.stopped:
             stops = ", ".join(f"{name} ({stop.reason})" for name, stop in self.stopped.items())
             lines.append(f"stopped for this run: {stops}")
         return "\n".join(lines)
+
+    def _sessions_line(self) -> str:
+        """What the run did (or, dry, would do) for sessions the loader left unlinked."""
+        found = (
+            f"sessions: {self.sessions_to_link} without source_ip found through raw events "
+            f"({self.raw_event_ips} new IPs)"
+        )
+        if self.dry_run:
+            done = "would link them and fill their snapshots"
+        else:
+            done = f"linked {self.sessions_linked}, snapshots filled {self.snapshots_filled}"
+        missing = (
+            f"; {self.sessions_without_address} name no address in their raw events"
+            if self.sessions_without_address
+            else ""
+        )
+        return f"{found}; {done}{missing}"
 
 
 class Reporter(Protocol):

@@ -1,6 +1,7 @@
 """An open honeypot database: DuckDB attachment for bulk reads, native SQL for writes.
 
-DuckDB attaches the target as ``db``; the selection and other bulk reads go through it. What
+DuckDB attaches the target as ``db``; the selection and other bulk reads go through it
+(`Database.query_frame`; for SQLite in a child process, see `etl.db.reader`). What
 differs between SQLite and PostgreSQL (attaching, staging, the native merge, the run lock,
 which errors are transient) is the database's `Backend` (`etl.db.dialect`); this module is
 written once for both.
@@ -238,17 +239,25 @@ class Database:
         """Bulk-insert a frame into an existing table of the target database, alone."""
         self.write([(table, frame)], ())
 
-    def query_frame(self, sql: str, variables: dict[str, object] | None = None) -> pl.DataFrame:
-        """Run a DuckDB query and return its result as a Polars frame (through the Arrow C
-        stream interface, without pyarrow); retried like a write while the database is busy.
+    def query_frame(
+        self,
+        sql: str,
+        variables: dict[str, object] | None = None,
+        setup: Sequence[str] = (),
+    ) -> pl.DataFrame:
+        """Run a DuckDB query over the target (``db``) and return its result as a Polars
+        frame; retried like a write while the database is busy. SQLite: in the reader process
+        (`etl.db.reader`), never in ours.
 
-        ``variables`` are bound with ``SET VARIABLE`` and read in ``sql`` as
-        ``getvariable('name')``: a query given parameters directly runs once when it is
-        prepared and again when the frame reads it (twice the time of the selection).
+        ``setup`` statements (macros) run first. ``variables`` are bound with
+        ``SET VARIABLE`` and read in ``sql`` as ``getvariable('name')``: a query given
+        parameters directly runs once when it is prepared and again when the frame reads it
+        (twice the time of the selection).
         """
-        for name, value in (variables or {}).items():
-            self.duck.execute(f"SET VARIABLE {name} = $value", {"value": value})
-        return self._retrying("database read", lambda _retry: pl.DataFrame(self.duck.sql(sql)))
+        return self._retrying(
+            "database read",
+            lambda _retry: self.backend.read_frame(sql, setup, variables or {}),
+        )
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         """Append a frame's rows to a table with constraints DuckDB cannot write directly.
@@ -307,6 +316,7 @@ class Database:
         if not self.columns(ddl.RUN_LOG_TABLE):  # ours, added beside them (README "Run log")
             self.execute_native(split_script(self.backend.run_log_ddl))
             absent += (ddl.RUN_LOG_TABLE,)
+
         if absent:
             self.refresh_catalog()
         return SchemaReport(created=absent)

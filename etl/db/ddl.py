@@ -324,3 +324,18 @@ def run_log_ddl(dialect: str) -> str:
     table = RUN_LOG_TABLE if dialect == "sqlite" else f"public.{RUN_LOG_TABLE}"
     key = f"\tCONSTRAINT pk_{RUN_LOG_TABLE} PRIMARY KEY (run_id)"
     return f"CREATE TABLE {table} (\n" + ",\n".join([*lines, key]) + "\n);\n"
+
+
+# Ours: sessions whose raw events name no source address, with the last event id read
+# (`etl.db.sessions`): read again only once they have newer events.
+SESSION_CHECKS_TABLE = "etl_session_checks"
+
+
+def session_checks_ddl(dialect: str) -> str:
+    """The CREATE TABLE statement of `SESSION_CHECKS_TABLE` in ``dialect``."""
+    table = SESSION_CHECKS_TABLE if dialect == "sqlite" else f"public.{SESSION_CHECKS_TABLE}"
+    stamp = "DATETIME" if dialect == "sqlite" else "timestamp with time zone"
+    return (
+        f"CREATE TABLE {table} (session_id VARCHAR(64) NOT NULL, last_event_id BIGINT, "
+        f"checked_at {stamp}, CONSTRAINT pk_{SESSION_CHECKS_TABLE} PRIMARY KEY (session_id))"
+    )

@@ -3,9 +3,10 @@
 `Database` (retried write units, schema checks) and `ChunkWriter` (staging and merge) are
 written once against `Backend`. The two implementations:
 
-- `etl.db.sqlite.SQLiteBackend`: the stdlib ``sqlite3`` connection is the only writer
-  (staging into its TEMP tables, the merge, DDL); DuckDB attaches the file READ_ONLY for the
-  bulk reads. Run lock: a ``flock`` beside the file.
+- `etl.db.sqlite.SQLiteBackend`: the stdlib ``sqlite3`` connection is the only copy of SQLite
+  in the process (staging into its TEMP tables, the merge, DDL, small reads); DuckDB's bulk
+  reads attach the file READ_ONLY in a child process (`etl.db.reader`). Run lock: a ``flock``
+  beside the file.
 - `etl.db.postgres.PostgresBackend`: DuckDB attaches the server with its postgres extension,
   bulk-writes the stage tables and runs native SQL through ``postgres_execute``. Run lock: a
   session-level advisory lock.
@@ -106,6 +107,17 @@ class Backend(ABC):
     @abstractmethod
     def refresh_catalog(self) -> None:
         """Make DuckDB see tables created natively."""
+
+    def read_frame(
+        self, sql: str, setup: Sequence[str], variables: dict[str, object]
+    ) -> pl.DataFrame:
+        """Run a DuckDB query over the target (attached as ``db``): ``setup`` statements
+        first, then ``variables`` bound with ``SET VARIABLE`` (read as ``getvariable``)."""
+        for statement in setup:
+            self.duck.execute(statement)
+        for name, value in variables.items():
+            self.duck.execute(f"SET VARIABLE {name} = $value", {"value": value})
+        return pl.DataFrame(self.duck.sql(sql))
 
     def close(self) -> None:  # noqa: B027 - only SQLite holds a connection of its own
         """Release what `attach` opened besides the DuckDB connection."""

@@ -80,12 +80,11 @@ def day_searches(db: Database, day: date) -> tuple[int, int]:
         return 0, 0
     key = day.isoformat()
     with db.duck_errors("reading the run log"):
-        rows = db.duck.execute(
-            "SELECT CAST(outcome AS VARCHAR), CAST(greynoise_searches_by_day AS VARCHAR) "
-            f"FROM {db.table(RUN_LOG_TABLE)} "
-            "WHERE contains(CAST(greynoise_searches_by_day AS VARCHAR), $key)",
-            {"key": json.dumps(key)},
-        ).fetchall()
+        rows = db.query_native(  # a day's key is digits and dashes: safe as a literal
+            "SELECT CAST(outcome AS TEXT), CAST(greynoise_searches_by_day AS TEXT) "
+            f"FROM {db.backend.native_table(RUN_LOG_TABLE)} "
+            f"WHERE CAST(greynoise_searches_by_day AS TEXT) LIKE '%{json.dumps(key)}%'"
+        )
     spent = sum(_spent(text, key) for outcome, text in rows if outcome != "running")
     reserved = sum(_spent(text, key) for outcome, text in rows if outcome == "running")
     return spent, reserved

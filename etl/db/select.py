@@ -1,8 +1,11 @@
 """Stale selection (SPEC 2.2): which IPs this run refreshes, as a Polars frame.
 
-Runs in DuckDB over the attached database. Timestamps are compared as timestamps: SQLite
-text (cowrieprocessor's ``YYYY-MM-DD HH:MM:SS.ffffff``, ISO forms, epoch numbers) is parsed
-first, never compared as text.
+Inventory rows are read in DuckDB over the attached database; IPs that have no row yet come
+from their sessions (`etl.db.sessions`: sessions whose source_ip has no row, and sessions the
+loader left unlinked, found through their raw events) and join the stale rows in Polars.
+Timestamps are compared as timestamps: SQLite text (cowrieprocessor's
+``YYYY-MM-DD HH:MM:SS.ffffff``, ISO forms, epoch numbers) is parsed first, never compared as
+text.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from etl.db.database import Database
+from etl.db.sessions import FoundSessions, find_sessions
+from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
+from etl.db.timestamps import parse_timestamps
 from etl.freshness import Freshness
 
 # Fields read from each inventory row's enrichment JSON, parsed once per row.
@@ -43,6 +49,7 @@ SELECTION_SCHEMA = {
     "stale_maxmind": pl.Boolean,
     "stale_cymru": pl.Boolean,
     "stale_greynoise": pl.Boolean,
+    "via_raw_events": pl.Boolean,  # a new IP found through the raw events of unlinked sessions
 }
 
 # Rows whose enrichment is not a JSON object cannot be merged without losing what they hold:
@@ -58,17 +65,6 @@ _OPENS_OBJECT = (
     "starts_with(ltrim(CAST(enrichment AS VARCHAR), ' ' || chr(9) || chr(10) || chr(13)), '{')"
 )
 _USABLE_FROM_FIELDS = "(no_enrichment OR (f IS NOT NULL AND coalesce(opens_object, false)))"
-
-# Text to TIMESTAMPTZ: the direct cast takes cowrieprocessor's form and ISO forms (fast path);
-# epoch numbers, and what the cast refuses, get the slower checks.
-_TIMESTAMP_MACRO = r"""
-CREATE OR REPLACE TEMP MACRO etl_ts(x) AS coalesce(
-    TRY_CAST(x AS TIMESTAMPTZ),
-    CASE WHEN regexp_full_match(trim(x), '[0-9]+(\.[0-9]+)?')
-         THEN to_timestamp(CAST(trim(x) AS DOUBLE))
-         ELSE TRY_CAST(replace(trim(x), 'Z', '+00:00') AS TIMESTAMPTZ) END)
-"""
-
 
 # The run's values in the selection SQL, bound by `Database.query_frame`.
 _NOW = "getvariable('etl_now')"
@@ -194,68 +190,84 @@ WITH inventory AS (
 )"""
 
 
-def _new_sessions_cte(db: Database) -> str:
-    """The CTE ``new_sessions``: sessions of IPs not in the inventory yet (the only ones that
-    need them)."""
-    return f"""new_sessions AS (
-    SELECT CAST(s.source_ip AS VARCHAR) AS ip, s.first_event_at, s.last_event_at
-    FROM {db.table("session_summaries")} AS s
-    ANTI JOIN {db.table("ip_inventory")} AS i
-         ON CAST(s.source_ip AS VARCHAR) = CAST(i.ip_address AS VARCHAR)
-    WHERE s.source_ip IS NOT NULL
-)"""
-
-
 def selection_sql(db: Database, rules: SelectionRules) -> str:
-    """The DuckDB query that returns the selection frame (columns of `SELECTION_SCHEMA`)."""
-    only = f"AND ip IN (SELECT unnest({_ONLY_IPS}))" if rules.only_ips else ""
-    enabled = {name: "true" if on else "false" for name, on in _enabled(rules).items()}
-    return f"""{_inventory_ctes(db, rules)}, {_new_sessions_cte(db)}, candidates AS (
-    SELECT ip, CAST(NULL AS BIGINT) AS position, true AS is_new, true AS never_enriched,
-           min(etl_ts(CAST(first_event_at AS VARCHAR))) AS first_seen,
-           max(etl_ts(CAST(last_event_at AS VARCHAR))) AS last_seen,
-           count(*) AS session_count, CAST(NULL AS BIGINT) AS current_asn,
-           CAST(NULL AS BIGINT) AS old_maxmind_asn,
-           {enabled["maxmind"]} AS stale_maxmind, {enabled["cymru"]} AS stale_cymru,
-           {enabled["greynoise"]} AS stale_greynoise, true AS usable, false AS known_bogon
-    FROM new_sessions
-    GROUP BY ip
-    UNION ALL
-    SELECT ip, position, false, never_enriched, NULL, last_seen, NULL, current_asn,
-           old_maxmind_asn,
-           stale_maxmind, stale_cymru, stale_greynoise, usable, known_bogon
-    FROM stale
-    WHERE stale_maxmind OR stale_cymru OR stale_greynoise
-)
-SELECT * FROM candidates
-WHERE true {only}
-ORDER BY never_enriched DESC, last_seen DESC NULLS LAST, ip
+    """The DuckDB query that returns the stale inventory rows (the selection's columns, plus
+    ``position``, ``usable`` and ``known_bogon``)."""
+    return f"""{_inventory_ctes(db, rules)}
+SELECT ip, position, false AS is_new, never_enriched, CAST(NULL AS TIMESTAMPTZ) AS first_seen,
+       last_seen, CAST(NULL AS BIGINT) AS session_count, current_asn, old_maxmind_asn,
+       stale_maxmind, stale_cymru, stale_greynoise, usable, known_bogon
+FROM stale
+WHERE stale_maxmind OR stale_cymru OR stale_greynoise
 """
+
+
+def new_ip_candidates(db: Database, found: FoundSessions, rules: SelectionRules) -> pl.DataFrame:
+    """IPs without an inventory row, from their sessions, as selection rows (every enabled
+    source stale; first_seen, last_seen and session_count from all their sessions)."""
+    enabled = _enabled(rules)
+    sessions = parse_timestamps(
+        db.duck, found.sessions.filter(~pl.col("has_row")), ["first_event_at", "last_event_at"]
+    )
+    return (
+        sessions.group_by("ip")
+        .agg(
+            pl.col("first_event_at").min().alias("first_seen"),
+            pl.col("last_event_at").max().alias("last_seen"),
+            pl.len().cast(pl.Int64).alias("session_count"),
+            pl.col("unlinked").any().alias("via_raw_events"),
+        )
+        .select(
+            "ip",
+            pl.lit(None, pl.Int64).alias("position"),
+            pl.lit(True).alias("is_new"),
+            pl.lit(True).alias("never_enriched"),
+            "first_seen",
+            "last_seen",
+            "session_count",
+            pl.lit(None, pl.Int64).alias("current_asn"),
+            pl.lit(None, pl.Int64).alias("old_maxmind_asn"),
+            *(pl.lit(on).alias(f"stale_{source}") for source, on in enabled.items()),
+            pl.lit(True).alias("usable"),
+            pl.lit(False).alias("known_bogon"),
+            "via_raw_events",
+        )
+    )
 
 
 def _enabled(rules: SelectionRules) -> dict[str, bool]:
     return {"maxmind": rules.maxmind, "cymru": rules.cymru, "greynoise": rules.greynoise}
 
 
-def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
+def select_stale(
+    db: Database, rules: SelectionRules, found: FoundSessions | None = None
+) -> pl.DataFrame:
     """IPs to refresh: chosen never-enriched first, then by last_seen descending (what
     the max_ips setting keeps; the ``priority`` column keeps that order), and returned new IPs
-    first, then in the order the table stores them.
+    first, then in the order the table stores them. ``found``: the sessions of IPs without a
+    row (`find_sessions`, read here when not given). The column ``via_raw_events`` tells the
+    new IPs found through the raw events of unlinked sessions.
 
     The run asks the services and commits in this order, so each chunk's rows share pages:
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
     """
-    db.duck.execute(_TIMESTAMP_MACRO)
+    found = (find_sessions(db) if found is None else found).only(rules.only_ips)
     variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
-    if rules.only_ips:
-        variables["etl_only_ips"] = list(rules.only_ips)
     with db.duck_errors("selecting stale IPs"):
-        frame = db.query_frame(selection_sql(db, rules), variables)
+        stale = db.query_frame(selection_sql(db, rules), variables, [_TIMESTAMP_MACRO])
+    new = new_ip_candidates(db, found, rules)
+    stale = stale.with_columns(via_raw_events=pl.lit(False)).cast(new.schema)
+    stale = stale.select(new.columns)
+    frame = pl.concat([new, stale], how="vertical")
+    if rules.only_ips:
+        frame = frame.filter(pl.col("ip").is_in(list(rules.only_ips)))
     # These two filters run here, not in SQL: DuckDB would push them under the inventory CTE,
     # where they would parse every row's JSON a second time.
     keep = pl.col("usable") if rules.only_ips else pl.col("usable") & ~pl.col("known_bogon")
     frame = frame.filter(keep).drop("usable", "known_bogon")
-    # max_ips is applied here: DuckDB 1.5.5's top-N over this query fails on empty inputs.
+    frame = frame.sort(
+        ["never_enriched", "last_seen", "ip"], descending=[True, True, False], nulls_last=True
+    )
     if rules.max_ips is not None:
         frame = frame.head(rules.max_ips)
     frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("priority"))
@@ -265,10 +277,9 @@ def select_stale(db: Database, rules: SelectionRules) -> pl.DataFrame:
 
 def freshness_sql(db: Database, rules: SelectionRules) -> str:
     """The DuckDB query behind `freshness_counts`: the selection's own CTEs, counted."""
-    sources = "[" + ", ".join(f"'{source}'" for source in SOURCES) + "]"
     states = ", ".join(f"{source}_state, {source}_expires" for source in SOURCES)
     # Materialized: each row's JSON is parsed once, not once per source.
-    return f"""{_inventory_ctes(db, rules)}, {_new_sessions_cte(db)}, rows AS MATERIALIZED (
+    return f"""{_inventory_ctes(db, rules)}, rows AS MATERIALIZED (
     SELECT usable AND NOT known_bogon AS counted, usable, old_maxmind_asn, {states} FROM stale
 ), per_source AS (
     SELECT 'maxmind' AS source, maxmind_state AS state, maxmind_expires AS expires
@@ -278,9 +289,6 @@ def freshness_sql(db: Database, rules: SelectionRules) -> str:
            cymru_expires FROM rows WHERE counted
     UNION ALL
     SELECT 'greynoise', greynoise_state, greynoise_expires FROM rows WHERE counted
-    UNION ALL
-    SELECT source, CASE WHEN source = 'cymru' THEN 'not_known' ELSE 'never' END, NULL
-    FROM (SELECT DISTINCT ip FROM new_sessions) CROSS JOIN (SELECT unnest({sources}) AS source)
     UNION ALL
     SELECT 'inventory', CASE WHEN usable THEN 'bogon' ELSE 'unusable' END, NULL
     FROM rows WHERE NOT counted
@@ -293,7 +301,9 @@ FROM per_source GROUP BY ALL
 """
 
 
-def freshness_counts(db: Database, rules: SelectionRules) -> pl.DataFrame:
+def freshness_counts(
+    db: Database, rules: SelectionRules, found: FoundSessions | None = None
+) -> pl.DataFrame:
     """How many IPs each source has in each state at ``rules.now``, by the same rules as the
     selection: ``never`` (no block: never asked), ``error``, ``stale``, ``fresh``, and for
     Cymru ``not_needed`` (MaxMind has an ASN for the IP). Fresh blocks come with the UTC day
@@ -301,16 +311,29 @@ def freshness_counts(db: Database, rules: SelectionRules) -> pl.DataFrame:
     asked about: ``bogon`` (bogons and strings that are not IPs), ``unusable`` (enrichment
     that is not a JSON object). IPs seen only in sessions are ``never`` for MaxMind and
     GreyNoise, and ``not_known`` for Cymru: it is needed only if MaxMind has no ASN for them,
-    which is known once MaxMind has looked them up."""
-    db.duck.execute(_TIMESTAMP_MACRO)
+    which is known once MaxMind has looked them up. ``found``: as for `select_stale`."""
     variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
     with db.duck_errors("counting stale IPs"):
-        frame = db.query_frame(freshness_sql(db, rules), variables)
-    return frame.select(
+        frame = db.query_frame(freshness_sql(db, rules), variables, [_TIMESTAMP_MACRO])
+    found = find_sessions(db) if found is None else found
+    new_ips = found.sessions.filter(~pl.col("has_row"))["ip"].n_unique()
+    new = pl.DataFrame(
+        {
+            "source": list(SOURCES),
+            "state": ["not_known" if source == "cymru" else "never" for source in SOURCES],
+            "stale_day": [None] * len(SOURCES),
+            "ips": [new_ips] * len(SOURCES),
+        }
+    ).filter(pl.col("ips") > 0)
+    columns = (
         pl.col("source").cast(pl.String),
         pl.col("state").cast(pl.String),
         pl.col("stale_day").cast(pl.Int32).cast(pl.Date).alias("stale_on"),
         pl.col("ips").cast(pl.Int64),
+    )
+    counted = pl.concat([frame.select(columns), new.select(columns)])
+    return counted.group_by("source", "state", "stale_on", maintain_order=True).agg(
+        pl.col("ips").sum()
     )
 
 
@@ -329,7 +352,6 @@ def asn_details_state(
     Fresh: Cymru's AS answer (the row's ``cymru`` block) is younger than 90 days, or 7 days
     when it was not found; or, never looked up by us, the row is complete and recent.
     """
-    db.duck.execute(_TIMESTAMP_MACRO)
     sql = f"""
         WITH rows AS (
             SELECT TRY_CAST(asn_number AS BIGINT) AS asn_number,
@@ -343,17 +365,20 @@ def asn_details_state(
             FROM {db.table("asn_inventory")}
         )
         SELECT asn_number,
-               coalesce((status = 'ok' AND looked_up >= $ok_cutoff)
-                        OR (status = 'not_found' AND looked_up >= $not_found_cutoff)
-                        OR (complete AND coalesce(looked_up, updated) >= $ok_cutoff), false)
+               coalesce((status = 'ok' AND looked_up >= getvariable('etl_ok_cutoff'))
+                        OR (status = 'not_found'
+                            AND looked_up >= getvariable('etl_not_found_cutoff'))
+                        OR (complete
+                            AND coalesce(looked_up, updated) >= getvariable('etl_ok_cutoff')),
+                        false) AS fresh
         FROM rows
     """
-    params = {
-        "ok_cutoff": now - freshness.asn_details,
-        "not_found_cutoff": now - freshness.cymru_not_found,
+    variables: dict[str, object] = {
+        "etl_ok_cutoff": now - freshness.asn_details,
+        "etl_not_found_cutoff": now - freshness.cymru_not_found,
     }
     with db.duck_errors("reading asn_inventory"):
-        rows = db.duck.execute(sql, params).fetchall()
+        rows = db.query_frame(sql, variables, [_TIMESTAMP_MACRO]).rows()
     fresh = {int(number) for number, ok in rows if number is not None and ok}
     stale = {int(number) for number, ok in rows if number is not None and not ok}
     return fresh, stale
@@ -362,7 +387,7 @@ def asn_details_state(
 def unusable_rows(db: Database) -> int:
     """Inventory rows left alone because their enrichment is not a JSON object."""
     with db.duck_errors("checking enrichment JSON"):
-        row = db.duck.execute(
+        frame = db.query_frame(
             f"SELECT count(*) FROM {db.table('ip_inventory')} WHERE NOT {USABLE_ENRICHMENT}"
-        ).fetchone()
-    return int(row[0]) if row else 0
+        )
+    return int(frame.item())

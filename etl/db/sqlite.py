@@ -1,9 +1,10 @@
-"""SQLite: the stdlib ``sqlite3`` connection is the only writer; DuckDB only reads.
+"""SQLite: the stdlib ``sqlite3`` connection is the only copy of SQLite in our process.
 
-Staging goes into TEMP tables of that connection (nothing is left in the file, even by a killed
-run), the merge is native SQL on it. DuckDB's bundled SQLite attaches the file READ_ONLY: two
-SQLite libraries writing one WAL file do not see each other's tables, and attached SQLite
-rejects ON CONFLICT anyway. Timestamps are written as cowrieprocessor's text (UTC).
+It writes (staging into its TEMP tables: nothing is left in the file, even by a killed run; the
+merge is native SQL on it) and makes the small reads. DuckDB's bulk reads of the file run in a
+child process (`etl.db.reader`): a second SQLite library in this process would drop our
+connection's POSIX locks whenever it closes the file (SPEC 4). Timestamps are written as
+cowrieprocessor's text (UTC).
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from etl.db.dialect import (
     Params,
     Session,
     Unit,
-    first_line,
-    sql_string,
 )
-from etl.db.extensions import load_extension
 from etl.db.lock import RunLock, file_lock
+from etl.db.reader import SQLiteReader
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 from etl.errors import DatabaseError, SchemaError
@@ -68,7 +67,8 @@ def sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class SQLiteBackend(Backend):
-    """A SQLite file: native writes on ``sqlite3``, DuckDB reads it READ_ONLY."""
+    """A SQLite file: native reads and writes on ``sqlite3``; DuckDB reads it READ_ONLY in a
+    child process (`SQLiteReader`)."""
 
     name: ClassVar[Dialect] = "sqlite"
     duck_schema: ClassVar[str] = "main"
@@ -87,6 +87,7 @@ class SQLiteBackend(Backend):
         assert url.sqlite_path is not None
         self.path: Path = url.sqlite_path
         self._connection: sqlite3.Connection | None = None
+        self._reader: SQLiteReader | None = None
 
     # -- opening ---------------------------------------------------------------------------
     def attach(
@@ -98,7 +99,7 @@ class SQLiteBackend(Backend):
         read_only: bool = False,
     ) -> None:
         """Open the writing connection (tuned for bulk upserts; ``read_only``: a connection
-        that cannot write), then attach DuckDB."""
+        that cannot write), and start DuckDB's reader process."""
         self._duck = duck
         path = str(self.path)
         if not create and not self.path.is_file():
@@ -116,9 +117,7 @@ class SQLiteBackend(Backend):
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
-        load_extension(duck, "sqlite_scanner")
-        duck.execute("SET sqlite_all_varchar = true")
-        self._attach_duck()
+        self._reader = SQLiteReader(self.path)
 
     def _connect(self, timeout: float, read_only: bool) -> sqlite3.Connection:
         """The native connection; read-only: opened with ``mode=ro`` (it can change nothing)."""
@@ -127,20 +126,21 @@ class SQLiteBackend(Backend):
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
         return sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
 
-    def _attach_duck(self) -> None:
-        path = str(self.path)
-        try:
-            self.duck.execute(f"ATTACH {sql_string(path)} AS db (TYPE sqlite, READ_ONLY)")
-        except duckdb.Error as exc:
-            raise DatabaseError(f"DuckDB cannot attach {path!r}: {first_line(exc)}") from exc
-
     def refresh_catalog(self) -> None:
-        """Attach again: DuckDB's SQLite catalog does not follow native DDL."""
-        self.duck.execute("DETACH db")
-        self._attach_duck()
+        """Nothing to do: the reader attaches the file again for every query."""
+
+    def read_frame(
+        self, sql: str, setup: Sequence[str], variables: dict[str, object]
+    ) -> pl.DataFrame:
+        """In the reader process (see the module docstring)."""
+        assert self._reader is not None, "attach() first"
+        return self._reader.query(sql, setup, variables)
 
     def close(self) -> None:
-        """Close the writing connection."""
+        """Close the writing connection and end the reader process."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -29,6 +29,7 @@ import polars as pl
 from etl.clock import Clock, utc_now
 from etl.db.database import Database
 from etl.db.dialect import Unit
+from etl.db.sessions import SessionLinker
 from etl.db.sqlite import sqlite_timestamp
 from etl.db.upsert import ASN_DETAIL_STAGE_COLUMNS, ASN_STAGE_COLUMNS, BLOCKS, IP_STAGE_COLUMNS
 
@@ -50,11 +51,15 @@ class ChunkWriter:
 
     SQLite stages into TEMP tables of the writing connection (nothing is left in the file, even
     by a killed run); PostgreSQL into tables of the database, dropped by `close`. The merge SQL
-    is the dialect's (`Backend.chunk_merge`, `Backend.asn_details_merge`).
+    is the dialect's (`Backend.chunk_merge`, `Backend.asn_details_merge`). With a ``linker``,
+    the sessions of each chunk's IPs are linked in a transaction right after the chunk's.
     """
 
-    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, db: Database, clock: Clock = utc_now, linker: SessionLinker | None = None
+    ) -> None:
         self.db = db
+        self.linker = linker  # links each chunk's sessions right after its rows are written
         self.clock = clock  # the rows' update time
         self.backend = db.backend
         tag = f"{os.getpid()}_{secrets.token_hex(3)}"
@@ -95,6 +100,8 @@ class ChunkWriter:
         patterns = sorted(staged["blocks"].unique().to_list())
         merge = self.backend.chunk_merge(self.ip_stage, self.asn_stage, patterns, now)
         self.db.write(loads, merge.statements, merge.params, "chunk write")
+        if self.linker is not None:
+            self.linker.link(ips["ip_address"])
         self.rows_written += ips.height
         self.asns_written.update(asns["asn_number"].to_list())
 

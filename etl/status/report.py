@@ -22,6 +22,7 @@ from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.select import SOURCES, SelectionRules, freshness_counts
+from etl.db.sessions import SESSIONS_SCHEMA, FoundSessions, find_sessions
 from etl.db.url import parse_database_url
 from etl.errors import SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
@@ -82,7 +83,10 @@ class StatusReport:
     database: str  # the URL, without its password
     at: str  # ISO-8601 UTC
     inventory_ips: int  # IPs a source is asked about (not bogons, usable enrichment)
-    session_only_ips: int  # of them, seen in sessions but not in ip_inventory yet
+    session_only_ips: int  # of them, seen in sessions but not in ip_inventory yet (new)
+    unlinked_sessions: int  # sessions the loader left without source_ip, with an address
+    unlinked_ips: int  # their IPs without an inventory row (new, not yet enriched)
+    sessions_without_address: int  # sessions without source_ip whose events name no address
     bogons: int  # bogons and strings that are not IPs: never asked
     unusable: int  # rows whose enrichment is not a JSON object: left alone
     sources: dict[str, SourceStatus]
@@ -141,13 +145,16 @@ def gather(
     """The `StatusReport` of an open database (see `reading`)."""
     notes = list(maxmind.notes)
     missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
+    found = FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
     if missing:
         notes.append(f"{db.url} has no {' or '.join(missing)} table: nothing to count yet")
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
         rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
-        counts = freshness_counts(db, rules)
+        found = find_sessions(db)
+        notes += found.notes
+        counts = freshness_counts(db, rules, found)
     if not runlog.has_run_log(db):
         notes.append("no run log yet: no refresh has written to this database")
     inventory = counts.filter(pl.col("source") == "inventory")
@@ -156,7 +163,7 @@ def gather(
         database=str(db.url),
         at=now.isoformat(),
         inventory_ips=_count(counts.filter(pl.col("source") == "maxmind")),
-        session_only_ips=_session_only(db) if not missing else 0,
+        **_sessions(found),
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
         sources={s: _source(counts, s, today, forecast_days) for s in SOURCES},
@@ -179,17 +186,16 @@ def _source(counts: pl.DataFrame, source: str, today: date, forecast_days: int) 
     return SourceStatus(states, going)
 
 
-def _session_only(db: Database) -> int:
-    """IPs seen in sessions that have no ip_inventory row yet."""
-    sql = (
-        f"SELECT count(DISTINCT CAST(s.source_ip AS VARCHAR)) FROM {db.table('session_summaries')}"
-        f" AS s ANTI JOIN {db.table('ip_inventory')} AS i"
-        " ON CAST(s.source_ip AS VARCHAR) = CAST(i.ip_address AS VARCHAR)"
-        " WHERE s.source_ip IS NOT NULL"
-    )
-    with db.duck_errors("counting IPs seen only in sessions"):
-        row = db.duck.execute(sql).fetchone()
-    return int(row[0]) if row else 0
+def _sessions(found: FoundSessions) -> dict[str, int]:
+    """IPs seen only in sessions, and the sessions the loader left without source_ip."""
+    new = found.sessions.filter(~pl.col("has_row"))
+    unlinked = found.sessions.filter(pl.col("unlinked"))
+    return {
+        "session_only_ips": new["ip"].n_unique(),
+        "unlinked_sessions": unlinked.height,
+        "unlinked_ips": unlinked.filter(~pl.col("has_row"))["ip"].n_unique(),
+        "sessions_without_address": found.unresolved.height,
+    }
 
 
 def _searches(db: Database, daily_budget: int | None, today: date) -> SearchStatus:

@@ -11,6 +11,19 @@ _HEADINGS = {"never": "never asked", "not_needed": "not needed", "not_known": "n
 _CYMRU_ONLY = ("not_needed", "not_known")
 
 
+def _unlinked(report: StatusReport) -> str:
+    """The sessions the loader left without source_ip (a refresh links them)."""
+    line = (
+        f"{report.unlinked_sessions:,} sessions not linked to their IP yet "
+        f"({report.unlinked_ips:,} IPs new, not yet enriched)"
+    )
+    if report.sessions_without_address:
+        line += (
+            f"; {report.sessions_without_address:,} sessions name no address in their raw events"
+        )
+    return line
+
+
 def render(report: StatusReport) -> str:
     """The report in plain text: freshness per source, what goes stale this week, the
     GreyNoise Searches of today, the MaxMind builds, the last runs, and the notes."""
@@ -20,6 +33,7 @@ def render(report: StatusReport) -> str:
         f"{report.inventory_ips:,} IPs ({report.session_only_ips:,} seen only in sessions so "
         f"far); never asked anything: {report.bogons:,} bogons or not IPs, {report.unusable:,} "
         "rows whose enrichment is not a JSON object",
+        _unlinked(report),
         "",
         *_freshness(report),
         "",

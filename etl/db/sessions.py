@@ -1,0 +1,395 @@
+"""Sessions the loader could not link, and linking them (SPEC 2).
+
+cowrieprocessor's loader sets ``session_summaries.source_ip`` only when the IP already has an
+``ip_inventory`` row; otherwise it leaves ``source_ip`` and the snapshot columns NULL, and the
+address is only in the session's ``raw_events.payload`` (``$.src_ip``). So each run:
+
+- `find_sessions` finds the IPs of sessions whose ``source_ip`` is NULL from their raw events
+  (the ``src_ip`` of the lowest-id event that has one, as the loader picks it), through the
+  ``raw_events(session_id)`` index: the cost grows with the unlinked sessions, not with
+  raw_events. Events loaded before ``raw_events.session_id`` existed name their session only
+  in ``payload.session``; they are read only for sessions not found otherwise. It also finds
+  the sessions whose ``source_ip`` has no inventory row (databases migrated by v16).
+- `SessionLinker` links them once their IP's row is written: sets ``source_ip`` where it is
+  NULL, and fills ``snapshot_asn``, ``snapshot_country``, ``enrichment_at`` where they are
+  NULL, as the loader would have at ingest. Never another column, never a non-NULL value.
+- A session whose events carry no usable ``src_ip`` is recorded in our table
+  ``etl_session_checks`` with its last event id, and read again only when it gets new events.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from etl.db.database import Database
+from etl.db.ddl import SESSION_CHECKS_TABLE, session_checks_ddl
+from etl.db.dialect import sql_string
+
+MAX_IP_LENGTH = 45  # ip_inventory.ip_address is VARCHAR(45)
+LINK_BATCH_SESSIONS = 20_000  # sessions per transaction when linking to rows that exist
+
+SESSIONS_SCHEMA = {
+    "session_id": pl.String,
+    "ip": pl.String,
+    "first_event_at": pl.String,
+    "last_event_at": pl.String,
+    "unlinked": pl.Boolean,  # source_ip is NULL (found through raw events)
+    "has_row": pl.Boolean,  # the IP has an ip_inventory row already
+}
+_CHECKS_SCHEMA = {"session_id": pl.String, "last_event_id": pl.Int64}
+
+
+# -- SQL per dialect -------------------------------------------------------------------------
+def _src_ip(db: Database, payload: str, key: str = "src_ip") -> str:
+    """SQL: the text value ``key`` of a raw event's payload, NULL when absent or not text."""
+    if db.dialect == "sqlite":
+        return (
+            f"CASE WHEN json_valid({payload}) AND json_type({payload}, '$.{key}') = 'text' "
+            f"THEN json_extract({payload}, '$.{key}') END"
+        )
+    return (
+        f"CASE WHEN jsonb_typeof(({payload})::jsonb -> '{key}') = 'string' "
+        f"THEN ({payload})::jsonb ->> '{key}' END"
+    )
+
+
+def _usable(expression: str) -> str:
+    return f"length({expression}) BETWEEN 1 AND {MAX_IP_LENGTH}"
+
+
+def _table(db: Database, name: str) -> str:
+    return db.backend.native_table(name)
+
+
+def _unlinked_sql(db: Database, checked: bool) -> str:
+    """Sessions with source_ip NULL: their canonical IP from their raw events, whether it has
+    an inventory row, and their last event's id."""
+    src = _src_ip(db, "r.payload")
+    raw, inventory = _table(db, "raw_events"), _table(db, "ip_inventory")
+    last_id = f"(SELECT max(r.id) FROM {raw} AS r WHERE r.session_id = s.session_id)"
+    skip = (
+        f"AND NOT EXISTS (SELECT 1 FROM {_table(db, SESSION_CHECKS_TABLE)} AS c "
+        f"WHERE c.session_id = s.session_id AND c.last_event_id >= coalesce({last_id}, 0))"
+        if checked
+        else ""
+    )
+    return f"""
+        SELECT d.session_id, d.ip, d.first_event_at, d.last_event_at,
+               CASE WHEN EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = d.ip)
+                    THEN 1 ELSE 0 END AS has_row,
+               d.last_event_id
+        FROM (SELECT CAST(s.session_id AS TEXT) AS session_id,
+                     CAST(s.first_event_at AS TEXT) AS first_event_at,
+                     CAST(s.last_event_at AS TEXT) AS last_event_at,
+                     (SELECT {src} FROM {raw} AS r
+                      WHERE r.session_id = s.session_id AND {_usable(src)}
+                      ORDER BY r.id LIMIT 1) AS ip,
+                     {last_id} AS last_event_id
+              FROM {_table(db, "session_summaries")} AS s
+              WHERE s.source_ip IS NULL {skip}) AS d"""
+
+
+def _orphans_sql(db: Database) -> str:
+    """Sessions whose source_ip has no inventory row (the distinct addresses first, through
+    the source_ip index; then their sessions)."""
+    sessions, inventory = _table(db, "session_summaries"), _table(db, "ip_inventory")
+    return f"""
+        SELECT CAST(s.session_id AS TEXT), CAST(s.source_ip AS TEXT),
+               CAST(s.first_event_at AS TEXT), CAST(s.last_event_at AS TEXT)
+        FROM {sessions} AS s
+        WHERE s.source_ip IN (
+            SELECT o.ip FROM (SELECT DISTINCT source_ip AS ip FROM {sessions}
+                              WHERE source_ip IS NOT NULL) AS o
+            WHERE NOT EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = o.ip))"""
+
+
+# -- finding ---------------------------------------------------------------------------------
+@dataclass
+class FoundSessions:
+    """What `find_sessions` found: ``sessions`` (columns of `SESSIONS_SCHEMA`: every session
+    to link, or of an IP without a row), ``unresolved`` (sessions with source_ip NULL whose
+    raw events name no address), ``notes`` for the operator."""
+
+    sessions: pl.DataFrame
+    unresolved: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_CHECKS_SCHEMA))
+    notes: list[str] = field(default_factory=list)
+
+    def to_link(self) -> pl.DataFrame:
+        """Sessions with source_ip NULL and the IP to set: ``session_id``, ``ip``."""
+        return self.sessions.filter(pl.col("unlinked")).select("session_id", "ip")
+
+    def only(self, ips: tuple[str, ...]) -> FoundSessions:
+        """The sessions of these IPs (all when ``ips`` is empty)."""
+        if not ips:
+            return self
+        kept = self.sessions.filter(pl.col("ip").is_in(list(ips)))
+        return FoundSessions(kept, self.unresolved.clear(), self.notes)
+
+
+def find_sessions(db: Database) -> FoundSessions:
+    """The sessions the run must link or whose IPs it must create (see the module docstring).
+    Reads only; `record_unresolved` writes what was not found."""
+    if not db.columns("session_summaries"):
+        return FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
+    orphans = pl.DataFrame(
+        db.query_native(_orphans_sql(db)),
+        schema=["session_id", "ip", "first_event_at", "last_event_at"],
+        orient="row",
+    ).with_columns(unlinked=pl.lit(False), has_row=pl.lit(False))
+    raw_columns = db.columns("raw_events")
+    if "payload" not in raw_columns or "id" not in raw_columns:
+        found = FoundSessions(orphans.cast(SESSIONS_SCHEMA))  # type: ignore[arg-type]
+        if db.query_native(_count_unlinked_sql(db))[0][0]:
+            found.notes.append(
+                "session_summaries has sessions without source_ip, and there is no raw_events "
+                "table to find their addresses in: they stay unlinked"
+            )
+        return found
+    unlinked = _unlinked(db, "session_id" in raw_columns)
+    sessions = pl.concat([orphans.cast(SESSIONS_SCHEMA), unlinked.sessions], how="vertical")  # type: ignore[arg-type]
+    return FoundSessions(sessions, unlinked.unresolved)
+
+
+def _count_unlinked_sql(db: Database) -> str:
+    return f"SELECT count(*) FROM {_table(db, 'session_summaries')} WHERE source_ip IS NULL"
+
+
+def _unlinked(db: Database, has_session_column: bool) -> FoundSessions:
+    """Sessions with source_ip NULL and their canonical IPs from raw events."""
+    checked = bool(db.columns(SESSION_CHECKS_TABLE))
+    if has_session_column:
+        rows = db.query_native(_unlinked_sql(db, checked))
+    else:  # raw events from before raw_events.session_id: every session is a legacy one
+        rows = [
+            (session_id, None, first, last, 0, None)
+            for session_id, first, last in db.query_native(
+                "SELECT CAST(session_id AS TEXT), CAST(first_event_at AS TEXT), "
+                f"CAST(last_event_at AS TEXT) FROM {_table(db, 'session_summaries')} "
+                "WHERE source_ip IS NULL"
+            )
+        ]
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "session_id": pl.String,
+            "ip": pl.String,
+            "first_event_at": pl.String,
+            "last_event_at": pl.String,
+            "has_row": pl.Int64,
+            "last_event_id": pl.Int64,
+        },
+        orient="row",
+    )
+    missing = frame.filter(pl.col("ip").is_null())
+    if missing.height:
+        legacy = _legacy_addresses(db, missing["session_id"], has_session_column)
+        frame = frame.update(legacy, on="session_id", how="left")
+    resolved = frame.filter(pl.col("ip").is_not_null())
+    sessions = resolved.select(
+        "session_id",
+        "ip",
+        "first_event_at",
+        "last_event_at",
+        unlinked=pl.lit(True),
+        has_row=pl.col("has_row") == 1,
+    )
+    unresolved = frame.filter(pl.col("ip").is_null()).select(
+        "session_id", pl.col("last_event_id").fill_null(0)
+    )
+    return FoundSessions(sessions, unresolved)
+
+
+def _legacy_addresses(db: Database, wanted: pl.Series, has_session_column: bool) -> pl.DataFrame:
+    """For sessions not found through ``raw_events.session_id``: events that name their
+    session only in ``payload.session`` (read once, only while such sessions exist). Columns
+    ``session_id``, ``ip``, ``has_row``, ``last_event_id``."""
+    raw = _table(db, "raw_events")
+    where = "WHERE session_id IS NULL" if has_session_column else ""
+    session, src = _src_ip(db, "payload", "session"), _src_ip(db, "payload")
+    rows = db.query_native(f"SELECT {session} AS sid, id, {src} AS ip FROM {raw} {where}")
+    events = pl.DataFrame(
+        rows, schema={"session_id": pl.String, "id": pl.Int64, "ip": pl.String}, orient="row"
+    ).filter(pl.col("session_id").is_in(wanted.implode()))
+    usable = pl.col("ip").str.len_chars().is_between(1, MAX_IP_LENGTH)
+    found = (
+        events.sort("id")
+        .group_by("session_id")
+        .agg(
+            pl.col("ip").filter(usable).first(),
+            pl.col("id").max().alias("legacy_last_id"),
+        )
+    )
+    known = _known_ips(db, found["ip"].drop_nulls().unique().to_list())
+    return found.select(
+        "session_id",
+        "ip",
+        has_row=pl.col("ip").is_in(list(known)).cast(pl.Int64),
+        last_event_id=pl.col("legacy_last_id"),
+    )
+
+
+def _known_ips(db: Database, ips: list[str]) -> set[str]:
+    """Which of ``ips`` have an inventory row (in batches of bound literals)."""
+    known: set[str] = set()
+    for start in range(0, len(ips), 1000):
+        values = ", ".join(sql_string(ip) for ip in ips[start : start + 1000])
+        rows = db.query_native(
+            f"SELECT ip_address FROM {_table(db, 'ip_inventory')} WHERE ip_address IN ({values})"
+        )
+        known.update(str(row[0]) for row in rows)
+    return known
+
+
+def record_unresolved(db: Database, unresolved: pl.DataFrame, now: str) -> None:
+    """Remember sessions whose raw events name no address, with their last event id: they
+    are read again only once they have newer events (in our table `SESSION_CHECKS_TABLE`,
+    created when first needed)."""
+    if not unresolved.height:
+        return
+    if not db.columns(SESSION_CHECKS_TABLE):  # made the first time it has something to hold
+        db.execute_native([session_checks_ddl(db.dialect)])
+        db.refresh_catalog()
+    frame = unresolved.with_columns(checked_at=pl.lit(now))
+    db.upsert(SESSION_CHECKS_TABLE, frame, "session_id")
+
+
+# -- linking ---------------------------------------------------------------------------------
+LINK_STAGE_COLUMNS = {"session_id": "VARCHAR", "ip": "VARCHAR"}
+COUNT_STAGE_COLUMNS = {"name": "VARCHAR", "n": "BIGINT"}
+
+
+class SessionLinker:
+    """Links sessions to their IPs' rows and fills their NULL snapshots (see the module
+    docstring), one transaction per call of `link`, right after the rows are written.
+
+    ``sessions``: the sessions with source_ip NULL and their IPs (`FoundSessions.to_link`).
+    Counts are kept in a staging table of the run and read by `counts`.
+    """
+
+    def __init__(self, db: Database, sessions: pl.DataFrame) -> None:
+        self.db = db
+        self.backend = db.backend
+        self.sessions = sessions
+        tag = f"{os.getpid()}_{secrets.token_hex(3)}"
+        self.stage = self.backend.stage_table(f"_etl_link_{tag}")
+        self.count_stage = self.backend.stage_table(f"_etl_counts_{tag}")
+        self.db.execute_scratch(
+            [
+                self.backend.create_stage(f"_etl_link_{tag}", LINK_STAGE_COLUMNS),
+                self.backend.create_stage(f"_etl_counts_{tag}", COUNT_STAGE_COLUMNS),
+            ]
+        )
+        self._statements = _link_statements(db, self.stage, self.count_stage)
+
+    def link(self, ips: pl.Series) -> None:
+        """Link the sessions of ``ips`` (whose rows are written) and fill their snapshots."""
+        if not ips.len():
+            return
+        chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String})
+        pairs = self.sessions.join(chosen, on="ip", how="semi")
+        stage = pl.concat(
+            [pairs, chosen.select(pl.lit(None, pl.String).alias("session_id"), "ip")],
+            how="vertical",
+        )
+        self.db.write(
+            [(self.stage, stage)],
+            [*self._statements, f"DELETE FROM {self.stage}"],
+            action="linking sessions",
+        )
+
+    def link_known(self, ips: pl.Series, progress: Callable[[int], None] | None = None) -> None:
+        """Link the sessions of IPs whose rows exist already, in transactions of about
+        `LINK_BATCH_SESSIONS` sessions (no service is asked about them)."""
+        per_ip = (
+            self.sessions.join(pl.DataFrame({"ip": ips.unique()}), on="ip", how="semi")
+            .group_by("ip")
+            .len()
+            .sort("ip")
+        )
+        batch = (per_ip["len"].cum_sum() // LINK_BATCH_SESSIONS).alias("batch")
+        for _, part in per_ip.with_columns(batch).group_by("batch", maintain_order=True):
+            self.link(part["ip"])
+            if progress is not None:
+                progress(int(part["len"].sum()))
+
+    def counts(self) -> dict[str, int]:
+        """Sessions linked (``linked``) and sessions whose snapshots were filled (``filled``)
+        so far."""
+        rows = self.db.query_native(f"SELECT name, sum(n) FROM {self.count_stage} GROUP BY name")
+        counts = {"linked": 0, "filled": 0}
+        counts.update({str(name): int(total or 0) for name, total in rows})
+        return counts
+
+    def close(self) -> None:
+        """Drop the staging tables."""
+        self.db.execute_scratch(
+            [f"DROP TABLE IF EXISTS {name}" for name in (self.stage, self.count_stage)]
+        )
+
+
+def _link_statements(db: Database, stage: str, counts: str) -> list[str]:
+    """Set source_ip where NULL (for sessions in the stage whose IP has a row), then fill the
+    NULL snapshots of every session of the staged IPs; each counted into ``counts``."""
+    sessions, inventory = _table(db, "session_summaries"), _table(db, "ip_inventory")
+    if db.dialect == "sqlite":
+        enrichment = "CASE WHEN json_valid(i.enrichment) THEN i.enrichment END"
+        raw_country = (
+            f"upper(coalesce(json_extract({enrichment}, '$.maxmind.country'), "
+            f"json_extract({enrichment}, '$.cymru.country'), "
+            f"json_extract({enrichment}, '$.dshield.ip.ascountry')))"
+        )
+        iso = f"{raw_country} GLOB '[A-Z][A-Z]'"
+        link = f"""UPDATE {sessions} AS s SET source_ip = l.ip
+            FROM (SELECT session_id, ip FROM {stage} WHERE session_id IS NOT NULL) AS l
+            WHERE s.session_id = l.session_id AND s.source_ip IS NULL
+              AND EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = l.ip)"""
+        fill = _fill_sql(sessions, inventory, stage, raw_country, iso)
+        return [
+            link,
+            f"INSERT INTO {counts} SELECT 'linked', changes()",
+            fill,
+            f"INSERT INTO {counts} SELECT 'filled', changes()",
+        ]
+    enrichment = "i.enrichment::jsonb"
+    raw_country = (
+        f"upper(coalesce({enrichment} -> 'maxmind' ->> 'country', "
+        f"{enrichment} -> 'cymru' ->> 'country', "
+        f"{enrichment} -> 'dshield' -> 'ip' ->> 'ascountry'))"
+    )
+    iso = f"{raw_country} ~ '^[A-Z]{{2}}$'"
+    link = f"""WITH u AS (
+            UPDATE {sessions} AS s SET source_ip = l.ip
+            FROM (SELECT DISTINCT session_id, ip FROM {stage} WHERE session_id IS NOT NULL) AS l
+            WHERE s.session_id = l.session_id AND s.source_ip IS NULL
+              AND EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = l.ip)
+            RETURNING 1)
+        INSERT INTO {counts} SELECT 'linked', count(*) FROM u"""
+    fill = _fill_sql(sessions, inventory, stage, raw_country, iso)
+    return [
+        link,
+        f"WITH u AS ({fill} RETURNING 1) INSERT INTO {counts} SELECT 'filled', count(*) FROM u",
+    ]
+
+
+def _fill_sql(sessions: str, inventory: str, stage: str, raw_country: str, iso: str) -> str:
+    """The snapshot fill (SPEC 2): snapshot_asn = current_asn, snapshot_country = the
+    upper-cased country of the row (only a two-letter code, never the 'XX' fallback),
+    enrichment_at = enrichment_updated_at; each only where NULL."""
+    country = f"CASE WHEN {iso} AND {raw_country} <> 'XX' THEN {raw_country} END"
+    return f"""UPDATE {sessions} AS s SET
+            snapshot_asn = coalesce(s.snapshot_asn, v.asn),
+            snapshot_country = coalesce(s.snapshot_country, v.country),
+            enrichment_at = coalesce(s.enrichment_at, v.enriched)
+        FROM (SELECT i.ip_address AS ip, i.current_asn AS asn, {country} AS country,
+                     i.enrichment_updated_at AS enriched
+              FROM {inventory} AS i
+              WHERE i.ip_address IN (SELECT ip FROM {stage})) AS v
+        WHERE s.source_ip = v.ip
+          AND ((s.snapshot_asn IS NULL AND v.asn IS NOT NULL)
+               OR (s.snapshot_country IS NULL AND v.country IS NOT NULL)
+               OR (s.enrichment_at IS NULL AND v.enriched IS NOT NULL))"""
