@@ -100,7 +100,10 @@ def refresh(
                 if config.dry_run:
                     _report_dry_run(targets, summary, reporter)
                 else:
-                    _ask_and_commit(run, frame, found, targets, summary, reporter)
+                    try:
+                        _ask_and_commit(run, frame, found, targets, summary, reporter)
+                    finally:
+                        summary.longest_write_seconds = round(run.db.backend.longest_write, 3)
     except BaseException as exc:
         summary.end(config.clock(), exc, config.secrets())  # unless the run log said it
         raise
@@ -265,7 +268,7 @@ def _ask_and_commit(
     """Sessions of IPs that have rows linked -> network phases -> commit as the answers
     arrive (each chunk's sessions linked right after it) -> ASN counts of the touched ASNs."""
     linker = SessionLinker(run.db, found.to_link())
-    _link_known(run, found, linker, summary, reporter)
+    _link_known(run, frame, found, linker, summary, reporter)
     writer = ChunkWriter(run.db, run.config.clock, linker)
     _ask_and_write(run, frame, writer, targets, summary, reporter)
     counts = linker.counts()
@@ -275,6 +278,7 @@ def _ask_and_commit(
 
 def _link_known(
     run: _Run,
+    frame: pl.DataFrame,
     found: FoundSessions,
     linker: SessionLinker,
     summary: RunSummary,
@@ -286,7 +290,7 @@ def _link_known(
     known = found.sessions.filter(pl.col("unlinked") & pl.col("has_row"))
     if known.height:
         with timed_phase(summary, reporter, "link", known.height):
-            linker.link_known(known["ip"])
+            linker.link_known(known["ip"], frame["ip"])
 
 
 def _native_time(run: _Run) -> str:

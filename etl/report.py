@@ -66,6 +66,7 @@ class RunSummary:
     snapshots_filled: int = 0  # sessions whose NULL snapshot columns were filled
     sessions_to_link: int = 0  # sessions found with source_ip NULL and an address
     sessions_without_address: int = 0  # sessions whose raw events name no source address
+    longest_write_seconds: float = 0.0  # the longest write transaction (SQLite: lock held)
     bogons: int = 0
     unusable: int = 0
     sources: dict[str, SourceCounts] = field(
@@ -150,7 +151,8 @@ class RunSummary:
             "would write nothing (dry run)"
             if self.dry_run
             else (
-                f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows"
+                f"wrote {self.upserted} ip_inventory rows, {self.asn_upserted} asn_inventory rows "
+                f"(longest write transaction {self.longest_write_seconds:.2f}s)"
             )
         )
         if self.greynoise_budget_left is not None:

@@ -84,6 +84,8 @@ class Backend(ABC):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self._duck: duckdb.DuckDBPyConnection | None = None
+        # The longest write transaction so far, in seconds (SQLite: the write lock held).
+        self.longest_write = 0.0
 
     @property
     def duck(self) -> duckdb.DuckDBPyConnection:

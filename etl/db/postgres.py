@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime
@@ -55,6 +56,11 @@ CONNECTION_LOST: Final = (
     "could not send data",
     "connection timed out",
 )
+
+
+# What PostgreSQL says when our transaction lost a lock conflict with another writer (the
+# loader's session upserts touch the rows our linking does): the unit is retried whole.
+LOCK_CONFLICT: Final = ("deadlock detected", "could not serialize access", "lock not available")
 
 
 def postgres_timestamp(moment: datetime) -> str:
@@ -118,7 +124,9 @@ class PostgresBackend(Backend):
             self.execute([f"TRUNCATE {', '.join(t for t, _ in loads)}"])
         self._stage(loads)
         if statements:
+            started = time.monotonic()
             self.execute(statements)
+            self.longest_write = max(self.longest_write, time.monotonic() - started)
 
     def _stage(self, loads: Sequence[Load]) -> None:
         """DuckDB bulk-inserts the frames, in one transaction (one commit in the target, not
@@ -163,10 +171,13 @@ class PostgresBackend(Backend):
         return self.duck.execute("SELECT * FROM postgres_query('db', ?)", [sql]).fetchall()
 
     def transient(self, exc: BaseException) -> str | None:
-        """The connection to the server was lost or cannot be made (yet)."""
+        """The connection to the server was lost or cannot be made (yet), or the transaction
+        lost a lock conflict (deadlock, serialization failure) with another writer."""
         text = str(exc).lower()
         if any(marker in text for marker in CONNECTION_LOST):
             return f"lost the connection to PostgreSQL {self.url} ({self._redact(first_line(exc))})"
+        if any(marker in text for marker in LOCK_CONFLICT):
+            return f"a lock conflict with another writer ({self._redact(first_line(exc))})"
         return None
 
     def append(self, session: Session, table: str, frame: pl.DataFrame) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -31,7 +30,7 @@ from etl.db.ddl import SESSION_CHECKS_TABLE, session_checks_ddl
 from etl.db.dialect import sql_string
 
 MAX_IP_LENGTH = 45  # ip_inventory.ip_address is VARCHAR(45)
-LINK_BATCH_SESSIONS = 20_000  # sessions per transaction when linking to rows that exist
+LINK_BATCH_SESSIONS = 5_000  # sessions per transaction when linking to rows that exist
 
 SESSIONS_SCHEMA = {
     "session_id": pl.String,
@@ -284,38 +283,43 @@ class SessionLinker:
                 self.backend.create_stage(f"_etl_counts_{tag}", COUNT_STAGE_COLUMNS),
             ]
         )
-        self._statements = _link_statements(db, self.stage, self.count_stage)
+        self._statements = {
+            fill: _link_statements(db, self.stage, self.count_stage, fill) for fill in (True, False)
+        }
 
-    def link(self, ips: pl.Series) -> None:
-        """Link the sessions of ``ips`` (whose rows are written) and fill their snapshots."""
+    def link(self, ips: pl.Series, fill: bool = True) -> None:
+        """Link the sessions of ``ips`` (whose rows are written) and fill the NULL snapshots
+        of all their sessions, in one transaction; without ``fill``, only link them (their
+        rows are about to change: the write of the new answers fills them)."""
         if not ips.len():
             return
         chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String})
         pairs = self.sessions.join(chosen, on="ip", how="semi")
-        stage = pl.concat(
-            [pairs, chosen.select(pl.lit(None, pl.String).alias("session_id"), "ip")],
-            how="vertical",
-        )
+        # Rows with a session: link it. Rows without: fill the other sessions of the IP.
+        marks = chosen.select(pl.lit(None, pl.String).alias("session_id"), "ip")
+        stage = pl.concat([pairs, marks], how="vertical") if fill else pairs
         self.db.write(
             [(self.stage, stage)],
-            [*self._statements, f"DELETE FROM {self.stage}"],
+            [*self._statements[fill], f"DELETE FROM {self.stage}"],
             action="linking sessions",
         )
 
-    def link_known(self, ips: pl.Series, progress: Callable[[int], None] | None = None) -> None:
+    def link_known(self, ips: pl.Series, selected: pl.Series) -> None:
         """Link the sessions of IPs whose rows exist already, in transactions of about
-        `LINK_BATCH_SESSIONS` sessions (no service is asked about them)."""
+        `LINK_BATCH_SESSIONS` sessions (no service is asked about them). The snapshots of
+        their other sessions are filled here unless the IP is ``selected``: its chunk's
+        linking fills them once the new answers are written."""
         per_ip = (
             self.sessions.join(pl.DataFrame({"ip": ips.unique()}), on="ip", how="semi")
             .group_by("ip")
             .len()
-            .sort("ip")
+            .with_columns(pl.col("ip").is_in(selected.implode()).alias("selected"))
+            .sort("selected", "ip")
         )
         batch = (per_ip["len"].cum_sum() // LINK_BATCH_SESSIONS).alias("batch")
-        for _, part in per_ip.with_columns(batch).group_by("batch", maintain_order=True):
-            self.link(part["ip"])
-            if progress is not None:
-                progress(int(part["len"].sum()))
+        parts = per_ip.with_columns(batch).group_by("batch", "selected", maintain_order=True)
+        for (_, selected_part), part in parts:
+            self.link(part["ip"], fill=not selected_part)
 
     def counts(self) -> dict[str, int]:
         """Sessions linked (``linked``) and sessions whose snapshots were filled (``filled``)
@@ -332,64 +336,70 @@ class SessionLinker:
         )
 
 
-def _link_statements(db: Database, stage: str, counts: str) -> list[str]:
-    """Set source_ip where NULL (for sessions in the stage whose IP has a row), then fill the
-    NULL snapshots of every session of the staged IPs; each counted into ``counts``."""
+def _link_statements(db: Database, stage: str, counts: str, fill: bool) -> list[str]:
+    """Three statements, each counted into ``counts``: the sessions of the stage whose
+    snapshots the link fills are counted; they are linked (source_ip where NULL, for IPs that
+    have a row) and their NULL snapshots filled in the same row write; then the NULL snapshots
+    of the other sessions of the IPs staged without a session are filled. Without ``fill``,
+    only the link (source_ip)."""
     sessions, inventory = _table(db, "session_summaries"), _table(db, "ip_inventory")
+    values = _row_values(db, inventory, f"SELECT ip FROM {stage}")
+    fillable = (
+        "((s.snapshot_asn IS NULL AND v.asn IS NOT NULL)"
+        " OR (s.snapshot_country IS NULL AND v.country IS NOT NULL)"
+        " OR (s.enrichment_at IS NULL AND v.enriched IS NOT NULL))"
+    )
+    filled = """snapshot_asn = coalesce(s.snapshot_asn, v.asn),
+            snapshot_country = coalesce(s.snapshot_country, v.country),
+            enrichment_at = coalesce(s.enrichment_at, v.enriched)"""
+    to_link = f"""(SELECT DISTINCT l.session_id, l.ip, v.asn, v.country, v.enriched
+              FROM {stage} AS l JOIN {values} AS v ON v.ip = l.ip
+              WHERE l.session_id IS NOT NULL) AS v"""
+    count_filled = f"""INSERT INTO {counts}
+        SELECT 'filled', count(*) FROM {sessions} AS s JOIN {to_link}
+            ON s.session_id = v.session_id
+        WHERE s.source_ip IS NULL AND {fillable}"""
+    link = f"""UPDATE {sessions} AS s SET source_ip = v.ip{", " + filled if fill else ""}
+        FROM {to_link}
+        WHERE s.session_id = v.session_id AND s.source_ip IS NULL"""
+    fill_values = _row_values(db, inventory, f"SELECT ip FROM {stage} WHERE session_id IS NULL")
+    fill_others = f"""UPDATE {sessions} AS s SET {filled}
+        FROM {fill_values} AS v
+        WHERE s.source_ip = v.ip AND {fillable}"""
+    if db.dialect == "sqlite":
+        linked = [link, f"INSERT INTO {counts} SELECT 'linked', changes()"]
+        filling = [fill_others, f"INSERT INTO {counts} SELECT 'filled', changes()"]
+    else:
+        count = "INSERT INTO {counts} SELECT '{name}', count(*) FROM u"
+        linked = [f"WITH u AS ({link} RETURNING 1) " + count.format(counts=counts, name="linked")]
+        filling = [
+            f"WITH u AS ({fill_others} RETURNING 1) " + count.format(counts=counts, name="filled")
+        ]
+    return [count_filled, *linked, *filling] if fill else linked
+
+
+def _row_values(db: Database, inventory: str, ips: str) -> str:
+    """A subquery of the values a session copies from its IP's row (SPEC 2), for the rows
+    of the IPs ``ips`` selects: ``asn`` = current_asn, ``country`` = the upper-cased
+    coalesce(maxmind.country, cymru.country, dshield.ip.ascountry), only a two-letter code
+    and never the 'XX' fallback, ``enriched`` = enrichment_updated_at."""
     if db.dialect == "sqlite":
         enrichment = "CASE WHEN json_valid(i.enrichment) THEN i.enrichment END"
-        raw_country = (
+        raw = (
             f"upper(coalesce(json_extract({enrichment}, '$.maxmind.country'), "
             f"json_extract({enrichment}, '$.cymru.country'), "
             f"json_extract({enrichment}, '$.dshield.ip.ascountry')))"
         )
-        iso = f"{raw_country} GLOB '[A-Z][A-Z]'"
-        link = f"""UPDATE {sessions} AS s SET source_ip = l.ip
-            FROM (SELECT session_id, ip FROM {stage} WHERE session_id IS NOT NULL) AS l
-            WHERE s.session_id = l.session_id AND s.source_ip IS NULL
-              AND EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = l.ip)"""
-        fill = _fill_sql(sessions, inventory, stage, raw_country, iso)
-        return [
-            link,
-            f"INSERT INTO {counts} SELECT 'linked', changes()",
-            fill,
-            f"INSERT INTO {counts} SELECT 'filled', changes()",
-        ]
-    enrichment = "i.enrichment::jsonb"
-    raw_country = (
-        f"upper(coalesce({enrichment} -> 'maxmind' ->> 'country', "
-        f"{enrichment} -> 'cymru' ->> 'country', "
-        f"{enrichment} -> 'dshield' -> 'ip' ->> 'ascountry'))"
-    )
-    iso = f"{raw_country} ~ '^[A-Z]{{2}}$'"
-    link = f"""WITH u AS (
-            UPDATE {sessions} AS s SET source_ip = l.ip
-            FROM (SELECT DISTINCT session_id, ip FROM {stage} WHERE session_id IS NOT NULL) AS l
-            WHERE s.session_id = l.session_id AND s.source_ip IS NULL
-              AND EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = l.ip)
-            RETURNING 1)
-        INSERT INTO {counts} SELECT 'linked', count(*) FROM u"""
-    fill = _fill_sql(sessions, inventory, stage, raw_country, iso)
-    return [
-        link,
-        f"WITH u AS ({fill} RETURNING 1) INSERT INTO {counts} SELECT 'filled', count(*) FROM u",
-    ]
-
-
-def _fill_sql(sessions: str, inventory: str, stage: str, raw_country: str, iso: str) -> str:
-    """The snapshot fill (SPEC 2): snapshot_asn = current_asn, snapshot_country = the
-    upper-cased country of the row (only a two-letter code, never the 'XX' fallback),
-    enrichment_at = enrichment_updated_at; each only where NULL."""
-    country = f"CASE WHEN {iso} AND {raw_country} <> 'XX' THEN {raw_country} END"
-    return f"""UPDATE {sessions} AS s SET
-            snapshot_asn = coalesce(s.snapshot_asn, v.asn),
-            snapshot_country = coalesce(s.snapshot_country, v.country),
-            enrichment_at = coalesce(s.enrichment_at, v.enriched)
-        FROM (SELECT i.ip_address AS ip, i.current_asn AS asn, {country} AS country,
-                     i.enrichment_updated_at AS enriched
-              FROM {inventory} AS i
-              WHERE i.ip_address IN (SELECT ip FROM {stage})) AS v
-        WHERE s.source_ip = v.ip
-          AND ((s.snapshot_asn IS NULL AND v.asn IS NOT NULL)
-               OR (s.snapshot_country IS NULL AND v.country IS NOT NULL)
-               OR (s.enrichment_at IS NULL AND v.enriched IS NOT NULL))"""
+        iso = f"{raw} GLOB '[A-Z][A-Z]'"
+    else:
+        enrichment = "i.enrichment::jsonb"
+        raw = (
+            f"upper(coalesce({enrichment} -> 'maxmind' ->> 'country', "
+            f"{enrichment} -> 'cymru' ->> 'country', "
+            f"{enrichment} -> 'dshield' -> 'ip' ->> 'ascountry'))"
+        )
+        iso = f"{raw} ~ '^[A-Z]{{2}}$'"
+    return f"""(SELECT i.ip_address AS ip, i.current_asn AS asn,
+                   CASE WHEN {iso} AND {raw} <> 'XX' THEN {raw} END AS country,
+                   i.enrichment_updated_at AS enriched
+            FROM {inventory} AS i WHERE i.ip_address IN ({ips}))"""

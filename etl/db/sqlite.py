@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -48,6 +49,21 @@ SQLITE_WAL_CHECKPOINT_BYTES: Final = 80 * 1024 * 1024
 # notes the wait and tries again (the whole wait is bounded by ``lock_timeout``).
 SQLITE_BUSY_SLICE_SECONDS: Final = 1.0
 _BUSY_CODES: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+# Courtesy to the loader beside us: after this much write-lock time (seconds, summed over our
+# transactions), the lock is left free for SQLITE_COURTESY_GAP before we take it again. SQLite's
+# busy handler polls at most every 100 ms: a gap longer than that lets a waiting writer in.
+SQLITE_COURTESY_AFTER: Final = 1.0
+SQLITE_COURTESY_GAP: Final = 0.12
+
+
+def _insert(con: sqlite3.Connection, loads: Sequence[Load]) -> None:
+    """Insert each frame into its table (bound values, timestamps as cowrieprocessor's text)."""
+    for table, frame in loads:
+        marks = ", ".join("?" * frame.width)
+        con.executemany(
+            f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({marks})",
+            sqlite_values(frame).iter_rows(),
+        )
 
 
 def sqlite_timestamp(moment: datetime) -> str:
@@ -88,6 +104,7 @@ class SQLiteBackend(Backend):
         self.path: Path = url.sqlite_path
         self._connection: sqlite3.Connection | None = None
         self._reader: SQLiteReader | None = None
+        self._held_since_gap = 0.0  # write-lock seconds since the lock was last left free
 
     # -- opening ---------------------------------------------------------------------------
     def attach(
@@ -155,17 +172,37 @@ class SQLiteBackend(Backend):
     def write_attempt(
         self, loads: Sequence[Load], statements: Sequence[str], params: Params, retry: bool
     ) -> None:
-        """One ``BEGIN IMMEDIATE`` transaction: insert the frames, run the statements (each
-        binds the parameters it names). Rolled back when anything fails."""
+        """Load the frames, then one ``BEGIN IMMEDIATE`` transaction runs the statements (each
+        binds the parameters it names); rolled back when anything fails.
+
+        Loads into the connection's TEMP tables go in first, in a transaction of their own
+        that takes no lock on the file (emptied first: a failed attempt leaves them full);
+        other loads go into the locked transaction. The write lock is held only for the
+        statements: the loader beside us waits 5 s per attempt (SPEC 2.3). After each second
+        of lock held, the lock is left free for `SQLITE_COURTESY_GAP` before it is taken
+        again, so that a writer polling in its busy handler gets its turn.
+        """
         con = self.connection
+        scratch = [(t, f) for t, f in loads if t.startswith(self.stage_prefix)]
+        locked = [(t, f) for t, f in loads if not t.startswith(self.stage_prefix)]
+        if scratch:
+            con.execute("BEGIN")
+            try:
+                for table, _ in scratch:
+                    con.execute(f"DELETE FROM {table}")
+                _insert(con, scratch)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        if self._held_since_gap >= SQLITE_COURTESY_AFTER:
+            time.sleep(SQLITE_COURTESY_GAP)
+            self._held_since_gap = 0.0
         con.execute("BEGIN IMMEDIATE")
+        taken = time.monotonic()
         try:
-            for table, frame in loads:
-                marks = ", ".join("?" * frame.width)
-                con.executemany(
-                    f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({marks})",
-                    sqlite_values(frame).iter_rows(),
-                )
+            _insert(con, locked)
             for statement in statements:
                 con.execute(statement, {k: v for k, v in params.items() if f":{k}" in statement})
             con.execute("COMMIT")
@@ -173,6 +210,10 @@ class SQLiteBackend(Backend):
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+        finally:
+            held = time.monotonic() - taken
+            self.longest_write = max(self.longest_write, held)
+            self._held_since_gap += held
 
     def execute_scratch(self, statements: Sequence[str]) -> None:
         """TEMP tables of the writing connection, made without taking the database's write
