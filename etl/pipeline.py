@@ -29,6 +29,7 @@ import polars as pl
 from etl.commit import Committer, write_rows
 from etl.config import RefreshConfig, Source
 from etl.cymru import cymru_targets
+from etl.db import reader
 from etl.db.database import Database
 from etl.db.lock import run_lock
 from etl.db.pending import PendingAnswers
@@ -82,6 +83,9 @@ def refresh(
     """
     started = time.monotonic()
     maxmind = check_before_work(config) if maxmind is None else maxmind
+    url = parse_database_url(config.db_url)
+    if url.sqlite_path is not None:
+        reader.prestart(url.sqlite_path)  # DuckDB's reader process starts while we work
     summary = summary or RunSummary()
     summary.dry_run = config.dry_run
     summary.started_at = config.clock().astimezone(UTC).isoformat()
@@ -90,7 +94,6 @@ def refresh(
         reporter = _listeners(config, reporter, summary)
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
             _import_in_background("etl.clients.http")  # requests: loads while the db is read
-        url = parse_database_url(config.db_url)
         summary.maxmind_build_epochs = maxmind.build_epochs
         with _opened(url, config, maxmind, reporter, summary) as run:  # None: nothing to do
             if run is not None:
@@ -111,6 +114,8 @@ def refresh(
         summary.end(config.clock())
     finally:
         maxmind.close()
+        if url.sqlite_path is not None:
+            reader.discard(url.sqlite_path)
         summary.wall_seconds = round(time.monotonic() - started, 3)
     return summary
 

@@ -67,7 +67,7 @@ def _table(db: Database, name: str) -> str:
 
 def _unlinked_sql(db: Database, checked: bool) -> str:
     """Sessions with source_ip NULL: their canonical IP from their raw events, whether it has
-    an inventory row, and their last event's id."""
+    an inventory row, and, for those without one, their last event's id."""
     src = _src_ip(db, "r.payload")
     raw, inventory = _table(db, "raw_events"), _table(db, "ip_inventory")
     last_id = f"(SELECT max(r.id) FROM {raw} AS r WHERE r.session_id = s.session_id)"
@@ -81,14 +81,14 @@ def _unlinked_sql(db: Database, checked: bool) -> str:
         SELECT d.session_id, d.ip, d.first_event_at, d.last_event_at,
                CASE WHEN EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = d.ip)
                     THEN 1 ELSE 0 END AS has_row,
-               d.last_event_id
+               CASE WHEN d.ip IS NULL THEN {last_id.replace("s.session_id", "d.session_id")}
+               END AS last_event_id
         FROM (SELECT CAST(s.session_id AS TEXT) AS session_id,
                      CAST(s.first_event_at AS TEXT) AS first_event_at,
                      CAST(s.last_event_at AS TEXT) AS last_event_at,
                      (SELECT {src} FROM {raw} AS r
                       WHERE r.session_id = s.session_id AND {_usable(src)}
-                      ORDER BY r.id LIMIT 1) AS ip,
-                     {last_id} AS last_event_id
+                      ORDER BY r.id LIMIT 1) AS ip
               FROM {_table(db, "session_summaries")} AS s
               WHERE s.source_ip IS NULL {skip}) AS d"""
 
@@ -289,37 +289,34 @@ class SessionLinker:
 
     def link(self, ips: pl.Series, fill: bool = True) -> None:
         """Link the sessions of ``ips`` (whose rows are written) and fill the NULL snapshots
-        of all their sessions, in one transaction; without ``fill``, only link them (their
-        rows are about to change: the write of the new answers fills them)."""
+        of all their sessions; without ``fill``, only link them (their rows are about to
+        change: the write of the new answers fills them). One transaction per about
+        `LINK_BATCH_SESSIONS` sessions to link, so that the write lock is held briefly."""
         if not ips.len():
             return
         chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String})
         pairs = self.sessions.join(chosen, on="ip", how="semi")
-        # Rows with a session: link it. Rows without: fill the other sessions of the IP.
-        marks = chosen.select(pl.lit(None, pl.String).alias("session_id"), "ip")
-        stage = pl.concat([pairs, marks], how="vertical") if fill else pairs
-        self.db.write(
-            [(self.stage, stage)],
-            [*self._statements[fill], f"DELETE FROM {self.stage}"],
-            action="linking sessions",
-        )
+        per_ip = chosen.join(pairs.group_by("ip").len(), on="ip", how="left").sort("ip")
+        batch = (per_ip["len"].fill_null(0).cum_sum() // LINK_BATCH_SESSIONS).alias("batch")
+        for _, part in per_ip.with_columns(batch).group_by("batch", maintain_order=True):
+            members = pairs.join(part, on="ip", how="semi")
+            # Rows with a session: link it. Rows without: fill the IP's other sessions.
+            marks = part.select(pl.lit(None, pl.String).alias("session_id"), "ip")
+            stage = pl.concat([members, marks], how="vertical") if fill else members
+            self.db.write(
+                [(self.stage, stage)],
+                [*self._statements[fill], f"DELETE FROM {self.stage}"],
+                action="linking sessions",
+            )
 
     def link_known(self, ips: pl.Series, selected: pl.Series) -> None:
-        """Link the sessions of IPs whose rows exist already, in transactions of about
-        `LINK_BATCH_SESSIONS` sessions (no service is asked about them). The snapshots of
-        their other sessions are filled here unless the IP is ``selected``: its chunk's
-        linking fills them once the new answers are written."""
-        per_ip = (
-            self.sessions.join(pl.DataFrame({"ip": ips.unique()}), on="ip", how="semi")
-            .group_by("ip")
-            .len()
-            .with_columns(pl.col("ip").is_in(selected.implode()).alias("selected"))
-            .sort("selected", "ip")
-        )
-        batch = (per_ip["len"].cum_sum() // LINK_BATCH_SESSIONS).alias("batch")
-        parts = per_ip.with_columns(batch).group_by("batch", "selected", maintain_order=True)
-        for (_, selected_part), part in parts:
-            self.link(part["ip"], fill=not selected_part)
+        """Link the sessions of IPs whose rows exist already (no service is asked about
+        them). The snapshots of their other sessions are filled here unless the IP is
+        ``selected``: its chunk's linking fills them once the new answers are written."""
+        chosen = ips.unique()
+        taken = chosen.is_in(selected.implode())
+        self.link(chosen.filter(~taken), fill=True)
+        self.link(chosen.filter(taken), fill=False)
 
     def counts(self) -> dict[str, int]:
         """Sessions linked (``linked``) and sessions whose snapshots were filled (``filled``)

@@ -31,7 +31,7 @@ from etl.db.dialect import (
     Unit,
 )
 from etl.db.lock import RunLock, file_lock
-from etl.db.reader import SQLiteReader
+from etl.db.reader import SQLiteReader, adopt
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 from etl.errors import DatabaseError, SchemaError
@@ -134,7 +134,7 @@ class SQLiteBackend(Backend):
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
-        self._reader = SQLiteReader(self.path)
+        self._reader = adopt(self.path)
 
     def _connect(self, timeout: float, read_only: bool) -> sqlite3.Connection:
         """The native connection; read-only: opened with ``mode=ro`` (it can change nothing)."""
