@@ -4,7 +4,7 @@ loopback, a full refresh.
 Builds the sample database and MaxMind files under ``data/demo/`` (default 10,000 IPs; never
 ``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
 Team Cymru and GreyNoise simulators on free 127.0.0.1 ports, runs ``python -m etl.refresh``
-against them exactly as a user would, and stops the simulators.
+against them exactly as a user would, stops the simulators, and shows ``status``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def demo(
         "data/demo"
     ),
 ) -> int:
-    """Sample world, both simulators on 127.0.0.1, and a full refresh against them."""
+    """Sample world, both simulators on 127.0.0.1, a full refresh against them, and the
+    status afterwards."""
     data.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{data / 'honeypot.sqlite'}"
     maxmind_dir = data / "maxmind"
@@ -65,7 +66,12 @@ def demo(
         command += refresh_service_options(cymru.address, greynoise.url)
         print("demo: python " + " ".join(command[1:]), flush=True)
         env = {**os.environ, "GREYNOISE_API_KEY": DEMO_KEY}
-        return subprocess.run(command, env=env, check=False).returncode
+        refreshed = subprocess.run(command, env=env, check=False).returncode
+    # Where the data stands now: every session the loader left unlinked is linked.
+    status = [python, "-m", "etl.status", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
+    print("demo: python " + " ".join(status[1:]), flush=True)
+    subprocess.run(status, check=False)
+    return refreshed
 
 
 def main(argv: list[str] | None = None) -> int:

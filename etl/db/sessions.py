@@ -250,6 +250,18 @@ def _known_ips(db: Database, ips: list[str]) -> set[str]:
     return known
 
 
+def known_without_address(db: Database) -> int:
+    """Sessions still without source_ip that an earlier run found naming no address."""
+    if not db.columns(SESSION_CHECKS_TABLE):
+        return 0
+    rows = db.query_native(
+        f"SELECT count(*) FROM {_table(db, SESSION_CHECKS_TABLE)} AS c "
+        f"JOIN {_table(db, 'session_summaries')} AS s ON s.session_id = c.session_id "
+        "WHERE s.source_ip IS NULL"
+    )
+    return int(rows[0][0])
+
+
 def record_unresolved(db: Database, unresolved: pl.DataFrame, now: str) -> None:
     """Remember sessions whose raw events name no address, with their last event id: they
     are read again only once they have newer events (in our table `SESSION_CHECKS_TABLE`,

@@ -22,7 +22,12 @@ from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.select import SOURCES, SelectionRules, freshness_counts
-from etl.db.sessions import SESSIONS_SCHEMA, FoundSessions, find_sessions
+from etl.db.sessions import (
+    SESSIONS_SCHEMA,
+    FoundSessions,
+    find_sessions,
+    known_without_address,
+)
 from etl.db.url import parse_database_url
 from etl.errors import SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
@@ -87,6 +92,7 @@ class StatusReport:
     unlinked_sessions: int  # sessions the loader left without source_ip, with an address
     unlinked_ips: int  # their IPs without an inventory row (new, not yet enriched)
     sessions_without_address: int  # sessions without source_ip whose events name no address
+    # (found now, or by an earlier run: they stay as they are)
     bogons: int  # bogons and strings that are not IPs: never asked
     unusable: int  # rows whose enrichment is not a JSON object: left alone
     sources: dict[str, SourceStatus]
@@ -146,6 +152,7 @@ def gather(
     notes = list(maxmind.notes)
     missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
     found = FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
+    without_address = 0
     if missing:
         notes.append(f"{db.url} has no {' or '.join(missing)} table: nothing to count yet")
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
@@ -154,6 +161,7 @@ def gather(
         rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
         found = find_sessions(db)
         notes += found.notes
+        without_address = found.unresolved.height + known_without_address(db)
         counts = freshness_counts(db, rules, found)
     if not runlog.has_run_log(db):
         notes.append("no run log yet: no refresh has written to this database")
@@ -164,6 +172,7 @@ def gather(
         at=now.isoformat(),
         inventory_ips=_count(counts.filter(pl.col("source") == "maxmind")),
         **_sessions(found),
+        sessions_without_address=without_address,
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
         sources={s: _source(counts, s, today, forecast_days) for s in SOURCES},
@@ -194,7 +203,6 @@ def _sessions(found: FoundSessions) -> dict[str, int]:
         "session_only_ips": new["ip"].n_unique(),
         "unlinked_sessions": unlinked.height,
         "unlinked_ips": unlinked.filter(~pl.col("has_row"))["ip"].n_unique(),
-        "sessions_without_address": found.unresolved.height,
     }
 
 

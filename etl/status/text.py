@@ -19,7 +19,8 @@ def _unlinked(report: StatusReport) -> str:
     )
     if report.sessions_without_address:
         line += (
-            f"; {report.sessions_without_address:,} sessions name no address in their raw events"
+            f"; {report.sessions_without_address:,} sessions name no address in their raw events "
+            "(left as they are)"
         )
     return line
 
