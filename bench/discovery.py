@@ -242,7 +242,9 @@ def bench_migrated(dialect: str, folder: Path) -> None:
         if os.waitstatus_to_exitcode(status):
             raise SystemExit(log.read_text()[-2000:])
         lines = log.read_text().splitlines()
-        shown = [line for line in lines if line.startswith(("sessions:", "phases:", "selected"))]
+        shown = [
+            line for line in lines if line.startswith(("sessions:", "phases:", "selected", "wrote"))
+        ]
         print(f"refresh: {seconds:.1f} s, peak memory {usage.ru_maxrss / 1024:.0f} MB")
         for line in shown:
             print(f"  {line}")

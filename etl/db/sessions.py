@@ -301,6 +301,11 @@ class SessionLinker:
                 self.backend.create_stage(f"_etl_counts_{tag}", COUNT_STAGE_COLUMNS),
             ]
         )
+        # PostgreSQL: TRUNCATE, not DELETE, whose dead rows every later scan of the stage
+        # would read again (linking 1,000,000 sessions took 388 s instead of 35 s).
+        self._empty = (
+            f"TRUNCATE {self.stage}" if db.dialect == "postgres" else f"DELETE FROM {self.stage}"
+        )
         self._statements = {
             fill: _link_statements(db, self.stage, self.count_stage, fill) for fill in (True, False)
         }
@@ -323,7 +328,7 @@ class SessionLinker:
             stage = pl.concat([members, marks], how="vertical") if fill else members
             self.db.write(
                 [(self.stage, stage)],
-                [*self._statements[fill], f"DELETE FROM {self.stage}"],
+                [*self._statements[fill], self._empty],
                 action="linking sessions",
             )
 
