@@ -270,12 +270,12 @@ def _ask_and_commit(
     summary: RunSummary,
     reporter: Reporter,
 ) -> None:
-    """Sessions of IPs that have rows linked -> network phases -> commit as the answers
-    arrive (each chunk's sessions linked right after it) -> ASN counts of the touched ASNs."""
+    """Network phases -> commit as the answers arrive (each chunk's sessions linked right
+    after it) -> ASN counts of the touched ASNs -> sessions of IPs that had rows linked."""
     linker = SessionLinker(run.db, found.to_link())
-    _link_known(run, frame, found, linker, summary, reporter)
     writer = ChunkWriter(run.db, run.config.clock, linker)
     _ask_and_write(run, frame, writer, targets, summary, reporter)
+    _link_known(run, found, linker, summary, reporter)
     counts = linker.counts()
     summary.sessions_linked, summary.snapshots_filled = counts["linked"], counts["filled"]
     linker.close()  # as the writer's stages: a stopped run's are dropped by the next run
@@ -283,19 +283,19 @@ def _ask_and_commit(
 
 def _link_known(
     run: _Run,
-    frame: pl.DataFrame,
     found: FoundSessions,
     linker: SessionLinker,
     summary: RunSummary,
     reporter: Reporter,
 ) -> None:
-    """Link the sessions whose IPs have rows already (made after the loader saw them),
-    without asking any service; remember the sessions whose events name no address."""
-    record_unresolved(run.db, found.unresolved, _native_time(run))
+    """Link the sessions whose IPs had rows already (made after the loader saw them): no
+    service is asked about them, and it is done last, so a database that stays locked costs
+    no answer. Remember the sessions whose events name no address."""
     known = found.sessions.filter(pl.col("unlinked") & pl.col("has_row"))
     if known.height:
         with timed_phase(summary, reporter, "link", known.height):
-            linker.link_known(known["ip"], frame["ip"])
+            linker.link(known["ip"])
+    record_unresolved(run.db, found.unresolved, _native_time(run))
 
 
 def _native_time(run: _Run) -> str:

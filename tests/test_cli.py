@@ -144,7 +144,11 @@ def test_a_full_run_with_summary_json(
     assert data["selected"] == 50
     assert data["upserted"] == 50
     assert data["sources"]["maxmind"]["queried"] + data["bogons"] == 50
-    assert set(data["phase_seconds"]) == {"select", "validate", "maxmind", "write", "asn_counts"}
+    # link: sessions the loader left unlinked whose IPs had rows already
+    assert set(data["phase_seconds"]) == {
+        "select", "validate", "maxmind", "write", "asn_counts", "link",
+    }  # fmt: skip
+    assert data["sessions_linked"] > 0 and data["snapshots_filled"] > 0
     assert "selected 50 IPs" in output
 
 

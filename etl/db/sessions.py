@@ -306,15 +306,12 @@ class SessionLinker:
         self._empty = (
             f"TRUNCATE {self.stage}" if db.dialect == "postgres" else f"DELETE FROM {self.stage}"
         )
-        self._statements = {
-            fill: _link_statements(db, self.stage, self.count_stage, fill) for fill in (True, False)
-        }
+        self._statements = _link_statements(db, self.stage, self.count_stage)
 
-    def link(self, ips: pl.Series, fill: bool = True) -> None:
+    def link(self, ips: pl.Series) -> None:
         """Link the sessions of ``ips`` (whose rows are written) and fill the NULL snapshots
-        of all their sessions; without ``fill``, only link them (their rows are about to
-        change: the write of the new answers fills them). One transaction per about
-        `LINK_BATCH_SESSIONS` sessions to link, so that the write lock is held briefly."""
+        of all their sessions. One transaction per about `LINK_BATCH_SESSIONS` sessions to
+        link, so that the write lock is held briefly."""
         if not ips.len():
             return
         chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String})
@@ -325,21 +322,11 @@ class SessionLinker:
             members = pairs.join(part, on="ip", how="semi")
             # Rows with a session: link it. Rows without: fill the IP's other sessions.
             marks = part.select(pl.lit(None, pl.String).alias("session_id"), "ip")
-            stage = pl.concat([members, marks], how="vertical") if fill else members
             self.db.write(
-                [(self.stage, stage)],
-                [*self._statements[fill], self._empty],
+                [(self.stage, pl.concat([members, marks], how="vertical"))],
+                [*self._statements, self._empty],
                 action="linking sessions",
             )
-
-    def link_known(self, ips: pl.Series, selected: pl.Series) -> None:
-        """Link the sessions of IPs whose rows exist already (no service is asked about
-        them). The snapshots of their other sessions are filled here unless the IP is
-        ``selected``: its chunk's linking fills them once the new answers are written."""
-        chosen = ips.unique()
-        taken = chosen.is_in(selected.implode())
-        self.link(chosen.filter(~taken), fill=True)
-        self.link(chosen.filter(taken), fill=False)
 
     def counts(self) -> dict[str, int]:
         """Sessions linked (``linked``) and sessions whose snapshots were filled (``filled``)
@@ -356,12 +343,11 @@ class SessionLinker:
         )
 
 
-def _link_statements(db: Database, stage: str, counts: str, fill: bool) -> list[str]:
+def _link_statements(db: Database, stage: str, counts: str) -> list[str]:
     """Three statements, each counted into ``counts``: the sessions of the stage whose
     snapshots the link fills are counted; they are linked (source_ip where NULL, for IPs that
     have a row) and their NULL snapshots filled in the same row write; then the NULL snapshots
-    of the other sessions of the IPs staged without a session are filled. Without ``fill``,
-    only the link (source_ip)."""
+    of the other sessions of the IPs staged without a session are filled."""
     sessions, inventory = _table(db, "session_summaries"), _table(db, "ip_inventory")
     values = _row_values(db, inventory, f"SELECT ip FROM {stage}")
     fillable = (
@@ -379,7 +365,7 @@ def _link_statements(db: Database, stage: str, counts: str, fill: bool) -> list[
         SELECT 'filled', count(*) FROM {sessions} AS s JOIN {to_link}
             ON s.session_id = v.session_id
         WHERE s.source_ip IS NULL AND {fillable}"""
-    link = f"""UPDATE {sessions} AS s SET source_ip = v.ip{", " + filled if fill else ""}
+    link = f"""UPDATE {sessions} AS s SET source_ip = v.ip, {filled}
         FROM {to_link}
         WHERE s.session_id = v.session_id AND s.source_ip IS NULL"""
     fill_values = _row_values(db, inventory, f"SELECT ip FROM {stage} WHERE session_id IS NULL")
@@ -395,7 +381,7 @@ def _link_statements(db: Database, stage: str, counts: str, fill: bool) -> list[
         filling = [
             f"WITH u AS ({fill_others} RETURNING 1) " + count.format(counts=counts, name="filled")
         ]
-    return [count_filled, *linked, *filling] if fill else linked
+    return [count_filled, *linked, *filling]
 
 
 def _row_values(db: Database, inventory: str, ips: str) -> str:

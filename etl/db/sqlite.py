@@ -176,8 +176,8 @@ class SQLiteBackend(Backend):
         binds the parameters it names); rolled back when anything fails.
 
         Loads into the connection's TEMP tables go in first, in a transaction of their own
-        that takes no lock on the file (emptied first: a failed attempt leaves them full);
-        other loads go into the locked transaction. The write lock is held only for the
+        that takes no lock on the file (emptied again when the rest fails); other loads go
+        into the locked transaction. The write lock is held only for the
         statements: the loader beside us waits 5 s per attempt (SPEC 2.3). After each second
         of lock held, the lock is left free for `SQLITE_COURTESY_GAP` before it is taken
         again, so that a writer polling in its busy handler gets its turn.
@@ -209,6 +209,8 @@ class SQLiteBackend(Backend):
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
+            for table, _ in scratch:  # the unit is undone as a whole, its stages too
+                con.execute(f"DELETE FROM {table}")
             raise
         finally:
             held = time.monotonic() - taken

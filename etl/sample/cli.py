@@ -23,7 +23,8 @@ Examples:
 \b
   honeypot-etl sample --db sqlite:///data/demo/honeypot.sqlite --ips 10000 --replace
   honeypot-etl sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
-  honeypot-etl sample --maxmind-dir data/maxmind --maxmind-size realistic"""
+  honeypot-etl sample --maxmind-dir data/maxmind --maxmind-size realistic
+  honeypot-etl sample --db sqlite:///data/v16.sqlite --shape migrated_v16"""
 
 
 class MaxMindSize(StrEnum):
@@ -31,6 +32,13 @@ class MaxMindSize(StrEnum):
 
     small = "small"  # the world's networks only (about 17K nodes)
     realistic = "realistic"  # GeoLite2-sized search trees (~2M ASN, ~4M City nodes)
+
+
+class SessionShape(StrEnum):
+    """How the sample's sessions are linked to their IPs (`etl.sample.honeypot`)."""
+
+    loader = "loader"  # as cowrieprocessor's loader leaves them: source_ip NULL until a row
+    migrated_v16 = "migrated_v16"  # source_ip on every session, snapshots NULL
 
 
 def sample(
@@ -57,6 +65,19 @@ def sample(
             "files) or delete (rollback journal)"
         ),
     ] = JournalMode.wal,
+    shape: Annotated[
+        SessionShape,
+        typer.Option(
+            help="loader: sessions as cowrieprocessor's loader leaves them (source_ip and "
+            "snapshots NULL when the IP had no inventory row yet; the address only in "
+            "raw_events); migrated_v16: source_ip on every session, as its v16 migration left "
+            "older databases"
+        ),
+    ] = SessionShape.loader,
+    events_per_session: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, help="raw events per session (connect, logins, closed)"),
+    ] = 3,
 ) -> None:
     """Build a realistic sample honeypot database and MaxMind files from a seeded world."""
     from etl.sample.build import SampleExistsError, build_sample  # polars, DuckDB: when it runs
@@ -64,13 +85,22 @@ def sample(
     started = time.monotonic()
     try:
         built = build_sample(
-            db, ips, seed, maxmind_dir, replace, str(journal_mode), str(maxmind_size)
+            db,
+            ips,
+            seed,
+            maxmind_dir,
+            replace,
+            str(journal_mode),
+            str(maxmind_size),
+            shape.value,
+            events_per_session,
         )
     except SampleExistsError as exc:
         raise UsageError(f"{exc}; pass --replace to rebuild it") from None
     states = ", ".join(f"{state} {n}" for state, n in sorted(built.states.items()))
     print(
-        f"sample world {seed}: {built.states.total()} IPs ({states}), {built.sessions} sessions, "
+        f"sample world {seed}: {built.states.total()} IPs ({states}), {built.sessions} sessions "
+        f"({built.linked} linked, shape {built.shape}), {built.raw_events} raw events, "
         f"{built.asns} ASNs -> {built.url}"
     )
     print(

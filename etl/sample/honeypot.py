@@ -1,9 +1,12 @@
 """A cowrieprocessor-shaped honeypot database drawn from a `World`.
 
 Sessions over 90 days with a heavy-tailed skew (a few IPs with thousands of sessions, most with
-one or two), and inventory rows in every state a refresh meets: missing (sessions, no row;
-SQLite only, PostgreSQL's foreign key forbids it), never enriched, legacy blocks only, stale per
-source, errors, fresh, bogons and strings that are not IP addresses.
+one or two), their events in ``raw_events`` (`etl.sample.raw_events`), and inventory rows in
+every state a refresh meets: missing (sessions, no row), never enriched, legacy blocks only,
+stale per source, errors, fresh, bogons and strings that are not IP addresses.
+
+The session tier comes in two shapes (`etl.sample.sessions`): ``loader`` (the default, as
+cowrieprocessor's loader leaves it) and ``migrated_v16``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ import numpy as np
 import polars as pl
 
 from etl.db.database import Database
+from etl.sample.raw_events import EVENTS_PER_SESSION, session_columns, write_raw_events
+from etl.sample.sessions import (
+    SHAPES,
+    Shape,
+    created_after_first_session,
+    linked_as_loaded,
+    snapshot_country,
+)
 from etl.sample.world import COUNTRY_NAMES, Prefix, World
 
 STATES: Final = ("missing", "never", "legacy", "stale", "partial", "error", "fresh")
@@ -44,10 +55,13 @@ _HEAVY_HITTERS: Final = 20
 
 @dataclass
 class SampleDatabase:
-    """What `build_honeypot` wrote: the state of every inventory address, and counts."""
+    """What `build_honeypot` wrote: the state of every inventory address, and counts
+    (``linked``: sessions whose source_ip is set)."""
 
     states: dict[str, str] = field(default_factory=dict)
     sessions: int = 0
+    linked: int = 0
+    raw_events: int = 0
     asns: int = 0
 
 
@@ -199,19 +213,21 @@ def _session_frame(addresses: list[str], now: datetime, rng: np.random.Generator
     offsets = last[ip_index] + rng.uniform(0, 1, ip_index.size) * window[ip_index]
     start_us = (now.timestamp() - offsets) * 1e6
     duration_us = rng.exponential(40.0, ip_index.size) * 1e6
+    # Drawn and dropped: the counters once drawn here now follow the raw events, and a seed
+    # keeps the states, rows and sessions it always had (tests and benchmarks rely on them).
+    for low, high in ((3, 60), (1, 20), (0, 15)):
+        rng.integers(low, high, ip_index.size)
     return pl.DataFrame(
         {
             "session_id": (pl.int_range(0, ip_index.size, eager=True) * 7919 + 4242)
             .cast(pl.String)
             .str.zfill(12),
+            "ip": ip_index,  # the address's position in ``addresses``
             "source_ip": pl.Series(addresses, dtype=pl.String).gather(ip_index),
             "first_event_at": pl.Series(start_us.astype(np.int64)).cast(pl.Datetime("us", "UTC")),
             "last_event_at": pl.Series((start_us + duration_us).astype(np.int64)).cast(
                 pl.Datetime("us", "UTC")
             ),
-            "event_count": rng.integers(3, 60, ip_index.size),
-            "login_attempts": rng.integers(1, 20, ip_index.size),
-            "command_count": rng.integers(0, 15, ip_index.size),
         }
     )
 
@@ -226,11 +242,22 @@ def _bogons(count: int, rng: np.random.Generator) -> list[str]:
 
 
 def build_honeypot(
-    db: Database, world: World, ips: int, epoch: int, seed: int, now: datetime | None = None
+    db: Database,
+    world: World,
+    ips: int,
+    epoch: int,
+    seed: int,
+    now: datetime | None = None,
+    shape: Shape = "loader",
+    events: int = EVENTS_PER_SESSION,
 ) -> SampleDatabase:
-    """Fill an empty honeypot database with ``ips`` source addresses and their sessions."""
+    """Fill an empty honeypot database with ``ips`` source addresses, their sessions in
+    ``shape`` (see the module docstring) and ``events`` raw events per session."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     now = now or datetime.now(UTC)
     rng = np.random.default_rng(seed)
+    loader_rng = np.random.default_rng([seed, 23])  # what the loader adds: its own stream
     bogons = _bogons(max(2, ips // 200), rng)
     garbage = list(GARBAGE[: max(0, min(len(GARBAGE), ips // 1000))])
     attackers = world.attacking_ips(max(1, ips - len(bogons) - len(garbage)), rng)
@@ -244,11 +271,15 @@ def build_honeypot(
     states = rng.choice(len(STATES), size=len(addresses), p=_STATE_WEIGHTS)
     builder = _Builder(world, epoch, now, rng)
     sample = SampleDatabase(sessions=sessions.height)
-    # session_summaries.source_ip references ip_inventory on PostgreSQL: no "missing" rows there.
-    rows = _inventory_rows(
-        addresses, len(attackers), states, builder, sample, db.dialect == "postgres"
-    )
+    # v16 set source_ip on every session; PostgreSQL's foreign key then forbids "missing" IPs.
+    no_missing = shape == "migrated_v16" and db.dialect == "postgres"
+    rows = _inventory_rows(addresses, len(attackers), states, builder, sample, no_missing)
     inventory = _inventory_frame(rows, per_ip)
+    if shape == "loader":
+        inventory = created_after_first_session(inventory, now, loader_rng)
+        sessions = linked_as_loaded(sessions, inventory)
+    sessions = session_columns(sessions, events, loader_rng)
+    sample.linked = sessions["source_ip"].count()
     asns = _asn_rows(world, inventory["current_asn"].drop_nulls().unique().sort(), now, rng)
     counts = inventory.group_by("current_asn").agg(
         pl.len().alias("unique_ip_count"),
@@ -257,12 +288,14 @@ def build_honeypot(
     asns = asns.join(counts, left_on="asn_number", right_on="current_asn", how="left")
     sample.asns = asns.height
     db.append("asn_inventory", asns)
-    db.append("ip_inventory", inventory)
-    db.append("session_summaries", sessions)
+    db.append("ip_inventory", inventory.drop("snapshot_country"))
+    db.append("session_summaries", sessions.drop("ip", "src_port"))
+    sample.raw_events = write_raw_events(db, sessions, addresses, events, loader_rng, now)
     return sample
 
 
-InventoryRow = tuple[str, int | None, str, datetime | None]
+# address, current_asn, enrichment (JSON), enrichment_updated_at, the country the loader copies
+InventoryRow = tuple[str, int | None, str, datetime | None, str | None]
 
 
 def _inventory_rows(
@@ -286,11 +319,11 @@ def _inventory_rows(
             continue
         if state == "validated":
             validation = json.dumps({"validation": _validation(address)})
-            rows.append((address, None, validation, builder.ago(1, 30)))
+            rows.append((address, None, validation, builder.ago(1, 30), None))
             continue
         blocks, asn = builder.enrichment(address, state)
         touched = None if state == "never" else builder.ago(0, 6)
-        rows.append((address, asn, json.dumps(blocks), touched))
+        rows.append((address, asn, json.dumps(blocks), touched, snapshot_country(blocks)))
     return rows
 
 
@@ -303,9 +336,10 @@ def _inventory_frame(rows: list[InventoryRow], per_ip: pl.DataFrame) -> pl.DataF
             "current_asn": pl.Int64,
             "enrichment": pl.String,
             "enrichment_updated_at": pl.Datetime("us", "UTC"),
+            "snapshot_country": pl.String,
         },
         orient="row",
-    ).join(per_ip, left_on="ip_address", right_on="source_ip", how="left")
+    ).join(per_ip, left_on="ip_address", right_on="source_ip", how="left", maintain_order="left")
     return inventory.with_columns(
         pl.col("first_seen").alias("created_at"),
         pl.coalesce("enrichment_updated_at", "first_seen").alias("updated_at"),

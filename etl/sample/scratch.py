@@ -47,6 +47,13 @@ def new_sqlite_file(path: Path, journal_mode: str = "wal") -> None:
     if journal_mode not in JOURNAL_MODES:
         raise ValueError(f"journal mode must be one of {', '.join(JOURNAL_MODES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    set_journal_mode(path, journal_mode)
+
+
+def set_journal_mode(path: Path, journal_mode: str) -> None:
+    """Put the SQLite file at ``path`` (made when absent) in ``journal_mode``."""
+    if journal_mode not in JOURNAL_MODES:
+        raise ValueError(f"journal mode must be one of {', '.join(JOURNAL_MODES)}")
     connection = sqlite3.connect(path)
     try:
         connection.execute(f"PRAGMA journal_mode = {journal_mode}")
