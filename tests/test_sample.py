@@ -324,6 +324,12 @@ def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
     # Chunks are numbered as they finish; the first to finish may hold only AS queries.
     assert re.search(r"Cymru batch \d+/\d+: \d+ IPs enriched", output)
     assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
+    # The sample is what cowrieprocessor's loader leaves: new IPs only in raw events. The
+    # refresh finds and links them; the status afterwards has none left.
+    found = re.search(r"found (\d+) sessions without source_ip through their raw events", output)
+    assert found and int(found.group(1)) > 0
+    assert re.search(r"sessions: \d+ without source_ip found through raw events \([1-9]", output)
+    assert "\n0 sessions not linked to their IP yet (0 IPs new, not yet enriched)" in output
     assert (folder / "honeypot.sqlite").exists()
     assert (folder / "maxmind" / "GeoLite2-ASN.mmdb").exists()
 

@@ -22,6 +22,8 @@ from etl.db.database import Database
 from etl.db.sessions import SessionLinker, find_sessions
 from etl.db.url import parse_database_url
 from etl.pipeline import refresh
+from etl.status.report import status_report
+from etl.status.text import render
 
 # Addresses MaxMind's test databases know: (ASN, country)
 US_209 = "216.160.83.56"  # AS209, US
@@ -310,3 +312,16 @@ def test_the_snapshot_country_follows_the_loaders_rule(
         rows = db.query_native("SELECT session_id, snapshot_country FROM session_summaries")
     assert dict(rows) == expected
     assert counts["filled"] == len(countries)  # every session gets enrichment_at at least
+
+
+def test_status_counts_the_sessions_left_unlinked(target: Target, mmdb: dict[str, Path]) -> None:
+    fill_world(target)
+    settings = config(target.url, mmdb)
+    report = status_report(settings)
+    counts = (report.unlinked_sessions, report.unlinked_ips, report.sessions_without_address)
+    assert counts == (6, 4, 1) and report.session_only_ips == 4
+    assert "6 sessions not linked to their IP yet (4 IPs new, not yet enriched)" in render(report)
+    refresh(settings)
+    report = status_report(settings)
+    counts = (report.unlinked_sessions, report.unlinked_ips, report.sessions_without_address)
+    assert counts == (0, 0, 1) and report.session_only_ips == 0
