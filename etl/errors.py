@@ -98,6 +98,12 @@ class SchemaError(DatabaseError):
     exit_code = 2
 
 
+class ReaderStoppedError(DatabaseError):
+    """The process that reads a SQLite file for DuckDB ended during a query (never retried)."""
+
+    exit_code = 1
+
+
 class DatabaseBusyError(DatabaseError):
     """A write waited ``lock_timeout`` for another writer's lock or a lost connection."""
 

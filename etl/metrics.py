@@ -85,7 +85,8 @@ def render_metrics(
             "Sessions the loader had left without source_ip, linked to their IP in the last run.",
             [("", summary.sessions_linked)])  # fmt: skip
     _metric(lines, "snapshots_filled",
-            "Sessions whose NULL snapshot columns were filled in the last run.",
+            "Sessions whose NULL snapshot columns were filled in the last run (a session "
+            "filled in two steps, before and after a late answer, counts twice).",
             [("", summary.snapshots_filled)])  # fmt: skip
     _metric(lines, "raw_event_ips",
             "Selected new IPs found through the raw events of unlinked sessions.",

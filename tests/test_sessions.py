@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.config import RefreshConfig, Source
+from etl.db import reader as reader_module
+from etl.db import sessions as sessions_module
 from etl.db.database import Database
 from etl.db.sessions import SessionLinker, find_sessions
 from etl.db.url import parse_database_url
+from etl.errors import ReaderStoppedError
 from etl.pipeline import refresh
 from etl.status.report import status_report
 from etl.status.text import render
@@ -325,3 +331,64 @@ def test_status_counts_the_sessions_left_unlinked(target: Target, mmdb: dict[str
     report = status_report(settings)
     counts = (report.unlinked_sessions, report.unlinked_ips, report.sessions_without_address)
     assert counts == (0, 0, 1) and report.session_only_ips == 0
+
+
+def test_an_ip_with_many_sessions_is_linked_in_short_transactions(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactions are cut by sessions, not by IP: a scanner's many sessions never make one
+    long write (the loader waits 5 s for the lock)."""
+    monkeypatch.setattr(sessions_module, "LINK_BATCH_SESSIONS", 3)
+    fill_world(target)
+    for n in range(8):
+        target.session(f"heavy{n}", 21)
+        target.event(f"heavy{n}", {"session": f"heavy{n}", "src_ip": KNOWN}, "canonical")
+    with Database(parse_database_url(target.url)) as db:
+        found = find_sessions(db)
+        writes: list[int] = []
+        original = db.write
+
+        def counted(loads: Any, statements: Any, params: Any = None, action: str = "") -> None:
+            writes.extend(frame.height for _, frame in loads)
+            original(loads, statements, params, action)
+
+        monkeypatch.setattr(db, "write", counted)
+        linker = SessionLinker(db, found.to_link())
+        linker.link(pl.Series([KNOWN, GB]))  # GB has no row: nothing of it is linked
+        counts = linker.counts()
+        linker.close()
+    assert counts["linked"] == 9  # s5 and the 8 heavy sessions
+    assert max(writes) <= 3 + 2  # 3 sessions, and the marks of the two IPs
+    linked = {s for s, row in target.sessions().items() if row[0] == KNOWN}
+    assert linked == {"s5", "s6", *(f"heavy{n}" for n in range(8))}
+
+
+def test_status_counts_an_address_found_later_once(target: Target, mmdb: dict[str, Path]) -> None:
+    fill_world(target)
+    settings = config(target.url, mmdb)
+    refresh(settings)
+    target.event("s3", {"session": "s3", "src_ip": GB}, "late")
+    report = status_report(settings)
+    assert (report.unlinked_sessions, report.sessions_without_address) == (1, 0)
+
+
+def test_a_reader_process_that_ended_is_started_again_one_that_ends_in_a_query_is_an_error(
+    sample_world: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.sqlite"
+    path.write_bytes(sample_world[0].read_bytes())
+    with Database(parse_database_url(f"sqlite:///{path}"), lock_timeout=60) as db:
+        assert db.query_frame("SELECT count(*) AS n FROM db.main.ip_inventory").item() > 0
+        reader = db.backend._reader  # type: ignore[attr-defined]
+        os.kill(reader._process.pid, signal.SIGKILL)
+        reader._process.wait()
+        assert db.query_frame("SELECT 1 AS one").item() == 1  # a new child
+        monkeypatch.setattr(reader_module, "_read_block", _ended)
+        started = time.monotonic()
+        with pytest.raises(ReaderStoppedError, match=r"ended .* during a query"):
+            db.query_frame("SELECT 1 AS one")
+        assert time.monotonic() - started < 10  # not retried for the lock timeout
+
+
+def _ended(stream: Any) -> bytes:
+    raise EOFError("the reader process closed its output")

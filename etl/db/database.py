@@ -27,7 +27,13 @@ from etl.db import ddl
 from etl.db.dialect import Load, dialect_for, first_line, split_script
 from etl.db.extensions import offline_connection
 from etl.db.url import DatabaseUrl, redact
-from etl.errors import DatabaseBusyError, DatabaseError, RunLockedError, SchemaError
+from etl.errors import (
+    DatabaseBusyError,
+    DatabaseError,
+    ReaderStoppedError,
+    RunLockedError,
+    SchemaError,
+)
 
 # Columns the refresh reads or writes; anything else in the tables is left alone.
 REQUIRED_COLUMNS = {
@@ -195,7 +201,7 @@ class Database:
                         f"{action} failed: {self._redact(first_line(exc))}"
                     ) from exc
                 error: BaseException = exc
-            except RunLockedError:
+            except (RunLockedError, ReaderStoppedError):
                 raise
             except DatabaseError as exc:  # the guard cannot reach the server (yet)
                 reason, error = str(exc), exc

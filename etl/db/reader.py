@@ -10,14 +10,17 @@ READ_ONLY for each query and writes the result to a Parquet file that we read. I
 its own. It imports DuckDB only (about 0.3 s to start, overlapping our own start).
 
 Protocol, one query at a time over the child's stdin and stdout: a JSON line
-``{"setup": [...], "sql": "...", "variables": {...}, "output": "<file>"}``; the answer is
-an 8-byte length and a JSON object, ``{}`` once the file is written or ``{"error": "..."}``.
+``{"setup": [...], "sql": "...", "variables": {...}}``; the answer is an 8-byte length and a
+JSON object, ``{"path": "<file>"}`` once the result is written or ``{"error": "..."}``. The
+child writes into a folder of its own, removed when it ends; it ends when its stdin closes
+(also when we are killed), and it is in a session of its own: a Ctrl-C is ours to handle.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -30,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import duckdb
 
-from etl.errors import DatabaseError
+from etl.errors import ReaderStoppedError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -57,11 +60,14 @@ class SQLiteReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()  # one query at a time
-        self._folder = Path(tempfile.mkdtemp(prefix="etl-reader-"))
-        self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "etl.db.reader", str(path)],
+        self._process: subprocess.Popen[bytes] | None = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "etl.db.reader", str(self.path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            start_new_session=True,  # not in the terminal's group: Ctrl-C is the parent's
         )
 
     def query(
@@ -69,49 +75,51 @@ class SQLiteReader:
     ) -> pl.DataFrame:
         """Run ``setup`` statements, bind ``variables`` (``getvariable('name')``), run ``sql``;
         the result as a Polars frame. A DuckDB error in the child is raised as `duckdb.Error`
-        (with the child's message), so callers treat it like one of their own connection."""
-        output = self._folder / "result.parquet"
+        (with the child's message), so callers treat it like one of their own connection. A
+        child found ended before the query is started again; one that ends during it raises
+        `ReaderStoppedError` (not retried)."""
         request = {
             "setup": list(setup),
             "sql": sql,
             "variables": {k: _encode(v) for k, v in (variables or {}).items()},
-            "output": str(output),
         }
         with self._lock:
-            process = self._running()
+            if self._process is None or self._process.poll() is not None:
+                self._end(self._process)
+                self._process = self._start()
+            process = self._process
             assert process.stdin is not None and process.stdout is not None
             try:
                 process.stdin.write(json.dumps(request).encode() + b"\n")
                 process.stdin.flush()
                 answer = json.loads(_read_block(process.stdout))
-                if "error" in answer:
-                    raise duckdb.Error(str(answer["error"]))
-                import polars  # the parent's; the child never imports it
-
-                frame = polars.read_parquet(output)
-                output.unlink()
-                return frame
             except (OSError, EOFError) as exc:
-                self.close()
-                raise DatabaseError(
-                    f"the process reading SQLite database {self.path} stopped ({exc})"
+                self._process = None
+                code = self._end(process)
+                raise ReaderStoppedError(
+                    f"the process reading SQLite database {self.path} ended (exit {code}) "
+                    f"during a query"
                 ) from exc
+        if "error" in answer:
+            raise duckdb.Error(str(answer["error"]))
+        import polars  # the parent's; the child never imports it
 
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._process is None or self._process.poll() is not None:
-            code = None if self._process is None else self._process.returncode
-            self._process = None
-            raise DatabaseError(
-                f"the process reading SQLite database {self.path} is not running (exit {code})"
-            )
-        return self._process
+        output = Path(answer["path"])
+        try:
+            return polars.read_parquet(output)
+        finally:
+            output.unlink(missing_ok=True)
 
     def close(self) -> None:
         """End the child (it also ends by itself when our end of its stdin closes)."""
-        shutil.rmtree(self._folder, ignore_errors=True)
         process, self._process = self._process, None
+        self._end(process)
+
+    @staticmethod
+    def _end(process: subprocess.Popen[bytes] | None) -> int | None:
+        """Close the child's stdin, wait for it (kill it after 5 s); its exit code."""
         if process is None:
-            return
+            return None
         assert process.stdin is not None and process.stdout is not None
         try:
             process.stdin.close()
@@ -121,6 +129,7 @@ class SQLiteReader:
             process.wait()
         finally:
             process.stdout.close()
+        return process.returncode
 
 
 _STARTED: dict[Path, SQLiteReader] = {}
@@ -163,7 +172,9 @@ def _write_block(stream: IO[bytes], data: bytes) -> None:
     stream.write(data)
 
 
-def _answer(con: duckdb.DuckDBPyConnection, path: str, request: dict[str, Any]) -> None:
+def _answer(
+    con: duckdb.DuckDBPyConnection, path: str, request: dict[str, Any], output: Path
+) -> None:
     """Run one request on a fresh read-only attachment (it sees tables made since)."""
     con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS db (TYPE sqlite, READ_ONLY)")
     try:
@@ -171,9 +182,9 @@ def _answer(con: duckdb.DuckDBPyConnection, path: str, request: dict[str, Any]) 
             con.execute(statement)
         for name, value in request["variables"].items():
             con.execute(f"SET VARIABLE {name} = $value", {"value": _decode(value)})
-        output = str(request["output"]).replace("'", "''")
+        target = str(output).replace("'", "''")
         con.execute(
-            f"COPY ({request['sql']}) TO '{output}' (FORMAT parquet, COMPRESSION uncompressed)"
+            f"COPY ({request['sql']}) TO '{target}' (FORMAT parquet, COMPRESSION uncompressed)"
         )
     finally:
         con.execute("DETACH db")
@@ -183,17 +194,23 @@ def serve(path: str, requests: IO[bytes], answers: IO[bytes]) -> None:
     """The child's loop: answer requests until stdin closes."""
     from etl.db.extensions import load_extension, offline_connection
 
-    con = offline_connection()
-    load_extension(con, "sqlite_scanner")
-    con.execute("SET sqlite_all_varchar = true")
-    for line in requests:
-        try:
-            _answer(con, path, json.loads(line))
-        except duckdb.Error as exc:
-            _write_block(answers, json.dumps({"error": str(exc)}).encode())
-        else:
-            _write_block(answers, b"{}")
-        answers.flush()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by closing stdin
+    folder = Path(tempfile.mkdtemp(prefix="etl-reader-"))
+    try:
+        con = offline_connection()
+        load_extension(con, "sqlite_scanner")
+        con.execute("SET sqlite_all_varchar = true")
+        for number, line in enumerate(requests):
+            output = folder / f"result-{number}.parquet"
+            try:
+                _answer(con, path, json.loads(line), output)
+            except duckdb.Error as exc:
+                _write_block(answers, json.dumps({"error": str(exc)}).encode())
+            else:
+                _write_block(answers, json.dumps({"path": str(output)}).encode())
+            answers.flush()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

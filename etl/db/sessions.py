@@ -5,7 +5,8 @@ cowrieprocessor's loader sets ``session_summaries.source_ip`` only when the IP a
 address is only in the session's ``raw_events.payload`` (``$.src_ip``). So each run:
 
 - `find_sessions` finds the IPs of sessions whose ``source_ip`` is NULL from their raw events
-  (the ``src_ip`` of the lowest-id event that has one, as the loader picks it), through the
+  (the ``src_ip`` of the lowest-id event that has one, as the loader picks it; one longer than
+  45 characters, which no inventory row can hold, counts as none), through the
   ``raw_events(session_id)`` index: the cost grows with the unlinked sessions, not with
   raw_events. Events loaded before ``raw_events.session_id`` existed name their session only
   in ``payload.session``; they are read only for sessions not found otherwise. It also finds
@@ -19,6 +20,7 @@ address is only in the session's ``raw_events.payload`` (``$.src_ip``). So each 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ MAX_IP_LENGTH = 45  # ip_inventory.ip_address is VARCHAR(45)
 # the loader waits for on SQLite. On PostgreSQL 50,000 per transaction were no faster in all
 # (12.6 s against 13.4 s for 100,000 sessions) and held one for 7 s.
 LINK_BATCH_SESSIONS = 5_000
+LEGACY_BATCH = 5_000  # sessions looked for at once among the events without session_id
 
 SESSIONS_SCHEMA = {
     "session_id": pl.String,
@@ -70,33 +73,41 @@ def _unlinked_sql(db: Database, checked: bool) -> str:
     an inventory row, and, for those without one, their last event's id."""
     src = _src_ip(db, "r.payload")
     raw, inventory = _table(db, "raw_events"), _table(db, "ip_inventory")
-    # ``r.id + 0``: never walk the primary key in order, filtered by session (PostgreSQL's
-    # plan for max(id) and ORDER BY id LIMIT 1 while raw_events has no statistics yet, as
-    # right after a load: minutes); the session's few events come from its index.
-    last_id = f"(SELECT max(r.id + 0) FROM {raw} AS r WHERE r.session_id = s.session_id)"
     skip = (
         f"AND NOT EXISTS (SELECT 1 FROM {_table(db, SESSION_CHECKS_TABLE)} AS c "
-        f"WHERE c.session_id = s.session_id AND c.last_event_id >= coalesce({last_id}, 0))"
+        f"WHERE c.session_id = s.session_id "
+        f"AND c.last_event_id >= coalesce({_last_event_id(raw, 's')}, 0))"
         if checked
         else ""
     )
-    # MATERIALIZED: else the planner copies the address subquery into each use of ``ip``.
+    # The address subquery runs once per session: without the fence (OFFSET 0; SQLite needs
+    # its LIMIT -1 too) the planner copies it into each use of ``ip``, three times.
+    fence = "LIMIT -1 OFFSET 0" if db.dialect == "sqlite" else "OFFSET 0"
     return f"""
-        WITH d AS MATERIALIZED (
-            SELECT CAST(s.session_id AS TEXT) AS session_id,
-                   CAST(s.first_event_at AS TEXT) AS first_event_at,
-                   CAST(s.last_event_at AS TEXT) AS last_event_at,
-                   (SELECT {src} FROM {raw} AS r
-                    WHERE r.session_id = s.session_id AND {_usable(src)}
-                    ORDER BY r.id + 0 LIMIT 1) AS ip
-            FROM {_table(db, "session_summaries")} AS s
-            WHERE s.source_ip IS NULL {skip})
         SELECT d.session_id, d.ip, d.first_event_at, d.last_event_at,
                CASE WHEN EXISTS (SELECT 1 FROM {inventory} AS i WHERE i.ip_address = d.ip)
                     THEN 1 ELSE 0 END AS has_row,
-               CASE WHEN d.ip IS NULL THEN {last_id.replace("s.session_id", "d.session_id")}
-               END AS last_event_id
-        FROM d"""
+               CASE WHEN d.ip IS NULL THEN {_last_event_id(raw, "d")} END AS last_event_id
+        FROM (SELECT CAST(s.session_id AS TEXT) AS session_id,
+                     CAST(s.first_event_at AS TEXT) AS first_event_at,
+                     CAST(s.last_event_at AS TEXT) AS last_event_at,
+                     (SELECT {src} FROM {raw} AS r
+                      WHERE r.session_id = s.session_id AND {_usable(src)}
+                      ORDER BY r.id + 0 LIMIT 1) AS ip
+              FROM {_table(db, "session_summaries")} AS s
+              WHERE s.source_ip IS NULL {skip}
+              {fence}) AS d"""
+
+
+def _last_event_id(raw: str, sessions: str) -> str:
+    """SQL: the id of the last raw event of the session ``<sessions>.session_id``.
+
+    ``r.id + 0`` (also in the address subquery): never walk the primary key in order,
+    filtered by session, PostgreSQL's plan for ``max(id)`` and ``ORDER BY id LIMIT 1`` while
+    raw_events has no statistics yet, as right after a load (minutes); the session's few
+    events come from its index.
+    """
+    return f"(SELECT max(r.id + 0) FROM {raw} AS r WHERE r.session_id = {sessions}.session_id)"
 
 
 def _orphans_sql(db: Database) -> str:
@@ -169,13 +180,19 @@ def _unlinked(db: Database, has_session_column: bool) -> FoundSessions:
     checked = bool(db.columns(SESSION_CHECKS_TABLE))
     if has_session_column:
         rows = db.query_native(_unlinked_sql(db, checked))
-    else:  # raw events from before raw_events.session_id: every session is a legacy one
+    else:  # raw events from before raw_events.session_id: every session is a legacy one,
+        # and one found without an address is not read again (no index tells new events)
+        skip = (
+            f"AND session_id NOT IN (SELECT session_id FROM {_table(db, SESSION_CHECKS_TABLE)})"
+            if checked
+            else ""
+        )
         rows = [
             (session_id, None, first, last, 0, None)
             for session_id, first, last in db.query_native(
                 "SELECT CAST(session_id AS TEXT), CAST(first_event_at AS TEXT), "
                 f"CAST(last_event_at AS TEXT) FROM {_table(db, 'session_summaries')} "
-                "WHERE source_ip IS NULL"
+                f"WHERE source_ip IS NULL {skip}"
             )
         ]
     frame = pl.DataFrame(
@@ -211,15 +228,25 @@ def _unlinked(db: Database, has_session_column: bool) -> FoundSessions:
 
 def _legacy_addresses(db: Database, wanted: pl.Series, has_session_column: bool) -> pl.DataFrame:
     """For sessions not found through ``raw_events.session_id``: events that name their
-    session only in ``payload.session`` (read once, only while such sessions exist). Columns
-    ``session_id``, ``ip``, ``has_row``, ``last_event_id``."""
+    session only in ``payload.session``. Each batch of `LEGACY_BATCH` such sessions reads
+    the events without ``session_id`` once (through its index; all events on a schema from
+    before the column), keeping only theirs; this happens while such sessions are new
+    (sessions found without an address are not read again). Columns ``session_id``, ``ip``,
+    ``has_row``, ``last_event_id``."""
     raw = _table(db, "raw_events")
-    where = "WHERE session_id IS NULL" if has_session_column else ""
+    where = "session_id IS NULL AND " if has_session_column else ""
     session, src = _src_ip(db, "payload", "session"), _src_ip(db, "payload")
-    rows = db.query_native(f"SELECT {session} AS sid, id, {src} AS ip FROM {raw} {where}")
+    ids = wanted.unique().to_list()
+    rows = []
+    for start in range(0, len(ids), LEGACY_BATCH):
+        listed = ", ".join(sql_string(str(i)) for i in ids[start : start + LEGACY_BATCH])
+        rows += db.query_native(
+            f"SELECT {session} AS sid, id, {src} AS ip FROM {raw} "
+            f"WHERE {where}{session} IN ({listed})"
+        )
     events = pl.DataFrame(
         rows, schema={"session_id": pl.String, "id": pl.Int64, "ip": pl.String}, orient="row"
-    ).filter(pl.col("session_id").is_in(wanted.implode()))
+    )
     usable = pl.col("ip").str.len_chars().is_between(1, MAX_IP_LENGTH)
     found = (
         events.sort("id")
@@ -250,16 +277,21 @@ def _known_ips(db: Database, ips: list[str]) -> set[str]:
     return known
 
 
-def known_without_address(db: Database) -> int:
-    """Sessions still without source_ip that an earlier run found naming no address."""
-    if not db.columns(SESSION_CHECKS_TABLE):
-        return 0
-    rows = db.query_native(
-        f"SELECT count(*) FROM {_table(db, SESSION_CHECKS_TABLE)} AS c "
-        f"JOIN {_table(db, 'session_summaries')} AS s ON s.session_id = c.session_id "
-        "WHERE s.source_ip IS NULL"
-    )
-    return int(rows[0][0])
+def without_address(db: Database, found: FoundSessions) -> int:
+    """Sessions without source_ip whose raw events name no address: found now, or by an
+    earlier run and not found with one since."""
+    known: list[str] = []
+    if db.columns(SESSION_CHECKS_TABLE):
+        known = [
+            str(row[0])
+            for row in db.query_native(
+                f"SELECT c.session_id FROM {_table(db, SESSION_CHECKS_TABLE)} AS c "
+                f"JOIN {_table(db, 'session_summaries')} AS s ON s.session_id = c.session_id "
+                "WHERE s.source_ip IS NULL"
+            )
+        ]
+    ids = pl.concat([found.unresolved["session_id"], pl.Series(known, dtype=pl.String)])
+    return ids.unique().filter(~ids.unique().is_in(found.sessions["session_id"].implode())).len()
 
 
 def record_unresolved(db: Database, unresolved: pl.DataFrame, now: str) -> None:
@@ -272,7 +304,19 @@ def record_unresolved(db: Database, unresolved: pl.DataFrame, now: str) -> None:
         db.execute_native([session_checks_ddl(db.dialect)])
         db.refresh_catalog()
     frame = unresolved.with_columns(checked_at=pl.lit(now))
-    db.upsert(SESSION_CHECKS_TABLE, frame, "session_id")
+    if db.dialect == "postgres":  # through a staging table: one statement
+        db.upsert(SESSION_CHECKS_TABLE, frame, "session_id")
+        return
+    upsert = (  # SQLite: one statement per batch (its upsert is one transaction per row)
+        f"INSERT INTO {SESSION_CHECKS_TABLE} (session_id, last_event_id, checked_at) "
+        "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), :now "
+        "FROM json_each(:rows) WHERE true "
+        "ON CONFLICT (session_id) DO UPDATE SET last_event_id = excluded.last_event_id, "
+        "checked_at = excluded.checked_at"
+    )
+    for part in unresolved.iter_slices(LINK_BATCH_SESSIONS):
+        rows = json.dumps(part.select("session_id", "last_event_id").rows())
+        db.execute_native([upsert], {"rows": rows, "now": now})
 
 
 # -- linking ---------------------------------------------------------------------------------
@@ -310,20 +354,29 @@ class SessionLinker:
 
     def link(self, ips: pl.Series) -> None:
         """Link the sessions of ``ips`` (whose rows are written) and fill the NULL snapshots
-        of all their sessions. One transaction per about `LINK_BATCH_SESSIONS` sessions to
-        link, so that the write lock is held briefly."""
+        of all their sessions. One transaction per `LINK_BATCH_SESSIONS` sessions to link
+        (an IP's many sessions over several), so that the write lock is held briefly; an
+        IP's other sessions are filled with its last batch."""
         if not ips.len():
             return
-        chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String})
-        pairs = self.sessions.join(chosen, on="ip", how="semi")
-        per_ip = chosen.join(pairs.group_by("ip").len(), on="ip", how="left").sort("ip")
-        batch = (per_ip["len"].fill_null(0).cum_sum() // LINK_BATCH_SESSIONS).alias("batch")
-        for _, part in per_ip.with_columns(batch).group_by("batch", maintain_order=True):
-            members = pairs.join(part, on="ip", how="semi")
-            # Rows with a session: link it. Rows without: fill the IP's other sessions.
-            marks = part.select(pl.lit(None, pl.String).alias("session_id"), "ip")
+        chosen = pl.DataFrame({"ip": ips.unique()}, schema={"ip": pl.String}).sort("ip")
+        pairs = (
+            self.sessions.join(chosen, on="ip", how="semi")
+            .sort("ip", "session_id")
+            .with_columns((pl.int_range(pl.len()) // LINK_BATCH_SESSIONS).alias("batch"))
+        )
+        # Rows without a session mark an IP whose other sessions are filled: in the batch of
+        # its last session; IPs with none to link, a batch per LINK_BATCH_SESSIONS after.
+        last = pairs.group_by("ip").agg(pl.col("batch").max())
+        marks = chosen.join(last, on="ip", how="left")
+        after = int(pairs["batch"].max()) + 1 if pairs.height else 0  # type: ignore[arg-type]
+        spare = pl.int_range(pl.len()) // LINK_BATCH_SESSIONS + after
+        marks = marks.with_columns(pl.col("batch").fill_null(spare.cast(pl.Int64)))
+        marks = marks.select(pl.lit(None, pl.String).alias("session_id"), "ip", "batch")
+        stage = pl.concat([pairs, marks.cast(pairs.schema)], how="vertical")
+        for _, part in stage.group_by("batch", maintain_order=True):
             self.db.write(
-                [(self.stage, pl.concat([members, marks], how="vertical"))],
+                [(self.stage, part.drop("batch"))],
                 [*self._statements, self._empty],
                 action="linking sessions",
             )

@@ -26,7 +26,7 @@ from etl.db.sessions import (
     SESSIONS_SCHEMA,
     FoundSessions,
     find_sessions,
-    known_without_address,
+    without_address,
 )
 from etl.db.url import parse_database_url
 from etl.errors import SettingError
@@ -152,7 +152,7 @@ def gather(
     notes = list(maxmind.notes)
     missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
     found = FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
-    without_address = 0
+    no_address = 0
     if missing:
         notes.append(f"{db.url} has no {' or '.join(missing)} table: nothing to count yet")
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
@@ -161,7 +161,7 @@ def gather(
         rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
         found = find_sessions(db)
         notes += found.notes
-        without_address = found.unresolved.height + known_without_address(db)
+        no_address = without_address(db, found)
         counts = freshness_counts(db, rules, found)
     if not runlog.has_run_log(db):
         notes.append("no run log yet: no refresh has written to this database")
@@ -172,7 +172,7 @@ def gather(
         at=now.isoformat(),
         inventory_ips=_count(counts.filter(pl.col("source") == "maxmind")),
         **_sessions(found),
-        sessions_without_address=without_address,
+        sessions_without_address=no_address,
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
         sources={s: _source(counts, s, today, forecast_days) for s in SOURCES},
