@@ -180,8 +180,8 @@ def test_a_refresh_beside_the_loader(
         f"our longest write transaction {summary.longest_write_seconds:.3f} s"
     )
     record_property("longest_write_s", summary.longest_write_seconds)
-    # The loader waits 5 s per attempt: no transaction of ours holds the lock near that.
-    assert summary.longest_write_seconds < 2.5
+    if db.kind == "sqlite":  # the loader waits 5 s per attempt for the one write lock
+        assert summary.longest_write_seconds < 2.5
     for error, times in Counter(f.error for f in writer_report.failures if f.error).items():
         print(
             f"  {times} attempt(s) failed, then retried as the loader does: {error.splitlines()[0]}"
