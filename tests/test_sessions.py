@@ -392,3 +392,19 @@ def test_a_reader_process_that_ended_is_started_again_one_that_ends_in_a_query_i
 
 def _ended(stream: Any) -> bytes:
     raise EOFError("the reader process closed its output")
+
+
+def test_raw_events_from_before_their_session_id_column(
+    compat_sqlite: Path, mmdb: dict[str, Path]
+) -> None:
+    """Every session is found through ``payload.session``; one without an address is not
+    read again."""
+    target = Target(f"sqlite:///{compat_sqlite}")
+    fill_world(target)
+    target.run("DROP INDEX ix_raw_events_session_id")
+    target.run("ALTER TABLE raw_events DROP COLUMN session_id")
+    summary = refresh(config(target.url, mmdb))
+    assert (summary.sessions_linked, summary.sessions_without_address) == (6, 1)
+    assert target.sessions()["s1"][0] == US_209  # the lowest id with an address decides
+    again = refresh(config(target.url, mmdb))
+    assert (again.selected, again.sessions_linked, again.sessions_without_address) == (0, 0, 0)

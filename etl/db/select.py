@@ -69,7 +69,6 @@ _USABLE_FROM_FIELDS = "(no_enrichment OR (f IS NOT NULL AND coalesce(opens_objec
 # The run's values in the selection SQL, bound by `Database.query_frame`.
 _NOW = "getvariable('etl_now')"
 _EPOCH = "getvariable('etl_epoch')"
-_ONLY_IPS = "getvariable('etl_only_ips')"
 
 
 @dataclass(frozen=True)
@@ -206,9 +205,7 @@ def new_ip_candidates(db: Database, found: FoundSessions, rules: SelectionRules)
     """IPs without an inventory row, from their sessions, as selection rows (every enabled
     source stale; first_seen, last_seen and session_count from all their sessions)."""
     enabled = _enabled(rules)
-    sessions = parse_timestamps(
-        db.duck, found.sessions.filter(~pl.col("has_row")), ["first_event_at", "last_event_at"]
-    )
+    sessions = parse_timestamps(db.duck, found.of_new_ips(), ["first_event_at", "last_event_at"])
     return (
         sessions.group_by("ip")
         .agg(
@@ -316,7 +313,7 @@ def freshness_counts(
     with db.duck_errors("counting stale IPs"):
         frame = db.query_frame(freshness_sql(db, rules), variables, [_TIMESTAMP_MACRO])
     found = find_sessions(db) if found is None else found
-    new_ips = found.sessions.filter(~pl.col("has_row"))["ip"].n_unique()
+    new_ips = found.of_new_ips()["ip"].n_unique()
     new = pl.DataFrame(
         {
             "source": list(SOURCES),

@@ -135,6 +135,10 @@ class FoundSessions:
     unresolved: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_CHECKS_SCHEMA))
     notes: list[str] = field(default_factory=list)
 
+    def of_new_ips(self) -> pl.DataFrame:
+        """The sessions of IPs that have no inventory row yet."""
+        return self.sessions.filter(~pl.col("has_row"))
+
     def to_link(self) -> pl.DataFrame:
         """Sessions with source_ip NULL and the IP to set: ``session_id``, ``ip``."""
         return self.sessions.filter(pl.col("unlinked")).select("session_id", "ip")
@@ -187,14 +191,11 @@ def _unlinked(db: Database, has_session_column: bool) -> FoundSessions:
             if checked
             else ""
         )
-        rows = [
-            (session_id, None, first, last, 0, None)
-            for session_id, first, last in db.query_native(
-                "SELECT CAST(session_id AS TEXT), CAST(first_event_at AS TEXT), "
-                f"CAST(last_event_at AS TEXT) FROM {_table(db, 'session_summaries')} "
-                f"WHERE source_ip IS NULL {skip}"
-            )
-        ]
+        rows = db.query_native(  # the columns of `_unlinked_sql`, no address yet
+            "SELECT CAST(session_id AS TEXT), CAST(NULL AS TEXT), CAST(first_event_at AS TEXT), "
+            f"CAST(last_event_at AS TEXT), 0, CAST(NULL AS BIGINT) "
+            f"FROM {_table(db, 'session_summaries')} WHERE source_ip IS NULL {skip}"
+        )
     frame = pl.DataFrame(
         rows,
         schema={

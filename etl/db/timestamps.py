@@ -27,8 +27,7 @@ def parse_timestamps(
     text is no timestamp)."""
     if not frame.height:
         return frame.with_columns(pl.col(c).cast(pl.Datetime("us", "UTC")) for c in columns)
-    duck.execute(TIMESTAMP_MACRO)
-    duck.execute("SET TimeZone = 'UTC'")
+    duck.execute(TIMESTAMP_MACRO)  # ``duck``: an `offline_connection`, in UTC
     texts = frame.select(pl.col(c).cast(pl.String) for c in columns)
     duck.from_arrow(texts.__arrow_c_stream__()).to_view("etl_timestamp_texts")
     try:

@@ -197,7 +197,7 @@ def _source(counts: pl.DataFrame, source: str, today: date, forecast_days: int) 
 
 def _sessions(found: FoundSessions) -> dict[str, int]:
     """IPs seen only in sessions, and the sessions the loader left without source_ip."""
-    new = found.sessions.filter(~pl.col("has_row"))
+    new = found.of_new_ips()
     unlinked = found.sessions.filter(pl.col("unlinked"))
     return {
         "session_only_ips": new["ip"].n_unique(),
