@@ -21,8 +21,8 @@ refresh: setup
 	mkdir -p data
 	$(BIN)/python -m etl.refresh $(if $(wildcard etl.toml),--config etl.toml) $(ARGS)
 
-# Sample world under data/demo/ (never data/honeypot.sqlite), both simulators on loopback, a
-# full refresh (ARGS="--ips 50000").
+# Sample world under data/demo/ (never data/honeypot.sqlite; it rebuilds only its own earlier
+# world there), both simulators on loopback, a full refresh (ARGS="--ips 50000").
 demo: setup
 	$(BIN)/python -m etl.demo $(ARGS)
 

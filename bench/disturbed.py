@@ -35,7 +35,7 @@ from etl.sample.scratch import scratch_database  # noqa: E402
 from etl.sim.process import Simulator, running  # noqa: E402
 
 KEY = "bench-disturbed-key"
-ENV = {**os.environ, "GREYNOISE_API_KEY": KEY}
+ENV = {**os.environ, "GREYNOISE_API_KEY": KEY, "ETL_CONFIG": os.devnull}  # no ./etl.toml
 RATE = "150"
 
 

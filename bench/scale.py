@@ -71,7 +71,7 @@ def refresh_once(dialect: str, ips: int, folder: Path) -> tuple[float, float, st
         ):
             command = [sys.executable, "-m", "etl.refresh", "--db", url, "--maxmind-dir",
                        str(maxmind), "--cymru", cymru.address, "--greynoise-url", greynoise.url,
-                       "--greynoise-mode", "enterprise"]  # fmt: skip
+                       "--greynoise-mode", "enterprise", "--config", os.devnull]  # fmt: skip
             seconds, peak = measured(command, log)
     selected = next(line for line in log.read_text().splitlines() if line.startswith("selected"))
     return seconds, peak, selected

@@ -90,7 +90,7 @@ class Bench:
             if not greynoise:
                 command += ["--skip", "greynoise"]
             started = time.perf_counter()
-            env = {**os.environ, "GREYNOISE_API_KEY": KEY}
+            env = {**os.environ, "GREYNOISE_API_KEY": KEY, "ETL_CONFIG": os.devnull}
             subprocess.run(command, check=True, env=env, cwd=ROOT)
             elapsed = time.perf_counter() - started
         result: dict[str, Any] = json.loads(summary.read_text())

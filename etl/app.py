@@ -2,6 +2,7 @@
 
     honeypot-etl refresh    re-enrich what is stale (the same as python -m etl.refresh)
     honeypot-etl status     where the data stands, read-only (python -m etl.status)
+    honeypot-etl pending    answers a stopped run kept: list, --apply, --discard
     honeypot-etl sample     build a sample honeypot database and MaxMind files
     honeypot-etl demo       sample world + simulators + a full refresh
     honeypot-etl sim ...    the Team Cymru and GreyNoise simulators
@@ -18,6 +19,7 @@ from typing import NoReturn
 import typer
 
 from etl import cli, demo, refresh
+from etl import pending_cli as pending
 from etl.sample import cli as sample
 from etl.sim import cli as sim
 from etl.status import cli as status
@@ -30,6 +32,7 @@ Examples:
   honeypot-etl refresh --ips 10000
   honeypot-etl refresh --help
   honeypot-etl status
+  honeypot-etl pending
   honeypot-etl demo --ips 2000
   honeypot-etl --install-completion
 """
@@ -47,6 +50,7 @@ def app() -> typer.Typer:
     root.callback(epilog=EXAMPLES)(_root)
     root.command("refresh", help=refresh.HELP, epilog=refresh.EXAMPLES)(refresh.command())
     root.command("status", help=status.HELP, epilog=status.EXAMPLES)(status.command())
+    root.command("pending", help=pending.HELP, epilog=pending.EXAMPLES)(pending.command())
     root.command("sample", epilog=sample.EXAMPLES)(sample.sample)
     root.command("demo", epilog=demo.EXAMPLES)(demo.demo)
     root.add_typer(sim.app(), name="sim")
@@ -60,6 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """Entry point of the installed ``honeypot-etl`` command."""
-    if sys.argv[1:2] in (["refresh"], ["status"]):
+    if sys.argv[1:2] in (["refresh"], ["status"], ["pending"]):
         refresh.exit_fast(main())
     sys.exit(main())

@@ -8,8 +8,10 @@ else in the package reads options or the environment.
 from __future__ import annotations
 
 import os
+import pwd
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +51,11 @@ RANGES = {
 }
 DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
+CONFIG_NAME = "etl.toml"
+# Where an etl.toml is looked for when none is named (`config_candidates`): the working folder,
+# the user's (~/.config, or $XDG_CONFIG_HOME), then the system's.
+CONFIG_FOLDER = "honeypot-etl"
+SYSTEM_CONFIG_DIR = Path("/etc") / CONFIG_FOLDER
 
 
 class Source(StrEnum):
@@ -189,6 +196,8 @@ class RefreshConfig:
             if not is_ip_address(address):
                 shown = repr(address[:60])
                 raise SettingError("only_ips", f"{shown} is not an IP address (exactly as given)")
+        if self.greynoise_api_key is not None:
+            object.__setattr__(self, "greynoise_api_key", _api_key(self.greynoise_api_key))
         parse_database_url(self.db_url, check_folder=False)  # the folder: when the run opens it
         for name in ("maxmind_asn", "maxmind_city"):
             path = getattr(self, name)
@@ -265,6 +274,28 @@ def _check_service_addresses(cymru: str, greynoise_url: str) -> None:
         raise SettingError("greynoise_url", f"must be an http(s) URL, got {greynoise_url[:80]!r}")
 
 
+def _api_key(key: str) -> str | None:
+    """The GreyNoise key without the whitespace around it (the newline of a key file or of a
+    systemd EnvironmentFile, a space pasted with it); None when nothing is left. Whitespace, a
+    control character or a non-ASCII character inside it is a `SettingError` (it could only
+    fail at every request, as "connection failed"): the message says which and where, never
+    the key."""
+    trimmed = key.strip()
+    for position, char in enumerate(trimmed, start=1):
+        if char.isspace():
+            what, hint = "whitespace (a space, tab or line break)", "only the ends are trimmed"
+        elif not char.isprintable():
+            what, hint = "a control character", "GreyNoise keys have none"
+        elif not char.isascii():
+            what, hint = "a character that is not ASCII", "a typographic quote or dash pasted?"
+        else:
+            continue
+        raise SettingError(
+            "greynoise_api_key", f"has {what} at character {position} of the key ({hint})"
+        )
+    return trimmed or None
+
+
 def _url_secrets(db_url: str) -> tuple[str, ...]:
     try:
         return parse_database_url(db_url).secrets()
@@ -279,15 +310,106 @@ def load_config(
     **values: Any,
 ) -> RefreshConfig:
     """A `RefreshConfig` from an etl.toml, the environment (default `os.environ`) and
-    keyword values, in rising precedence (see `etl.settings.load`)."""
+    keyword values, in rising precedence (see `etl.settings.load`).
+
+    What a user gave there is also checked against the disk (`check_given`): a MaxMind folder
+    that does not exist is a typo, not a run without MaxMind."""
     return settings.load(
-        RefreshConfig, file=file, env=env, values=values, values_origin=values_origin
+        RefreshConfig,
+        file=file,
+        env=env,
+        values=values,
+        values_origin=values_origin,
+        check=check_given,
     )
 
 
-def config_file_path(option: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
-    """The etl.toml to read: the one named, else ``ETL_CONFIG``, else none."""
+def check_given(config: RefreshConfig, given: Collection[str]) -> None:
+    """Raise `SettingError` when a setting the user gave (``given``: by field name; defaults
+    are not checked) names what is not there: a ``maxmind_dir`` that is no folder, when the
+    run reads it (MaxMind not skipped, not both files named). A run without it would send
+    every IP to Team Cymru instead, many times the usual traffic, and exit 0."""
+    folder = config.maxmind_dir
+    reads_folder = config.maxmind_asn is None or config.maxmind_city is None
+    if "maxmind_dir" not in given or not reads_folder or not config.enabled(Source.MAXMIND):
+        return
+    if folder.is_dir():
+        return
+    problem = " is a file, not a folder" if folder.exists() else ": no such folder"
+    raise SettingError(
+        "maxmind_dir",
+        f"{folder}{problem} (a typo? It should hold GeoLite2-ASN.mmdb and GeoLite2-City.mmdb; "
+        "to run without MaxMind, skip maxmind)",
+    )
+
+
+def config_candidates(
+    env: Mapping[str, str] | None = None, cwd: Path | None = None, system: Path | None = None
+) -> tuple[Path, ...]:
+    """Where an etl.toml is looked for when none is named, first first: ``./etl.toml`` (in
+    ``cwd``, default the working folder), ``~/.config/honeypot-etl/etl.toml`` (``$HOME`` of
+    ``env``, default `os.environ`; ``$XDG_CONFIG_HOME`` instead of ``~/.config`` when set),
+    ``/etc/honeypot-etl/etl.toml`` (``system`` instead of ``/etc/honeypot-etl``)."""
+    env = os.environ if env is None else env
+    found: list[Path] = []
+    with suppress(OSError):  # a working folder that was deleted: no ./etl.toml
+        found.append((cwd or Path.cwd()) / CONFIG_NAME)
+    user = _user_config_dir(env)
+    if user is not None:
+        found.append(user / CONFIG_FOLDER / CONFIG_NAME)
+    found.append((system or SYSTEM_CONFIG_DIR) / CONFIG_NAME)
+    return tuple(found)
+
+
+def _user_config_dir(env: Mapping[str, str]) -> Path | None:
+    """``$XDG_CONFIG_HOME`` (when absolute, as the XDG spec says), else ``$HOME/.config``,
+    else the home of the user in the password database; None when there is none."""
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".config"
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".config"
+    except (KeyError, OSError):  # a uid with no entry (a container)
+        return None
+
+
+def locate_config(
+    option: Path | None,
+    env: Mapping[str, str] | None = None,
+    candidates: Sequence[Path] | None = None,
+) -> tuple[Path | None, bool]:
+    """The etl.toml to read, and whether it was found by looking rather than named: the one
+    named (``--config``), else ``ETL_CONFIG``, else the first of ``candidates`` (default
+    `config_candidates`) that exists, else none.
+
+    A candidate that cannot even be looked at (a folder others may not enter) is taken: the
+    read then fails with one line, where skipping it would run without the operator's
+    settings."""
     env = os.environ if env is None else env
     if option is not None:
-        return option
-    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None
+        return option, False
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), False
+    for path in config_candidates(env) if candidates is None else candidates:
+        try:
+            if path.exists():
+                return path, True
+        except OSError:  # permission denied on its folder
+            return path, True
+    return None, False
+
+
+def config_file_path(
+    option: Path | None,
+    env: Mapping[str, str] | None = None,
+    candidates: Sequence[Path] | None = None,
+) -> Path | None:
+    """The etl.toml to read (`locate_config`), or None."""
+    return locate_config(option, env, candidates)[0]
+
+
+def config_note(path: Path | None, found: bool) -> str | None:
+    """The line that says which etl.toml a command read when it found one by looking."""
+    return f"config: {path}" if found and path is not None else None

@@ -5,6 +5,9 @@ Builds the sample database and MaxMind files under ``data/demo/`` (default 10,00
 ``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
 Team Cymru and GreyNoise simulators on free 127.0.0.1 ports, runs ``python -m etl.refresh``
 against them exactly as a user would, stops the simulators, and shows ``status``.
+
+It rebuilds only its own world: a database or MaxMind file in ``--data`` that the sample did not
+make (`etl.sample.marks`) is refused (exit 2) before anything is written, and left as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated
 import typer
 
 from etl import cli
+from etl.errors import UsageError
 from etl.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"
@@ -39,9 +43,10 @@ def demo(
 ) -> int:
     """Sample world, both simulators on 127.0.0.1, a full refresh against them, and the
     status afterwards."""
-    data.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{data / 'honeypot.sqlite'}"
     maxmind_dir = data / "maxmind"
+    refuse_what_is_not_ours(db_url, maxmind_dir)
+    data.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     print(f"demo: building the sample world ({ips} IPs, seed {seed})", flush=True)
     built = subprocess.run(
@@ -65,13 +70,34 @@ def demo(
         command = [python, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
         command += refresh_service_options(cymru.address, greynoise.url)
         print("demo: python " + " ".join(command[1:]), flush=True)
-        env = {**os.environ, "GREYNOISE_API_KEY": DEMO_KEY}
-        refreshed = subprocess.run(command, env=env, check=False).returncode
+        refreshed = subprocess.run(command, env=_demo_env(), check=False).returncode
     # Where the data stands now: every session the loader left unlinked is linked.
     status = [python, "-m", "etl.status", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
     print("demo: python " + " ".join(status[1:]), flush=True)
-    subprocess.run(status, check=False)
+    subprocess.run(status, env=_demo_env(), check=False)
     return refreshed
+
+
+def _demo_env() -> dict[str, str]:
+    """The demo's children read no etl.toml: an operator's (./etl.toml, found by default)
+    would send the demo's numbers to their real metrics and status files."""
+    return {**os.environ, "GREYNOISE_API_KEY": DEMO_KEY, "ETL_CONFIG": os.devnull}
+
+
+def refuse_what_is_not_ours(db_url: str, maxmind_dir: Path) -> None:
+    """Raise `UsageError` naming the database or MaxMind files at the demo's targets that the
+    sample did not make (the demo then replaces its own earlier world only)."""
+    from etl.db.url import parse_database_url
+    from etl.sample.marks import foreign_maxmind, foreign_sqlite
+
+    url = parse_database_url(db_url, check_folder=False)
+    foreign = foreign_sqlite(url) + foreign_maxmind(maxmind_dir)
+    if foreign:
+        names = ", ".join(map(str, foreign))
+        raise UsageError(
+            f"{names} {'was' if len(foreign) == 1 else 'were'} not made by the demo, which "
+            "replaces nothing else: choose another --data folder"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,11 @@
     ├── UsageError              bad option or configuration value (exit 2, nothing written)
     │   └── SettingError        one setting has a value it cannot take (names the setting)
     ├── DatabaseError           the database cannot be opened, read or written
-    │   ├── SchemaError         tables exist but are not the cowrieprocessor shape
+    │   ├── UnusableDatabaseError  not a database at all (a text file, a damaged SQLite
+    │   │                          file), or a PostgreSQL database or role that does not
+    │   │                          exist, or a password refused (exit 2: fix --db)
+    │   ├── SchemaError         none of cowrieprocessor's tables (without --create), or not
+    │   │                       what the run needs (a table lacking a column; exit 2)
     │   ├── DatabaseBusyError   another writer's lock or a lost connection outlasted the wait
     │   └── RunLockedError      another refresh of the same database is running
     ├── MaxMindError            a named MaxMind file is missing or is not an mmdb
@@ -92,8 +96,18 @@ class DatabaseError(EtlError):
     exit_code = 1
 
 
+class UnusableDatabaseError(DatabaseError):
+    """What the database URL names is no database the run can open: a file that is not a
+    SQLite database or is damaged, a PostgreSQL database or role that does not exist, a
+    password refused. A configuration error, found before anything is written: nothing to
+    wait for (a busy or unreachable database is a `DatabaseError`, exit 1)."""
+
+    exit_code = 2
+
+
 class SchemaError(DatabaseError):
-    """The database has the tables, but not in a shape the refresh can write safely."""
+    """The database is not cowrieprocessor's (none of its tables, and no --create), or its
+    tables are not in a shape the refresh can write safely."""
 
     exit_code = 2
 

@@ -8,11 +8,19 @@ Opening a database reads its metadata only, so a run of a few thousand IPs does 
 the millions of search-tree nodes of a real GeoLite2 file.
 
 Files come from the maxmind_asn / maxmind_city settings (must exist) or from the maxmind_dir
-setting (GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; missing ones are reported
-once and the run continues without them). A file that is there but damaged, named or found,
-stops the run with exit 2 (`etl.maxmind_check`: checked at open, before any work, and at
-every lookup, all of which come before any row is written). A build older than GeoLite2's
-30-day licence window is reported once, as a note.
+setting (GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; a folder that does not exist
+is refused earlier, by `etl.config.check_given`, unless it is the default). A file missing from
+the folder is one warning line, and a build time of 0 in the run's metrics; the run goes on:
+- without either file, MaxMind is not asked (every IP needs Team Cymru for its ASN);
+- with one of the two, a block it writes holds what that file says, but it is no complete
+  answer: its status is ``error`` and its ``error`` says which file was missing (``no City
+  database``). While the file stays missing, complete blocks are kept as they are and such
+  blocks are fresh for the usual TTL (`etl.db.select`: no run rewrites every row); the first
+  run that has both files looks them up again.
+A file that is there but damaged, named or found, stops the run with exit 2
+(`etl.maxmind_check`: checked at open, before any work, and at every lookup, all of which come
+before any row is written). A build older than GeoLite2's 30-day licence window is reported
+once, as a note.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ BLOCK_FIELDS = (
     "asn_org",
     "network",
     "db_build_epoch",
+    "error",  # why the block is an error: the database that was missing (else null)
     "status",
     "cached_at",
 )
@@ -134,11 +143,16 @@ class MaxMindDatabase:
 
 @dataclass
 class MaxMindDatabases:
-    """The open ASN and City databases (either may be absent) and what was noticed opening them."""
+    """The open ASN and City databases (either may be absent) and what was noticed opening them.
+
+    ``missing``: the kinds (``asn``, ``city``) looked for in the folder and not found there (a
+    kind neither named nor looked for is not missing: the library's ``open_maxmind(asn=...)``).
+    """
 
     asn: MaxMindDatabase | None = None
     city: MaxMindDatabase | None = None
     notes: list[str] = dataclass_field(default_factory=list)
+    missing: list[str] = dataclass_field(default_factory=list)
 
     @property
     def available(self) -> bool:
@@ -152,9 +166,24 @@ class MaxMindDatabases:
 
     @property
     def build_epochs(self) -> dict[str, int]:
-        """Build epoch of each open database, by kind (``asn``, ``city``)."""
+        """Build epoch of each database the run opened or looked for, by kind (``asn``,
+        ``city``): 0 for one `missing` (in the metrics, a build time that no age alert lets
+        pass)."""
         pairs = (("asn", self.asn), ("city", self.city))
-        return {kind: db.build_epoch for kind, db in pairs if db is not None}
+        found = {kind: db.build_epoch for kind, db in pairs if db is not None}
+        return {
+            kind: found.get(kind, 0)
+            for kind in ("asn", "city")
+            if kind in found or kind in self.missing
+        }
+
+    @property
+    def lacking(self) -> str | None:
+        """What each block of this run lacks when one database is missing (the ``error`` of
+        its blocks, `with_maxmind`): ``no ASN database``, ``no City database``; else None."""
+        if not self.missing:
+            return None
+        return "no " + " or ".join(_KIND_NAMES[kind] for kind in self.missing) + " database"
 
     def close(self) -> None:
         """Close the open databases."""
@@ -181,6 +210,8 @@ def open_maxmind(
     except BaseException:
         databases.close()  # the ASN file is open already
         raise
+    if directory is not None and databases.missing:
+        databases.notes.append(_missing_note(databases, directory))
     moment = now or datetime.now(UTC)
     for kind, database in (("ASN", databases.asn), ("City", databases.city)):
         if database is not None and (note := _age_note(kind, database, moment)):
@@ -211,11 +242,30 @@ def _open_one(
     for name in candidates:
         if (directory / name).is_file():
             return MaxMindDatabase.open(directory / name)
-    databases.notes.append(
-        f"MaxMind {kind} database not found in {directory} (looked for {', '.join(candidates)}); "
-        f"continuing without it"
-    )
+    databases.missing.append(kind.lower())
     return None
+
+
+_KIND_NAMES = {"asn": "ASN", "city": "City"}
+
+
+def _missing_note(databases: MaxMindDatabases, directory: Path) -> str:
+    """The one warning line about the databases not found in ``directory``."""
+    where = f"{directory}{'' if directory.is_dir() else ' (no such folder)'}"
+    if databases.asn is None and databases.city is None:
+        return (
+            f"warning: MaxMind ASN database not found in {where}, nor a City database (looked "
+            f"for {', '.join(ASN_FILES + CITY_FILES)}): MaxMind is not asked, every IP needs "
+            "Team Cymru for its ASN"
+        )
+    (kind,) = databases.missing
+    candidates = ASN_FILES if kind == "asn" else CITY_FILES
+    lacks = "an ASN (every IP needs Team Cymru for it)" if kind == "asn" else "geolocation"
+    return (
+        f"warning: MaxMind {_KIND_NAMES[kind]} database not found in {where} (looked for "
+        f"{', '.join(candidates)}): MaxMind blocks get no {lacks}, status error "
+        f"({databases.lacking}), and are looked up again once it is there"
+    )
 
 
 def _age_note(kind: str, database: MaxMindDatabase, now: datetime) -> str | None:
@@ -339,6 +389,18 @@ def _with_network(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _status(lacking: str | None) -> pl.Expr:
+    """``ok`` when either database knows the address, else ``not_found``; ``error`` for every
+    block when a database is missing (``lacking``): no block is complete without both."""
+    if lacking is not None:
+        return pl.lit("error")
+    return (
+        pl.when(pl.col("asn_found") | pl.col("city_found"))
+        .then(pl.lit("ok"))
+        .otherwise(pl.lit("not_found"))
+    )
+
+
 def with_maxmind(
     frame: pl.DataFrame, databases: MaxMindDatabases, cached_at: datetime
 ) -> pl.DataFrame:
@@ -353,10 +415,8 @@ def with_maxmind(
         .when(pl.col("country").is_not_null() | pl.col("latitude").is_not_null())
         .then(pl.col("city_prefix"))
         .alias("net_prefix"),
-        pl.when(pl.col("asn_found") | pl.col("city_found"))
-        .then(pl.lit("ok"))
-        .otherwise(pl.lit("not_found"))
-        .alias("status"),
+        _status(databases.lacking).alias("status"),
+        pl.lit(databases.lacking, pl.String).alias("error"),
         pl.lit(databases.build_epoch, pl.Int64).alias("db_build_epoch"),
         pl.lit(cached_at.isoformat()).alias("cached_at"),
     ).sort("_row")

@@ -110,11 +110,21 @@ def render_metrics(
                 "Build time of each MaxMind database the run opened (Unix time).",
                 [(f'{{database="{kind}"}}', epoch)
                  for kind, epoch in sorted(summary.maxmind_build_epochs.items())])  # fmt: skip
+        _metric(lines, "maxmind_database_missing",
+                "1 if the run looked for this MaxMind database in its folder and did not find "
+                "it (its build time is then 0), else 0.",
+                [(f'{{database="{kind}"}}', 0 if epoch else 1)
+                 for kind, epoch in sorted(summary.maxmind_build_epochs.items())])  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def metrics_text(path: Path, summary: RunSummary, success: bool) -> str:
+    """The metrics file's new content, keeping the last success time of the one at ``path``."""
+    now = time.time()
+    last_success = now if success else _previous_success(path)
+    return render_metrics(summary, success, now, last_success)
 
 
 def write_metrics(path: Path, summary: RunSummary, success: bool) -> None:
     """Write the metrics file atomically, keeping the last success time of earlier runs."""
-    now = time.time()
-    last_success = now if success else _previous_success(path)
-    atomic_write(path, render_metrics(summary, success, now, last_success))
+    atomic_write(path, metrics_text(path, summary, success))

@@ -4,49 +4,70 @@ monitors read what happened)."""
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from etl.config import RefreshConfig
-from etl.errors import SettingError
+from etl.errors import RunLockedError
 from etl.maxmind import MaxMindDatabases
-from etl.metrics import write_metrics
+from etl.outputs import OutputError, RunOutputs, check_outputs
 from etl.pipeline import check_before_work, refresh
 from etl.progress import FanOut, StatusFile
 from etl.report import LineReporter, Reporter, RunSummary
 
 
-def monitored_refresh(config: RefreshConfig, notes: Sequence[str] = ()) -> RunSummary:
+def monitored_refresh(
+    config: RefreshConfig,
+    notes: Sequence[str] = (),
+    config_file: Path | None = None,
+    flag: Callable[[str], str] = str,
+) -> RunSummary:
     """`etl.pipeline.refresh` with everything ``config`` asks to show and write: progress (bars
     on a terminal, else plain lines), the status file, and at the end, also of a failed or
-    interrupted run, the metrics file and the summary JSON.
+    interrupted run, the metrics file and the summary JSON (`etl.outputs`: a dry run writes
+    only the summary; a run refused by another run's lock writes none of them).
 
     Usage errors found before any work (output paths, `check_before_work`) are raised before
     anything is shown or written; ``notes`` (e.g. a warning about the config file) are then
-    the run's first notes."""
-    check_output_paths(config)
+    the run's first notes. ``config_file``: the etl.toml read (no output may be it);
+    ``flag``: a setting's name as the user knows it, for the error of an output that could
+    not be written."""
+    check_outputs(config, config_file)
     maxmind = check_before_work(config)
     summary = RunSummary()
     with _reporters(config, maxmind) as (reporter, status):
         for note in notes:
             reporter.note(note)
+        outputs = RunOutputs(config, status)
+        refused = False
         try:
-            refresh(config, reporter, summary, maxmind)  # it says in the summary how it ended
-        except BaseException:
-            if status is not None and summary.error:
-                status.note(summary.error)
+            # it says in the summary how it ended; a real run writes the outputs at its end
+            refresh(config, reporter, summary, maxmind, lambda s: outputs.write(s, flag))
+        except RunLockedError:
+            refused = summary.run_id is None  # another run holds the database: its files
             raise
         finally:
-            # Also for a failed or interrupted run: monitors read what happened.
             if status is not None:
-                status.close(summary.outcome)
-            if config.metrics_file is not None:
-                write_metrics(config.metrics_file, summary, summary.outcome == "finished")
-            if config.summary_json:
-                summary.write_json(config.summary_json, config.secrets())
+                status.stop()
+            if not (outputs.written or refused):  # a dry run, a run failed before its start
+                _write_outputs(outputs, summary, flag, reporter)
     return summary
+
+
+def _write_outputs(
+    outputs: RunOutputs, summary: RunSummary, flag: Callable[[str], str], reporter: Reporter
+) -> None:
+    """The outputs of a run that ended before its run log row (a dry run, a failed start):
+    an error writing one ends a run that had none; else it is one more note."""
+    if summary.outcome == "finished":
+        outputs.write(summary, flag)
+        return
+    try:
+        outputs.write(summary, flag)
+    except OutputError as exc:
+        reporter.note(str(exc))
 
 
 @contextmanager
@@ -63,7 +84,8 @@ def _reporters(
 
             bars = RichProgress(secrets=secrets)
         shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
-        status = StatusFile(config.status_file, secrets) if config.status_file else None
+        wanted = config.status_file is not None and not config.dry_run  # a dry run: none
+        status = StatusFile(config.status_file, secrets) if wanted and config.status_file else None
     except BaseException:
         maxmind.close()
         raise
@@ -72,26 +94,3 @@ def _reporters(
     finally:
         if bars is not None:
             bars.close()
-
-
-OUTPUTS = ("status_file", "summary_json", "metrics_file")
-
-
-def check_output_paths(config: RefreshConfig) -> None:
-    """Before any work: each output file can be written (its folder exists or can be made and
-    is writable; the path is no folder), so no run ends in a traceback after its work is done."""
-    for name in OUTPUTS:
-        path = getattr(config, name)
-        if path is None:
-            continue
-        if path.is_dir():
-            raise SettingError(name, f"{path} is a folder, not a file")
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise SettingError(name, f"{path}: {folder} is a file, not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise SettingError(name, f"{path}: the folder {folder} is not writable")
-        if path.exists() and not os.access(path, os.W_OK):
-            raise SettingError(name, f"{path} is read-only")

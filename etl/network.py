@@ -206,7 +206,8 @@ class Arrivals:
                 self.committer.source_done(source)
 
     def keep_unwritten(self, undelivered: Sequence[Event], pending: PendingAnswers) -> None:
-        """Save the answers not committed, taken or ``undelivered``, beside the database."""
+        """Save the answers not committed, taken or ``undelivered``, beside the database,
+        naming it (``pending.owner``: its id, given when the run began)."""
         details = [self.writing_details] if self.writing_details is not None else []
         for event in undelivered:
             self.account(event)
@@ -221,9 +222,16 @@ class Arrivals:
         except DatabaseError as exc:
             self.reporter.note(f"answers not committed are lost: {exc}")
             return
-        if saved:
+        if saved and pending.owner is not None:
             self.reporter.note(
                 f"kept {ips.height} answered IP(s) and {asns.height} AS answer(s) that were "
-                f"not committed in {pending.folder}; the next run applies them before it "
-                "asks any service"
+                f"not committed in {pending.folder}, for this database only (id "
+                f"{pending.owner}); the next run applies them before it asks any service"
+            )
+        elif saved:  # the database has no id yet: it could not be written when the run began
+            self.reporter.note(
+                f"kept {ips.height} answered IP(s) and {asns.height} AS answer(s) that were "
+                f"not committed in {pending.folder}; the database had no id to name in them "
+                "(it could not be written), so no run applies them by itself: "
+                "`honeypot-etl pending --apply` applies them to the IPs the database knows"
             )

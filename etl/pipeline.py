@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +31,10 @@ from etl.config import RefreshConfig, Source
 from etl.cymru import cymru_targets
 from etl.db import reader
 from etl.db.database import Database
+from etl.db.identity import claim_database_id, known_ips
 from etl.db.lock import run_lock
-from etl.db.pending import PendingAnswers
+from etl.db.pending import PendingAnswers, PendingFile
+from etl.db.recognise import recognise
 from etl.db.select import SelectionRules, select_stale, unknown_ips, unusable_rows
 from etl.db.sessions import FoundSessions, SessionLinker, find_sessions, record_unresolved
 from etl.db.sqlite import sqlite_timestamp
@@ -74,14 +76,22 @@ def refresh(
     reporter: Reporter | None = None,
     summary: RunSummary | None = None,
     maxmind: MaxMindDatabases | None = None,
+    on_end: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Refresh every stale IP of the configured database; return what was done.
 
     ``summary`` (optional) is filled in as the run goes, so a caller still has the counts of a
     run that raised. ``maxmind``: the databases `check_before_work` opened (closed here), else
-    that check is made first.
+    that check is made first. ``on_end``: called with the summary of a run that got its run
+    log row, once its outcome is known and before that row is final (`logged_run`).
     """
     started = time.monotonic()
+
+    def ended(summary: RunSummary) -> None:
+        summary.wall_seconds = round(time.monotonic() - started, 3)
+        if on_end is not None:
+            on_end(summary)
+
     maxmind = check_before_work(config) if maxmind is None else maxmind
     url = parse_database_url(config.db_url)
     if url.sqlite_path is not None:
@@ -95,7 +105,7 @@ def refresh(
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
             _import_in_background("etl.clients.http")  # requests: loads while the db is read
         summary.maxmind_build_epochs = maxmind.build_epochs
-        with _opened(url, config, maxmind, reporter, summary) as run:  # None: nothing to do
+        with _opened(url, config, maxmind, reporter, summary, ended) as run:  # None: nothing to do
             if run is not None:
                 # select, validate, MaxMind
                 frame, found = _prepare(run, maxmind, summary, reporter)
@@ -140,6 +150,7 @@ def _opened(
     maxmind: MaxMindDatabases,
     reporter: Reporter,
     summary: RunSummary,
+    on_end: Callable[[RunSummary], None],
 ) -> Iterator[_Run | None]:
     """Lock and open the database; a real run first makes it writable, logs itself in the run
     log (`logged_run`) and applies the answers a stopped run kept. None when a dry run finds
@@ -168,7 +179,8 @@ def _opened(
             )
             return
         cap = budget.left if Source.GREYNOISE in active else None
-        with logged_run(db, summary, budget, cap, config.clock, reporter.note, config.secrets()):
+        secrets = config.secrets()
+        with logged_run(db, summary, budget, cap, config.clock, reporter.note, secrets, on_end):
             apply_pending(db, pending, config, reporter)
             recount_all = bool(left) or held.unfinished
             yield _Run(db, config, active, pending, config.clock(), budget, recount_all)
@@ -194,6 +206,7 @@ def _prepare(
         cymru=Source.CYMRU in run.active,
         greynoise=Source.GREYNOISE in run.active,
         maxmind_build_epoch=maxmind.build_epoch,
+        maxmind_lacking=maxmind.lacking,
         max_ips=config.max_ips,
         only_ips=config.only_ips,
     )
@@ -378,8 +391,10 @@ def _announce(
 
 def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
     """The usage errors a run can find before it starts (exit 2, nothing written yet): the
-    database URL and its folder, a SQLite file that does not exist without --create (also
-    in a dry run), the MaxMind files (`open_maxmind`). Returns the MaxMind databases, open."""
+    database URL and its folder, a SQLite file that does not exist without --create, a file
+    or PostgreSQL database that is no database the run can open or has none of
+    cowrieprocessor's tables without --create (`recognise`; all also in a dry run), the
+    MaxMind files (`open_maxmind`). Returns the MaxMind databases, open."""
     url = parse_database_url(config.db_url)
     if url.dialect == "sqlite" and not config.create:
         assert url.sqlite_path is not None
@@ -390,6 +405,7 @@ def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
                 "to start a new one, add",
                 also="create",
             )
+    recognise(url, create=config.create, timeout=config.lock_timeout)
     if not config.enabled(Source.MAXMIND):
         return MaxMindDatabases()
     return open_maxmind(
@@ -403,7 +419,7 @@ def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
 def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter) -> bool:
     """Whether there is a database to read: False only for a dry run with --create of a SQLite
     file that does not exist yet (a dry run never creates anything; `check_before_work`
-    refused a missing file without --create)."""
+    refused a missing file without --create, and one it cannot use: `recognise`)."""
     assert url.dialect != "sqlite" or url.sqlite_path is not None
     if url.sqlite_path is None or url.sqlite_path.is_file() or not config.dry_run:
         return True
@@ -445,24 +461,66 @@ def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
 
 
 def apply_pending(
-    db: Database, pending: PendingAnswers, config: RefreshConfig, reporter: Reporter
+    db: Database,
+    pending: PendingAnswers,
+    config: RefreshConfig,
+    reporter: Reporter,
+    *,
+    unknown_owner: bool = False,
 ) -> None:
-    """Commit the answers a stopped run kept (`PendingAnswers`), before anything is selected:
-    those IPs are then fresh for those sources, and no service is asked about them again."""
-    files = pending.files()
-    if not files:
+    """Commit the answers a stopped run kept for this database (`PendingAnswers`), before
+    anything is selected: those IPs are then fresh for those sources, and no service is asked
+    about them again.
+
+    The database first gets its id if it has none (`etl.db.identity`); ``pending`` keeps what
+    this run cannot commit under it. Only files kept for this database are applied (with
+    ``unknown_owner``, as ``honeypot-etl pending --apply`` does, also those that name none),
+    and only to the IPs it knows; the others are left alone, with a note."""
+    pending.owner = claim_database_id(db, config.clock())
+    chosen = _applicable(db, pending, unknown_owner, reporter)
+    if not chosen:
         return
-    commit_every = config.commit_every
+    frames = [(item, item.read()) for item in chosen]
+    answered = [frame["ip"] for item, frame in frames if item.kind == "ips"]
+    known = known_ips(db, pl.concat(answered)) if answered else pl.Series("ip", [], pl.String)
     writer = ChunkWriter(db, config.clock)
-    rows, asns = 0, set()
-    for item in files:
-        frame = item.read()
-        if item.kind == "ips":
-            asns |= write_rows(writer, frame, commit_every)
-        else:
+    rows, left_out, asns = 0, 0, set()
+    for item, kept in frames:
+        frame = kept.filter(pl.col("ip").is_in(known.implode())) if item.kind == "ips" else kept
+        left_out += kept.height - frame.height
+        if item.kind == "asns":
             writer.write_asn_details(frame)
+        elif frame.height:
+            asns |= write_rows(writer, frame, config.commit_every)
         rows += frame.height
         pending.discard(item)
     writer.recount_asns(sorted(asns))
     writer.close()
-    reporter.note(f"applied {rows} answer(s) that a stopped run had kept in {pending.folder}")
+    reporter.note(
+        f"applied {rows} answer(s) that a stopped run had kept in {pending.folder}"
+        + (f"; {left_out} for IPs that {db.url} does not know were left out" if left_out else "")
+    )
+
+
+def _applicable(
+    db: Database, pending: PendingAnswers, unknown_owner: bool, reporter: Reporter
+) -> list[PendingFile]:
+    """The kept files to apply to ``db``, oldest first; one note about each kind left alone."""
+    files = pending.files()
+    whose = [item.belongs(pending.owner) for item in files]
+    this = f"{db.url} (database id {pending.owner or 'none yet'})"
+    foreign = whose.count("another")
+    if foreign:
+        reporter.note(
+            f"{foreign} file(s) of answers in {pending.folder} were kept for another database "
+            f"than {this}: left alone, never applied here; "
+            "`honeypot-etl pending --discard --foreign` removes them"
+        )
+    if whose.count("unknown") and not unknown_owner:
+        reporter.note(
+            f"{whose.count('unknown')} file(s) of answers in {pending.folder} do not name the "
+            f"database they were kept for: left alone; `honeypot-etl pending --apply` applies "
+            f"them to the IPs {db.url} knows, `honeypot-etl pending --discard` removes them"
+        )
+    wanted = ("this", "unknown") if unknown_owner else ("this",)
+    return [item for item, owner in zip(files, whose, strict=True) if owner in wanted]

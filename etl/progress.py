@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +90,10 @@ class FanOut:
 
 
 class StatusFile:
-    """Keeps ``path`` up to date with the run's state for monitors (at least once a second)."""
+    """Keeps ``path`` up to date with the run's state for monitors (at least once a second).
+
+    Nothing is written until the run's first phase starts (a run refused by another run's
+    lock leaves that run's file alone); `close` writes the final state."""
 
     def __init__(self, path: Path, secrets: tuple[str, ...] = (), interval: float = 0.5) -> None:
         self.path = path
@@ -103,7 +107,15 @@ class StatusFile:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status-file", daemon=True)
-        self.write("running")
+        self._started = False
+
+    def start(self) -> None:
+        """Write the file now and every ``interval`` from now on (once: later calls do
+        nothing)."""
+        if self._started or self._stop.is_set():
+            return
+        self._started = True
+        self._write_running()
         self._thread.start()
 
     # -- reporter events ---------------------------------------------------------------------
@@ -116,6 +128,7 @@ class StatusFile:
         with self._lock:
             self.phases[phase] = PhaseState(total)
             self.current = phase
+        self.start()
 
     def advanced(self, phase: str, done: int) -> None:
         """Count progress."""
@@ -175,20 +188,33 @@ class StatusFile:
             "notes": notes,
         }
 
+    def text(self, state: str) -> str:
+        """The file's content for ``state``."""
+        return json.dumps(redacted(self.snapshot(state), self.secrets), indent=2) + "\n"
+
     def write(self, state: str) -> None:
         """Rewrite the file atomically."""
-        text = json.dumps(redacted(self.snapshot(state), self.secrets), indent=2)
-        atomic_write(self.path, text + "\n")
+        atomic_write(self.path, self.text(state))
+
+    def _write_running(self) -> None:
+        # A full disk: tried again, and the final write (`etl.outputs`) says it failed.
+        with suppress(OSError):
+            self.write("running")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.write("running")
+            self._write_running()
+
+    def stop(self) -> None:
+        """Stop the writer thread (the final state is written by the caller)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def close(self, state: str = "finished") -> None:
         """Stop the writer thread and write the final state (``finished``, ``failed`` or
         ``interrupted``)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.stop()
         self.write(state)
 
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from etl import cli
-from etl.config import CONFIG_ENV, RefreshConfig, config_file_path, load_config
+from etl.config import CONFIG_ENV, RefreshConfig, config_note, load_config, locate_config
 from etl.db.url import redact
 from etl.errors import EtlError, SettingError
 from etl.settings import declared, secret_file_warning
@@ -53,7 +53,8 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help=f"etl.toml with the same settings [env {CONFIG_ENV}]",
+        help=f"etl.toml with the same settings [env {CONFIG_ENV}; default: the first of "
+        "./etl.toml, ~/.config/honeypot-etl/etl.toml, /etc/honeypot-etl/etl.toml]",
         metavar="FILE",
         show_default=False,
     ),
@@ -66,11 +67,18 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
     previous = signal.signal(signal.SIGTERM, _interrupt)
     secrets: tuple[str, ...] = ()
     try:
-        config, warning = _configure(config_file, values)
+        config, path, found, notes = _configure(config_file, values)
         secrets = config.secrets()
+        if found:  # first, before any check: an error is then read with that file in mind
+            print(found, file=sys.stderr, flush=True)
         from etl.monitored import monitored_refresh  # polars, DuckDB: only for a refresh
 
-        summary = monitored_refresh(config, notes=[warning] if warning else [])
+        summary = monitored_refresh(
+            config,
+            notes=notes,
+            config_file=path,
+            flag=lambda name: cli.flag_of(SETTINGS, name),
+        )
     except SettingError as exc:
         return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
     except EtlError as exc:
@@ -107,13 +115,17 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def _configure(
     config_file: Path | None, values: dict[str, Any]
-) -> tuple[RefreshConfig, str | None]:
+) -> tuple[RefreshConfig, Path | None, str | None, list[str]]:
     """Merge etl.toml, the environment and the options (in rising precedence); with them the
-    warning about a key file others can read (shown once the run starts: an error stays one
-    line)."""
-    path = config_file_path(config_file)
+    etl.toml read (named, or found: `etl.config.locate_config`), the line that says which one
+    it read when none was named (``config: PATH``; none when quiet), and the run's first notes
+    (shown once the run starts: an error stays one line): the warning about a key file others
+    can read."""
+    path, found = locate_config(config_file)
     config = load_config(file=path, values_origin="option", **values)
-    return config, secret_file_warning(SETTINGS, path) if path is not None else None
+    said = config_note(path, found) if config.verbosity >= 0 else None
+    warning = secret_file_warning(SETTINGS, path) if path is not None else None
+    return config, path, said, [warning] if warning else []
 
 
 def run() -> NoReturn:

@@ -26,10 +26,15 @@ if TYPE_CHECKING:
 STATUSES = ("ok", "not_found", "error", "skipped")
 
 
+def partial_of(path: Path) -> Path:
+    """Where ``path``'s next version is written before it replaces it (same folder)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial = partial_of(path)
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
@@ -116,6 +121,12 @@ class RunSummary:
             self.error = f"run failed: {shown or type(error).__name__}"
         self.notes.append(self.error)
 
+    def failed_after_end(self, error: str) -> None:
+        """The run did its work, but what it had to write at its end (an output file) could
+        not be written: a failure (exit 1) with that ``error`` line."""
+        self.outcome, self.exit_code, self.error = "failed", 1, f"run failed: {error}"
+        self.notes.append(self.error)
+
     def completed_exit_code(self) -> int:
         """The exit code of this run if it completed: 3 when a source was stopped by its
         configuration or reachability (key refused, unreachable, stalled), else 0."""
@@ -125,9 +136,9 @@ class RunSummary:
         """A JSON-ready dictionary."""
         return asdict(self)
 
-    def write_json(self, path: Path, secrets: tuple[str, ...] = ()) -> None:
-        """Write the summary as one JSON object."""
-        atomic_write(path, json.dumps(redacted(self.to_dict(), secrets), indent=2) + "\n")
+    def json_text(self, secrets: tuple[str, ...] = ()) -> str:
+        """The summary as one JSON object (what ``--summary-json`` writes)."""
+        return json.dumps(redacted(self.to_dict(), secrets), indent=2) + "\n"
 
     def table(self) -> str:
         """A plain-text summary table for the end of a run."""

@@ -28,6 +28,7 @@ from etl import __version__
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COUNTS, RUN_LOG_SOURCES
 from etl.db.runlog import next_run_id, searches_on, write_run
+from etl.errors import EtlError
 from etl.report import Reporter, RunSummary, SourceStop
 
 # The ``running`` row does not wait for another writer's lock (one try: SQLite's busy slice,
@@ -167,6 +168,7 @@ def logged_run(
     clock: Callable[[], datetime],
     notify: Callable[[str], None],
     secrets: tuple[str, ...] = (),
+    on_end: Callable[[RunSummary], None] | None = None,
 ) -> Iterator[None]:
     """Write the run's ``running`` row, run the block, then say in ``summary`` how the run
     ended and write its final row, also when it failed or was interrupted.
@@ -174,32 +176,54 @@ def logged_run(
     The ``running`` row does not wait for another writer's lock: the run then goes on without
     it (the services are asked while the lock is held, as the commits wait for it) and writes
     its row at the end. A row that cannot be written is one note; it never hides the
-    run's own error."""
+    run's own error.
+
+    ``on_end`` (the run's output files) is called once the outcome is known and before the
+    final row: when it raises an `EtlError` (it then made the summary a failure), the row says
+    so and that error ends the run, so the exit code, the row and the files agree."""
     summary.run_id = next_run_id(db)
     started = _write(db, run_row(summary, cap), notify, START_WAIT_SECONDS)
     try:
         yield
     except BaseException as exc:
         summary.end(clock(), exc, secrets)
-        _write_end(db, summary, budget, cap, notify, SHORT_WAIT_SECONDS, started)
+        _budget_left(summary, budget)
+        if on_end is not None:
+            try:
+                on_end(summary)
+            except EtlError as also:  # the run's own error is the one shown
+                notify(str(also))
+        _write_end(db, summary, cap, notify, SHORT_WAIT_SECONDS, started)
         raise
     summary.end(clock())
-    _write_end(db, summary, budget, cap, notify, None, started)
+    _budget_left(summary, budget)
+    failure: EtlError | None = None
+    if on_end is not None:
+        try:
+            on_end(summary)
+        except EtlError as exc:
+            failure = exc
+    _write_end(db, summary, cap, notify, None, started)
+    if failure is not None:
+        raise failure
+
+
+def _budget_left(summary: RunSummary, budget: DailyBudget) -> None:
+    """What the daily budget leaves once the run has ended, in ``summary``."""
+    assert summary.ended_at is not None
+    ended = datetime.fromisoformat(summary.ended_at)
+    summary.greynoise_budget_left = budget.left_after(summary.greynoise_searches_by_day, ended)
 
 
 def _write_end(
     db: Database,
     summary: RunSummary,
-    budget: DailyBudget,
     cap: int | None,
     notify: Callable[[str], None],
     wait: float | None,
     started: bool,
 ) -> None:
     """The final row, waiting at most ``wait`` seconds (None: the lock timeout)."""
-    assert summary.ended_at is not None
-    ended = datetime.fromisoformat(summary.ended_at)
-    summary.greynoise_budget_left = budget.left_after(summary.greynoise_searches_by_day, ended)
     left = "its row says 'running'" if started else "this run has no row"
     _write(db, run_row(summary, cap), notify, wait, f"; {left}")
 

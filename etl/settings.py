@@ -25,7 +25,7 @@ import stat
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -113,14 +113,16 @@ def load(
     env: Mapping[str, str] | None = None,
     values: Mapping[str, Any] | None = None,
     values_origin: str = "argument",
+    check: Callable[[T, Collection[str]], None] | None = None,
 ) -> T:
     """``cls`` from an etl.toml, the environment and ``values`` (in rising precedence).
 
     ``values`` are keyed by field name; None, False and () mean "not given" (so a flag left
     off does not override the file). ``values_origin`` is ``option`` for the command line.
     Relative paths in the file are relative to the file's folder. ``cls`` converts the values
-    to its field types itself (`converted` in its ``__post_init__``); a mistake found there is
-    named by where the value came from.
+    to its field types itself (`converted` in its ``__post_init__``); a mistake found there,
+    or by ``check`` (called with the instance and the names of the settings given, defaults
+    left out), is named by where the value came from.
     """
     settings = declared(cls)
     merged: dict[str, Any] = {}
@@ -135,7 +137,10 @@ def load(
             merged[name] = value
             origins[name] = values_origin
     try:
-        return cls(**merged)
+        instance = cls(**merged)
+        if check is not None:
+            check(instance, origins.keys())
+        return instance
     except SettingError as exc:
         origin = origins.get(exc.name, "argument")
         raise exc.where(origin, file if origin == "file" else None) from None
@@ -352,8 +357,14 @@ _CONVERTERS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def _sqlite_url_relative_to(url: str, base: Path) -> str:
-    """``sqlite:///relative.db`` in a config file: relative to the file's folder."""
+    """``sqlite:///relative.db`` or a plain relative path (``data/x.sqlite``) in a config
+    file: relative to the file's folder. A plain value with ``:`` or ``@`` before its first
+    ``/`` may be a URL that lost its scheme: left as it is, for the URL check to refuse."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
         return prefix + str(base.resolve() / url[len(prefix) :])
+    head = url.split("/", 1)[0]
+    plain = "://" not in url and ":" not in head and "@" not in head
+    if plain and url and not url.startswith(("/", "~")):
+        return str(base.resolve() / url)
     return url

@@ -67,6 +67,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 break
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_config_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every command a test runs, in the test process or a child, reads an empty etl.toml
+    unless the test names one: never the developer's (``./etl.toml`` of the repository, where
+    ``make refresh`` reads it, or ``~/.config/honeypot-etl/etl.toml``), which a refresh without
+    ``--config`` or ``ETL_CONFIG`` looks for. A test that unsets ETL_CONFIG finds no file in
+    the user's folder either."""
+    folder = tmp_path_factory.mktemp("config")
+    empty = folder / "etl.toml"
+    empty.write_text("", encoding="utf-8")
+    empty.chmod(0o600)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ETL_CONFIG", str(empty))
+        patch.setenv("XDG_CONFIG_HOME", str(folder / "user"))
+        yield
+
+
 SHARED_ABSENT = f"{SHARED} (the team's reference data) is not present"
 
 

@@ -19,7 +19,7 @@ from tests.world import load_sqlite, plan_world
     ("args", "message"),
     [
         (["--db", "mysql://x/y"], "scheme 'mysql' is not supported"),
-        (["--db", "honeypot.sqlite"], "is not a database URL"),
+        (["--db", "etl:s3cret@db.example/cowrie"], "is not a database URL"),  # no scheme
         (["--db", "sqlite://relative.db"], "needs three slashes"),
         (["--db", "sqlite:////no/such/folder/x.db"], "the folder '/no/such/folder' does not exist"),
         (

@@ -135,8 +135,12 @@ def test_an_interrupted_run_reports_what_it_did(tmp_path: Path) -> None:
 def test_a_failed_run_says_why_in_its_status_file_and_summary(tmp_path: Path) -> None:
     db_url = build_sample(tmp_path, 50)
     con = sqlite3.connect(db_url.removeprefix("sqlite:///"))
-    con.execute("DROP TABLE ip_inventory")
-    con.execute("CREATE TABLE ip_inventory (ip_address TEXT PRIMARY KEY, x INTEGER)")
+    # A database that refuses the run's writes once it is under way (a schema of another
+    # shape is refused before the run, with no file written).
+    con.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON ip_inventory BEGIN "
+        "SELECT RAISE(ABORT, 'updates refused here'); END"
+    )
     con.commit()
     con.close()
     status, summary = tmp_path / "st.json", tmp_path / "s.json"
@@ -152,7 +156,8 @@ def test_a_failed_run_says_why_in_its_status_file_and_summary(tmp_path: Path) ->
     except EtlError as exc:
         error = str(exc)
     else:
-        raise AssertionError("the run should fail on a table of another shape")
+        raise AssertionError("the run should fail on the refused write")
     state, data = json.loads(status.read_text()), json.loads(summary.read_text())
     assert state["state"] == "failed" and state["notes"][-1] == f"run failed: {error}"
-    assert data["error"] == f"run failed: {error}" and data["exit_code"] == 2
+    assert data["error"] == f"run failed: {error}" and data["exit_code"] == 1
+    assert "updates refused here" in error

@@ -204,11 +204,16 @@ def enrichments(db_url: str) -> dict[str, dict[str, Any]]:
 def test_kept_answers_of_old_and_new_runs_are_applied_as_written(
     any_db_url: str, tmp_path: Path
 ) -> None:
-    """A file kept by a run before the ``error`` key existed is still applied, its blocks as
-    they were; a kept answer of this version carries its ``error`` (null: only answers with
-    data are kept) into the database unchanged."""
+    """A file kept by a run before the ``error`` key existed is still applied (by hand: it
+    names no database), its blocks as they were; a kept answer of this version carries its
+    ``error`` (null: only answers with data are kept) into the database unchanged."""
     db = Database(parse_database_url(any_db_url), create=True)
     db.ensure_schema()
+    db.execute_native([  # kept answers go only to IPs the database knows
+        "INSERT INTO ip_inventory (ip_address, first_seen, last_seen, enrichment) VALUES "
+        f"('{ip}', '2026-11-30 00:00:00', '2026-11-30 00:00:00', '{{}}')"
+        for ip in ("198.51.100.1", "198.51.100.3", "198.51.100.9")
+    ])  # fmt: skip
     pending = PendingAnswers(tmp_path / "pending")
     pending.folder.mkdir()
     old = pl.DataFrame({"ip": ["198.51.100.9"], "cymru_asn": [64501], "cymru_status": ["ok"],
@@ -224,7 +229,7 @@ def test_kept_answers_of_old_and_new_runs_are_applied_as_written(
     committer.keep(cymru_results(batch, MOMENT))
     pending.save({"ips": committer.unwritten()})
     config = RefreshConfig(db_url=any_db_url, commit_every=100)
-    apply_pending(db, pending, config, LineReporter(verbosity=-1))
+    apply_pending(db, pending, config, LineReporter(verbosity=-1), unknown_owner=True)
     db.close()
     stored = enrichments(any_db_url)
     assert stored["198.51.100.9"] == {"cymru": OLD_CYMRU, "greynoise": OLD_GREYNOISE}

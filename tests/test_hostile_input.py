@@ -281,6 +281,39 @@ def test_hostile_option_values(
     check(scene, result, must_fail=not maybe)
 
 
+@settings(EXAMPLES, max_examples=40)
+@given(data=st.data())
+def test_outputs_never_land_on_what_the_tool_did_not_make(
+    cli: tuple[Scene, pytest.CaptureFixture[str]], data: st.DataObject
+) -> None:
+    """Each output drawn among the database, its side files, the config file, a MaxMind file,
+    and a fresh path the others may draw too: unless every output has a path of its own that
+    holds nothing, exit 2 and one line; the database and every file stay as they were."""
+    scene = cli[0]
+    toml = scene.root / "outputs.toml"
+    toml.write_text("commit_every = 100\n", encoding="utf-8")
+    toml.chmod(0o600)
+    mmdb = scene.maxmind / "GeoLite2-ASN.mmdb"
+    fresh = [scene.root / "out-a.json", scene.root / "out-b.json"]
+    side = [Path(f"{scene.db}{suffix}") for suffix in ("-wal", "-shm", "-journal", ".etl-lock")]
+    targets = [scene.db, *side, toml, mmdb, *fresh]
+    chosen = {flag: data.draw(st.one_of(st.none(), st.sampled_from(targets))) for flag in OUTPUTS}
+    paths = [path for path in chosen.values() if path is not None]
+    must_fail = any(path not in fresh for path in paths) or len(set(paths)) < len(paths)
+    kept = {path: sha256(path) for path in (toml, mmdb)}
+    args = [item for flag, path in chosen.items() if path for item in (flag, str(path))]
+    try:
+        result = run(cli, ["--config", str(toml), *args])
+        check(scene, result, must_fail)
+        assert {path: sha256(path) for path in kept} == kept
+        assert not any(path.exists() for path in side)
+        if must_fail:
+            assert not any(path.exists() for path in fresh)
+    finally:
+        for path in fresh:
+            path.unlink(missing_ok=True)
+
+
 STRAYS = [
     ["--quiet", "--verbose"],
     ["--no-such-option"],

@@ -312,3 +312,49 @@ def test_vectorized_lookup_equals_per_address_lookups(
         assert block is not None
         got = {key: block[key] for key in (*_expected(databases, address), "db_build_epoch")}
         assert got == {**_expected(databases, address), "db_build_epoch": EPOCH}, address
+
+
+def test_one_database_missing_makes_blocks_that_say_what_they_lack(
+    tmp_path: Path, mmdb: dict[str, Path]
+) -> None:
+    """Only the ASN file in the folder: a block has its ASN but no geolocation, so it is no
+    complete answer: status error, ``error`` naming the file (never fresh: the first run with
+    both files looks it up again); a warning line; build time 0 and the missing metric."""
+    (tmp_path / "GeoLite2-ASN.mmdb").write_bytes(mmdb["asn"].read_bytes())
+    dbs = open_maxmind(directory=tmp_path, now=BUILT)
+    try:
+        assert (dbs.missing, dbs.lacking) == (["city"], "no City database")
+        assert dbs.build_epochs == {"asn": EPOCH, "city": 0} and dbs.build_epoch == EPOCH
+        assert len(dbs.notes) == 1
+        assert dbs.notes[0].startswith(f"warning: MaxMind City database not found in {tmp_path}")
+        blocks = lookup(dbs, ["89.160.20.115", "8.8.8.8"])
+    finally:
+        dbs.close()
+    known, unknown = blocks["89.160.20.115"], blocks["8.8.8.8"]
+    assert known is not None and unknown is not None
+    assert (known["asn"], known["country"], known["status"]) == (29518, None, "error")
+    assert known["error"] == unknown["error"] == "no City database"
+    assert unknown["status"] == "error"  # no ASN, and no telling where it is
+    summary = RunSummary(maxmind_build_epochs=dbs.build_epochs)
+    text = render_metrics(summary, True, 1.0, None)
+    assert 'honeypot_etl_maxmind_database_missing{database="city"} 1\n' in text
+    assert 'honeypot_etl_maxmind_database_missing{database="asn"} 0\n' in text
+    whole = open_maxmind(asn=mmdb["asn"], city=mmdb["city"], now=BUILT)
+    try:
+        complete = lookup(whole, ["89.160.20.115"])["89.160.20.115"]
+    finally:
+        whole.close()
+    assert whole.missing == [] and whole.lacking is None
+    assert complete == {
+        **known, "country": "SE", "country_name": "Sweden", "city": "Linköping",
+        "latitude": 58.4167, "longitude": 15.6167, "accuracy_radius": 76, "error": None,
+        "status": "ok",
+    }  # fmt: skip
+    named = open_maxmind(asn=mmdb["asn"])  # the library's own choice: nothing missing
+    named.close()
+    assert named.missing == [] and named.build_epochs == {"asn": EPOCH}
+    none = open_maxmind(directory=tmp_path / "absent")
+    assert none.missing == ["asn", "city"] and not none.available
+    assert none.notes[0].startswith(
+        f"warning: MaxMind ASN database not found in {tmp_path}/absent (no such folder), nor a"
+    )

@@ -127,15 +127,12 @@ def test_sqlite_refresh_in_place(compat_sqlite: Path, mmdb: dict[str, Path]) -> 
         .execute("SELECT sql FROM sqlite_master ORDER BY name")
         .fetchall()
     )
-    # cowrieprocessor's tables as they were; only our run log and session checks (the world
-    # has sessions whose raw events name no address) are added beside them
-    ours = [
-        sql
-        for (sql,) in schema_after
-        if sql and ("etl_run_log" in sql or "etl_session_checks" in sql)
-    ]
+    # cowrieprocessor's tables as they were; only our run log, session checks (the world
+    # has sessions whose raw events name no address) and id are added beside them
+    names = ("etl_run_log", "etl_session_checks", "etl_identity")
+    ours = [sql for (sql,) in schema_after if sql and any(name in sql for name in names)]
     assert sorted(sql.split(" (")[0] for sql in ours) == [
-        "CREATE TABLE etl_run_log", "CREATE TABLE etl_session_checks",
+        "CREATE TABLE etl_identity", "CREATE TABLE etl_run_log", "CREATE TABLE etl_session_checks",
     ]  # fmt: skip
     # (our tables' primary-key autoindexes have no SQL text; neither has any of theirs)
     assert [row for row in schema_after if row[0] not in ours and row[0]] == [
@@ -259,6 +256,6 @@ def test_new_postgres_schema_matches_reference(
         reference = con.execute(query).fetchall()
         con.execute("DROP TABLE session_summaries, ip_inventory, asn_inventory CASCADE")
         con.commit()
-    refresh(config(compat_pg, mmdb))
+    refresh(config(compat_pg, mmdb, create=True))  # no table left: not cowrieprocessor's
     with psycopg.connect(compat_pg) as con:
         assert con.execute(query).fetchall() == reference

@@ -26,13 +26,15 @@ def test_precedence_is_options_then_env_then_file(tmp_path: Path) -> None:
     toml = tmp_path / "etl.toml"
     toml.write_text(
         f'db = "sqlite:///{tmp_path}/from-file.db"\nips = 7\ngreynoise_rate = 3\nskip = ["cymru"]\n'
-        'maxmind_dir = "/abs/file-mm"\ncommit_every = 99\n'
+        f'maxmind_dir = "{tmp_path}/file-mm"\ncommit_every = 99\n'
     )
-    env = {"ETL_DB_URL": "sqlite:///from-env.db", "MAXMIND_DIR": "env-mm"}
+    (tmp_path / "file-mm").mkdir()
+    (tmp_path / "env-mm").mkdir()
+    env = {"ETL_DB_URL": "sqlite:///from-env.db", "MAXMIND_DIR": str(tmp_path / "env-mm")}
     config = load_config(file=toml, env=env, values_origin="option", max_ips=11, db_url=None)
     assert config.db_url == "sqlite:///from-env.db"  # env beats the file
     assert config.max_ips == 11  # the option beats both
-    assert config.maxmind_dir == Path("env-mm")
+    assert config.maxmind_dir == tmp_path / "env-mm"
     assert config.greynoise_rate == 3.0 and config.commit_every == 99
     assert {str(s) for s in config.skip} == {"cymru"}
     assert load_config(file=toml, env={}).db_url == f"sqlite:///{tmp_path}/from-file.db"
@@ -43,6 +45,8 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
 ) -> None:
     folder = tmp_path / "etc"
     (folder / "data").mkdir(parents=True)
+    (folder / "mm").mkdir()
+    (tmp_path / "mm").mkdir()
     toml = folder / "etl.toml"
     toml.write_text(
         'db = "sqlite:///data/h.sqlite"\nmaxmind_dir = "mm"\nstatus_file = "/run/s.json"\n'
@@ -52,6 +56,8 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
     assert config.db_url == f"sqlite:///{folder.resolve()}/data/h.sqlite"
     assert config.maxmind_dir == folder / "mm"
     assert config.status_file == Path("/run/s.json")
+    plain = _toml(folder, 'db = "data/plain.sqlite"\n')  # a plain path, as --db takes it
+    assert load_config(file=plain, env={}).db_url == f"{folder.resolve()}/data/plain.sqlite"
     home = load_config(file=_toml(tmp_path, 'pending_dir = "~/kept"\n'), env={})
     assert home.pending_dir == Path.home() / "kept"  # ~ is the user's home, as in a shell
     # On the command line and in the environment they stay relative to the working folder.
@@ -109,7 +115,7 @@ def _toml(folder: Path, text: str) -> Path:
 
 def test_values_found_wrong_after_loading_are_named_where_they_came_from(tmp_path: Path) -> None:
     for env, shown in (
-        ({"ETL_DB_URL": "foo"}, "ETL_DB_URL is not a database URL"),
+        ({"ETL_DB_URL": "foo:pw@db/x"}, "ETL_DB_URL is not a database URL"),  # foo: a file
         ({"ETL_DB_URL": "postgresql://u@h:99999/db"}, "ETL_DB_URL has a port that is not"),
     ):
         with pytest.raises(SettingError) as caught:
@@ -163,11 +169,14 @@ def test_a_readable_key_file_draws_a_warning(tmp_path: Path) -> None:
     assert KEY not in repr(load_config(file=toml, env={}))
 
 
-def test_the_example_config_file_is_valid() -> None:
+def test_the_example_config_file_is_valid(tmp_path: Path) -> None:
     example = ROOT / "etl.toml.example"
     assert set(read_file(SETTINGS, example)) <= set(SETTINGS)
-    config = load_config(file=example, env={})
-    assert config.db_url == f"sqlite:///{ROOT.resolve()}/data/honeypot.sqlite"
+    copy = tmp_path / "etl.toml"  # where its MaxMind folder exists (else: exit 2)
+    copy.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "data" / "maxmind").mkdir(parents=True)
+    config = load_config(file=copy, env={})
+    assert config.db_url == f"sqlite:///{tmp_path.resolve()}/data/honeypot.sqlite"
 
 
 @given(st.integers(min_value=-(2**40), max_value=2**40))
@@ -221,3 +230,45 @@ def test_a_home_folder_of_no_user_is_a_setting_error() -> None:
     """Found by the hostile-environment property test: ``~0`` made pathlib raise RuntimeError."""
     with pytest.raises(SettingError, match="maxmind_dir starts with '~0': no user has that home"):
         load_config(env={"MAXMIND_DIR": "~0"})
+
+
+def test_the_greynoise_key_is_trimmed_and_never_shown_when_wrong(tmp_path: Path) -> None:
+    """A key file's newline or a pasted space around the key is dropped; whitespace or a
+    control character inside it is refused (it failed every request as "connection failed")."""
+    assert load_config(env={"GREYNOISE_API_KEY": f" {KEY}\n"}).greynoise_api_key == KEY
+    toml = _toml(tmp_path, f'greynoise_api_key = "\\t{KEY}\\r\\n"\n')
+    assert load_config(file=toml, env={}).greynoise_api_key == KEY
+    assert RefreshConfig(greynoise_api_key=" \n").greynoise_api_key is None  # no key: skipped
+    inner = f"{KEY[:6]} {KEY[6:]}"
+    with pytest.raises(SettingError) as caught:
+        load_config(env={"GREYNOISE_API_KEY": inner})
+    message = cli.setting_message(SETTINGS, caught.value)
+    assert message.startswith("GREYNOISE_API_KEY has whitespace (a space, tab or line break) at")
+    assert KEY[:6] not in message and KEY[6:] not in message
+    toml = _toml(tmp_path, f'greynoise_api_key = "{KEY[:6]}\\u0000{KEY[6:]}"\n')
+    with pytest.raises(SettingError) as caught:
+        load_config(file=toml, env={})
+    assert cli.setting_message(SETTINGS, caught.value) == (
+        f"config file {toml}: greynoise_api_key has a control character at character 7 of the "
+        "key (GreyNoise keys have none)"
+    )
+
+
+def test_a_maxmind_folder_given_must_exist(tmp_path: Path) -> None:
+    """Given (option, variable, file or keyword), not the default: a typo is exit 2."""
+    with pytest.raises(SettingError) as caught:
+        load_config(env={}, values_origin="option", maxmind_dir=tmp_path / "nope")
+    assert cli.setting_message(SETTINGS, caught.value).startswith(
+        f"--maxmind-dir {tmp_path}/nope: no such folder (a typo?"
+    )
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SettingError, match="is a file, not a folder"):
+        load_config(env={"MAXMIND_DIR": str(tmp_path / "a-file")})
+    # not read: MaxMind skipped, or both files named
+    load_config(env={"MAXMIND_DIR": str(tmp_path / "nope")}, skip=["maxmind"])
+    mmdb = tmp_path / "x.mmdb"
+    mmdb.write_bytes(b"")
+    load_config(env={"MAXMIND_DIR": "nope"}, maxmind_asn=mmdb, maxmind_city=mmdb)
+    # the default, and a config built in code, are not checked (the run warns instead)
+    assert load_config(env={}).maxmind_dir == Path("data/maxmind")
+    assert RefreshConfig(maxmind_dir=tmp_path / "nope").maxmind_dir == tmp_path / "nope"

@@ -26,6 +26,7 @@ import polars as pl
 from etl.db import ddl
 from etl.db.dialect import Load, dialect_for, first_line, split_script
 from etl.db.extensions import offline_connection
+from etl.db.recognise import REQUIRED_COLUMNS, recognise
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import (
     DatabaseBusyError,
@@ -34,39 +35,6 @@ from etl.errors import (
     RunLockedError,
     SchemaError,
 )
-
-# Columns the refresh reads or writes; anything else in the tables is left alone.
-REQUIRED_COLUMNS = {
-    "asn_inventory": (
-        "asn_number",
-        "organization_name",
-        "organization_country",
-        "rir_registry",
-        "first_seen",
-        "last_seen",
-        "unique_ip_count",
-        "total_session_count",
-        "enrichment",
-        "enrichment_updated_at",
-        "created_at",
-        "updated_at",
-    ),
-    "ip_inventory": (
-        "ip_address",
-        "current_asn",
-        "asn_last_verified",
-        "first_seen",
-        "last_seen",
-        "session_count",
-        "enrichment",
-        "enrichment_updated_at",
-        "enrichment_version",
-        "created_at",
-        "updated_at",
-    ),
-    "session_summaries": ("session_id", "source_ip", "first_event_at", "last_event_at"),
-}
-
 
 RETRY_FIRST_WAIT = 0.2
 RETRY_MAX_WAIT = 5.0
@@ -92,7 +60,9 @@ class Database:
     a lost connection: the run lock checks that it still holds (`RunLock.verify`, a no-op for
     SQLite's file lock). ``backend``: the dialect's half (`etl.db.dialect.Backend`);
     ``dialect``: its name, ``"sqlite"`` or ``"postgres"``. ``read_only``: both connections
-    can only read (`etl.status`); nothing is created, nothing written.
+    can only read (`etl.status`); nothing is created, nothing written, and a database that is
+    not cowrieprocessor's is refused first (`etl.db.recognise`: `SchemaError`,
+    `UnusableDatabaseError`).
     """
 
     def __init__(
@@ -111,6 +81,8 @@ class Database:
         self.lock_timeout = lock_timeout
         self.notify = notify or (lambda _message: None)
         self.guard: Callable[[], None] | None = None
+        if read_only:  # status: refuse what is not cowrieprocessor's before opening it
+            recognise(url, read_only=True, timeout=lock_timeout)
         self.duck = offline_connection()
         try:
             self.backend.attach(
@@ -301,7 +273,8 @@ class Database:
 
     def ensure_schema(self) -> SchemaReport:
         """Create absent tiers (cowrieprocessor DDL) and the run log; check that present
-        tiers can be refreshed."""
+        tiers can be refreshed. It creates in any database: a refresh first makes sure the
+        database is cowrieprocessor's, or that --create was given (`etl.db.recognise`)."""
         present = {name for name in ddl.TIER_TABLES if self.columns(name)}
         for name in present:
             missing = [c for c in REQUIRED_COLUMNS[name] if c not in self.columns(name)]

@@ -339,3 +339,19 @@ def session_checks_ddl(dialect: str) -> str:
         f"CREATE TABLE {table} (session_id VARCHAR(64) NOT NULL, last_event_id BIGINT, "
         f"checked_at {stamp}, CONSTRAINT pk_{SESSION_CHECKS_TABLE} PRIMARY KEY (session_id))"
     )
+
+
+# Ours: which database this is (`etl.db.identity`), one row ``('database_id', <uuid4>)`` made
+# the first time a real run opens the database; answers a stopped run keeps carry that id.
+IDENTITY_TABLE = "etl_identity"
+
+
+def identity_ddl(dialect: str) -> str:
+    """The CREATE TABLE statement of `IDENTITY_TABLE` in ``dialect`` (if not there yet)."""
+    table = IDENTITY_TABLE if dialect == "sqlite" else f"public.{IDENTITY_TABLE}"
+    stamp = "DATETIME" if dialect == "sqlite" else "timestamp with time zone"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (name VARCHAR(32) NOT NULL, "
+        f"value VARCHAR(64) NOT NULL, created_at {stamp}, "
+        f"CONSTRAINT pk_{IDENTITY_TABLE} PRIMARY KEY (name))"
+    )

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from etl.db.dialect import dialect_for
-from etl.db.url import DatabaseUrl, redact
+from etl.db.recognise import postgres_connect_error
+from etl.db.url import DatabaseUrl
 from etl.errors import DatabaseError, RunLockedError
 
 if TYPE_CHECKING:
@@ -140,8 +141,7 @@ class AdvisoryLock(RunLock):
                 keepalives_count=3,
             )
         except psycopg.Error as exc:
-            reason = redact(str(exc).strip().splitlines()[0], self.url.secrets())
-            raise DatabaseError(f"cannot connect to PostgreSQL {self.url}: {reason}") from None
+            raise postgres_connect_error(self.url, str(exc)) from None
         row = self.connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
         if not row or not row[0]:
             holder = self.connection.execute(

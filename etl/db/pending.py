@@ -11,6 +11,11 @@ machine running the refresh (``pending_dir``, default
 
 Two kinds of file: ``*.ips.parquet`` (the committer's rows: network blocks together with the
 base columns of their IPs) and ``*.asns.parquet`` (Tier 1 AS registration rows).
+
+Each file names the database it was kept for: the database's id (`etl.db.identity`) in the
+Parquet key-value metadata (`OWNER_KEY`). A file is applied only to the database with that id
+(`PendingFile.belongs`); a file that names none (kept before files named their database, or
+by a run that could not give the database its id) only by ``honeypot-etl pending --apply``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Final, Literal
 
@@ -30,6 +36,10 @@ from etl.errors import DatabaseError
 Kind = Literal["ips", "asns"]
 KINDS: Final[tuple[Kind, ...]] = ("ips", "asns")
 DEFAULT_STATE_DIR: Final = Path("~/.local/state/honeypot-etl/pending")
+OWNER_KEY: Final = "honeypot_etl.database_id"  # Parquet metadata: the id of the database
+STAMP_FORMAT: Final = "%Y%m%dT%H%M%S%f"  # UTC, the start of a kept file's name
+# Whose a kept file is, seen from one database: kept for it, for another one, or not said.
+Belonging = Literal["this", "another", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +56,46 @@ class PendingFile:
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise DatabaseError(f"cannot read kept answers {self.path}: {exc}") from exc
 
+    @cached_property
+    def owner(self) -> str | None:
+        """The id of the database the answers were kept for; None when the file names none
+        (or cannot be read)."""
+        try:
+            return pl.read_parquet_metadata(self.path).get(OWNER_KEY) or None
+        except (OSError, pl.exceptions.PolarsError):
+            return None
+
+    def belongs(self, database_id: str | None) -> Belonging:
+        """Whose the file is, seen from the database with id ``database_id`` (None: one
+        without an id, which no file naming a database was kept for)."""
+        if self.owner is None:
+            return "unknown"
+        return "this" if self.owner == database_id else "another"
+
+    def rows(self) -> int | None:
+        """How many rows the file holds (None when it cannot be read)."""
+        try:
+            return int(pl.scan_parquet(self.path).select(pl.len()).collect().item())
+        except (OSError, pl.exceptions.PolarsError):
+            return None
+
+    def kept_at(self) -> datetime:
+        """When it was kept: the stamp its name starts with, else the file's time."""
+        try:
+            return datetime.strptime(self.path.name.split("-", 1)[0], STAMP_FORMAT).replace(
+                tzinfo=UTC
+            )
+        except ValueError:
+            return datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+
 
 class PendingAnswers:
-    """The folder of kept answers of one database."""
+    """The folder of kept answers of one database. ``owner``: the id of the database, which
+    every file `save` writes names (None: it has none yet, and the files name none)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, owner: str | None = None) -> None:
         self.folder = folder
+        self.owner = owner
 
     @classmethod
     def of(cls, url: DatabaseUrl, state_dir: Path | None = None) -> PendingAnswers:
@@ -70,8 +114,9 @@ class PendingAnswers:
         return found
 
     def save(self, frames: dict[Kind, pl.DataFrame]) -> list[Path]:
-        """Write each non-empty frame to a file of its own (atomically: tmp + rename)."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        """Write each non-empty frame to a file of its own (atomically: tmp + rename), naming
+        the database it is kept for (``owner``)."""
+        stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
         written: list[Path] = []
         frames = {kind: frame for kind, frame in frames.items() if frame.height}
         if not frames:
@@ -81,12 +126,15 @@ class PendingAnswers:
             for kind, frame in frames.items():
                 path = self.folder / f"{stamp}-{os.getpid()}.{kind}.parquet"
                 partial = path.with_suffix(".tmp")
-                frame.write_parquet(partial)
+                frame.write_parquet(partial, metadata=self._metadata())
                 partial.replace(path)
                 written.append(path)
         except OSError as exc:
             raise DatabaseError(f"cannot keep answers in {self.folder}: {exc}") from exc
         return written
+
+    def _metadata(self) -> dict[str, str] | None:
+        return {OWNER_KEY: self.owner} if self.owner else None
 
     def discard(self, item: PendingFile) -> None:
         """Forget a file once its rows are committed."""

@@ -34,9 +34,10 @@ from etl.db.dialect import (
 )
 from etl.db.extensions import load_extension
 from etl.db.lock import RunLock, advisory_lock
+from etl.db.recognise import postgres_connect_error
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import Dialect, redact
-from etl.errors import DatabaseError, SchemaError
+from etl.errors import DatabaseError, SchemaError, UnusableDatabaseError
 
 # What DuckDB's postgres extension says when the server went away (restart, failover,
 # pg_terminate_backend) or cannot be reached yet: the write is retried on a new connection.
@@ -99,6 +100,9 @@ class PostgresBackend(Backend):
         try:
             duck.execute(f"ATTACH {sql_string(self.url.libpq_url)} AS db ({options})")
         except duckdb.Error as exc:
+            unusable = postgres_connect_error(self.url, str(exc))
+            if isinstance(unusable, UnusableDatabaseError):  # no such database or role
+                raise unusable from None
             reason = self._redact(first_line(exc))
             reason = reason.split(": ", 1)[-1] if "Unable to connect" in reason else reason
             raise DatabaseError(f"cannot connect to PostgreSQL {self.url}: {reason}") from exc

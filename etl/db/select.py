@@ -27,6 +27,7 @@ _PATHS = (
     "$.maxmind.status",
     "$.maxmind.cached_at",
     "$.maxmind.db_build_epoch",
+    "$.maxmind.error",
     "$.maxmind.asn",
     "$.cymru.status",
     "$.cymru.cached_at",
@@ -69,6 +70,7 @@ _USABLE_FROM_FIELDS = "(no_enrichment OR (f IS NOT NULL AND coalesce(opens_objec
 # The run's values in the selection SQL, bound by `Database.query_frame`.
 _NOW = "getvariable('etl_now')"
 _EPOCH = "getvariable('etl_epoch')"
+_NEVER = f"({_NOW} + INTERVAL 36500 DAY)"  # not stale in this run
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class SelectionRules:
     cymru: bool
     greynoise: bool
     maxmind_build_epoch: int = 0
+    # What this run's MaxMind blocks lack ("no City database"), when a file is missing.
+    maxmind_lacking: str | None = None
     max_ips: int | None = None
     only_ips: tuple[str, ...] = ()
 
@@ -106,12 +110,21 @@ def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
     )
     older_build = f"coalesce(TRY_CAST({_F['$.maxmind.db_build_epoch']} AS BIGINT), 0) < {_EPOCH}"
     not_found_ttl = min(fresh.cymru_not_found, fresh.cymru_ok)
+    mm_expiry = (
+        f"CASE WHEN {_F['$.maxmind.status']} = 'error' OR {older_build} THEN NULL"
+        f" ELSE {mm_cached} + {_interval(fresh.maxmind)} END"
+    )
+    if rules.maxmind_lacking is not None:
+        # A file is missing: a complete block is kept as it is (this run could only make it
+        # worse), a block that lacks the same is fresh for its TTL, any other one is stale.
+        lacking = rules.maxmind_lacking.replace("'", "''")
+        mm_expiry = (
+            f"CASE WHEN {_F['$.maxmind.status']} IN ('ok', 'not_found') THEN {_NEVER}"
+            f" WHEN {_F['$.maxmind.status']} = 'error' AND {_F['$.maxmind.error']} = '{lacking}'"
+            f" THEN {mm_cached} + {_interval(fresh.maxmind)} ELSE NULL END"
+        )
     return {
-        "maxmind": (
-            mm_cached,
-            f"CASE WHEN {_F['$.maxmind.status']} = 'error' OR {older_build} THEN NULL"
-            f" ELSE {mm_cached} + {_interval(fresh.maxmind)} END",
-        ),
+        "maxmind": (mm_cached, mm_expiry),
         "cymru": (
             cy_cached,
             f"CASE WHEN {cy_status} = 'error' THEN NULL"

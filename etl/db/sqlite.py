@@ -32,6 +32,7 @@ from etl.db.dialect import (
 )
 from etl.db.lock import RunLock, file_lock
 from etl.db.reader import SQLiteReader, adopt
+from etl.db.recognise import sqlite_open_error
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 from etl.errors import DatabaseError, SchemaError
@@ -133,7 +134,7 @@ class SQLiteBackend(Backend):
             con.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_CHECKPOINT_BYTES // page_size}")
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from exc
+            raise sqlite_open_error(self.url, exc) from exc
         self._reader = adopt(self.path)
 
     def _connect(self, timeout: float, read_only: bool) -> sqlite3.Connection:

@@ -1,4 +1,6 @@
-"""Database URLs: parse ``sqlite:///...`` and ``postgresql://...``, and redact secrets."""
+"""Database URLs: parse ``sqlite:///...``, ``postgresql://...`` and plain SQLite file paths
+(``data/honeypot.sqlite``, ``/var/lib/cowrie/x.db``: as sqlite-utils and datasette take them),
+and redact secrets."""
 
 from __future__ import annotations
 
@@ -44,13 +46,20 @@ class DatabaseUrl:
 
 def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
     """Parse a database URL (the db_url setting); raise `SettingError` with a one-line reason
-    when it is malformed, or (``check_folder``) names a SQLite file in no existing folder."""
+    when it is malformed, or (``check_folder``) names a SQLite file in no existing folder.
+
+    A value without ``://`` is the path of a SQLite file, taken as written (no percent-decoding,
+    no ``?`` options), unless it looks like a URL that lost its scheme (``user:pw@host/db``,
+    ``host:5432/db``): that one is refused without being shown (it may hold a password)."""
     url = url.strip()
     if "://" not in url:
+        if _plain_path(url):
+            return _sqlite_file(url, f"sqlite:///{url}", url, check_folder)
         raise SettingError(
             "db_url",
-            "is not a database URL (its value is not shown: it may hold a password): use "
-            "sqlite:///path/to.db or postgresql://user@host:port/dbname",
+            "is not a database URL nor a plain file path (its value is not shown: it may hold a "
+            "password): use sqlite:///path/to.db, a path such as data/honeypot.sqlite, "
+            "or postgresql://user@host:port/dbname",
         )
     scheme = url.split("://", 1)[0].lower()
     parser = _PARSERS.get(scheme)
@@ -72,20 +81,36 @@ def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
             f"{url!r}: a SQLite URL needs three slashes and a path, "
             "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)",
         )
-    text = unquote(rest[1:].split("?", 1)[0])
+    return _sqlite_file(unquote(rest[1:].split("?", 1)[0]), url, url, check_folder)
+
+
+# A value without "://" that is no plain path: a ":" or "@" before its first "/", as in a
+# scheme (postgresql:/x), a host and port (db.example:5432/cowrie) or a user part
+# (etl:pw@db/cowrie). Such a file is named ./backup:1.db or sqlite:///backup:1.db.
+_NOT_A_PATH = re.compile(r"[^/]*[:@]")
+
+
+def _plain_path(text: str) -> bool:
+    """Whether ``text`` (without ``://``) reads as a file path, not as a URL without scheme."""
+    return bool(text) and _NOT_A_PATH.match(text) is None
+
+
+def _sqlite_file(text: str, url: str, written: str, check_folder: bool) -> DatabaseUrl:
+    """The SQLite file at path ``text``; ``url``: its URL, ``written``: the value as given
+    (shown in errors)."""
     problem = path_problem(text)
     if problem:
-        shown = repr(url) if len(url) <= 80 else repr(url[:80]) + "..."
+        shown = repr(written) if len(written) <= 80 else repr(written[:80]) + "..."
         raise SettingError("db_url", f"{shown}: its file path {problem}")
     path = Path(text)
     if str(path) in ("", ".", ":memory:"):
-        raise SettingError("db_url", f"{url!r}: a SQLite database file path is required")
+        raise SettingError("db_url", f"{written!r}: a SQLite database file path is required")
     folder = path.parent if str(path.parent) else Path(".")
     if check_folder and not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise SettingError("db_url", f"{url!r}: the folder {str(folder)!r} {problem}")
+        raise SettingError("db_url", f"{written!r}: the folder {str(folder)!r} {problem}")
     if path.is_dir():
-        raise SettingError("db_url", f"{url!r}: {str(path)!r} is a folder, not a database file")
+        raise SettingError("db_url", f"{written!r}: {str(path)!r} is a folder, not a database file")
     return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path)
 
 

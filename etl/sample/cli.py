@@ -1,5 +1,10 @@
 """``honeypot-etl sample`` (also ``python -m etl.sample``): a sample honeypot database and
-MaxMind files from a seeded world."""
+MaxMind files from a seeded world.
+
+Its defaults are under ``data/sample/``, never a refresh's (``data/honeypot.sqlite``,
+``data/maxmind``). It replaces an existing database, or MaxMind files it did not write
+(`etl.sample.marks`), only with ``--replace``.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +18,20 @@ from typing import Annotated
 import typer
 
 from etl import cli
-from etl.config import DEFAULT_DB_URL, DEFAULT_MAXMIND_DIR
-from etl.errors import UsageError
 from etl.sample.scratch import JournalMode
+
+# Never a refresh's defaults (etl.config: data/honeypot.sqlite, data/maxmind).
+SAMPLE_DB_URL = "sqlite:///data/sample/honeypot.sqlite"
+SAMPLE_MAXMIND_DIR = Path("data/sample/maxmind")
 
 EXAMPLES = """\
 Examples:
 
 \b
-  honeypot-etl sample --db sqlite:///data/demo/honeypot.sqlite --ips 10000 --replace
+  honeypot-etl sample --ips 10000 --replace
   honeypot-etl sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
-  honeypot-etl sample --maxmind-dir data/maxmind --maxmind-size realistic
-  honeypot-etl sample --db sqlite:///data/v16.sqlite --shape migrated_v16"""
+  honeypot-etl sample --maxmind-dir data/sample/realistic --maxmind-size realistic
+  honeypot-etl sample --db sqlite:///data/sample/v16.sqlite --shape migrated_v16"""
 
 
 class MaxMindSize(StrEnum):
@@ -42,12 +49,12 @@ class SessionShape(StrEnum):
 
 
 def sample(
-    db: Annotated[str, typer.Option(metavar="URL", help="target database URL")] = DEFAULT_DB_URL,
+    db: Annotated[str, typer.Option(metavar="URL", help="target database URL")] = SAMPLE_DB_URL,
     ips: Annotated[int, typer.Option(metavar="N", min=1, help="number of source IPs")] = 10_000,
     seed: Annotated[int, typer.Option(help="world seed (use the same for the simulators)")] = 1,
     maxmind_dir: Annotated[
         Path, typer.Option(metavar="DIR", help="where to write the GeoLite2 files")
-    ] = DEFAULT_MAXMIND_DIR,
+    ] = SAMPLE_MAXMIND_DIR,
     maxmind_size: Annotated[
         MaxMindSize,
         typer.Option(
@@ -56,7 +63,12 @@ def sample(
         ),
     ] = MaxMindSize.small,
     replace: Annotated[
-        bool, typer.Option("--replace", help="rebuild a database that already holds rows")
+        bool,
+        typer.Option(
+            "--replace",
+            help="replace a database that exists or holds rows (with its kept answers) and "
+            "MaxMind files the sample did not write",
+        ),
     ] = False,
     journal_mode: Annotated[
         JournalMode,
@@ -80,23 +92,20 @@ def sample(
     ] = 3,
 ) -> None:
     """Build a realistic sample honeypot database and MaxMind files from a seeded world."""
-    from etl.sample.build import SampleExistsError, build_sample  # polars, DuckDB: when it runs
+    from etl.sample.build import build_sample  # polars, DuckDB: when it runs
 
     started = time.monotonic()
-    try:
-        built = build_sample(
-            db,
-            ips,
-            seed,
-            maxmind_dir,
-            replace,
-            str(journal_mode),
-            str(maxmind_size),
-            shape.value,
-            events_per_session,
-        )
-    except SampleExistsError as exc:
-        raise UsageError(f"{exc}; pass --replace to rebuild it") from None
+    built = build_sample(
+        db,
+        ips,
+        seed,
+        maxmind_dir,
+        replace,
+        str(journal_mode),
+        str(maxmind_size),
+        shape.value,
+        events_per_session,
+    )
     states = ", ".join(f"{state} {n}" for state, n in sorted(built.states.items()))
     print(
         f"sample world {seed}: {built.states.total()} IPs ({states}), {built.sessions} sessions "

@@ -4,6 +4,7 @@
 ``realistic`` ones add filler networks in address space the world does not use, until the
 trees have about as many nodes as the real GeoLite2 files (ASN ~2M, City ~4M), so that
 benchmarks pay what a real file costs. Filler never changes the answer for a world address.
+Their metadata description marks them as the sample's (`etl.sample.marks`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import maxminddb
 import numpy as np
 from mmdb_writer import Encoder, MmdbF64, MmdbU16, MmdbU32
 
+from etl.sample.marks import mmdb_description
 from etl.sample.mmdb_tree import Networks, write_mmdb
 from etl.sample.world import CITIES, COUNTRY_NAMES, World
 from etl.validation import IPV4_BOGONS, ipv4_network_bounds
@@ -169,7 +171,7 @@ def write_maxmind_files(
         meta = {
             "database_type": database_type,
             "languages": ["en"],
-            "description": {"en": f"Synthetic {database_type} of the honeypot-etl sample world"},
+            "description": mmdb_description(database_type),  # the sample's mark
             "build_epoch": epoch,
         }
         write_mmdb(paths[index], Networks.concat(networks), encoders[index], meta)

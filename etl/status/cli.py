@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -13,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from etl import cli
-from etl.config import RefreshConfig, config_file_path, load_config
+from etl.config import RefreshConfig, config_note, load_config, locate_config
 from etl.db.url import redact
 from etl.errors import EtlError, SettingError, UsageError
 from etl.refresh import SETTINGS, ConfigOption, exit_fast
@@ -64,8 +65,11 @@ def status_command(
     try:
         if not 0 <= runs <= MAX_RUNS:
             raise UsageError(f"--runs must be between 0 and {MAX_RUNS:,}, got {runs}")
-        config = load_config(file=config_file_path(config_file), values_origin="option", **values)
+        path, found = locate_config(config_file)
+        config = load_config(file=path, values_origin="option", **values)
         secrets = config.secrets()
+        if note := config_note(path, found):  # stderr: the report and its JSON stay clean
+            print(note, file=sys.stderr)
         from etl.status.report import status_report  # polars, DuckDB: only when it runs
         from etl.status.text import render
 
