@@ -111,12 +111,14 @@ class RefreshConfig:
     )  # fmt: skip
     lock_timeout: float = setting(
         300.0,
-        "how long a write waits for another writer's lock on the database, or for a lost "
-        "PostgreSQL server to come back, " + RANGES["lock_timeout"].text(),
+        "how long a run waits, in all, for another writer's lock on the database or for a "
+        "lost PostgreSQL server to come back, " + RANGES["lock_timeout"].text(),
         flag="--lock-timeout", metavar="SECONDS",
     )  # fmt: skip
     create: bool = setting(
-        False, "create the SQLite file when it does not exist (else that is an error)",
+        False,
+        "create the SQLite file when it does not exist, or initialise an empty file or "
+        "PostgreSQL database (else that is an error)",
         flag="--create",
     )  # fmt: skip
     pending_dir: Path | None = setting(

@@ -26,6 +26,9 @@ CYMRU_COLUMNS: dict[str, pl.DataType] = {
     "cymru_error": pl.String(),  # why an ``error`` has no answer (null for other statuses)
     "cymru_status": pl.String(),
 }
+# A selection frame of IPs named by address (the only_ips setting) has this column (True on
+# every row, present even when the frame is empty): Tier 1 then asks only about their own ASNs.
+NAMED_IPS = "named_ip"
 ASN_DETAIL_COLUMNS: dict[str, pl.DataType] = {
     "asn_number": pl.Int64(),
     "organization_name": pl.String(),

@@ -3,7 +3,8 @@ bulk sessions, run in a thread by `etl.runner`; it only posts events (`etl.event
 
 `tier1_plan` decides, on the main thread, which ASNs to ask: every ASN of asn_inventory whose
 registration data is missing or older than 90 days, and MaxMind's ASNs of this run not known
-fresh. ASNs that only Cymru's answers reveal are asked at the end of the phase.
+fresh; for IPs named by address (`NAMED_IPS`), only their own ASNs, and none when none was
+selected. ASNs that only Cymru's answers reveal are asked at the end of the phase.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import polars as pl
 
 from etl.clients.cymru import Batch, CymruClient
 from etl.clock import Clock, utc_now
-from etl.cymru import as_queries, asn_details, cymru_results, split_batch
+from etl.cymru import NAMED_IPS, as_queries, asn_details, cymru_results, split_batch
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
@@ -39,10 +40,12 @@ def storable(asns: Iterable[int]) -> set[int]:
 
 def tier1_plan(db: Database, frame: pl.DataFrame, now: datetime, freshness: Freshness) -> Tier1Plan:
     """Which ASNs this run asks Team Cymru about (stale in asn_inventory, or MaxMind's ASNs of
-    ``frame`` not known fresh)."""
+    ``frame`` not known fresh); for a frame of IPs named by address (`NAMED_IPS`), only
+    MaxMind's ASNs of ``frame`` not known fresh: the rest of asn_inventory is left alone."""
     fresh, stale = asn_details_state(db, now, freshness)
     known = storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
-    return Tier1Plan(tuple(sorted(storable(stale) | (known - fresh))), frozenset(fresh))
+    others = set() if NAMED_IPS in frame.columns else storable(stale)
+    return Tier1Plan(tuple(sorted(others | (known - fresh))), frozenset(fresh))
 
 
 def cymru_queries(ips: list[str], plan: Tier1Plan) -> list[str]:

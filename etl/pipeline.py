@@ -21,21 +21,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import polars as pl
 
 from etl.commit import Committer, write_rows
 from etl.config import RefreshConfig, Source
-from etl.cymru import cymru_targets
+from etl.cymru import NAMED_IPS, cymru_targets
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
 from etl.db.lock import run_lock
 from etl.db.pending import PendingAnswers, PendingFile
 from etl.db.recognise import recognise
-from etl.db.select import SelectionRules, select_stale, unknown_ips, unusable_rows
+from etl.db.runlog import mark_killed
+from etl.db.select import (
+    SelectionRules,
+    due_counts,
+    select_stale,
+    unknown_ips,
+    unusable_rows,
+)
 from etl.db.sessions import FoundSessions, SessionLinker, find_sessions, record_unresolved
 from etl.db.sqlite import sqlite_timestamp
 from etl.db.url import DatabaseUrl, parse_database_url
@@ -169,6 +176,7 @@ def _opened(
         if held is not None:
             db.guard = held.verify  # PostgreSQL: every write first makes sure the lock is held
             left = _ready_to_write(db, reporter)
+            mark_killed(db, reporter.note)  # rows still 'running' are of runs that died
         limit, asked = config.greynoise_daily_budget, Source.GREYNOISE in active
         budget = run_budget(db, limit, config.clock(), asked, summary, reporter)
         active = _within(active, budget)
@@ -211,14 +219,15 @@ def _prepare(
         only_ips=config.only_ips,
     )
     with timed_phase(summary, reporter, "select", 0):
-        found = find_sessions(run.db).only(config.only_ips)
+        every = find_sessions(run.db)
+        found = every.only(config.only_ips)
         frame = select_stale(run.db, rules, found)
-    for address in unknown_ips(frame, config.only_ips):
-        reporter.note(f"asked-for IP {address}: not in ip_inventory nor in session_summaries")
+    if config.only_ips:  # Tier 1 asks only about these IPs' own ASNs (`tier1_plan`)
+        frame = frame.with_columns(pl.lit(True).alias(NAMED_IPS))
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
     _count_found(found, frame, summary, reporter)
-    if not frame.height:
-        reporter.info(f"nothing is stale in {run.db.url}: every IP is fresh for the sources asked")
+    everything = replace(rules, only_ips=(), max_ips=None, maxmind=True, cymru=True, greynoise=True)
+    _say_what_is_left(run, everything, every, frame, reporter)
     summary.unusable = unusable_rows(run.db)
     if summary.unusable:
         reporter.note(
@@ -233,6 +242,71 @@ def _prepare(
         frame = with_maxmind(frame, maxmind, run.now)
     count_statuses(summary, "maxmind", frame["maxmind_status"])
     return frame, found
+
+
+def _say_what_is_left(
+    run: _Run, rules: SelectionRules, found: FoundSessions, frame: pl.DataFrame, reporter: Reporter
+) -> None:
+    """Say what the run leaves stale: the addresses named by --ip that the database does not
+    hold; with nothing selected, how many IPs are due for each source not asked, and why
+    (`status`'s count, `due_counts`: one more pass over the inventory, 3-5 s per 100,000
+    IPs, so made only then, and not for a source skipped or without a key). "Every IP is
+    fresh" only when it is so."""
+    url, named = run.db.url, run.config.only_ips
+    missing = unknown_ips(frame, named)
+    if missing:
+        reporter.info(
+            f"{'nothing to refresh: ' if not frame.height else ''}{len(missing)} of the "
+            f"{len(named)} IP(s) named by --ip are not in {url} (neither in ip_inventory nor "
+            f"in session_summaries): {', '.join(missing)}"
+        )
+    if named and frame.height:
+        reporter.info(
+            f"--ip: only the {frame.height} IP(s) named are refreshed; the other IPs due are "
+            "left as they are (`honeypot-etl status` counts them)"
+        )
+    elif named and not missing:
+        reporter.info(
+            f"nothing to refresh for the {len(named)} IP(s) named by --ip: no source is asked, "
+            "or their enrichment is not a JSON object"
+        )
+    if frame.height or named:
+        return  # a source the daily budget leaves out said so (`run_budget`)
+    not_asked = _not_asked(run)
+    # Counted only for what stops a source the operator wants asked (a budget, a missing file):
+    # a source skipped or without a key would cost every empty run that pass for nothing new.
+    chosen = ("skipped", "no API key")
+    counted = {source: why for source, why in not_asked.items() if why not in chosen}
+    due = due_counts(run.db, rules, found) if counted else {}
+    left = [
+        f"{due[source]:,} IPs are due for {_NAMES[source]}, not asked: {why}"
+        if source in counted
+        else f"{_NAMES[source]} not asked: {why}"
+        for source, why in sorted(not_asked.items())
+        if source not in counted or due[source]
+    ]
+    asked = ", ".join(sorted(run.active)) or "none"
+    head = f"nothing is stale in {url} for the sources asked ({asked})"
+    fresh = f"nothing is stale in {url}: every IP is fresh"
+    reporter.info("; ".join([head, *left]) if left else fresh)
+
+
+_NAMES = {"maxmind": "MaxMind", "cymru": "Cymru", "greynoise": "GreyNoise"}
+
+
+def _not_asked(run: _Run) -> dict[str, str]:
+    """The sources this run does not ask, each with why."""
+    config, reasons = run.config, {}
+    for source in set(Source) - run.active:
+        if source in config.skip:
+            reasons[str(source)] = "skipped"
+        elif source is Source.GREYNOISE and not config.greynoise_api_key:
+            reasons[str(source)] = "no API key"
+        elif source is Source.GREYNOISE:
+            reasons[str(source)] = "its daily budget is spent"
+        else:
+            reasons[str(source)] = "no MaxMind database"
+    return reasons
 
 
 def _count_found(
@@ -291,7 +365,7 @@ def _ask_and_commit(
     _link_known(run, found, linker, summary, reporter)
     counts = linker.counts()
     summary.sessions_linked, summary.snapshots_filled = counts["linked"], counts["filled"]
-    linker.close()  # as the writer's stages: a stopped run's are dropped by the next run
+    linker.close()  # as the writer's stages: a stopped run drops them on its way out
 
 
 def _link_known(
@@ -351,8 +425,10 @@ def _ask_and_write(
         # Each selected IP's first write carries its base row: distinct IPs written.
         summary.upserted = committer.base_written
         summary.asn_upserted = len(writer.asns_written)
-    # Only a run that got here drops its stages: a stopped one leaves them (PostgreSQL; the
-    # SQLite ones are TEMP), and the next run then recomputes every ASN's counts.
+    # A run that got here drops its stages, waiting as any write. A stopped one (PostgreSQL;
+    # the SQLite ones are TEMP) drops them on its way out, bounded in time (`Database`'s exit,
+    # `drop_own_stages`); its counts may be partial all the same: the run lock's mark, left
+    # until `RunLock.finished`, makes the next run recompute every ASN's (`etl.db.lock`).
     writer.close()
 
 

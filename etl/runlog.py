@@ -8,8 +8,9 @@ The table and its reads are `etl.db.runlog`; this module says what a run records
 - when it ends, finished, failed or interrupted: the row with its real counts, the Searches
   counted into the UTC day each was spent (`SearchMeter`).
 
-A run killed before its end keeps its ``running`` row: its reservation still counts, so a kill
-never lets the budget be overspent. The midnight rule: a run may spend what the daily budget
+A run killed before its end keeps its ``running`` row, which the next run marks ``killed``
+(`etl.db.runlog.mark_killed`): either way its reservation still counts, so a kill never lets
+the budget be overspent. The midnight rule: a run may spend what the daily budget
 leaves on the UTC day it starts in (its cap); each Search it spends counts on the UTC day it
 was spent, so Searches after midnight count against the new day, and a run that starts on the
 new day has that day's budget minus them.
@@ -236,17 +237,14 @@ def _write(
     consequence: str = "; it is written when the run ends",
 ) -> bool:
     """Write ``row``, waiting at most ``wait`` seconds (None: the lock timeout) for the
-    database; a failure is a note. Whether the row was written."""
-    saved, said = db.lock_timeout, db.notify
-    if wait is not None:
-        db.lock_timeout = min(saved, wait)
-    if not db.lock_timeout:  # one try: no "waiting for the database" line
-        db.notify = lambda _message: None
+    database, and never past what the run may still wait in all (`Database.budget`: the
+    start row's try, the chunks and the end row draw on one ``--lock-timeout``); a failure
+    is a note. Whether the row was written."""
+    one_try = wait == 0 or not db.lock_timeout  # no "waiting for the database" line
     try:
-        write_run(db, row)
+        with db.waiting_at_most(wait, quiet=one_try):
+            write_run(db, row)
     except Exception as exc:
         notify(f"the run log in {db.url} could not be written ({exc}){consequence}")
         return False
-    finally:
-        db.lock_timeout, db.notify = saved, said
     return True

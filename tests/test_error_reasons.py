@@ -30,7 +30,7 @@ from etl.report import LineReporter
 from tests.sims import running
 from tests.test_breakers import closed_port
 from tests.test_greynoise_client import IPS as GREYNOISE_IPS
-from tests.test_greynoise_policy import community_ok, make, response
+from tests.test_greynoise_policy import community_ok, make, not_observed_body, response
 
 IP = "203.0.113.5"
 MOMENT = datetime(2026, 12, 1, tzinfo=UTC)
@@ -68,7 +68,10 @@ def replies(*answers: HttpResponse | Exception) -> Any:
         # The last failed attempt counts, whatever came before it.
         ((REFUSED, response(502)), "HTTP 502"),
         ((response(503), SILENT), "no answer within 15 s"),
-        ((response(503), HttpResponse(404, {}, b"<html>")), "malformed JSON"),
+        # A 404 that is not GreyNoise's answer (a web server's page): an error, "HTTP 404";
+        # one of GreyNoise's cut short: "malformed JSON".
+        ((response(503), HttpResponse(404, {}, b"<html>")), "HTTP 404"),
+        ((response(503), HttpResponse(404, {}, b'{"ip": "203.')), "malformed JSON"),
     ],
 )
 def test_a_community_lookup_that_fails_says_why(
@@ -80,7 +83,7 @@ def test_a_community_lookup_that_fails_says_why(
 
 def test_answers_with_data_and_skipped_ips_have_no_reason() -> None:
     bodies = {"203.0.113.1": community_ok("GET", "/v3/community/203.0.113.1", None),
-              "203.0.113.2": response(404, {"message": "IP not observed"}),
+              "203.0.113.2": response(404, not_observed_body("203.0.113.2")),
               "203.0.113.3": response(400, {"message": "invalid ip"})}  # fmt: skip
     client, _, _ = make(lambda m, p, b: bodies[p.rsplit("/", 1)[1]])
     answers = list(client.lookup([*bodies, "2001:db8::1"]))

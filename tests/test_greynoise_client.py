@@ -61,7 +61,8 @@ def greynoise(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 def test_pacer_bursts_one_second_then_spaces_requests_and_pauses_everyone() -> None:
     now = [100.0]
     pacer = Pacer(rate=10, clock=lambda: now[0])
-    assert [round(pacer.reserve(), 3) for _ in range(12)] == [0.0] * 9 + [0.1, 0.2, 0.3]
+    # The burst (9), the rate's 10th; the 11th a second after the first (no window holds 11).
+    assert [round(pacer.reserve(), 3) for _ in range(12)] == [0.0] * 9 + [0.1, 1.0, 1.0]
     pacer.pause(5)
     assert round(pacer.reserve(), 3) == 5.0
     now[0] += 60
@@ -101,7 +102,11 @@ def test_community_mapping() -> None:
         "1.2.3.4", "ok", False, True, "benign", "Cloudflare", "2020-01-01T00:00:00+00:00",
         "https://viz.greynoise.io/riot/1.2.3.4",
     )  # fmt: skip
-    assert community_answer("1.2.3.4", 404, None) == GreyNoiseAnswer.not_observed("1.2.3.4")
+    unseen = {"ip": "1.2.3.4", "noise": False, "riot": False, "message": "IP not observed"}
+    assert community_answer("1.2.3.4", 404, unseen) == GreyNoiseAnswer.not_observed("1.2.3.4")
+    for other in (None, {"message": "Not Found"}, {**unseen, "ip": "1.2.3.5"}):
+        with pytest.raises(ValueError, match="HTTP 404"):
+            community_answer("1.2.3.4", 404, other)
     with pytest.raises(ValueError):
         community_answer("1.2.3.4", 200, {"message": "Success"})
 

@@ -21,7 +21,7 @@ from etl.errors import (
     TransportError,
     UnauthorizedError,
 )
-from tests.test_greynoise_policy import collect, make, response
+from tests.test_greynoise_policy import collect, make, not_observed_body, response
 
 QUICK, FULL = "/v3/ip?quick=true", "/v3/ip"
 
@@ -295,7 +295,7 @@ def test_an_attempt_without_a_lookup_gives_its_searches_back(
         reply = next(replies, None)
         if isinstance(reply, TransportError):
             raise reply
-        return reply or response(404, {"message": "IP not observed"})
+        return reply or response(404, not_observed_body(path.rsplit("/", 1)[1]))
 
     client, transport, _ = make(script)
     assert [a.status for a in client.lookup(["203.0.113.5"])] == ["not_found"]
@@ -304,6 +304,8 @@ def test_an_attempt_without_a_lookup_gives_its_searches_back(
 
 
 def test_searches_are_counted_exactly_from_many_threads() -> None:
-    client, _, _ = make(lambda m, p, b: response(404, {}), rate=1_000)
+    client, _, _ = make(
+        lambda m, p, b: response(404, not_observed_body(p.rsplit("/", 1)[1])), rate=1_000
+    )
     answers = list(client.lookup([f"203.0.{n // 250}.{n % 250 + 1}" for n in range(3_000)]))
     assert len(answers) == 3_000 and client.searches_spent == 3_000 == client.requests_sent

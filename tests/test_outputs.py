@@ -118,6 +118,33 @@ def test_metric_values_are_exact_as_a_prometheus_parser_reads_them(tmp_path: Pat
     assert "e+" not in path.read_text()
 
 
+def test_the_readmes_alerts_use_series_and_labels_the_metrics_file_has(tmp_path: Path) -> None:
+    """Each alert of the README's example reads a series the metrics file writes, and each
+    ``$labels.X`` of its annotations is a label of that series (not of another one)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from etl.report import SourceStop
+
+    summary = RunSummary()
+    summary.stopped["greynoise"] = SourceStop("key_refused", "GreyNoise refused the key", 3)
+    path = tmp_path / "etl.prom"
+    write_metrics(path, summary, success=True)
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("Prometheus alerts for the metrics file", 1)[1].split("```")[1]
+    alerts = block.split("- alert:")[1:]
+    assert alerts
+    for alert in alerts:
+        series = re.findall(r"\b(honeypot_etl_[a-z_]+)\b", alert.split("expr:", 1)[1])
+        assert series and all(name in labels for name in series), alert
+        expr_series = series[0]
+        for used in re.findall(r"\$labels\.([a-z_]+)", alert):
+            assert used in labels[expr_series], (alert, labels[expr_series])
+
+
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integers(0, 2**53))
 def test_exact_reads_back_as_the_same_number(value: float) -> None:
     assert float(exact(value)) == value

@@ -14,8 +14,10 @@ are typed errors, raised once the work in flight has settled: `UnauthorizedError
 ``search_budget``, reason ``daily_budget``: a request is cut to the IPs it can pay for, in the
 order given), `ThrottledError` (a Retry-After longer than we may wait), and
 `ServiceUnavailableError` from the circuit breaker: `GreyNoiseSettings.failures_to_stop`
-requests in a row without an HTTP answer, or with a 5xx one (each attempt counts; any other
-answer starts the count again), stop GreyNoise for the run at once, in-flight retries included.
+requests in a row without an HTTP answer, with a 5xx one, or with a 404 that is not GreyNoise's
+own "not observed" answer (a wrong ``--greynoise-url``; that IP's block is an ``error``, "HTTP
+404") (each attempt counts; any other answer starts the count again), stop GreyNoise for the
+run at once, in-flight retries included.
 IPs never asked because of such a stop get no answer at all: their old block stays as it was.
 """
 
@@ -34,9 +36,11 @@ from etl.clients.failures import CircuitBreaker, Failure
 from etl.clients.greynoise_answers import (
     GreyNoiseAnswer,
     community_answer,
+    community_not_observed,
     enterprise_answer,
     is_daily_limit,
     multi_answers,
+    multi_not_observed,
     retry_after_seconds,
 )
 from etl.clients.greynoise_searches import (
@@ -73,6 +77,7 @@ if TYPE_CHECKING:
 
 ENTERPRISE_WORKERS: Final = 2  # chunks (a quick check, then its full lookups) in flight
 SPREAD_FLOOR: Final = QUICK_IPS_PER_SEARCH  # IPs per quick check at least, when spread out
+WRONG_404: Final = "HTTP 404"  # a 404 that is not GreyNoise's "not observed" (a wrong URL)
 MAX_THROTTLES: Final = 20  # throttling 429s one request may meet before it counts as an error
 
 
@@ -86,6 +91,10 @@ class _StopError(Exception):
 
 class _RetryError(Exception):
     """Internal: this attempt failed in a way worth another try (why: its message)."""
+
+
+class _NotGreyNoiseError(ValueError):
+    """Internal: a 404 whose body is not GreyNoise's "not observed" answer (a wrong URL's)."""
 
 
 class _ThrottledError(Exception):
@@ -201,21 +210,27 @@ class GreyNoiseClient:
 
     # -- one request, with pacing, budget, retries -------------------------------------------
     def _request(
-        self, method: str, path: str, body: dict[str, Any] | None, searches: int = 1
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        searches: int = 1,
+        not_observed: Callable[[Any], bool] = lambda body: False,
     ) -> HttpResponse:
         """Send one request of ``searches`` Searches in the next paced slot, retrying what is
-        worth retrying (each attempt pays for itself)."""
+        worth retrying (each attempt pays for itself). ``not_observed``: whether a 404's body
+        is GreyNoise's own "not observed" answer; any other 404 raises `_NotGreyNoiseError`."""
         failures = throttles = 0
         while True:
             delay = self.pacer.reserve()
-            while delay > 0:  # then as long as a pause that began meanwhile lasts
+            while delay > 0:  # then to a new slot, if a pause began meanwhile
                 self._sleep(delay)
-                delay = self.pacer.held()
+                delay = self.pacer.woke()
             if self._stopped is not None:  # checked after the wait: a stop may have come since
                 raise _StopError(self._stopped)
             self._spend(searches)
             try:
-                response = self._send(method, path, body, searches)
+                response = self._send(method, path, body, searches, not_observed)
                 return self._check(response)
             except _ThrottledError:
                 throttles += 1
@@ -230,10 +245,17 @@ class GreyNoiseClient:
                 self._sleep(backoff * (0.5 + random.random() / 2))  # jitter
 
     def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, searches: int
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        searches: int,
+        not_observed: Callable[[Any], bool],
     ) -> HttpResponse:
         """One attempt, counted by the circuit breaker; a trip stops GreyNoise at once. Its
-        Searches are given back when GreyNoise did no lookup (`BILLED_STATUSES`, a timeout)."""
+        Searches are given back when GreyNoise did no lookup (`BILLED_STATUSES`, a timeout, a
+        404 that is not GreyNoise's answer: that one also counts as a failure, and raises
+        `_NotGreyNoiseError`)."""
         try:
             response = self.transport.request(
                 method,
@@ -249,6 +271,10 @@ class GreyNoiseClient:
             raise
         if response.status_code not in BILLED_STATUSES:
             self.spending.give_back(searches)
+        if response.status_code == 404 and not _answered_404(response, not_observed):
+            self.spending.give_back(searches)
+            self._failed(Failure(WRONG_404, stalled=False))
+            raise _NotGreyNoiseError(WRONG_404)
         if response.status_code >= 500:
             self._failed(Failure(f"HTTP {response.status_code}", stalled=False))
         else:
@@ -260,10 +286,16 @@ class GreyNoiseClient:
         if not self.breaker.failed(failure):
             return
         tripped = self.breaker.tripped or failure
+        if tripped.words == WRONG_404:
+            what = (
+                f"answered {WRONG_404} without a GreyNoise answer: check --greynoise-url "
+                "(the server's address, without /v3)"
+            )
+        else:
+            what = f"got no answer ({tripped.words})"
         error = ServiceUnavailableError(
-            f"GreyNoise at {self.settings.url}: {self.breaker.limit} requests in a row got no "
-            f"answer ({tripped.words}): GreyNoise stopped for this run; the IPs not asked keep "
-            "their old blocks",
+            f"GreyNoise at {self.settings.url}: {self.breaker.limit} requests in a row {what}: "
+            "GreyNoise stopped for this run; the IPs not asked keep their old blocks",
             self.breaker.stop_reason(),
         )
         with self._lock:
@@ -312,7 +344,12 @@ class GreyNoiseClient:
     # -- the two modes -----------------------------------------------------------------------
     def _community(self, ip: str) -> GreyNoiseAnswer:
         try:
-            response = self._request("GET", f"/v3/community/{ip}", None)
+            response = self._request(
+                "GET",
+                f"/v3/community/{ip}",
+                None,
+                not_observed=lambda body: community_not_observed(ip, body),
+            )
             if response.status_code == 400:
                 return GreyNoiseAnswer(ip, "skipped")
             if response.status_code not in (200, 404):
@@ -356,8 +393,14 @@ class GreyNoiseClient:
         why) for each when the request failed."""
         path = "/v3/ip?quick=true" if quick else "/v3/ip"
         try:
-            response = self._request("POST", path, {"ips": ips}, search_cost(len(ips), quick))
-            if response.status_code not in (200, 206):
+            response = self._request(
+                "POST",
+                path,
+                {"ips": ips},
+                search_cost(len(ips), quick),
+                not_observed=lambda body: multi_not_observed(body, ips),
+            )
+            if response.status_code not in (200, 206, 404):
                 raise ValueError(f"HTTP {response.status_code}")
             answers = multi_answers(_json(response, strict=True), ips)
         except (TransportError, _RetryError, ValueError) as failed:
@@ -375,6 +418,17 @@ def _chunks(ips: list[str], size: int, spread: bool) -> list[list[str]]:
         share = -(-len(ips) // (2 * ENTERPRISE_WORKERS))
         size = min(size, max(SPREAD_FLOOR, -(-share // SPREAD_FLOOR) * SPREAD_FLOOR))
     return [ips[i : i + size] for i in range(0, len(ips), size)]
+
+
+def _answered_404(response: HttpResponse, not_observed: Callable[[Any], bool]) -> bool:
+    """Whether a 404 is GreyNoise's: its not-observed answer, or a garbled JSON body (the
+    request then fails as "malformed JSON", like any answer cut short). Any other 404 (JSON
+    that is not GreyNoise's answer, such as ``{"message": "Not Found"}``, or an HTML page) is
+    a wrong URL's."""
+    body = _json(response)
+    if body is None and response.content.lstrip()[:1] in (b"{", b"["):
+        return True
+    return not_observed(body)
 
 
 def _reason(failed: Exception) -> str:

@@ -50,8 +50,10 @@ class GreyNoiseAnswer:
 
     @classmethod
     def not_observed(cls, ip: str) -> GreyNoiseAnswer:
-        """GreyNoise has neither seen the IP scanning nor lists it in RIOT."""
-        return cls(ip, "not_found", False, False, "unknown")
+        """GreyNoise has neither seen the IP scanning nor lists it in RIOT. No classification:
+        GreyNoise's ``unknown`` is a class of IPs it did observe (blocks written by older
+        versions hold ``"unknown"`` here; readers go by ``status``)."""
+        return cls(ip, "not_found", False, False, None)
 
 
 def retry_after_seconds(header: str | None, now: float | None = None) -> float | None:
@@ -94,9 +96,31 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def community_not_observed(ip: str, body: Any) -> bool:
+    """Whether a community 404's body is GreyNoise's own "not observed" answer for ``ip``
+    (the IP echoed, ``noise`` and ``riot`` false), not a web server's 404 for a wrong path."""
+    return (
+        isinstance(body, dict)
+        and body.get("ip") == ip
+        and body.get("noise") is False
+        and body.get("riot") is False
+    )
+
+
+def multi_not_observed(body: Any, asked: list[str]) -> bool:
+    """Whether a v3 404's body is GreyNoise's own answer: it lists asked IPs in
+    ``request_metadata.ips_not_found`` (a wrong path's 404 says only ``Not Found``)."""
+    metadata = body.get("request_metadata") if isinstance(body, dict) else None
+    missing = metadata.get("ips_not_found") if isinstance(metadata, dict) else None
+    return isinstance(missing, list) and any(ip in missing for ip in asked)
+
+
 def community_answer(ip: str, status_code: int, body: Any) -> GreyNoiseAnswer:
-    """Map a community response (200 or 404) onto the block."""
+    """Map a community response (200 or 404) onto the block. A 404 is ``not_found`` only when
+    its body is GreyNoise's not-observed answer for the IP; any other raises ValueError."""
     if status_code == 404:
+        if not community_not_observed(ip, body):
+            raise ValueError("HTTP 404")
         return GreyNoiseAnswer.not_observed(ip)
     if not isinstance(body, dict) or not isinstance(body.get("noise"), bool):
         raise ValueError("not a community answer")

@@ -7,8 +7,10 @@ which errors are transient) is the database's `Backend` (`etl.db.dialect`); this
 written once for both.
 
 Every write is a unit (`Database.write`) that is retried as a whole while another process holds
-the SQLite write lock or the PostgreSQL connection was lost, for up to ``lock_timeout`` seconds
-(SPEC 2.3, 4); then it raises `DatabaseBusyError`.
+the SQLite write lock or the PostgreSQL connection was lost (SPEC 2.3, 4); then it raises
+`DatabaseBusyError`. ``lock_timeout`` bounds the whole wait of a run, not each write's: every
+wait draws on one `WaitBudget`, so a run whose start row, chunk and end row all meet the same
+held lock gives up once it has waited ``lock_timeout`` seconds in all, not three times that.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import polars as pl
 from etl.db import ddl
 from etl.db.dialect import Load, dialect_for, first_line, split_script
 from etl.db.extensions import offline_connection
+from etl.db.postgres import drop_own_stages
 from etl.db.recognise import REQUIRED_COLUMNS, recognise
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import (
@@ -36,11 +39,43 @@ from etl.errors import (
     SchemaError,
 )
 
+# How long a stopping run may spend dropping its own PostgreSQL staging tables (systemd stops
+# a unit 30 s after SIGTERM; the run log's end row may wait 5 s before this).
+STOP_CLEANUP_SECONDS = 5.0
 RETRY_FIRST_WAIT = 0.2
 RETRY_MAX_WAIT = 5.0
 DEFAULT_LOCK_TIMEOUT = 300.0
 
 T = TypeVar("T")
+
+
+class WaitBudget:
+    """How long a run may still wait for the database, in all (``seconds``: ``--lock-timeout``).
+
+    Every wait draws on it: from the start of a call's first attempt that met a busy database
+    or a lost connection (so SQLite's busy slice in that attempt counts) to the call's end,
+    whether it is a write, a read or a one-try write (the run log's start row). The time
+    between waits is not spent. When a write goes through, the database answered: the budget
+    is whole again, so a loader that holds the lock for a moment an hour later gets all of it.
+    A read that goes through does not refill it: reads pass while another writer holds
+    SQLite's write lock, which is what the run is waiting for.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.spent = 0.0  # seconds waited since the last write went through
+
+    def left(self) -> float:
+        """Seconds the run may still wait."""
+        return max(0.0, self.seconds - self.spent)
+
+    def spend(self, waited: float) -> None:
+        """A call waited ``waited`` seconds."""
+        self.spent += waited
+
+    def answered(self) -> None:
+        """A write went through: the next wait has the whole budget."""
+        self.spent = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +89,10 @@ class Database:
     """A SQLite or PostgreSQL honeypot database, opened for one refresh run.
 
     ``create``: open a SQLite file that does not exist yet (else `DatabaseError`).
-    ``lock_timeout``: how long a write waits for another writer's lock or a lost PostgreSQL
-    connection. ``notify`` receives one line when a write starts waiting and when it goes on.
+    ``lock_timeout``: how long the run waits for another writer's lock or a lost PostgreSQL
+    connection, in all (``budget``, a `WaitBudget`); a caller may lower it for its own writes
+    (`waiting_at_most`). ``notify`` receives one line when a write starts waiting and when it
+    goes on.
     ``guard`` (set by the caller) runs before every write attempt, so also before a retry after
     a lost connection: the run lock checks that it still holds (`RunLock.verify`, a no-op for
     SQLite's file lock). ``backend``: the dialect's half (`etl.db.dialect.Backend`);
@@ -78,7 +115,8 @@ class Database:
         self.read_only = read_only
         self.backend = dialect_for(url)
         self.dialect = self.backend.name
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout  # of one call; the run's whole wait: ``budget``
+        self.budget = WaitBudget(lock_timeout)
         self.notify = notify or (lambda _message: None)
         self.guard: Callable[[], None] | None = None
         if read_only:  # status: refuse what is not cowrieprocessor's before opening it
@@ -103,8 +141,13 @@ class Database:
     def __enter__(self) -> Database:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self.close()
+        if kind is not None and self.dialect == "postgres" and not self.read_only:
+            # Stopped (an error, Ctrl-C, SIGTERM): the writer's and the linker's `close` did
+            # not run, their tables are left. Dropped now (bounded: the server may be why the
+            # run stopped), so the next run does not report them as a killed run's.
+            drop_own_stages(self.url, STOP_CLEANUP_SECONDS)
 
     # -- names and native SQL ---------------------------------------------------------------
     def table(self, name: str) -> str:
@@ -129,6 +172,8 @@ class Database:
             self._check_guard()
             self.backend.execute_scratch(statements)
 
+        # Not a write that ends the run's wait: SQLite makes TEMP tables, and PostgreSQL new
+        # ones, while another writer holds the lock the run waits for.
         self._retrying("creating staging tables", attempt)
 
     def write(
@@ -152,18 +197,36 @@ class Database:
             self._check_guard()
             self.backend.write_attempt(loads, statements, params or {}, retry)
 
-        self._retrying(action, attempt)
+        self._retrying(action, attempt, writes=True)
 
     def _check_guard(self) -> None:
         if self.guard is not None:
             self.guard()
 
-    def _retrying(self, action: str, attempt: Callable[[bool], T]) -> T:
+    @contextmanager
+    def waiting_at_most(self, seconds: float | None, quiet: bool = False) -> Iterator[None]:
+        """Writes in the block wait at most ``seconds`` (None: as long as the run may), and
+        never past the run's budget; 0 is one try. ``quiet``: no "waiting for" line."""
+        saved, said = self.lock_timeout, self.notify
+        if seconds is not None:
+            self.lock_timeout = min(saved, seconds)
+        if quiet:
+            self.notify = lambda _message: None
+        try:
+            yield
+        finally:
+            self.lock_timeout, self.notify = saved, said
+
+    def _retrying(self, action: str, attempt: Callable[[bool], T], writes: bool = False) -> T:
         """Run ``attempt(retry)`` until it succeeds, retrying while the database is busy or
-        the connection was lost, for up to ``lock_timeout`` seconds from the first failure."""
-        started: float | None = None
+        the connection was lost: for up to ``lock_timeout`` seconds from this call's first
+        failure, and never longer than the run may still wait (`WaitBudget`). ``writes``: a
+        success refills the budget."""
+        started: float | None = None  # when this call's first failed attempt began
+        give_up = 0.0
         wait = RETRY_FIRST_WAIT
         while True:
+            began = time.monotonic()
             try:
                 result = attempt(started is not None)
             except (sqlite3.Error, duckdb.Error) as exc:
@@ -177,23 +240,37 @@ class Database:
                 raise
             except DatabaseError as exc:  # the guard cannot reach the server (yet)
                 reason, error = str(exc), exc
+            except RuntimeError as exc:
+                # DuckDB turns a Ctrl-C (or SIGTERM, raised as one) that lands in a query into
+                # "Query interrupted", caused by it: the run was interrupted, not broken.
+                if isinstance(exc.__cause__, KeyboardInterrupt):
+                    raise exc.__cause__ from None
+                raise
             else:
+                if writes:
+                    self.budget.answered()
                 if started is not None:
                     waited = time.monotonic() - started
+                    if not writes:
+                        self.budget.spend(waited)
                     self.notify(f"the database answered again after {waited:.1f} s")
                 return result
             now = time.monotonic()
             if started is None:
-                started = now
-                self.notify(
-                    f"waiting for the database: {reason}; retrying for up to "
-                    f"{self.lock_timeout:g} s (lock timeout)"
-                )
-            elif now - started >= self.lock_timeout:
+                # The attempt's own wait (SQLite's busy slice) is part of the run's wait.
+                started = began
+                give_up = began + min(self.lock_timeout, self.budget.left())
+                if now < give_up:
+                    self.notify(
+                        f"waiting for the database: {reason}; retrying for up to "
+                        f"{give_up - began:.0f} s (lock timeout)"
+                    )
+            if now >= give_up:
+                self.budget.spend(now - started)
                 raise DatabaseBusyError(
-                    f"{action} gave up after waiting {now - started:.0f} s: {reason}"
+                    f"{action} gave up after waiting {self.budget.spent:.0f} s: {reason}"
                 ) from error
-            time.sleep(min(wait, max(0.0, started + self.lock_timeout - now)))
+            time.sleep(min(wait, give_up - now))
             wait = min(wait * 2, RETRY_MAX_WAIT)
 
     def query_native(self, sql: str) -> list[tuple[Any, ...]]:

@@ -341,8 +341,9 @@ def session_checks_ddl(dialect: str) -> str:
     )
 
 
-# Ours: which database this is (`etl.db.identity`), one row ``('database_id', <uuid4>)`` made
-# the first time a real run opens the database; answers a stopped run keeps carry that id.
+# Ours: which database this is (`etl.db.identity`): a row ``('database_id', <uuid4>)`` made
+# the first time a real run opens the database (answers a stopped run keeps carry that id);
+# on PostgreSQL also ``('run', 'pid N running')`` while a run has not finished (`etl.db.lock`).
 IDENTITY_TABLE = "etl_identity"
 
 

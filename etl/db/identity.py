@@ -1,6 +1,6 @@
 """Which database this is, and which IPs it knows: what kept answers are checked against.
 
-A database gets an id of ours, a random UUID, in our one-row table ``etl_identity``
+A database gets an id of ours, a random UUID, in our small table ``etl_identity``
 (`etl.db.ddl.IDENTITY_TABLE`) the first time a real run (or ``honeypot-etl pending --apply``)
 opens it for writing; a dry run and ``status`` never make it. Answers a stopped run keeps
 carry the id of the database they were received for (`etl.db.pending`). A file put at the same

@@ -9,6 +9,15 @@ A PostgreSQL lock lives as long as its connection: a server restart or ``pg_term
 releases it. `RunLock.verify` (called before every PostgreSQL write attempt) checks the
 connection and, when it is gone, connects again and re-takes the lock, or raises
 `RunLockedError` when another refresh took it meanwhile.
+
+Whether the previous holder finished (`RunLock.unfinished`): a run that stops before its end
+(Ctrl-C, SIGTERM, a failure, ``kill -9``) may have committed chunks without recomputing the
+ASN counts they change (`ChunkWriter.recount_asns` runs last); the next run then recomputes
+every ASN's counts. SQLite keeps the mark in the lock file (``pid N running`` until
+``finished``). PostgreSQL keeps it in our table ``etl_identity`` (row ``run``, written when the
+lock is taken, deleted by `finished`): not in the staging tables a killed run leaves, which a
+run stopped cleanly drops (`etl.db.postgres.drop_own_stages`), although its counts are as
+partial as a killed one's.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
+from etl.db.ddl import IDENTITY_TABLE, identity_ddl
 from etl.db.dialect import dialect_for
 from etl.db.recognise import postgres_connect_error
 from etl.db.url import DatabaseUrl
@@ -30,13 +40,17 @@ if TYPE_CHECKING:
 
 # pg_advisory_lock key: the first 8 bytes of sha1("honeypot-etl refresh"), as a signed bigint.
 ADVISORY_KEY: Final = 0x2F6A5B8E1D3C4A79
+# PostgreSQL: the row of ``etl_identity`` that says a run holds (or held) the lock and has not
+# finished; how long writing or deleting it may wait (best effort: a run is never held up by it).
+RUN_MARK: Final = "run"
+RUN_MARK_WAIT: Final = "5s"
 
 
 class RunLock:
     """A held run lock. `verify` is a no-op for SQLite (a file lock cannot be lost).
 
     ``unfinished``: the previous holder stopped before `finished` (SQLite: read from the lock
-    file; PostgreSQL tells by the staging tables a killed run leaves).
+    file; PostgreSQL: from the row ``run`` of ``etl_identity``; see the module docstring).
     """
 
     unfinished = False
@@ -73,6 +87,45 @@ def run_lock(
     """Hold the database's refresh lock for the block; raise `RunLockedError` when taken.
     ``notify`` hears when a PostgreSQL lock lost with its connection is taken again."""
     return dialect_for(url).run_lock(notify)
+
+
+def lock_is_free(url: DatabaseUrl) -> bool:
+    """Whether no refresh holds the database's run lock now (read-only: nothing is written or
+    created, the lock is released at once). SQLite: a non-blocking ``flock`` on
+    ``<database>.etl-lock`` (no such file: no refresh ever ran); PostgreSQL:
+    ``pg_try_advisory_lock`` and unlock on a connection of its own."""
+    if url.sqlite_path is not None:
+        # the file `SQLiteBackend.run_lock` locks
+        path = url.sqlite_path.with_name(url.sqlite_path.name + ".etl-lock")
+        try:
+            handle = path.open("r", encoding="utf-8")
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            raise DatabaseError(f"cannot read the run lock {path}: {exc.strerror}") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+    return _advisory_lock_is_free(url)
+
+
+def _advisory_lock_is_free(url: DatabaseUrl) -> bool:
+    import psycopg
+
+    try:
+        connection = psycopg.connect(url.libpq_url, autocommit=True, connect_timeout=30)
+    except psycopg.Error as exc:
+        raise postgres_connect_error(url, str(exc)) from None
+    with connection:
+        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+        if not row or not row[0]:
+            return False
+        connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+        return True
 
 
 def _locked(url: DatabaseUrl, holder: str) -> RunLockedError:
@@ -123,6 +176,8 @@ class AdvisoryLock(RunLock):
         self.url = url
         self.notify = notify or (lambda _message: None)
         self.connection: psycopg.Connection[tuple[object, ...]] | None = None
+        self.unfinished = False
+        self.marked = False  # this run's ``run`` row is written
 
     def acquire(self) -> None:
         """Connect and take the lock; `RunLockedError` when another session holds it."""
@@ -154,6 +209,46 @@ class AdvisoryLock(RunLock):
             raise _locked(
                 self.url, f"server pid {holder[0]}" if holder and holder[0] else "another session"
             )
+        self._mark()
+
+    def _mark(self) -> None:
+        """Once, under the lock: read whether the previous holder finished, then say that
+        this run has not (yet). Best effort: a database where it cannot be written (no
+        privileges yet, created later by the run) is tried again by `verify`, before every
+        write; a killed run's staging tables still tell the next run then."""
+        import psycopg
+
+        if self.marked or self.connection is None:
+            return
+        table = f"public.{IDENTITY_TABLE}"
+        with suppress(psycopg.Error), self.connection.transaction():
+            self.connection.execute(f"SET LOCAL lock_timeout = '{RUN_MARK_WAIT}'")
+            self.connection.execute(f"SET LOCAL statement_timeout = '{RUN_MARK_WAIT}'")
+            self.connection.execute(identity_ddl("postgres"))
+            row = self.connection.execute(
+                f"SELECT value FROM {table} WHERE name = %s", (RUN_MARK,)
+            ).fetchone()
+            self.unfinished = self.unfinished or row is not None
+            self.connection.execute(
+                f"INSERT INTO {table} (name, value, created_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "created_at = excluded.created_at",
+                (RUN_MARK, f"pid {os.getpid()} running"),
+            )
+            self.marked = True
+
+    def finished(self) -> None:
+        """Delete the ``run`` row: the next run need not recount every ASN. Best effort (a
+        row left makes the next run recount all, which is only slower)."""
+        import psycopg
+
+        if self.connection is None or not self.marked:
+            return
+        with suppress(psycopg.Error), self.connection.transaction():
+            self.connection.execute(f"SET LOCAL statement_timeout = '{RUN_MARK_WAIT}'")
+            self.connection.execute(
+                f"DELETE FROM public.{IDENTITY_TABLE} WHERE name = %s", (RUN_MARK,)
+            )
 
     def verify(self) -> None:
         """Check the lock's connection; re-take the lock on a new one when it was lost."""
@@ -162,6 +257,7 @@ class AdvisoryLock(RunLock):
         if self.connection is not None:
             try:
                 self.connection.execute("SELECT 1")
+                self._mark()
                 return
             except psycopg.Error:
                 self.release()

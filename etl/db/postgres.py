@@ -1,7 +1,8 @@
 """PostgreSQL: DuckDB's postgres extension bulk-writes the stages, native SQL merges them.
 
 DuckDB attaches the server as ``db``; staging tables are tables of the database (schema
-``public``, dropped by the writer's ``close``; a killed run's are dropped by the next run).
+``public``, dropped by the writer's ``close``; a run that stops with an error, Ctrl-C or SIGTERM
+drops its own on the way out (`drop_own_stages`); a killed run's are dropped by the next run).
 Native statements go through ``postgres_execute``, one transaction per call. A lost connection
 (restart, failover, ``pg_terminate_backend``) is a transient error: the unit is retried.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
@@ -36,7 +38,7 @@ from etl.db.extensions import load_extension
 from etl.db.lock import RunLock, advisory_lock
 from etl.db.recognise import postgres_connect_error
 from etl.db.upsert import BLOCKS, asn_upsert
-from etl.db.url import Dialect, redact
+from etl.db.url import DatabaseUrl, Dialect, redact
 from etl.errors import DatabaseError, SchemaError, UnusableDatabaseError
 
 # What DuckDB's postgres extension says when the server went away (restart, failover,
@@ -62,6 +64,52 @@ CONNECTION_LOST: Final = (
 # What PostgreSQL says when our transaction lost a lock conflict with another writer (the
 # loader's session upserts touch the rows our linking does): the unit is retried whole.
 LOCK_CONFLICT: Final = ("deadlock detected", "could not serialize access", "lock not available")
+
+
+# Our staging tables are named ``_etl_<kind>_<pid>_<6 hex digits>`` (`ChunkWriter`,
+# `SessionLinker`, `PostgresBackend._insert_select`): the pid tells a process its own.
+OWN_STAGE_PATTERN: Final = r"^_etl_[a-z_]+_{pid}_[0-9a-f]{{6}}$"
+
+
+def drop_own_stages(url: DatabaseUrl, within: float) -> None:
+    """Drop the staging tables this process made in ``url``'s database: a run stopping
+    (an error, Ctrl-C, SIGTERM) whose tables a failed unit or an interrupted writer left, so
+    the next run does not take it for a killed one (its ASN counts are redone all the same:
+    `etl.db.lock`). Call under the run lock, after the DuckDB connection is closed (a
+    transaction it left open then holds no lock on them).
+
+    Best effort, and never longer than about ``within`` seconds: a new connection of its own
+    (its connect, lock and statement timeouts), in a thread the stopping run waits for at most
+    ``within`` s, so a server gone without a word cannot hold the run up; the next run drops
+    what is left."""
+    import psycopg
+
+    pattern = OWN_STAGE_PATTERN.format(pid=os.getpid())
+    wait_ms = max(1, int(within * 1000) // 2)
+
+    def drop() -> None:
+        with (
+            suppress(psycopg.Error),
+            psycopg.connect(
+                url.libpq_url,
+                autocommit=True,
+                connect_timeout=max(2, int(within)),
+                options=f"-c lock_timeout={wait_ms} -c statement_timeout={wait_ms}",
+            ) as con,
+        ):
+            names = con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_name ~ %s",
+                (pattern,),
+            ).fetchall()
+            if names:
+                con.execute(
+                    "DROP TABLE IF EXISTS " + ", ".join(f'public."{name}"' for (name,) in names)
+                )
+
+    worker = threading.Thread(target=drop, name="drop-own-stages", daemon=True)
+    worker.start()
+    worker.join(within)
 
 
 def postgres_timestamp(moment: datetime) -> str:

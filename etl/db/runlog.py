@@ -4,26 +4,33 @@ for writing, read back for the GreyNoise daily budget and by `etl.status`.
 A row is written twice: when the run starts (outcome ``running``, and in
 ``greynoise_searches_by_day`` the Searches it may spend, reserved on the UTC day it starts in)
 and when it ends (the real counts). A run killed before its end (``kill -9``, a power cut)
-keeps its ``running`` row, so what it may have spent still counts against that day's budget.
-Only the refresh that holds the run lock writes here, so run ids are simply counted up.
+keeps its ``running`` row until the next run takes the run lock: every earlier row still
+``running`` then belongs to a dead run, and `mark_killed` makes it ``killed`` (no end time, no
+exit code). Its reservation stays as it was: what a killed run may have spent still counts
+against that day's budget (`RESERVING`). Only the refresh that holds the run lock writes here,
+so run ids are simply counted up.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
+from etl.errors import DatabaseError
 
 __all__ = [
+    "RESERVING",
     "RUN_LOG_SCHEMA",
     "RUN_LOG_TABLE",
     "day_searches",
     "has_run_log",
+    "mark_killed",
     "next_run_id",
     "recent_runs",
     "searches_on",
@@ -41,6 +48,9 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
 RUN_LOG_SCHEMA: dict[str, pl.DataType] = {
     column: _POLARS_TYPES[kind.partition(" ")[0]] for column, kind in RUN_LOG_COLUMNS.items()
 }
+# Outcomes whose ``greynoise_searches_by_day`` holds a reservation (the Searches the run was
+# allowed to spend), not what it spent: a run still running, or one killed before its end.
+RESERVING: Final = ("running", "killed")
 
 
 def has_run_log(db: Database) -> bool:
@@ -67,15 +77,40 @@ def write_run(db: Database, row: dict[str, Any]) -> None:
     db.upsert(RUN_LOG_TABLE, frame, "run_id")
 
 
+def mark_killed(db: Database, notify: Callable[[str], None]) -> list[int]:
+    """Mark ``killed`` every run whose row still says ``running`` (call under the run lock,
+    before this run's own row: such a row belongs to a run that died without writing its end).
+    Their reservations keep counting (`RESERVING`). A write that fails is one note: the rows
+    stay ``running`` (which counts the same) until a later run marks them. The ids marked."""
+    if not has_run_log(db):
+        return []
+    table = db.backend.native_table(RUN_LOG_TABLE)
+    with db.duck_errors("reading the run log"):
+        rows = db.query_native(f"SELECT run_id FROM {table} WHERE outcome = 'running'")
+    ids = sorted(int(row[0]) for row in rows)
+    if not ids:
+        return []
+    named = f"run{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+    try:
+        db.execute_native(
+            [f"UPDATE {table} SET outcome = 'killed', exit_code = NULL WHERE outcome = 'running'"]
+        )
+    except DatabaseError as exc:
+        notify(f"the run log could not mark {named} as killed ({exc}); they stay 'running'")
+        return []
+    notify(f"{named} wrote no outcome (killed before the end): marked 'killed' in the run log")
+    return ids
+
+
 def searches_on(db: Database, day: date) -> int:
     """GreyNoise Searches spent on the UTC ``day`` by every run in the log, counting for a run
-    still ``running`` (or killed) what it was allowed to spend (0 without a run log)."""
+    still ``running``, or ``killed``, what it was allowed to spend (0 without a run log)."""
     return sum(day_searches(db, day))
 
 
 def day_searches(db: Database, day: date) -> tuple[int, int]:
     """GreyNoise Searches of the UTC ``day``: spent by runs that ended, and reserved by runs
-    whose row says ``running`` (running now, or killed)."""
+    whose row says ``running`` or ``killed`` (`RESERVING`)."""
     if not has_run_log(db):
         return 0, 0
     key = day.isoformat()
@@ -85,8 +120,8 @@ def day_searches(db: Database, day: date) -> tuple[int, int]:
             f"FROM {db.backend.native_table(RUN_LOG_TABLE)} "
             f"WHERE CAST(greynoise_searches_by_day AS TEXT) LIKE '%{json.dumps(key)}%'"
         )
-    spent = sum(_spent(text, key) for outcome, text in rows if outcome != "running")
-    reserved = sum(_spent(text, key) for outcome, text in rows if outcome == "running")
+    spent = sum(_spent(text, key) for outcome, text in rows if outcome not in RESERVING)
+    reserved = sum(_spent(text, key) for outcome, text in rows if outcome in RESERVING)
     return spent, reserved
 
 

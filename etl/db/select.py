@@ -347,6 +347,21 @@ def freshness_counts(
     )
 
 
+DUE_STATES = ("stale", "error", "never")
+
+
+def due_counts(
+    db: Database, rules: SelectionRules, found: FoundSessions | None = None
+) -> dict[str, int]:
+    """Per source, the IPs due now, whatever the run asks: stale, in error or never asked
+    (``due now`` in `honeypot-etl status`), by `freshness_counts` (one more pass over the
+    inventory). ``rules``: only the time, the TTLs and MaxMind's build count."""
+    counts = freshness_counts(db, rules, found).filter(pl.col("state").is_in(DUE_STATES))
+    return {
+        source: int(counts.filter(pl.col("source") == source)["ips"].sum()) for source in SOURCES
+    }
+
+
 def unknown_ips(frame: pl.DataFrame, requested: tuple[str, ...]) -> list[str]:
     """Addresses asked for by name (the only_ips setting) that are neither in the inventory nor
     in sessions."""

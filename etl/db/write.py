@@ -50,7 +50,9 @@ class ChunkWriter:
     """Upserts chunks into one database; owns its staging tables for the run.
 
     SQLite stages into TEMP tables of the writing connection (nothing is left in the file, even
-    by a killed run); PostgreSQL into tables of the database, dropped by `close`. The merge SQL
+    by a killed run); PostgreSQL into tables of the database, dropped by `close` at the end of
+    a run, and by `Database`'s exit when the run stops before it (`drop_own_stages`, bounded
+    in time; its tables are named for its pid). The merge SQL
     is the dialect's (`Backend.chunk_merge`, `Backend.asn_details_merge`). With a ``linker``,
     the sessions of each chunk's IPs are linked in a transaction right after the chunk's.
     """

@@ -18,7 +18,7 @@ from etl.db import runlog
 from etl.db.inventory import asn_names, ip_details
 from etl.db.select import SOURCES
 from etl.freshness import Freshness
-from etl.status.report import RUN_ERRORS, StatusReport, gather, reading
+from etl.status.report import RUN_ERRORS, StatusReport, gather, reading, runs_as_found
 
 # The states of a source among the IPs that need it, in the order they are drawn.
 NEEDED_STATES = ("fresh", "stale", "error", "never")
@@ -62,7 +62,7 @@ def load_snapshot(config: RefreshConfig, runs: int = 500) -> Snapshot:
     horizon = max(ttl_days(config.freshness).values()) + 1
     with reading(config) as (db, maxmind, now):
         report = gather(db, config, maxmind, now, runs=0, forecast_days=horizon)
-        log = runlog.recent_runs(db, runs).reverse()
+        log = runs_as_found(db, lambda: runlog.recent_runs(db, runs)).reverse()
         return Snapshot(report, ip_details(db), asn_names(db), log, config.freshness)
 
 
@@ -130,9 +130,10 @@ def errors_by_reason(ips: pl.DataFrame) -> pl.DataFrame:
 
 
 def runs_over_time(runs: pl.DataFrame) -> pl.DataFrame:
-    """One row per run of the run log, oldest first: when it started, its outcome and exit
-    code, the ip_inventory rows it wrote, the GreyNoise Searches it spent and its per-IP
-    errors (all sources)."""
+    """One row per run of the run log, oldest first: when it started, its outcome (``killed``
+    for a dead run, see `runs_as_found`: like ``failed`` and ``interrupted``, no clean end) and
+    exit code (none for a killed or running run), the ip_inventory rows it wrote, the
+    GreyNoise Searches it spent and its per-IP errors (all sources)."""
     return runs.sort("run_id").select(
         "run_id",
         "started_at",

@@ -5,11 +5,16 @@ read_only=True)`), so neither the run log nor any other table is created. Freshn
 the selection's own rules (`etl.db.select.freshness_counts`, each source's TTL), the
 GreyNoise Searches and the last runs from the run log (`etl.db.runlog`), the MaxMind build
 ages from the files' metadata (`etl.maxmind.open_maxmind`).
+
+A run killed before its end (``kill -9``) leaves its row ``running`` until the next run marks
+it ``killed``; the report shows it ``killed`` already when no refresh holds the run lock
+(`runs_as_found`: `etl.db.lock.lock_is_free`, a probe that waits for nothing and is released
+at once). The status file of a killed run keeps saying ``running``: only this report knows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,6 +26,7 @@ import polars as pl
 from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.database import Database
+from etl.db.lock import lock_is_free
 from etl.db.select import SOURCES, SelectionRules, freshness_counts
 from etl.db.sessions import (
     SESSIONS_SCHEMA,
@@ -29,7 +35,7 @@ from etl.db.sessions import (
     without_address,
 )
 from etl.db.url import parse_database_url
-from etl.errors import SettingError
+from etl.errors import DatabaseError, SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
 from etl.runlog import utc_day
 
@@ -66,7 +72,7 @@ class SearchStatus:
 
     day: str
     spent: int  # by runs that ended
-    reserved: int  # by runs still running, or killed (their row says running)
+    reserved: int  # by runs still running, or killed
     daily_budget: int | None
     left: int | None
 
@@ -222,8 +228,31 @@ def _builds(maxmind: MaxMindDatabases, now: datetime) -> list[MaxMindBuild]:
     return builds
 
 
+def runs_as_found(db: Database, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """The run log frame ``read`` gives, its ``running`` rows shown ``killed`` when no refresh
+    holds the run lock: free before the read and still free after it (a run that ended, or
+    one that started, in between is not taken for a dead one). A lock that cannot be probed
+    leaves the rows as they are."""
+    free = _lock_free(db)
+    frame = read()
+    running = pl.col("outcome") == "running"
+    if free and not frame.filter(running).is_empty() and _lock_free(db):
+        outcome = pl.when(running).then(pl.lit("killed")).otherwise(pl.col("outcome"))
+        frame = frame.with_columns(outcome.alias("outcome"))
+    return frame
+
+
+def _lock_free(db: Database) -> bool:
+    try:
+        return lock_is_free(db.url)
+    except DatabaseError:
+        return False
+
+
 def _runs(db: Database, limit: int) -> list[dict[str, Any]]:
-    frame = runlog.recent_runs(db, limit)
+    if not limit:
+        return []
+    frame = runs_as_found(db, lambda: runlog.recent_runs(db, limit))
     frame = frame.select(*RUN_COLUMNS, RUN_ERRORS)
     rows = frame.with_columns(
         pl.col("started_at", "ended_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")

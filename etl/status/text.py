@@ -76,7 +76,7 @@ def _forecast(report: StatusReport) -> list[str]:
 def _searches(searches: SearchStatus) -> str:
     spent = f"{searches.spent:,} spent"
     if searches.reserved:
-        spent += f", {searches.reserved:,} reserved by a run still running (or killed)"
+        spent += f", {searches.reserved:,} reserved by a run still running or killed"
     if searches.daily_budget is None:
         budget = "no daily budget set (--greynoise-daily-budget)"
     else:
