@@ -2,10 +2,14 @@
 
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from etl.sim.process import Simulator, running
 
-__all__ = ["Simulator", "run_module", "running"]
+__all__ = ["Simulator", "run_module", "running", "write_lock_held"]
 
 
 def run_module(
@@ -20,3 +24,27 @@ def run_module(
         check=False,
         env=env,
     )
+
+
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another process (the operator's loader) holds the SQLite write lock until the block
+    ends, then lets it go without changing anything."""
+    script = textwrap.dedent(f"""
+        import sqlite3, sys
+        con = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)
+        con.execute("BEGIN IMMEDIATE")
+        print("locked", flush=True)
+        sys.stdin.read()
+        con.execute("ROLLBACK")
+    """)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

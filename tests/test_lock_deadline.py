@@ -7,44 +7,15 @@ began to wait (before: the start row, the chunk and the end row each waited, 17 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from tests.sims import run_module
+from tests.sims import run_module, write_lock_held
 
 LOCK_TIMEOUT = 5.0
 # Starting Python (about 2 s on a busy CI machine), one SQLite busy slice (1 s) for the end
 # row, which tries once when the budget is spent; before: about 17-20 s.
 MARGIN = 4.5
-
-
-@contextmanager
-def write_lock_held(path: Path) -> Iterator[None]:
-    """Another process (the operator's loader) holds the SQLite write lock until the block
-    ends, then lets it go without changing anything."""
-    script = textwrap.dedent(f"""
-        import sqlite3, sys
-        con = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)
-        con.execute("BEGIN IMMEDIATE")
-        print("locked", flush=True)
-        sys.stdin.read()
-        con.execute("ROLLBACK")
-    """)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
-    try:
-        yield
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
 
 
 def test_lock_timeout_bounds_the_whole_wait_of_a_run(tmp_path: Path) -> None:

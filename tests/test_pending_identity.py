@@ -13,9 +13,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +21,7 @@ from etl.db.database import Database
 from etl.db.pending import PendingAnswers
 from etl.db.url import parse_database_url
 from etl.report import LineReporter
-from tests.sims import Simulator
+from tests.sims import Simulator, write_lock_held
 from tests.test_real_databases import (
     asked_since,
     build,
@@ -88,37 +85,13 @@ def give_id(db: Path, folder: Path) -> None:
     assert first.returncode == 0, first.stderr
 
 
-@contextmanager
-def lock_held(path: Path) -> Iterator[None]:
-    """Another process (the operator's loader) holds the SQLite write lock until the block
-    ends, then lets it go without changing anything."""
-    script = textwrap.dedent(f"""
-        import sqlite3, sys
-        con = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)
-        con.execute("BEGIN IMMEDIATE")
-        print("locked", flush=True)
-        sys.stdin.read()
-        con.execute("ROLLBACK")
-    """)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
-    try:
-        yield
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
-
-
 def stop_keeping_answers(
     db: Path, folder: Path, cymru: Simulator, gn: Simulator
 ) -> tuple[set[str], str]:
     """A run that cannot commit: another writer holds the lock longer than --lock-timeout.
     The IPs GreyNoise was asked about (paid for), and what the run said."""
     start = len(gn.entries())
-    with lock_held(db):
+    with write_lock_held(db):
         stopped = refresh(*command(f"sqlite:///{db}", folder, cymru, gn, *OPTIONS,
                                    "--lock-timeout", "2"))  # fmt: skip
     assert stopped.returncode == 1, stopped.stderr

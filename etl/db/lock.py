@@ -89,14 +89,18 @@ def run_lock(
     return dialect_for(url).run_lock(notify)
 
 
+def run_lock_path(database: Path) -> Path:
+    """SQLite: the file whose ``flock`` is a database's run lock, beside it."""
+    return database.with_name(database.name + ".etl-lock")
+
+
 def lock_is_free(url: DatabaseUrl) -> bool:
     """Whether no refresh holds the database's run lock now (read-only: nothing is written or
     created, the lock is released at once). SQLite: a non-blocking ``flock`` on
     ``<database>.etl-lock`` (no such file: no refresh ever ran); PostgreSQL:
     ``pg_try_advisory_lock`` and unlock on a connection of its own."""
     if url.sqlite_path is not None:
-        # the file `SQLiteBackend.run_lock` locks
-        path = url.sqlite_path.with_name(url.sqlite_path.name + ".etl-lock")
+        path = run_lock_path(url.sqlite_path)
         try:
             handle = path.open("r", encoding="utf-8")
         except FileNotFoundError:

@@ -30,7 +30,7 @@ from etl.db.dialect import (
     Session,
     Unit,
 )
-from etl.db.lock import RunLock, file_lock
+from etl.db.lock import RunLock, file_lock, run_lock_path
 from etl.db.reader import SQLiteReader, adopt
 from etl.db.recognise import sqlite_open_error
 from etl.db.upsert import BLOCKS, asn_upsert
@@ -322,7 +322,7 @@ class SQLiteBackend(Backend):
     # -- around the run ----------------------------------------------------------------------
     def run_lock(self, notify: Callable[[str], None] | None) -> AbstractContextManager[RunLock]:
         """A ``flock`` on ``<database>.etl-lock`` beside the file."""
-        return file_lock(self.path.with_name(self.path.name + ".etl-lock"), self.url)
+        return file_lock(run_lock_path(self.path), self.url)
 
     def pending_folder(self, state_dir: Path) -> Path:
         """``<database>.etl-pending`` beside the file."""
