@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -376,3 +377,34 @@ def database_id_of(db: Database) -> str | None:
     from etl.db.identity import database_id
 
     return database_id(db)
+
+
+def test_the_id_is_claimed_after_a_short_lock_of_the_loader(tmp_path: Path) -> None:
+    """A first run that meets the loader's short write lock still claims the id (it waits
+    quietly for up to CLAIM_WAIT s); a lock held longer leaves it unclaimed, without a line."""
+    import threading
+    from datetime import UTC, datetime
+
+    from etl.db.identity import CLAIM_WAIT, claim_database_id, database_id
+
+    path = tmp_path / "h.sqlite"
+    said: list[str] = []
+    with Database(parse_database_url(f"sqlite:///{path}"), create=True, notify=said.append) as db:
+        db.ensure_schema()
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        with write_lock_held(path):
+            started = time.monotonic()
+            assert claim_database_id(db, now) is None  # held past CLAIM_WAIT
+            assert CLAIM_WAIT - 0.5 <= time.monotonic() - started <= CLAIM_WAIT + 3
+        assert database_id(db) is None and not said
+        holder = threading.Thread(target=lambda: _hold_for(path, 1.0))
+        holder.start()
+        time.sleep(0.3)
+        made = claim_database_id(db, now)  # before: one try, None
+        holder.join()
+        assert made is not None and database_id(db) == made and not said
+
+
+def _hold_for(path: Path, seconds: float) -> None:
+    with write_lock_held(path):
+        time.sleep(seconds)

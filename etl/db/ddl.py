@@ -333,11 +333,21 @@ SESSION_CHECKS_TABLE = "etl_session_checks"
 
 def session_checks_ddl(dialect: str) -> str:
     """The CREATE TABLE statement of `SESSION_CHECKS_TABLE` in ``dialect``."""
-    table = SESSION_CHECKS_TABLE if dialect == "sqlite" else f"public.{SESSION_CHECKS_TABLE}"
+    columns = "session_id VARCHAR(64) NOT NULL, last_event_id BIGINT, checked_at {stamp}"
+    return _our_table_ddl(dialect, SESSION_CHECKS_TABLE, columns, "session_id")
+
+
+def _our_table_ddl(
+    dialect: str, table: str, columns: str, key: str, if_not_exists: bool = False
+) -> str:
+    """The CREATE TABLE statement of one of our own small tables in ``dialect``: ``columns``
+    with ``{stamp}`` for the dialect's timestamp type, and a primary key on ``key``."""
+    name = table if dialect == "sqlite" else f"public.{table}"
     stamp = "DATETIME" if dialect == "sqlite" else "timestamp with time zone"
+    create = "CREATE TABLE IF NOT EXISTS" if if_not_exists else "CREATE TABLE"
     return (
-        f"CREATE TABLE {table} (session_id VARCHAR(64) NOT NULL, last_event_id BIGINT, "
-        f"checked_at {stamp}, CONSTRAINT pk_{SESSION_CHECKS_TABLE} PRIMARY KEY (session_id))"
+        f"{create} {name} ({columns.format(stamp=stamp)}, "
+        f"CONSTRAINT pk_{table} PRIMARY KEY ({key}))"
     )
 
 
@@ -349,10 +359,5 @@ IDENTITY_TABLE = "etl_identity"
 
 def identity_ddl(dialect: str) -> str:
     """The CREATE TABLE statement of `IDENTITY_TABLE` in ``dialect`` (if not there yet)."""
-    table = IDENTITY_TABLE if dialect == "sqlite" else f"public.{IDENTITY_TABLE}"
-    stamp = "DATETIME" if dialect == "sqlite" else "timestamp with time zone"
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table} (name VARCHAR(32) NOT NULL, "
-        f"value VARCHAR(64) NOT NULL, created_at {stamp}, "
-        f"CONSTRAINT pk_{IDENTITY_TABLE} PRIMARY KEY (name))"
-    )
+    columns = "name VARCHAR(32) NOT NULL, value VARCHAR(64) NOT NULL, created_at {stamp}"
+    return _our_table_ddl(dialect, IDENTITY_TABLE, columns, "name", if_not_exists=True)

@@ -41,9 +41,15 @@ def database_id(db: Database) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+# How long claiming the id waits for another writer's lock (the loader commits in short
+# batches; a run that cannot claim it keeps its answers without an owner: `pending --apply`).
+CLAIM_WAIT: Final = 5.0
+
+
 def claim_database_id(db: Database, now: datetime) -> str | None:
-    """The database's id, made now (a new UUID) when it has none. One try, without waiting
-    for another writer's lock: None when it could not be written."""
+    """The database's id, made now (a new UUID) when it has none. It waits quietly at most
+    `CLAIM_WAIT` seconds for another writer's lock (the loader's batches are short): None
+    when it could not be written (a later run makes it)."""
     found = database_id(db)
     if found is not None:
         return found
@@ -53,16 +59,13 @@ def claim_database_id(db: Database, now: datetime) -> str | None:
         f"INSERT INTO {table} (name, value, created_at) VALUES ({sql_string(ID_NAME)}, "
         f"{sql_string(str(uuid.uuid4()))}, {sql_string(stamp)}) ON CONFLICT (name) DO NOTHING"
     )
-    saved, said = db.lock_timeout, db.notify
-    db.lock_timeout, db.notify = 0.0, lambda _message: None  # no "waiting for" line
     try:
-        db.execute_native([identity_ddl(db.dialect), insert])
+        with db.waiting_at_most(CLAIM_WAIT, quiet=True):
+            db.execute_native([identity_ddl(db.dialect), insert])
     except RunLockedError:
         raise
-    except DatabaseError:  # busy (another writer), or not allowed: a later run makes it
+    except DatabaseError:  # still busy (another writer), or not allowed: a later run makes it
         return None
-    finally:
-        db.lock_timeout, db.notify = saved, said
     return database_id(db)
 
 
