@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etl.config import RefreshConfig
-from etl.db.lock import run_lock_path
+from etl.db.side_files import JOURNAL_SUFFIXES, pending_path, run_lock_path
 from etl.db.url import parse_database_url
 from etl.errors import EtlError, SettingError
 from etl.metrics import metrics_text
@@ -118,10 +118,10 @@ def _taken_paths(config: RefreshConfig, config_file: Path | None) -> dict[str, s
     if named is not None:
         database = Path(_key(named))  # its side files sit beside the file a link points at
         taken[_key(named)] = "the database"
-        for suffix in ("-wal", "-shm", "-journal"):
+        for suffix in JOURNAL_SUFFIXES:
             taken[_key(Path(f"{database}{suffix}"))] = f"the database's {suffix} file"
         taken[_key(run_lock_path(database))] = "the database's run lock file"
-        taken[_key(Path(f"{database}.etl-pending"))] = "the database's kept answers folder"
+        taken[_key(pending_path(database))] = "the database's kept answers folder"
     if config_file is not None:
         taken[_key(config_file)] = "the config file"
     mmdbs = [config.maxmind_asn, config.maxmind_city]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 from etl.db.ddl import IDENTITY_TABLE, identity_ddl
 from etl.db.dialect import dialect_for
 from etl.db.recognise import postgres_connect_error
+from etl.db.side_files import run_lock_path
 from etl.db.url import DatabaseUrl
 from etl.errors import DatabaseError, RunLockedError
 
@@ -87,11 +88,6 @@ def run_lock(
     """Hold the database's refresh lock for the block; raise `RunLockedError` when taken.
     ``notify`` hears when a PostgreSQL lock lost with its connection is taken again."""
     return dialect_for(url).run_lock(notify)
-
-
-def run_lock_path(database: Path) -> Path:
-    """SQLite: the file whose ``flock`` is a database's run lock, beside it."""
-    return database.with_name(database.name + ".etl-lock")
 
 
 def lock_is_free(url: DatabaseUrl) -> bool:

@@ -30,9 +30,10 @@ from etl.db.dialect import (
     Session,
     Unit,
 )
-from etl.db.lock import RunLock, file_lock, run_lock_path
+from etl.db.lock import RunLock, file_lock
 from etl.db.reader import SQLiteReader, adopt
 from etl.db.recognise import sqlite_open_error
+from etl.db.side_files import pending_path, run_lock_path
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 from etl.errors import DatabaseError, SchemaError
@@ -326,7 +327,7 @@ class SQLiteBackend(Backend):
 
     def pending_folder(self, state_dir: Path) -> Path:
         """``<database>.etl-pending`` beside the file."""
-        return self.path.with_name(self.path.name + ".etl-pending")
+        return pending_path(self.path)
 
 
 def _pattern_merge(ip_stage: str, pattern: int) -> list[str]:

@@ -22,6 +22,7 @@ import maxminddb
 
 from etl.db.dialect import sql_string
 from etl.db.pending import PendingAnswers
+from etl.db.side_files import journal_paths
 from etl.db.url import DatabaseUrl
 from etl.maxmind import ASN_FILES, CITY_FILES
 from etl.maxmind_check import READ_ERRORS
@@ -30,7 +31,6 @@ SAMPLE_TABLE: Final = "etl_sample"
 # The files a refresh reads from its MaxMind folder: the sample's would stand in for any of them.
 MAXMIND_FILES: Final = (*ASN_FILES, *CITY_FILES)
 # What SQLite keeps beside a database file: a stale one would be replayed into a new file.
-_JOURNALS: Final = ("-wal", "-shm", "-journal")
 _UNREADABLE: Final[tuple[type[Exception], ...]] = (*READ_ERRORS, OSError, KeyError)
 
 
@@ -90,7 +90,7 @@ def sqlite_files(url: DatabaseUrl) -> list[Path]:
     path = url.sqlite_path
     return [
         path,
-        *(path.with_name(path.name + suffix) for suffix in _JOURNALS),
+        *journal_paths(path),
         PendingAnswers.of(url).folder,
     ]
 
