@@ -33,7 +33,7 @@ from etl.config import RefreshConfig, Source
 from etl.db.database import Database
 from etl.db.lock import lock_holder
 from etl.db.url import parse_database_url
-from etl.errors import EtlError, ServiceError, TransportError, UnauthorizedError
+from etl.errors import EtlError, ServiceError, SettingError, TransportError, UnauthorizedError
 from etl.maxmind import ASN_FILES, CITY_FILES, LICENCE_WINDOW, open_maxmind
 from etl.settings import declared, secret_file_warning
 
@@ -60,9 +60,15 @@ class Check:
         return f"{LABELS[self.verdict]:<5} {self.name:<10} {self.detail}"
 
 
-def doctor(config: RefreshConfig, config_file: Path | None, found: bool) -> Iterator[Check]:
+def doctor(
+    config: RefreshConfig,
+    config_file: Path | None,
+    found: bool,
+    flag: Callable[[str], str] = str,
+) -> Iterator[Check]:
     """Every check, in order, as each ends; after the first failure the rest are ``skip``.
-    ``config_file``: the etl.toml read (``found``: by looking, not named)."""
+    ``config_file``: the etl.toml read (``found``: by looking, not named); ``flag``: how a
+    setting is named to the user (the CLI: its option)."""
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("config", lambda: config_check(config_file, found)),
         ("database", lambda: database_check(config)),
@@ -78,6 +84,8 @@ def doctor(config: RefreshConfig, config_file: Path | None, found: bool) -> Iter
             continue
         try:
             result = check()
+        except SettingError as exc:  # a value that only fails against the disk: --db's folder
+            result = Check(name, "fail", exc.named(flag))
         except EtlError as exc:  # what a check did not foresee is still one line
             result = Check(name, "fail", str(exc))
         failed = result.verdict == "fail"

@@ -55,7 +55,7 @@ def doctor_command(config_file: Path | None = None, version: bool = False, **val
         from etl.doctor import doctor  # DuckDB, the clients: only when it runs
 
         failed = warned = 0
-        for check in doctor(config, path, found):
+        for check in doctor(config, path, found, lambda name: cli.flag_of(SETTINGS, name)):
             print(redact(check.line, secrets), flush=True)
             failed += check.verdict == "fail"
             warned += check.verdict == "warn"

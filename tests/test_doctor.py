@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.clients.greynoise_ping import Pong
 from etl.config import RefreshConfig
 from etl.db.database import Database
 from etl.db.lock import ADVISORY_KEY, run_lock_path
 from etl.db.url import parse_database_url
-from etl.doctor import maxmind_check, pong_check
 from tests.sims import Simulator, run_module, running
 
 KEY = "doctor-Kq9Zx7Wm-key"
@@ -273,6 +271,7 @@ def test_an_empty_postgres_database_is_named_and_ends_the_checks(pg_url: str) ->
 def test_an_old_maxmind_build_is_a_warning(sample_world: tuple[Path, Path]) -> None:
     """The refresh's own threshold (GeoLite2's 30-day licence window): a warning, not a
     failure; a day before it, ok."""
+    from etl.doctor import maxmind_check
     from etl.maxmind import LICENCE_WINDOW, MaxMindDatabase
 
     asn = MaxMindDatabase.open(sample_world[1] / "GeoLite2-ASN.mmdb")
@@ -288,6 +287,9 @@ def test_an_old_maxmind_build_is_a_warning(sample_world: tuple[Path, Path]) -> N
 
 
 def test_the_key_expiry_greynoise_reports() -> None:
+    from etl.clients.greynoise_ping import Pong
+    from etl.doctor import pong_check
+
     today = date(2031, 3, 14)
     assert pong_check("GreyNoise", Pong("community", "2032-01-01"), today).verdict == "ok"
     soon = pong_check("GreyNoise", Pong("community", "2031-03-20"), today)
@@ -295,3 +297,13 @@ def test_the_key_expiry_greynoise_reports() -> None:
     gone = pong_check("GreyNoise", Pong(None, "2031-03-01"), today)
     assert gone.verdict == "fail" and "expired on 2031-03-01" in gone.detail
     assert pong_check("GreyNoise", Pong(None, "not a date"), today).verdict == "ok"
+
+
+def test_a_database_in_a_folder_that_does_not_exist_names_the_option(
+    sample_world: tuple[Path, Path], services: Services, tmp_path: Path
+) -> None:
+    outcome = doctor(sample_world, services, db=tmp_path / "nope" / "h.sqlite")
+    assert outcome.code == 1
+    assert outcome.verdict("database") == "FAIL"
+    assert "--db" in outcome.lines["database"] and "does not exist" in outcome.lines["database"]
+    assert not (tmp_path / "nope").exists()
