@@ -3,6 +3,7 @@
     honeypot-etl refresh    re-enrich what is stale (the same as python -m etl.refresh)
     honeypot-etl status     where the data stands, read-only (python -m etl.status)
     honeypot-etl pending    answers a stopped run kept: list, --apply, --discard
+    honeypot-etl doctor     check what a cron run needs, without a refresh
     honeypot-etl sample     build a sample honeypot database and MaxMind files
     honeypot-etl demo       sample world + simulators + a full refresh
     honeypot-etl sim ...    the Team Cymru and GreyNoise simulators
@@ -19,6 +20,7 @@ from typing import NoReturn
 import typer
 
 from etl import cli, demo, refresh
+from etl import doctor_cli as doctor
 from etl import pending_cli as pending
 from etl.sample import cli as sample
 from etl.sim import cli as sim
@@ -33,6 +35,7 @@ Examples:
   honeypot-etl refresh --help
   honeypot-etl status
   honeypot-etl pending
+  honeypot-etl doctor
   honeypot-etl demo --ips 2000
   honeypot-etl --install-completion
 """
@@ -51,6 +54,7 @@ def app() -> typer.Typer:
     root.command("refresh", help=refresh.HELP, epilog=refresh.EXAMPLES)(refresh.command())
     root.command("status", help=status.HELP, epilog=status.EXAMPLES)(status.command())
     root.command("pending", help=pending.HELP, epilog=pending.EXAMPLES)(pending.command())
+    root.command("doctor", help=doctor.HELP, epilog=doctor.EXAMPLES)(doctor.command())
     root.command("sample", epilog=sample.EXAMPLES)(sample.sample)
     root.command("demo", epilog=demo.EXAMPLES)(demo.demo)
     root.add_typer(sim.app(), name="sim")
@@ -64,6 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """Entry point of the installed ``honeypot-etl`` command."""
-    if sys.argv[1:2] in (["refresh"], ["status"], ["pending"]):
+    if sys.argv[1:2] in (["refresh"], ["status"], ["pending"], ["doctor"]):
         refresh.exit_fast(main())
     sys.exit(main())

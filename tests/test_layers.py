@@ -4,12 +4,14 @@ Layers, top first; a module may import its own layer and those below it, never o
 
 8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
    (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``,
-   ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``)
+   ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``),
+   ``etl.doctor_cli`` (``honeypot-etl doctor``)
 7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` and its output files (``etl.outputs``), its phase runner (``etl.runner``, ``etl.events``,
    ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
    ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
    (``etl.sample.*``, ``etl.sim.*``); the status report (``etl.status``: read-only, for the
-   command and the notebook); the kept answers an operator lists, applies, discards (``etl.kept``)
+   command and the notebook); the kept answers an operator lists, applies, discards (``etl.kept``);
+   the checks of ``honeypot-etl doctor`` (``etl.doctor``)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
 5. steps: ``etl.validation``, ``etl.maxmind`` (and ``etl.maxmind_check``), ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
    ``etl.commit``, ``etl.runlog`` (a run's row in the run log, the GreyNoise daily budget)
@@ -46,8 +48,10 @@ LAYERS: dict[str, int] = {
     "etl.status.cli": 8,
     "etl.status.__main__": 8,
     "etl.pending_cli": 8,
+    "etl.doctor_cli": 8,
     "etl.pipeline": 7,
     "etl.kept": 7,
+    "etl.doctor": 7,
     "etl.monitored": 7,
     "etl.outputs": 7,
     "etl.runner": 7,

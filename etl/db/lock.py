@@ -113,6 +113,34 @@ def lock_is_free(url: DatabaseUrl) -> bool:
     return _advisory_lock_is_free(url)
 
 
+def lock_holder(url: DatabaseUrl) -> str | None:
+    """Who holds the database's run lock now (`lock_is_free`, read-only), or None when it is
+    free: ``pid N`` of the refresh (SQLite: from its lock file), ``server pid N`` of its
+    session (PostgreSQL), else ``another process``."""
+    if lock_is_free(url):
+        return None
+    if url.sqlite_path is not None:
+        try:
+            text = run_lock_path(url.sqlite_path).read_text(encoding="utf-8").strip()
+        except OSError:
+            text = ""
+        return text.removesuffix(" running")[:80] or "another process"
+    import psycopg
+
+    try:
+        with psycopg.connect(url.libpq_url, autocommit=True, connect_timeout=30) as connection:
+            row = connection.execute(_HOLDER_QUERY, (ADVISORY_KEY & 0xFFFFFFFFFFFFFFFF,)).fetchone()
+    except psycopg.Error:
+        row = None
+    return f"server pid {row[0]}" if row and row[0] else "another session"
+
+
+_HOLDER_QUERY: Final = (
+    "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND (classid::bigint << 32 | objid::bigint) = %s"
+)
+
+
 def _advisory_lock_is_free(url: DatabaseUrl) -> bool:
     import psycopg
 
@@ -200,10 +228,7 @@ class AdvisoryLock(RunLock):
         row = self.connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
         if not row or not row[0]:
             holder = self.connection.execute(
-                "SELECT string_agg(pid::text, ', ') FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted"
-                " AND (classid::bigint << 32 | objid::bigint) = %s",
-                (ADVISORY_KEY & 0xFFFFFFFFFFFFFFFF,),
+                _HOLDER_QUERY, (ADVISORY_KEY & 0xFFFFFFFFFFFFFFFF,)
             ).fetchone()
             self.release()
             raise _locked(

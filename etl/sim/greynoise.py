@@ -4,6 +4,8 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
 - ``GET /v3/community/{ip}``: 200 / 404 / 400 (IPv6, non-routable, malformed);
 - ``POST /v3/ip[?quick=true]`` with ``{"ips": [...]}`` (at most 10,000) and
   ``GET /v3/ip/{ip}``: enterprise items, ``request_metadata.ips_not_found``;
+- ``GET /ping``: ``{"message": "pong", "expiration": ..., "offering": ...}`` (401 for a wrong
+  key; not billed, not paced, no fault);
 - ``key`` header checked when ``--key`` is set (401), a token bucket of ``--rate`` requests/s
   (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit of
   Searches (``--daily-limit``, the daily-limit 429 body; billing in `etl.sim.greynoise_quota`);
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -222,6 +225,8 @@ class Handler(BaseHTTPRequestHandler):
         ips: list[str],
         bill: Bill,
     ) -> Response:
+        if method == "GET" and path == "/ping":
+            return self._ping(sim)
         community = method == "GET" and path.startswith("/v3/community/")
         single = method == "GET" and path.startswith("/v3/ip/")
         multi = method == "POST" and path == "/v3/ip"
@@ -248,6 +253,13 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return status, json.dumps(answer).encode()[: max(5, len(json.dumps(answer)) // 2)], {}
         return status, answer, {}
+
+    def _ping(self, sim: GreyNoiseSimulator) -> Response:
+        """GreyNoise's ``/ping``: the key's plan and expiry (a year from today), or 401."""
+        if sim.key is not None and self.headers.get("key") != sim.key:
+            return 401, UNAUTHORIZED, {}
+        expiration = (datetime.now(UTC) + timedelta(days=365)).date().isoformat()
+        return 200, {"message": "pong", "expiration": expiration, "offering": "enterprise"}, {}
 
     def _gate(self, sim: GreyNoiseSimulator, bill: Bill) -> tuple[Response | None, str | None]:
         """Key, rate limit, daily limit (the request's Searches) and faults: a refusal, or
