@@ -11,7 +11,9 @@ Faults (``--fault``, on a ``--fault-rate`` share of sessions): ``drop`` closes t
 halfway through the session's answers, ``stall`` stops answering halfway, ``garbage`` mixes
 junk lines into the answers, ``garble`` puts a junk line in place of every third answer,
 ``refuse`` resets the connection before the banner, ``silent`` accepts and reads the session
-but never sends a byte (a service that hangs: the client's read timeout and breaker end it).
+but never sends a byte (a service that hangs: the client's read timeout and breaker end it),
+``first-then-stall`` answers the first line of every session, then stalls (a service that
+half-answers: each session ends in the client's read timeout).
 """
 
 from __future__ import annotations
@@ -167,6 +169,9 @@ class CymruSimulator:
         options: Options,
     ) -> bool:
         """Answer bulk query ``text`` (fault applied); False when the fault ends the session."""
+        if fault == "first-then-stall" and answered > 1:
+            await asyncio.sleep(self.stall_seconds)
+            return False
         if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
             if fault == "drop":
                 _reset(writer)
