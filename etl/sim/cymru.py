@@ -121,10 +121,16 @@ class CymruSimulator:
                 continue
             lowered = text.lower()
             if lowered == "end":
+                if fault == "first-then-stall":  # no more answers, until the client gives up
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_drain(reader), self.stall_seconds)
+                    return "bulk", False
                 return "bulk", True
             if options.apply(lowered):
                 continue
             queries.append(text)
+            if fault == "first-then-stall" and answered:
+                continue
             # Each answer is due `latency` after the later of its line's arrival and the
             # previous answer, on the loop clock, so sleep overheads do not add up.
             delay = self.latency + (self.chunk_latency if first_answer else 0.0)
@@ -169,9 +175,6 @@ class CymruSimulator:
         options: Options,
     ) -> bool:
         """Answer bulk query ``text`` (fault applied); False when the fault ends the session."""
-        if fault == "first-then-stall" and answered > 1:
-            await asyncio.sleep(self.stall_seconds)
-            return False
         if fault in ("drop", "stall") and answered > 3 and answered % 2 == 0:
             if fault == "drop":
                 _reset(writer)
@@ -208,6 +211,12 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, flo
             return
     if buffer:
         yield buffer, loop.time()
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    """Read (and drop) whatever comes, up to EOF."""
+    while await reader.read(65536):
+        pass
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
