@@ -7,6 +7,7 @@ thread takes them in the order they were posted, and it alone counts them into t
     PartAnswered(source, frame)     answered rows for the committer (cymru or greynoise)
     AsnDetailsAnswered(frame)       Tier 1 rows (AS registration data) for asn_inventory
     BatchAnswered(done, total, ...) one Team Cymru chunk answered (a log line)
+    AsLookupsUnanswered(count)      Tier 1 ``AS<n>`` queries of a chunk left without an answer
     Progressed(source, n)           n more items of the phase are done
     Noted(message)                  something the user should read once
     PhaseDone(source, seconds)      the phase ended (posted by the runner)
@@ -57,6 +58,14 @@ class BatchAnswered:
 
 
 @dataclass(frozen=True)
+class AsLookupsUnanswered:
+    """``count`` Tier 1 ``AS<n>`` queries of a Team Cymru chunk got no answer (sent without
+    one, or never sent because Cymru was stopped)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class Progressed:
     """``done`` more items of the phase ``source`` are finished."""
 
@@ -103,6 +112,7 @@ Event: TypeAlias = (
     PartAnswered
     | AsnDetailsAnswered
     | BatchAnswered
+    | AsLookupsUnanswered
     | Progressed
     | Noted
     | PhaseDone

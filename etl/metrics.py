@@ -93,6 +93,10 @@ def render_metrics(
             [("", summary.raw_event_ips)])  # fmt: skip
     _metric(lines, "cymru_batches", "Team Cymru chunks in the last run.",
             [("", summary.cymru_batches)])  # fmt: skip
+    _metric(lines, "cymru_as_lookups_failed",
+            "Team Cymru AS lookups (Tier 1 AS<n> queries) left without an answer in the last "
+            "run (asked again by the next run).",
+            [("", summary.cymru_as_lookups_failed)])  # fmt: skip
     _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
             [("", summary.greynoise_requests)])  # fmt: skip
     _metric(lines, "greynoise_searches",

@@ -23,6 +23,7 @@ from etl.db.pending import PendingAnswers
 from etl.db.write import ChunkWriter
 from etl.errors import DatabaseError
 from etl.events import (
+    AsLookupsUnanswered,
     AsnDetailsAnswered,
     BatchAnswered,
     Event,
@@ -142,6 +143,8 @@ def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
             count_statuses(summary, source, frame[f"{source}_status"])
         case AsnDetailsAnswered(frame):
             summary.asn_details += frame.height
+        case AsLookupsUnanswered(count):
+            summary.cymru_as_lookups_failed += count
         case Progressed(source, done):
             reporter.advanced(source, done)
         case Noted(message):

@@ -21,7 +21,14 @@ from etl.cymru import NAMED_IPS, as_queries, asn_details, cymru_results, split_b
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
-from etl.events import AsnDetailsAnswered, BatchAnswered, PartAnswered, Post, Progressed
+from etl.events import (
+    AsLookupsUnanswered,
+    AsnDetailsAnswered,
+    BatchAnswered,
+    PartAnswered,
+    Post,
+    Progressed,
+)
 from etl.freshness import Freshness
 
 
@@ -67,10 +74,19 @@ def cymru_phase(
     for batch in client.lookup(cymru_queries(ips, plan)):
         discovered |= lines.answered(batch, planned=batch.total)
         post(Progressed("cymru", len(batch.sent)))
+        _post_unanswered(batch, post)
     late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
     for batch in client.lookup(as_queries(late)):
         lines.answered(batch, planned=lines.planned + batch.total)
+        _post_unanswered(batch, post)
     client.check_blocked()
+
+
+def _post_unanswered(batch: Batch, post: Post) -> None:
+    """Post how many of a chunk's ``AS<n>`` queries got no answer (failed or never sent)."""
+    missed = sum(1 for q in [*batch.failed, *batch.unasked] if q.startswith("AS"))
+    if missed:
+        post(AsLookupsUnanswered(missed))
 
 
 class BatchLines:

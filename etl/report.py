@@ -79,6 +79,7 @@ class RunSummary:
     )
     cymru_batches: int = 0
     asn_details: int = 0
+    cymru_as_lookups_failed: int = 0  # Tier 1 AS<n> queries left without an answer
     greynoise_requests: int = 0
     greynoise_searches: int = 0  # as GreyNoise bills them (etl.clients.greynoise_searches)
     greynoise_searches_by_day: dict[str, int] = field(default_factory=dict)  # UTC day -> spent
@@ -154,8 +155,13 @@ class RunSummary:
         for name, counts in self.sources.items():
             values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
             lines.append(f"{name:<10} {counts.queried:>8} {values}")
+        unanswered = (
+            f", {self.cymru_as_lookups_failed} AS lookups unanswered"
+            if self.cymru_as_lookups_failed
+            else ""
+        )
         lines.append(
-            f"Cymru: {self.cymru_batches} batches, {self.asn_details} ASNs looked up; "
+            f"Cymru: {self.cymru_batches} batches, {self.asn_details} ASNs looked up{unanswered}; "
             f"GreyNoise: {self.greynoise_requests} requests, {self.greynoise_searches} Searches"
         )
         written = (

@@ -155,6 +155,7 @@ def run_row(summary: RunSummary, cap: int | None) -> dict[str, Any]:
         "greynoise_daily_budget": summary.greynoise_daily_budget,
         "ip_rows_written": summary.upserted,
         "asn_rows_written": summary.asn_upserted,
+        "cymru_as_lookups_failed": summary.cymru_as_lookups_failed,
         "stopped": stopped or None,
         "etl_version": __version__,
     }

@@ -8,11 +8,14 @@ why its last session left it without one (`Batch.reasons`: the session's failure
 "connection reset without an answer", or for a session that ended normally "no answer line" /
 "unreadable answer line").
 
-A circuit breaker: `CymruSettings.blocked_after` sessions in a row that got no answer at all
-(refused, name not found, no connection, connected but silent until the read timeout) stop the
-service for the run (`ServiceUnavailableError`, reason ``unreachable`` or ``stalled``): we are
-probably blocked or the service is down, and retrying harder would only make it worse. Queries
-never sent (`Batch.unasked`) get no answer at all.
+A circuit breaker: `CymruSettings.blocked_after` sessions in a row that failed (refused, name
+not found, no connection, connected but no answer at all, or a session that ended in the read
+timeout, however many lines it answered first) stop the service for the run
+(`ServiceUnavailableError`, reason ``unreachable`` or ``stalled``): we are probably blocked or
+the service is down, and retrying harder would only make it worse. A bounded time without
+progress (`ProgressWatch`, `CymruSettings.stall_window`): when a session fails and no query got
+a kept answer for that long, the service is ``stalled`` and stopped too. Queries never sent
+(`Batch.unasked`) get no answer at all.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from etl.clients.bulk import (
     BulkParser,
     IpAnswer,
 )
-from etl.clients.failures import CircuitBreaker, Failure, connection_failure
+from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch, connection_failure
 from etl.errors import ServiceUnavailableError, SettingError
 
 __all__ = [
@@ -91,7 +94,14 @@ class CymruSettings:
     retries: int = 2
     backoff: float = 1.0
     min_split: int = 50
-    blocked_after: int = 4  # sessions in a row without any answer that mean "stop asking"
+    blocked_after: int = 4  # failed sessions in a row that mean "stop asking"
+
+    @property
+    def stall_window(self) -> float:
+        """Seconds without a kept answer after which Cymru is ``stalled``: three read timeouts
+        and the longest backoff (a healthy service answers a line every few ms; a dead one
+        trips the breaker first, after two rounds of timeouts)."""
+        return 3 * self.read_timeout + self.backoff * float(2 ** max(self.retries - 1, 0))
 
     @classmethod
     def parse_address(cls, address: str) -> tuple[str, int]:
@@ -144,6 +154,8 @@ class CymruClient:
         self._connect: Connect = connect or socket.create_connection
         self._lock = threading.Lock()
         self.breaker = CircuitBreaker(settings.blocked_after)
+        self.progress = ProgressWatch(settings.stall_window)
+        self.stall: Failure | None = None  # the failure that found Cymru stalled (the watch)
         self.cancelled = False
         self.sessions = 0
 
@@ -164,6 +176,8 @@ class CymruClient:
         chunks = [list(queries[i : i + size]) for i in range(0, len(queries), size)]
         if not chunks:
             return
+        if not self.sessions:
+            self.progress.begin()
         with ThreadPoolExecutor(self.settings.sessions, thread_name_prefix="cymru") as pool:
             futures = [
                 pool.submit(self._resolve, Batch(n, len(chunks), chunk))
@@ -209,49 +223,60 @@ class CymruClient:
             batch.asked.update(queries)
         answers = parser.result(complete=failure is None)
         batch.answers.update(answers)
-        if connected and not answers and failure is None:
-            self.breaker.failed(Failure("connection closed without an answer", stalled=True))
-        elif answers:
-            self.breaker.succeeded()
+        self._judge(connected, failure, bool(parser.answers), bool(answers))
         left = [q for q in queries if q not in batch.answers]
         batch.reasons.update(
-            dict.fromkeys(left, failure) if failure else parser.why_unanswered(left)
+            dict.fromkeys(left, failure.words) if failure else parser.why_unanswered(left)
         )
         return left
 
-    def _session(self, queries: list[str], parser: BulkParser) -> tuple[bool, str | None]:
+    def _judge(self, connected: bool, failure: Failure | None, lines: bool, kept: bool) -> None:
+        """Count a session for the breaker (`_counted`) and the progress watch: a session
+        without a kept answer after the watch's window stops Cymru as ``stalled``."""
+        if kept:
+            self.progress.delivered()
+        counted = _counted(connected, failure, lines, kept)
+        if counted is not None:
+            self.breaker.failed(counted)
+        elif kept:
+            self.breaker.succeeded()
+        if not kept and self.breaker.tripped is None and self.progress.stalled():
+            self.stall = self.stall or counted or failure or Failure(NO_ANSWER_LINE, True)
+            self.breaker.trip(self.stall)
+
+    def _session(self, queries: list[str], parser: BulkParser) -> tuple[bool, Failure | None]:
         """Run one bulk session: (connected, what went wrong: None when it ended with EOF
-        after ``end``). A session that got no answer at all counts towards the breaker."""
+        after ``end``)."""
         settings = self.settings
         with self._lock:
             self.sessions += 1
         try:
             sock = self._connect((settings.host, settings.port), settings.connect_timeout)
         except OSError as exc:
-            failure = connection_failure(exc, False, settings.connect_timeout)
-            self.breaker.failed(failure)
-            return False, failure.words
+            return False, connection_failure(exc, False, settings.connect_timeout)
         request = "\n".join([*PREAMBLE, *queries, "end"]) + "\n"
         try:
             self._exchange(sock, request, parser)
         except OSError as exc:
-            failure = connection_failure(exc, True, settings.read_timeout)
-            if not parser.answers:
-                self.breaker.failed(failure)
-            return True, failure.words
+            return True, connection_failure(exc, True, settings.read_timeout)
         finally:
             sock.close()
         return True, None
 
     def _exchange(self, sock: Connection, request: str, parser: BulkParser) -> None:
-        """Send ``request``; feed each answer line to ``parser``, up to EOF."""
+        """Send ``request``; feed each answer line to ``parser``, up to EOF. An answer is
+        progress once a later one came (the last of a cut session is dropped)."""
         sock.settimeout(self.settings.read_timeout)
         sock.sendall(request.encode("ascii"))
         pending = b""
+        kept = 0
         while chunk := sock.recv(65536):
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 parser.feed(line.decode("utf-8", "replace"))
+            if len(parser.answers) - 1 > kept:
+                kept = len(parser.answers) - 1
+                self.progress.delivered()
         if pending:
             parser.feed(pending.decode("utf-8", "replace"))
 
@@ -262,10 +287,35 @@ class CymruClient:
     def check_blocked(self) -> None:
         """Raise `ServiceUnavailableError` when the breaker stopped the service this run."""
         failure = self.breaker.tripped
-        if failure is not None and not self.cancelled:
-            raise ServiceUnavailableError(
-                f"Team Cymru at {self.settings.host}:{self.settings.port}: "
-                f"{self.breaker.limit} sessions in a row got no answer ({failure.words}): "
-                "stopped asking it for this run; the IPs not asked keep their old blocks",
-                self.breaker.stop_reason(),
+        if failure is None or self.cancelled:
+            return
+        where = f"Team Cymru at {self.settings.host}:{self.settings.port}"
+        if self.stall is not None:
+            what = (
+                f"no query answered for {self.progress.window:g} s "
+                f"(last session: {self.stall.words})"
             )
+        else:
+            how = "stalled after a partial answer" if failure.partial else "got no answer"
+            what = f"{self.breaker.limit} sessions in a row {how} ({failure.words})"
+        raise ServiceUnavailableError(
+            f"{where}: {what}: stopped asking it for this run; "
+            "the IPs not asked keep their old blocks",
+            "stalled" if self.stall is not None else self.breaker.stop_reason(),
+        )
+
+
+def _counted(connected: bool, failure: Failure | None, lines: bool, kept: bool) -> Failure | None:
+    """The failure a session counts as for the breaker, or None: a session that did not
+    connect, ended in a timeout (``partial`` when ``lines`` answered first), was cut without
+    any answer line, or ended normally without a kept answer. A session cut by a reset after
+    some answer lines is asked again, not counted."""
+    if not connected:
+        return failure
+    if failure is None:
+        return None if kept else Failure("connection closed without an answer", stalled=True)
+    if not lines:
+        return failure
+    if failure.stalled:
+        return Failure(failure.words, stalled=True, partial=True)
+    return None

@@ -5,22 +5,36 @@ Both clients (Team Cymru's sockets, GreyNoise's HTTP session) describe a failed 
 http://127.0.0.1:9: 10 requests in a row failed (connection refused)". The same words are the
 ``error`` key of an IP's block when its last attempt failed so (the operators group by them:
 keep them short and stable).
+
+Two rules stop a service that does not deliver (SPEC 5, exit 3):
+
+- `CircuitBreaker`: attempts that failed in a row. An attempt that ends in a timeout is a
+  failure however many lines it answered first (a Team Cymru session that answers its first
+  line, then stalls until the read timeout, delivers almost nothing).
+- `ProgressWatch`: a bounded time without progress. A source whose last delivered answer is
+  older than its window when an attempt fails is ``stalled``: it is stopped even when its
+  failures are not in a row (a success that delivers a line now and then resets the breaker,
+  not the watch's clock: only an answer the run can keep does). Time the client chose to wait
+  (a Retry-After) counts as progress.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed attempt: ``words`` for the user; ``stalled``: connected, but no answer came."""
+    """A failed attempt: ``words`` for the user; ``stalled``: connected, but no answer came
+    (``partial``: after some answer lines)."""
 
     words: str
     stalled: bool
+    partial: bool = False
 
 
 def connection_failure(exc: BaseException, connected: bool, timeout: float) -> Failure:
@@ -64,6 +78,11 @@ class CircuitBreaker:
         self.tripped: Failure | None = None
         self._lock = threading.Lock()
 
+    def trip(self, failure: Failure) -> None:
+        """Trip now (a stop found by another rule, e.g. `ProgressWatch`), unless tripped."""
+        with self._lock:
+            self.tripped = self.tripped or failure
+
     def failed(self, failure: Failure) -> bool:
         """Count a failed attempt; True when the breaker is (now or already) tripped."""
         with self._lock:
@@ -80,3 +99,35 @@ class CircuitBreaker:
     def stop_reason(self) -> str:
         """The reason label of a trip: ``stalled`` or ``unreachable``."""
         return "stalled" if self.tripped is not None and self.tripped.stalled else "unreachable"
+
+
+class ProgressWatch:
+    """The time since a source last delivered an answer the run can keep. ``stalled`` once
+    more than ``window`` seconds have passed since then (or since the watch began). Thread-safe.
+    """
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        """Start the clock again (the source begins its work)."""
+        with self._lock:
+            self._last = self._clock()
+
+    def delivered(self, wait: float = 0.0) -> None:
+        """An answer arrived; ``wait``: seconds the client now chooses to wait (a pause asked
+        for by the service), which count as progress too."""
+        with self._lock:
+            self._last = max(self._last, self._clock() + max(wait, 0.0))
+
+    def idle(self) -> float:
+        """Seconds since the last delivered answer (0 during a chosen wait)."""
+        with self._lock:
+            return max(0.0, self._clock() - self._last)
+
+    def stalled(self) -> bool:
+        """Whether the source has delivered nothing for more than ``window`` seconds."""
+        return self.idle() > self.window

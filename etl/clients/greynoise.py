@@ -17,7 +17,10 @@ order given), `ThrottledError` (a Retry-After longer than we may wait), and
 requests in a row without an HTTP answer, with a 5xx one, or with a 404 that is not GreyNoise's
 own "not observed" answer (a wrong ``--greynoise-url``; that IP's block is an ``error``, "HTTP
 404") (each attempt counts; any other answer starts the count again), stop GreyNoise for the
-run at once, in-flight retries included.
+run at once, in-flight retries included. A request that ends in a timeout is such a failure.
+A bounded time without progress (`ProgressWatch`, `GreyNoiseSettings.stall_window`): when an
+attempt fails and no request got a usable answer for that long (a throttling pause counts as
+progress), GreyNoise is ``stalled`` and stopped too, even if its failures were not in a row.
 IPs never asked because of such a stop get no answer at all: their old block stays as it was.
 """
 
@@ -29,10 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from etl import __version__
-from etl.clients.failures import CircuitBreaker, Failure
+from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch
 from etl.clients.greynoise_answers import (
     GreyNoiseAnswer,
     community_answer,
@@ -120,6 +123,7 @@ class GreyNoiseClient:
         self.pacer = Pacer(settings.rate, clock)
         self.spending = Spending(settings.budget, settings.search_budget)
         self.breaker = CircuitBreaker(settings.failures_to_stop)
+        self.progress = ProgressWatch(settings.stall_window, clock)
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
         if transport is None:
@@ -159,6 +163,7 @@ class GreyNoiseClient:
         Raises the `ServiceError` that stopped GreyNoise once everything in flight is done.
         """
         wanted: list[str] = []
+        self.progress.begin()
         for ip in ips:
             if ":" in ip:
                 yield GreyNoiseAnswer(ip, "skipped")
@@ -279,12 +284,19 @@ class GreyNoiseClient:
             self._failed(Failure(f"HTTP {response.status_code}", stalled=False))
         else:
             self.breaker.succeeded()
+            self.progress.delivered()
         return response
 
     def _failed(self, failure: Failure) -> None:
-        """Count a failed attempt; when the breaker trips, GreyNoise stops for the run."""
+        """Count a failed attempt; when the breaker trips, or GreyNoise answered nothing
+        usable for the progress watch's window, GreyNoise stops for the run."""
         if not self.breaker.failed(failure):
-            return
+            if not self.progress.stalled():
+                return
+            self._stop(
+                f"no request answered for {self.progress.window:g} s (last: {failure.words})",
+                "stalled",
+            )
         tripped = self.breaker.tripped or failure
         if tripped.words == WRONG_404:
             what = (
@@ -293,10 +305,14 @@ class GreyNoiseClient:
             )
         else:
             what = f"got no answer ({tripped.words})"
+        self._stop(f"{self.breaker.limit} requests in a row {what}", self.breaker.stop_reason())
+
+    def _stop(self, what: str, reason: str) -> NoReturn:
+        """GreyNoise stops for the run: a `ServiceUnavailableError` saying ``what`` happened."""
         error = ServiceUnavailableError(
-            f"GreyNoise at {self.settings.url}: {self.breaker.limit} requests in a row {what}: "
+            f"GreyNoise at {self.settings.url}: {what}: "
             "GreyNoise stopped for this run; the IPs not asked keep their old blocks",
-            self.breaker.stop_reason(),
+            reason,
         )
         with self._lock:
             stopped = self._stopped = self._stopped or error
@@ -335,7 +351,9 @@ class GreyNoiseClient:
                         "this run; the IPs not asked keep their old blocks"
                     )
                 )
-            self.pacer.pause(wait_for if wait_for is not None else self.settings.backoff)
+            pause = wait_for if wait_for is not None else self.settings.backoff
+            self.pacer.pause(pause)
+            self.progress.delivered(pause)  # a wait asked for is not a stall
             raise _ThrottledError
         if status >= 500:
             raise _RetryError(f"HTTP {status}")

@@ -47,6 +47,12 @@ class GreyNoiseSettings:
             raise SettingError("greynoise_url", f"must be an http(s) URL, got {self.url!r}")
 
     @property
+    def stall_window(self) -> float:
+        """Seconds without a usable answer after which a failing GreyNoise is ``stalled``:
+        three request timeouts and three pacing intervals (a slow rate is not a stall)."""
+        return 3 * self.timeout + 3 / self.rate
+
+    @property
     def workers(self) -> int:
         """Requests in flight: enough for the rate at up to a second of latency, at most 64."""
         return max(2, min(64, math.ceil(self.rate) + 2))

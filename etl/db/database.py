@@ -369,9 +369,13 @@ class Database:
                 exists = bool(self.columns("schema_state"))
                 statements += self.backend.schema_state_statements(exists)
             self.execute_native(statements)
-        if not self.columns(ddl.RUN_LOG_TABLE):  # ours, added beside them (README "Run log")
+        run_log = self.columns(ddl.RUN_LOG_TABLE)
+        if not run_log:  # ours, added beside them (README "Run log")
             self.execute_native(split_script(self.backend.run_log_ddl))
             absent += (ddl.RUN_LOG_TABLE,)
+        elif added := ddl.run_log_added_columns(self.backend.name, run_log):
+            self.execute_native(added)  # a run log made by an earlier version
+            self.refresh_catalog()
 
         if absent:
             self.refresh_catalog()

@@ -291,6 +291,7 @@ RUN_LOG_COLUMNS: dict[str, str] = {
     "greynoise_daily_budget": "number",
     "ip_rows_written": "count",
     "asn_rows_written": "count",
+    "cymru_as_lookups_failed": "count",
     "stopped": "text",
     "etl_version": "text",
 }
@@ -324,6 +325,19 @@ def run_log_ddl(dialect: str) -> str:
     table = RUN_LOG_TABLE if dialect == "sqlite" else f"public.{RUN_LOG_TABLE}"
     key = f"\tCONSTRAINT pk_{RUN_LOG_TABLE} PRIMARY KEY (run_id)"
     return f"CREATE TABLE {table} (\n" + ",\n".join([*lines, key]) + "\n);\n"
+
+
+def run_log_added_columns(dialect: str, present: set[str]) -> list[str]:
+    """ALTER TABLE statements adding the run log columns a table made by an earlier version
+    lacks (``present``: the columns it has); counts default to 0 in the old rows."""
+    table = RUN_LOG_TABLE if dialect == "sqlite" else f"public.{RUN_LOG_TABLE}"
+    statements = []
+    for column, kind in RUN_LOG_COLUMNS.items():
+        if column not in present:
+            base, _, rest = kind.partition(" ")
+            typed = f"{_TYPES[dialect][base]}{' ' + rest if rest else ''}"
+            statements.append(f"ALTER TABLE {table} ADD COLUMN {column} {typed}")
+    return statements
 
 
 # Ours: sessions whose raw events name no source address, with the last event id read

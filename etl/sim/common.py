@@ -69,6 +69,7 @@ class CymruFault(StrEnum):
     garbage = "garbage"  # lines that are no answer
     garble = "garble"  # a garbled line in place of an answer
     refuse = "refuse"  # close at once
+    first_then_stall = "first-then-stall"  # answer the first line of a session, then stall
 
 
 class GreyNoiseFault(StrEnum):
@@ -79,6 +80,7 @@ class GreyNoiseFault(StrEnum):
     reset = "reset"
     malformed = "malformed"
     throttled = "429"
+    stall_after = "stall-after"  # answer the first STALL_AFTER requests, then hang
 
 
 CYMRU_FAULTS = tuple(fault.value for fault in CymruFault)

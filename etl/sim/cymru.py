@@ -11,7 +11,9 @@ Faults (``--fault``, on a ``--fault-rate`` share of sessions): ``drop`` closes t
 halfway through the session's answers, ``stall`` stops answering halfway, ``garbage`` mixes
 junk lines into the answers, ``garble`` puts a junk line in place of every third answer,
 ``refuse`` resets the connection before the banner, ``silent`` accepts and reads the session
-but never sends a byte (a service that hangs: the client's read timeout and breaker end it).
+but never sends a byte (a service that hangs: the client's read timeout and breaker end it),
+``first-then-stall`` answers the first line of every session, then stalls (a service that
+half-answers: each session ends in the client's read timeout).
 """
 
 from __future__ import annotations
@@ -119,10 +121,16 @@ class CymruSimulator:
                 continue
             lowered = text.lower()
             if lowered == "end":
+                if fault == "first-then-stall":  # no more answers, until the client gives up
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_drain(reader), self.stall_seconds)
+                    return "bulk", False
                 return "bulk", True
             if options.apply(lowered):
                 continue
             queries.append(text)
+            if fault == "first-then-stall" and answered:
+                continue
             # Each answer is due `latency` after the later of its line's arrival and the
             # previous answer, on the loop clock, so sleep overheads do not add up.
             delay = self.latency + (self.chunk_latency if first_answer else 0.0)
@@ -203,6 +211,12 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, flo
             return
     if buffer:
         yield buffer, loop.time()
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    """Read (and drop) whatever comes, up to EOF."""
+    while await reader.read(65536):
+        pass
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

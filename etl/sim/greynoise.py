@@ -12,7 +12,9 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
 - the JSON-lines log: per request its method, path, ``quick``, IPs, status and the
   ``searches`` it was billed;
 - faults on a ``--fault-rate`` share of requests: ``5xx``, ``slow``, ``reset``, ``malformed``,
-  ``429``.
+  ``429``; ``stall-after``: the first `STALL_AFTER` requests are answered, then each one hangs
+  (for an hour: a service that answers some requests, then stalls; the client's timeout and
+  breaker end it).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from etl.sim.greynoise_bodies import (
 from etl.sim.greynoise_quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
 
 FAULTS = GREYNOISE_FAULTS
+STALL_AFTER = 20  # requests the stall-after fault answers before it hangs
+HANG_SECONDS = 3600.0  # how long a request hangs in the stall-after fault
 MAX_MULTI = 10_000
 
 
@@ -107,6 +111,14 @@ class GreyNoiseSimulator:
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.log = log or RequestLog(None)
+        self.requests = 0
+        self._counting = threading.Lock()
+
+    def counted(self) -> int:
+        """Count a request that passed the key and the limits; its number."""
+        with self._counting:
+            self.requests += 1
+            return self.requests
 
     def retry_after_header(self, wait: float) -> dict[str, str]:
         """The Retry-After header for a throttling 429, in the configured style."""
@@ -277,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
             return (429, daily_limit_body(sim.daily_limit or 0, plan), {}), fault
         if sim.latency:
             time.sleep(sim.latency)
+        if fault == "stall-after" and sim.counted() > STALL_AFTER:
+            time.sleep(HANG_SECONDS)
         if fault == "slow":
             time.sleep(sim.slow_seconds)
         elif fault == "reset":
