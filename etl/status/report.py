@@ -37,6 +37,7 @@ from etl.db.sessions import (
 from etl.db.url import parse_database_url
 from etl.errors import DatabaseError, SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
+from etl.metrics import package_version, render_state_metrics
 from etl.runlog import utc_day
 
 FORECAST_DAYS = 7
@@ -113,6 +114,14 @@ class StatusReport:
         for name, source in self.sources.items():
             data["sources"][name]["due"] = source.due
         return data
+
+
+def state_metrics_text(report: StatusReport) -> str:
+    """The state metrics of ``report`` (`etl.metrics.render_state_metrics`): its ``due`` count
+    of each source, the installed version, and the report's time."""
+    due = {name: source.due for name, source in report.sources.items()}
+    at = datetime.fromisoformat(report.at).timestamp()
+    return render_state_metrics(due, package_version(), at)
 
 
 def status_report(
