@@ -256,12 +256,15 @@ def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
     )
 
 
-def greynoise_classes(ips: pl.DataFrame, new_ips: pl.DataFrame) -> pl.DataFrame:
+def greynoise_classes(ips: pl.DataFrame, new_ips: pl.DataFrame | None = None) -> pl.DataFrame:
     """IPs and sessions by what GreyNoise said, in three groups: `OBSERVED` (its
     classification: malicious, suspicious, benign, or its own ``unknown``), `NOT_OBSERVED`
     (it has not seen the IP: 404 / not found) and `NOT_ANSWERED` (error, not asked: IPv6 on
     the community API, `NEVER_ASKED`). Counts the IPs `_counted` keeps and ``new_ips`` (the
-    snapshot's IPs seen only in sessions: never asked), the IPs `coverage` counts."""
+    snapshot's IPs seen only in sessions: never asked): with them, the IPs `coverage`
+    counts."""
+    if new_ips is None:
+        new_ips = pl.DataFrame(schema=NEW_IPS_SCHEMA)
     new = new_ips.select(
         pl.lit(None, pl.String).alias("greynoise_status"),
         pl.lit(None, pl.String).alias("classification"),
