@@ -1,5 +1,8 @@
-"""The metrics file: the run in Prometheus text exposition format, for node_exporter's
-textfile collector (written atomically at the end of every run, successful or not).
+"""The metrics files, in Prometheus text exposition format for node_exporter's textfile
+collector, each written atomically: the run's (`write_metrics`, at the end of every run,
+successful or not) and the state's (`render_state_metrics`, written by ``honeypot-etl status
+--metrics-file`` without a refresh: the IPs due per source, the installed version). The two
+files share no series, so the collector reads both.
 
 The last success time survives failed runs: it is carried over from the previous file, so an
 alert on ``time() - honeypot_etl_last_success_timestamp_seconds`` fires when refreshes keep
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from etl.report import STATUSES, RunSummary, atomic_write
@@ -132,3 +136,30 @@ def metrics_text(path: Path, summary: RunSummary, success: bool) -> str:
 def write_metrics(path: Path, summary: RunSummary, success: bool) -> None:
     """Write the metrics file atomically, keeping the last success time of earlier runs."""
     atomic_write(path, metrics_text(path, summary, success))
+
+
+def package_version() -> str:
+    """The installed honeypot-etl's version (the package's own when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from etl import __version__
+
+    try:
+        return version("honeypot-etl")
+    except PackageNotFoundError:
+        return __version__
+
+
+def render_state_metrics(due: Mapping[str, int], version: str, at: float) -> str:
+    """The exposition text of the state: per source the IPs due now (``due``: what
+    ``honeypot-etl status`` calls due now), the version, and when it was counted (Unix time)."""
+    lines: list[str] = []
+    _metric(lines, "info", "The installed honeypot-etl, by version (always 1).",
+            [(f'{{version="{version}"}}', 1)])  # fmt: skip
+    _metric(lines, "due_ips",
+            "IPs due for a refresh now, per source: stale, in error or never asked (what "
+            "honeypot-etl status calls due now).",
+            [(f'{{source="{source}"}}', count) for source, count in due.items()])  # fmt: skip
+    _metric(lines, "state_timestamp_seconds",
+            "When honeypot-etl status counted the IPs due (Unix time).", [("", at)])  # fmt: skip
+    return "\n".join(lines) + "\n"

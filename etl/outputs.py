@@ -58,6 +58,20 @@ def _is_metrics(text: str) -> bool:
     return bool(lines) and all(line.startswith(ours) for line in lines)
 
 
+def _has_series(text: str, name: str) -> bool:
+    return f"\n# TYPE honeypot_etl_{name} " in f"\n{text}"
+
+
+def _is_run_metrics(text: str) -> bool:
+    """A refresh's metrics file (not the state's: a refresh never replaces that one)."""
+    return _is_metrics(text) and not _has_series(text, "due_ips")
+
+
+def _is_state_metrics(text: str) -> bool:
+    """The state metrics of ``honeypot-etl status --metrics-file`` (not a refresh's)."""
+    return _is_metrics(text) and not _has_series(text, "last_run_success")
+
+
 @dataclass(frozen=True)
 class Output:
     """One output setting: what it holds, and how an earlier file of it is recognised."""
@@ -70,8 +84,10 @@ class Output:
 OUTPUTS = (
     Output("status_file", "status file", _json_with({"state", "pid", "phases", "started_at"})),
     Output("summary_json", "run summary", _json_with({"selected", "sources", "outcome"})),
-    Output("metrics_file", "metrics file", _is_metrics),
+    Output("metrics_file", "metrics file", _is_run_metrics),
 )
+# `honeypot-etl status --metrics-file`: not a refresh's output, refused by the same rules.
+STATE_METRICS = Output("metrics_file", "state metrics file", _is_state_metrics)
 # What a dry run writes: only the summary (it says it was a dry run).
 DRY_RUN_OUTPUTS = ("summary_json",)
 
@@ -109,6 +125,28 @@ def check_outputs(config: RefreshConfig, config_file: Path | None = None) -> Non
     pending = config.pending_dir
     if pending is not None and pending.exists() and not pending.is_dir():
         raise SettingError("pending_dir", f"{config.pending_dir} is a file, not a folder")
+
+
+def check_state_metrics(config: RefreshConfig, config_file: Path | None, path: Path) -> None:
+    """Refuse (`SettingError`, exit 2, named ``--metrics-file``) ``path`` for the state
+    metrics of ``honeypot-etl status`` by the refresh's own rules (see the module docstring),
+    and when it is one of the refresh's outputs ``config`` names: each file has one writer.
+    Writes nothing but a probe file that is removed at once; creates no folder."""
+    taken = _taken_paths(config, config_file)
+    where = f" ({config_file} names it)" if config_file is not None else ""
+    for output in OUTPUTS:
+        named = getattr(config, output.name)
+        if named is not None:
+            taken[_key(named)] = f"the refresh's {output.kind}{where}"
+    if (what := taken.get(_key(path))) is not None:
+        raise SettingError(
+            STATE_METRICS.name, f"{path} is {what}: choose another file", origin="option"
+        )
+    try:
+        _check_file(STATE_METRICS, path)
+        _check_folder(STATE_METRICS, path, True, probe=True)
+    except SettingError as error:
+        raise error.where("option") from None
 
 
 def _taken_paths(config: RefreshConfig, config_file: Path | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from etl.db.database import Database
 from etl.db.inventory import ASN_NAMES_SCHEMA, IP_DETAILS_SCHEMA
 from etl.db.url import parse_database_url
 from etl.freshness import Freshness
+from etl.sample.build import build_sample
 from etl.status import explore
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
@@ -182,7 +183,7 @@ def test_every_question_on_sqlite_and_postgres(any_db_url: str) -> None:
         ("ZZ", "ZZ", 7, 1),
     ]
 
-    assert explore.greynoise_classes(ips).rows() == [
+    assert explore.greynoise_classes(ips, snapshot.new_ips).rows() == [
         (explore.OBSERVED, "benign", 1, 5),
         (explore.OBSERVED, "malicious", 1, 50),
         (explore.OBSERVED, "unknown", 1, 30),  # GreyNoise's own class, not "not observed"
@@ -219,7 +220,7 @@ def test_an_empty_or_new_database(tmp_path: Path) -> None:
     assert explore.errors_by_reason(inventory.ips).height == 0
     assert explore.runs_over_time(inventory.runs).height == 0
     assert explore.top_asns(inventory.ips, inventory.asns).height == 0
-    assert explore.greynoise_classes(inventory.ips).height == 0
+    assert explore.greynoise_classes(inventory.ips, inventory.new_ips).height == 0
     cov = explore.coverage(inventory.report)
     assert cov.filter(pl.col("state").is_in(explore.NEEDED_STATES))["share"].to_list() == [0.0] * 12
 
@@ -247,13 +248,17 @@ ROW = st.fixed_dictionaries({
 })  # fmt: skip
 
 
-@given(st.lists(ROW, max_size=40))
-def test_every_ip_and_session_is_counted_once(rows: list[dict[str, Any]]) -> None:
+@given(st.lists(ROW, max_size=40), st.lists(st.integers(1, 50), max_size=5))
+def test_every_ip_and_session_is_counted_once(
+    rows: list[dict[str, Any]], new_sessions: list[int]
+) -> None:
     ips = pl.DataFrame(rows, schema=IP_DETAILS_SCHEMA, orient="row")
+    new = pl.DataFrame({"ip": [f"new{i}" for i in range(len(new_sessions))],
+                        "sessions": new_sessions}, schema=explore.NEW_IPS_SCHEMA)  # fmt: skip
     counted = ips.filter(pl.col("usable") & ~pl.col("is_bogon"))
-    classes = explore.greynoise_classes(ips)
-    assert classes["ips"].sum() == counted.height
-    assert classes["sessions"].sum() == counted["sessions"].sum()
+    classes = explore.greynoise_classes(ips, new)
+    assert classes["ips"].sum() == counted.height + new.height
+    assert classes["sessions"].sum() == counted["sessions"].sum() + sum(new_sessions)
     not_observed = classes.filter(pl.col("group") == explore.NOT_OBSERVED)["ips"].sum()
     assert not_observed == counted.filter(pl.col("greynoise_status") == "not_found").height
     countries = explore.top_countries(ips, n=100)
@@ -267,3 +272,48 @@ def test_every_ip_and_session_is_counted_once(rows: list[dict[str, Any]]) -> Non
     asns = explore.top_asns(ips, pl.DataFrame(schema=ASN_NAMES_SCHEMA), n=100)
     with_asn = ips.filter(~pl.col("is_bogon") & pl.col("asn").is_not_null())
     assert asns["sessions"].sum() == with_asn["sessions"].sum()
+
+
+def test_the_two_greynoise_plots_count_the_same_ips(tmp_path: Path) -> None:
+    """On a sample database with IPs seen only in sessions (no inventory row yet), the coverage
+    plot's GreyNoise bar and the GreyNoise plot count the same IPs, class for class."""
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    build_sample(url, 400, 3, tmp_path / "maxmind")
+    snapshot = explore.load_snapshot(RefreshConfig(db_url=url, maxmind_dir=tmp_path / "maxmind"))
+    assert snapshot.new_ips.height == snapshot.report.session_only_ips > 0
+    cov = explore.coverage(snapshot.report).filter(pl.col("source") == "greynoise")
+    states = dict(cov.select("state", "ips").iter_rows())
+    classes = explore.greynoise_classes(snapshot.ips, snapshot.new_ips)
+    answers = dict(classes.select("answer", "ips").iter_rows())
+    assert answers[explore.NEVER_ASKED] == states["never"]
+    assert answers.get("error", 0) == states["error"]
+    answered = classes.filter(pl.col("group") != explore.NOT_ANSWERED)["ips"].sum()
+    assert answered + answers.get("not asked (IPv6)", 0) == states["fresh"] + states["stale"]
+    assert classes["ips"].sum() == cov["needed"][0] == sum(states.values())
+    sessions = snapshot.ips.filter(pl.col("usable") & ~pl.col("is_bogon"))["sessions"].sum()
+    assert classes["sessions"].sum() == sessions + snapshot.new_ips["sessions"].sum()
+
+
+MINUTE = timedelta(minutes=1)
+
+
+def test_runs_minutes_apart_stay_apart_and_their_ticks_carry_the_day(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    starts = [NOW - 2 * DAY, NOW - 10 * MINUTE, NOW - 5 * MINUTE, NOW - MINUTE]
+    starts += [NOW + n * HOUR for n in range(1, 17)]  # 20 runs in all
+    with Database(parse_database_url(url), create=True) as db:
+        db.ensure_schema()
+        for run_id, start in enumerate(starts, 1):
+            runlog.write_run(db, {"run_id": run_id, "started_at": start, "ended_at": start + MINUTE,
+                                  "outcome": "finished", "exit_code": 0})  # fmt: skip
+    config = RefreshConfig(db_url=url, maxmind_dir=tmp_path, clock=lambda: NOW + DAY)
+    runs = explore.runs_over_time(explore.load_snapshot(config).runs)
+    labels = [start.strftime("%m-%d %H:%M") for start in starts]
+    assert runs.select("position", "run_id", "label").rows() == [
+        (n, n + 1, label) for n, label in enumerate(labels)
+    ]
+    assert labels[:4] == ["03-12 12:00", "03-14 11:50", "03-14 11:55", "03-14 11:59"]
+    ticks = explore.run_ticks(runs)  # 8 of 20: the first, the last, evenly between
+    assert ticks["position"].to_list() == [0, 3, 5, 8, 11, 14, 16, 19]
+    assert ticks["label"].to_list() == [labels[n] for n in ticks["position"]]
+    assert explore.run_ticks(runs.head(4))["label"].to_list() == labels[:4]

@@ -29,14 +29,16 @@ NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
 FIGURES = ROOT / "build" / "notebook-figures"
 PLOTS = ("coverage", "forecast", "errors", "runs", "top_asns", "countries", "greynoise")
 KEY = "notebook-test-key"
-DAYS_AGO = (9, 7, 5, 3, 1)
+# When each run was, before now: five days apart, then one 7 minutes after the last.
+RUNS_AGO = (*(timedelta(days=days) for days in (9, 7, 5, 3, 1)), timedelta(hours=23, minutes=53))
+RUN_LABEL = re.compile(r"^\d\d-\d\d \d\d:\d\d$")  # month-day hour:minute
 
 
 @pytest.fixture(scope="module")
 def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A 1,500-IP sample database refreshed 350 IPs at a time on five of the last nine days,
-    by services that fail now and then (Cymru garbles some sessions, GreyNoise sends some
-    malformed answers): (its URL, its MaxMind folder)."""
+    """A 1,500-IP sample database refreshed 350 IPs at a time on five of the last nine days
+    (twice on the last, 7 minutes apart), by services that fail now and then (Cymru garbles
+    some sessions, GreyNoise sends some malformed answers): (its URL, its MaxMind folder)."""
     folder = tmp_path_factory.mktemp("week")
     url = f"sqlite:///{folder / 'honeypot.sqlite'}"
     build_sample(url, 1500, 7, folder / "maxmind")
@@ -46,8 +48,8 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         running("greynoise", folder / "gn.jsonl", "--seed", "7", "--key", KEY,
                 "--fault", "malformed", *faults) as gn,
     ):  # fmt: skip
-        for days in DAYS_AGO:
-            moment = datetime.now(UTC) - timedelta(days=days)
+        for ago in RUNS_AGO:
+            moment = datetime.now(UTC) - ago
             config = RefreshConfig(
                 db_url=url, maxmind_dir=folder / "maxmind", max_ips=350, cymru=cy.address,
                 greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=1000,
@@ -58,13 +60,27 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def execute(
-    folder: Path, url: str, maxmind: Path, plots: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path,
+    url: str | None,
+    maxmind: Path | None,
+    plots: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    after: dict[str, str] | None = None,
 ) -> str:
-    """Run the notebook with its working folder ``folder``; return the text it printed."""
-    monkeypatch.setenv("ETL_DB_URL", url)
-    monkeypatch.setenv("MAXMIND_DIR", str(maxmind))
+    """Run the notebook with its working folder ``folder`` (``url``, ``maxmind``: its
+    ETL_DB_URL and MAXMIND_DIR, None for neither); return the text it printed. ``after``: code
+    run after the cell that draws a plot (name -> code), in that cell's variables."""
+    monkeypatch.delenv("ETL_CONFIG", raising=False)
+    for variable, value in (("ETL_DB_URL", url), ("MAXMIND_DIR", maxmind)):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, str(value))
     monkeypatch.setenv("EXPLORE_PLOT_DIR", str(plots))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    for name, code in (after or {}).items():
+        index = next(i for i, c in enumerate(notebook.cells) if f'show(fig, "{name}")' in c.source)
+        notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     ).execute()
@@ -98,14 +114,21 @@ def test_notebook_runs_from_the_root_and_from_notebooks(
 ) -> None:
     url, maxmind = week
     snapshot = explore.load_snapshot(RefreshConfig(db_url=url, maxmind_dir=maxmind))
-    assert snapshot.runs.height == len(DAYS_AGO)
+    assert snapshot.runs.height == len(RUNS_AGO)
     reasons = explore.errors_by_reason(snapshot.ips)["reason"]  # the errors plot has bars
     assert reasons.len() > 0 and (reasons != explore.NO_REASON).all(), reasons.to_list()
     shutil.rmtree(FIGURES, ignore_errors=True)
-    text = execute(ROOT, url, maxmind, FIGURES, monkeypatch)
+    drawn = ("print('RUN TICKS', [t.get_text() for t in axes[-1].get_xticklabels()]);"
+             "print('RUN XS', [[int(x) for x in line.get_xdata()] for line in axes[0].lines])")  # fmt: skip
+    text = execute(ROOT, url, maxmind, FIGURES, monkeypatch, after={"runs": drawn})
     assert f"opened {url} (read-only)" in text
     assert f"{snapshot.ips.height:,} IPs in ip_inventory" in text
-    assert f"runs in the run log: {len(DAYS_AGO)}" in text
+    assert f"runs in the run log: {len(RUNS_AGO)}" in text
+    # One tick per run (six of them), each with its day; the two runs 7 minutes apart apart.
+    ticks = explore.run_ticks(explore.runs_over_time(snapshot.runs))["label"].to_list()
+    assert f"RUN TICKS {ticks}" in text and len(ticks) == len(RUNS_AGO), text
+    assert all(RUN_LABEL.match(tick) for tick in ticks) and len(set(ticks)) == len(ticks)
+    assert f"RUN XS {[list(range(len(RUNS_AGO)))]}" in text
     for name in PLOTS:
         image = matplotlib.image.imread(FIGURES / f"{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 400, name
@@ -134,3 +157,23 @@ def test_the_default_database_is_found_from_either_folder(
                        resources={"metadata": {"path": str(folder)}}).execute()  # fmt: skip
         text = "".join(o.get("text", "") for o in ran.cells[0].outputs)
         assert f"DB_URL sqlite:///{ROOT / 'data' / 'demo' / 'honeypot.sqlite'}" in text
+
+
+@pytest.mark.parametrize("where", ["outside the repository", "before make demo"])
+def test_without_a_database_one_line_says_what_to_set(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened in a folder outside the repository (no ETL_DB_URL: the demo's path there), or in
+    the repository with a database that is not there yet: one line that says to set
+    ETL_DB_URL, no traceback, and every other cell does nothing (no plot)."""
+    outside = where == "outside the repository"
+    folder = tmp_path if outside else ROOT
+    missing = None if outside else f"sqlite:///{tmp_path / 'not-yet.sqlite'}"
+    text = execute(folder, missing, None, tmp_path / "plots", monkeypatch)
+    lines = text.splitlines()
+    assert len(lines) == 1 and "Set ETL_DB_URL (or db in etl.toml)" in lines[0], text
+    # the database it looked for: the demo's of the folder it was opened in, or ETL_DB_URL's
+    named = tmp_path / ("data/demo/honeypot.sqlite" if outside else "not-yet.sqlite")
+    assert lines[0].startswith("nothing to show: db_url ") and str(named) in lines[0]
+    assert "Traceback" not in text
+    assert not (tmp_path / "plots").exists()

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from etl.metrics import exact, render_metrics, write_metrics
+from etl.metrics import exact, render_metrics, render_state_metrics, write_metrics
 from etl.progress import StatusFile
 from etl.report import RunSummary
 from etl.terminal import RichProgress
@@ -119,8 +119,9 @@ def test_metric_values_are_exact_as_a_prometheus_parser_reads_them(tmp_path: Pat
 
 
 def test_the_readmes_alerts_use_series_and_labels_the_metrics_file_has(tmp_path: Path) -> None:
-    """Each alert of the README's example reads a series the metrics file writes, and each
-    ``$labels.X`` of its annotations is a label of that series (not of another one)."""
+    """Each alert of the README's example reads a series a metrics file writes (the run's, or
+    the state's), and each ``$labels.X`` of its annotations is a label of that series (not of
+    another one)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from etl.report import SourceStop
@@ -129,8 +130,9 @@ def test_the_readmes_alerts_use_series_and_labels_the_metrics_file_has(tmp_path:
     summary.stopped["greynoise"] = SourceStop("key_refused", "GreyNoise refused the key", 3)
     path = tmp_path / "etl.prom"
     write_metrics(path, summary, success=True)
+    state = render_state_metrics({"greynoise": 1}, "0.1.0", 1.0)  # status --metrics-file
     labels: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(path.read_text()):
+    for family in text_string_to_metric_families(path.read_text() + state):
         for sample in family.samples:
             labels.setdefault(sample.name, set()).update(sample.labels)
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -19,6 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etl.clients.greynoise_answers import GreyNoiseAnswer
+from etl.greynoise import greynoise_results
+from etl.sample.honeypot import greynoise_block
 from etl.sample.mmdb_files import build_epoch, write_maxmind_files
 from etl.sample.sessions import snapshot_country
 from etl.sample.world import World
@@ -73,6 +76,21 @@ def test_attacking_ips_are_global_and_routed() -> None:
     assert all(address.is_global for address in parsed)
     assert all(WORLD.route(address) is not None for address in parsed)
     assert 20 <= sum(address.version == 6 for address in parsed) <= 120
+
+
+def test_a_not_observed_ip_has_the_refreshs_own_block() -> None:
+    """The sample writes GreyNoise's not-observed IPs as the refresh does: ``classification``
+    null, not ``"unknown"`` (GreyNoise's class of IPs it did observe), the whole block equal."""
+    cached_at = datetime(2031, 3, 14, 12, tzinfo=UTC)
+    ips = WORLD.attacking_ips(400, np.random.default_rng(3))
+    unobserved = [ip for ip in ips if ":" not in ip and WORLD.greynoise(ip) is None]
+    assert unobserved
+    refreshed = greynoise_results([GreyNoiseAnswer.not_observed(ip) for ip in unobserved],
+                                  cached_at)  # fmt: skip
+    for ip, written in zip(unobserved, refreshed["greynoise"], strict=True):
+        block = greynoise_block(WORLD, ip, cached_at)
+        assert block["status"] == "not_found" and block["classification"] is None
+        assert block == json.loads(written)
 
 
 @pytest.mark.parametrize("tree_nodes", [None, (150_000, 300_000)])

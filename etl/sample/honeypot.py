@@ -124,7 +124,7 @@ def greynoise_block(world: World, address: str, cached_at: datetime) -> dict[str
         return {
             "noise": False,
             "riot": False,
-            "classification": "unknown",
+            "classification": None,  # not observed: no class (GreyNoise's "unknown" is one)
             "name": None,
             "last_seen": None,
             "link": None,

@@ -25,9 +25,12 @@ Where the data of a honeypot database stands: per source how many IPs are fresh,
 error or never asked, how many go stale on each of the next 7 days, the GreyNoise Searches of
 today and what the daily budget leaves, the MaxMind build ages and the last runs.
 
-Read-only: it asks no service and writes nothing (not even the run log table). Exit codes: 0
-the report; 1 the database cannot be read; 2 bad usage (a SQLite file that does not exist, a
-value out of range)."""
+Read-only: it asks no service and writes nothing (not even the run log table), but the
+metrics file --metrics-file names: the IPs due per source and the version, for node_exporter's
+textfile collector, written atomically instead of printing the report (a cron job that asks
+no service). Exit codes: 0 the report (or the file); 1 the database cannot be read, or the
+file cannot be written; 2 bad usage (a SQLite file that does not exist, a value out of range,
+a metrics file on the database, the config or a file that is not ours)."""
 EXAMPLES = """\
 Examples:
 
@@ -35,6 +38,7 @@ Examples:
   honeypot-etl status
   honeypot-etl status --db postgresql://etl@db:5432/cowrie --json
   honeypot-etl status --config /etc/honeypot-etl/etl.toml --runs 24
+  honeypot-etl status --metrics-file /var/lib/node_exporter/textfile/honeypot_etl_state.prom
 
 python -m etl.status takes the same options."""
 # The settings the report reads, declared with the refresh's.
@@ -52,11 +56,22 @@ RunsOption = Annotated[
     ),
 ]  # fmt: skip
 
+MetricsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file", metavar="FILE", show_default=False,
+        help="write the state metrics here (IPs due per source, version; Prometheus textfile "
+        "format, atomically) instead of printing the report: for cron, beside the refresh's "
+        "own metrics file, never the same file",
+    ),
+]  # fmt: skip
+
 
 def status_command(
     config_file: Path | None = None,
     as_json: bool = False,
     runs: int = 10,
+    metrics_file: Path | None = None,
     version: bool = False,
     **values: Any,
 ) -> int:
@@ -68,9 +83,14 @@ def status_command(
         path, found = locate_config(config_file)
         config = load_config(file=path, values_origin="option", **values)
         secrets = config.secrets()
-        if note := config_note(path, found):  # stderr: the report and its JSON stay clean
+        if metrics_file is not None:
+            from etl.outputs import check_state_metrics
+
+            check_state_metrics(config, path, metrics_file)  # before any work
+        elif note := config_note(path, found):  # stderr: the report and its JSON stay clean
             print(note, file=sys.stderr)
-        from etl.status.report import status_report  # polars, DuckDB: only when it runs
+        from etl.report import atomic_write
+        from etl.status.report import state_metrics_text, status_report  # polars, DuckDB
         from etl.status.text import render
 
         report = status_report(config, runs)
@@ -78,6 +98,14 @@ def status_command(
         return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
     except EtlError as exc:
         return cli.fail(redact(str(exc), secrets), exc.exit_code)
+    if metrics_file is not None:
+        try:
+            atomic_write(metrics_file, state_metrics_text(report))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            return cli.fail(f"--metrics-file {metrics_file} could not be written: {why}", 1)
+        if not as_json:
+            return 0
     text = json.dumps(report.to_dict(), indent=2) if as_json else render(report)
     print(redact(text, secrets))
     return 0
@@ -85,12 +113,13 @@ def status_command(
 
 def command() -> Any:
     """`status_command` with its Typer options: the report's settings, ``--config``, ``--json``,
-    ``--runs``."""
+    ``--runs``, ``--metrics-file``."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     extra = [
         inspect.Parameter("config_file", keyword, default=None, annotation=ConfigOption),
         inspect.Parameter("as_json", keyword, default=False, annotation=JsonOption),
         inspect.Parameter("runs", keyword, default=10, annotation=RunsOption),
+        inspect.Parameter("metrics_file", keyword, default=None, annotation=MetricsOption),
         inspect.Parameter("version", keyword, default=False, annotation=cli.VersionOption),
     ]
     return cli.with_signature(status_command, [*cli.options_of(RefreshConfig, OPTIONS), *extra])

@@ -1,14 +1,15 @@
 """The numbers behind notebooks/explore.ipynb, one function per question (read-only).
 
-`load_snapshot` reads a database once (the status report, one row per IP, the AS names, the
-run log); every other function turns what it read into the small frame one plot draws. No
-function here asks a service or writes anything. The per-IP questions count the IPs the
-refresh counts: not bogons, and with usable enrichment (JSON the refresh can merge into).
+`load_snapshot` reads a database once (the status report, one row per IP, the IPs seen only in
+sessions, the AS names, the run log); every other function turns what it read into the small
+frame one plot draws. No function here asks a service or writes anything. The per-IP questions
+count the IPs the refresh counts: not bogons, and with usable enrichment (JSON the refresh can
+merge into). When the database cannot be read, `cannot_load` is the one line to show.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import polars as pl
@@ -17,8 +18,16 @@ from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.inventory import asn_names, ip_details
 from etl.db.select import SOURCES
+from etl.errors import EtlError
 from etl.freshness import Freshness
-from etl.status.report import RUN_ERRORS, StatusReport, gather, reading, runs_as_found
+from etl.status.report import (
+    RUN_ERRORS,
+    StatusReport,
+    gather,
+    reading,
+    runs_as_found,
+    sessions_found,
+)
 
 # The states of a source among the IPs that need it, in the order they are drawn.
 NEEDED_STATES = ("fresh", "stale", "error", "never")
@@ -29,18 +38,25 @@ OBSERVED = "observed"
 NOT_OBSERVED = "not observed"
 NOT_ANSWERED = "not answered"
 NO_REASON = "no reason recorded"
+NEVER_ASKED = "never asked"
+# The run plot's tick labels: the UTC day (month and day) and time a run started.
+RUN_LABEL = "%m-%d %H:%M"
+NEW_IPS_SCHEMA = {"ip": pl.String, "sessions": pl.Int64}
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """What `load_snapshot` read: the status report, one row per IP (`ip_details`), the AS
-    names (`asn_names`), the run log (oldest run first) and the TTLs the report applied."""
+    names (`asn_names`), the run log (oldest run first), the TTLs the report applied, and the
+    IPs seen only in sessions with their sessions (`NEW_IPS_SCHEMA`: no inventory row yet;
+    the report counts them, "never asked" by MaxMind and GreyNoise)."""
 
     report: StatusReport
     ips: pl.DataFrame
     asns: pl.DataFrame
     runs: pl.DataFrame
     freshness: Freshness
+    new_ips: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NEW_IPS_SCHEMA))
 
 
 def ttl_days(freshness: Freshness) -> dict[str, int]:
@@ -61,9 +77,22 @@ def load_snapshot(config: RefreshConfig, runs: int = 500) -> Snapshot:
     raises."""
     horizon = max(ttl_days(config.freshness).values()) + 1
     with reading(config) as (db, maxmind, now):
-        report = gather(db, config, maxmind, now, runs=0, forecast_days=horizon)
+        found = sessions_found(db)
+        report = gather(db, config, maxmind, now, runs=0, forecast_days=horizon, found=found)
         log = runs_as_found(db, lambda: runlog.recent_runs(db, runs)).reverse()
-        return Snapshot(report, ip_details(db), asn_names(db), log, config.freshness)
+        new = found.of_new_ips().group_by("ip").agg(pl.len().alias("sessions"))
+        new_ips = new.cast(NEW_IPS_SCHEMA)  # type: ignore[arg-type]
+        return Snapshot(report, ip_details(db), asn_names(db), log, config.freshness, new_ips)
+
+
+def cannot_load(error: EtlError) -> str:
+    """The one line the notebook shows when `load_snapshot` raised ``error``: what failed, and
+    how to name a database."""
+    return (
+        f"nothing to show: {' '.join(str(error).split())}. Set ETL_DB_URL (or db in etl.toml) "
+        "to your honeypot database (MAXMIND_DIR to its MaxMind folder), or run `make demo` to "
+        "build the sample one."
+    )
 
 
 def coverage(report: StatusReport) -> pl.DataFrame:
@@ -130,19 +159,36 @@ def errors_by_reason(ips: pl.DataFrame) -> pl.DataFrame:
 
 
 def runs_over_time(runs: pl.DataFrame) -> pl.DataFrame:
-    """One row per run of the run log, oldest first: when it started, its outcome (``killed``
-    for a dead run, see `runs_as_found`: like ``failed`` and ``interrupted``, no clean end) and
-    exit code (none for a killed or running run), the ip_inventory rows it wrote, the
-    GreyNoise Searches it spent and its per-IP errors (all sources)."""
+    """One row per run of the run log, oldest first: its place on the plot (``position``: one
+    slot per run, so runs minutes apart stay apart however long the log), when it started and
+    its tick label (`RUN_LABEL`, UTC: the month and day, then the time), its outcome
+    (``killed`` for a dead run, see `runs_as_found`: like ``failed`` and ``interrupted``, no
+    clean end) and exit code (none for a killed or running run), the ip_inventory rows it
+    wrote, the GreyNoise Searches it spent and its per-IP errors (all sources)."""
+    started = pl.col("started_at").dt.convert_time_zone("UTC")
     return runs.sort("run_id").select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("position"),
         "run_id",
         "started_at",
+        started.dt.strftime(RUN_LABEL).fill_null("?").alias("label"),
         "outcome",
         "exit_code",
         pl.col("ip_rows_written").fill_null(0).alias("rows"),
         pl.col("greynoise_searches").fill_null(0).alias("searches"),
         RUN_ERRORS.fill_null(0),
     )
+
+
+def run_ticks(runs: pl.DataFrame, most: int = 8) -> pl.DataFrame:
+    """The runs of `runs_over_time` that get a tick on the plot (``position``, ``label``):
+    every run when there are at most ``most``, else ``most`` evenly spread from the first run
+    to the last."""
+    count = runs.height
+    if count <= most:
+        chosen = list(range(count))
+    else:
+        chosen = sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+    return runs.select("position", "label").filter(pl.col("position").is_in(chosen))
 
 
 def _counted(ips: pl.DataFrame) -> pl.DataFrame:
@@ -210,11 +256,21 @@ def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
     )
 
 
-def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
+def greynoise_classes(ips: pl.DataFrame, new_ips: pl.DataFrame | None = None) -> pl.DataFrame:
     """IPs and sessions by what GreyNoise said, in three groups: `OBSERVED` (its
     classification: malicious, suspicious, benign, or its own ``unknown``), `NOT_OBSERVED`
     (it has not seen the IP: 404 / not found) and `NOT_ANSWERED` (error, not asked: IPv6 on
-    the community API, never asked). Counts the IPs `_counted` keeps."""
+    the community API, `NEVER_ASKED`). Counts the IPs `_counted` keeps and ``new_ips`` (the
+    snapshot's IPs seen only in sessions: never asked): with them, the IPs `coverage`
+    counts."""
+    if new_ips is None:
+        new_ips = pl.DataFrame(schema=NEW_IPS_SCHEMA)
+    new = new_ips.select(
+        pl.lit(None, pl.String).alias("greynoise_status"),
+        pl.lit(None, pl.String).alias("classification"),
+        "sessions",
+    )
+    rows = pl.concat([_counted(ips).select(new.columns), new])
     status = pl.col("greynoise_status")
     answer = (
         pl.when(status == "ok")
@@ -225,7 +281,7 @@ def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("error"))
         .when(status == "skipped")
         .then(pl.lit("not asked (IPv6)"))
-        .otherwise(pl.lit("never asked"))
+        .otherwise(pl.lit(NEVER_ASKED))
     )
     group = (
         pl.when(status == "ok")
@@ -236,8 +292,7 @@ def greynoise_classes(ips: pl.DataFrame) -> pl.DataFrame:
     )
     order = pl.col("group").replace_strict([OBSERVED, NOT_OBSERVED, NOT_ANSWERED], [0, 1, 2])
     return (
-        _counted(ips)
-        .group_by(group.alias("group"), answer.alias("answer"))
+        rows.group_by(group.alias("group"), answer.alias("answer"))
         .agg(pl.len().cast(pl.Int64).alias("ips"), pl.col("sessions").sum())
         .sort([order, "ips", "answer"], descending=[False, True, False])
     )

@@ -37,6 +37,7 @@ from etl.db.sessions import (
 from etl.db.url import parse_database_url
 from etl.errors import DatabaseError, SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
+from etl.metrics import package_version, render_state_metrics
 from etl.runlog import utc_day
 
 FORECAST_DAYS = 7
@@ -115,6 +116,14 @@ class StatusReport:
         return data
 
 
+def state_metrics_text(report: StatusReport) -> str:
+    """The state metrics of ``report`` (`etl.metrics.render_state_metrics`): its ``due`` count
+    of each source, the installed version, and the report's time."""
+    due = {name: source.due for name, source in report.sources.items()}
+    at = datetime.fromisoformat(report.at).timestamp()
+    return render_state_metrics(due, package_version(), at)
+
+
 def status_report(
     config: RefreshConfig, runs: int = 10, forecast_days: int = FORECAST_DAYS
 ) -> StatusReport:
@@ -153,19 +162,21 @@ def gather(
     now: datetime,
     runs: int = 10,
     forecast_days: int = FORECAST_DAYS,
+    found: FoundSessions | None = None,
 ) -> StatusReport:
-    """The `StatusReport` of an open database (see `reading`)."""
+    """The `StatusReport` of an open database (see `reading`); ``found``: its sessions
+    (`sessions_found`), read here when not given."""
     notes = list(maxmind.notes)
-    missing = [t for t in ("ip_inventory", "session_summaries") if not db.columns(t)]
-    found = FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
+    missing = _missing_tables(db)
     no_address = 0
     if missing:
+        found = FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
         notes.append(f"{db.url} has no {' or '.join(missing)} table: nothing to count yet")
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
         rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
-        found = find_sessions(db)
+        found = find_sessions(db) if found is None else found
         notes += found.notes
         no_address = without_address(db, found)
         counts = freshness_counts(db, rules, found)
@@ -187,6 +198,18 @@ def gather(
         runs=_runs(db, runs),
         notes=notes,
     )
+
+
+def _missing_tables(db: Database) -> list[str]:
+    return [table for table in ("ip_inventory", "session_summaries") if not db.columns(table)]
+
+
+def sessions_found(db: Database) -> FoundSessions:
+    """The sessions of IPs without an inventory row and those to link (`find_sessions`), as
+    `gather` counts them: none when a table is missing."""
+    if _missing_tables(db):
+        return FoundSessions(pl.DataFrame(schema=SESSIONS_SCHEMA))
+    return find_sessions(db)
 
 
 def _count(frame: pl.DataFrame) -> int:
