@@ -8,6 +8,7 @@ thread takes them in the order they were posted, and it alone counts them into t
     AsnDetailsAnswered(frame)       Tier 1 rows (AS registration data) for asn_inventory
     BatchAnswered(done, total, ...) one Team Cymru chunk answered (a log line)
     Progressed(source, n)           n more items of the phase are done
+    Informed(message)               a progress line for the log
     Noted(message)                  something the user should read once
     PhaseDone(source, seconds)      the phase ended (posted by the runner)
     PhaseStopped(source, message..) a service stopped the phase: noted, the run goes on (runner)
@@ -40,20 +41,23 @@ class AsnDetailsAnswered:
 
 @dataclass(frozen=True)
 class BatchAnswered:
-    """Team Cymru answered its ``done``-th chunk of ``total``: ``enriched`` IPs, ``failed``
-    IPs sent without an answer, ``asns`` AS numbers' registration data."""
+    """Team Cymru answered its ``done``-th chunk of ``total`` planned (0: a chunk of AS
+    numbers that the answers named, not planned): ``enriched`` IPs, ``failed`` IPs sent
+    without an answer, ``asns`` AS numbers' registration data of ``asns_asked`` asked."""
 
     done: int
     total: int
     enriched: int
     failed: int
     asns: int = 0
+    asns_asked: int = 0
 
     def line(self) -> str:
         """The log line (users grep it: keep the wording)."""
         failed = f", {self.failed} failed" if self.failed else ""
         asns = f", {self.asns} ASNs" if self.asns else ""
-        return f"Cymru batch {self.done}/{self.total}: {self.enriched} IPs enriched{failed}{asns}"
+        of = f"/{self.total}" if self.total else " (AS numbers named in the answers)"
+        return f"Cymru batch {self.done}{of}: {self.enriched} IPs enriched{failed}{asns}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ class Progressed:
 
     source: str
     done: int
+
+
+@dataclass(frozen=True)
+class Informed:
+    """A progress line for the log (hidden when quiet)."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ Event: TypeAlias = (
     | AsnDetailsAnswered
     | BatchAnswered
     | Progressed
+    | Informed
     | Noted
     | PhaseDone
     | PhaseStopped

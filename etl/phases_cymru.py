@@ -21,7 +21,14 @@ from etl.cymru import NAMED_IPS, as_queries, asn_details, cymru_results, split_b
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
-from etl.events import AsnDetailsAnswered, BatchAnswered, PartAnswered, Post, Progressed
+from etl.events import (
+    AsnDetailsAnswered,
+    BatchAnswered,
+    Informed,
+    PartAnswered,
+    Post,
+    Progressed,
+)
 from etl.freshness import Freshness
 
 
@@ -68,32 +75,35 @@ def cymru_phase(
         discovered |= lines.answered(batch, planned=batch.total)
         post(Progressed("cymru", len(batch.sent)))
     late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
+    if late and not client.blocked:
+        post(Informed(f"cymru: {len(late)} more AS numbers to ask, named in the answers"))
     for batch in client.lookup(as_queries(late)):
-        lines.answered(batch, planned=lines.planned + batch.total)
+        lines.answered(batch, planned=0)
     client.check_blocked()
 
 
 class BatchLines:
     """Posts the answers of each chunk that was sent, numbered as they come: the ``i`` of
     "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
-    count; ``n`` is the chunks planned (the ASNs Cymru's answers revealed add their own)."""
+    count; ``n`` is the chunks planned, known before the first is sent (the chunks of AS
+    numbers that the answers named come after them, without an ``n``)."""
 
     def __init__(self, post: Post, clock: Clock = utc_now) -> None:
         self.post = post
         self.clock = clock
         self.done = 0
-        self.planned = 0
 
     def answered(self, batch: Batch, planned: int) -> set[int]:
-        """Post ``batch``'s IP rows and Tier 1 rows; return the ASNs its IP answers name."""
-        self.planned = max(self.planned, planned)
+        """Post ``batch``'s IP rows and Tier 1 rows (``planned``: the chunks planned, 0 for
+        one not planned); return the ASNs its IP answers name."""
         if not batch.sent:
             return set()
         self.done += 1
         ip_batch, as_batch = split_batch(batch)
         asns = _post_details(as_batch, self.post, self.clock())
         enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
-        self.post(BatchAnswered(self.done, self.planned, enriched, failed, asns))
+        asked = len(as_batch.sent)
+        self.post(BatchAnswered(self.done, planned, enriched, failed, asns, asked))
         if not ip_batch.sent:
             return set()
         part = cymru_results(ip_batch, self.clock())
