@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from etl import report
 from etl.config import RefreshConfig
-from etl.report import HEARTBEAT_SECONDS, VERBOSE_SECONDS, LineReporter
+from etl.report import LineReporter
 from tests.sims import running
 from tests.test_refresh_greynoise import KEY, build_sample
 
@@ -25,8 +26,8 @@ def beats(text: str) -> list[re.Match[str]]:
 
 
 def test_the_intervals_are_30_s_plain_and_5_s_verbose() -> None:
-    assert HEARTBEAT_SECONDS == 30 and VERBOSE_SECONDS == 5
-    assert RefreshConfig().progress_every == HEARTBEAT_SECONDS
+    assert report.HEARTBEAT_SECONDS == 30 and report.VERBOSE_SECONDS == 5
+    assert RefreshConfig().progress_every == 30
     assert LineReporter().every == 30
     assert LineReporter(verbosity=1).every == 5
     assert LineReporter(verbosity=1, heartbeat=2).every == 2  # the shorter of the two

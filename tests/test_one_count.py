@@ -27,6 +27,9 @@ WRONG_KEY = "key-refused"  # the GreyNoise simulator refuses it: 401
 # key), each on half the sessions or requests: stops and per-IP errors side by side.
 RUNS = list(zip_longest(CYMRU_FAULTS, (*GREYNOISE_FAULTS, WRONG_KEY)))
 
+# Faults after which the simulator has logged every session or request by the run's end.
+HOLD_NOTHING = {None, "drop", "silent", "garbage", "garble", "refuse", "5xx", "slow", "reset",
+                "malformed", "429", WRONG_KEY}  # fmt: skip
 START = re.compile(r"^(\w+): (\d+) (.+) to do$")
 DONE = re.compile(r"^(\w+): done in [\d.]+s(?:, (\d+)/(\d+) (.+))?$")
 BEAT = re.compile(r"^(\w+): (\d+)/(\d+) (.+) \(\d+%\), [\d,.]+/s, ETA ")
@@ -90,9 +93,10 @@ def test_every_count_agrees_everywhere(
         summary, lines, data, status, metrics = _run(
             pristine, tmp_path, capsys, cymru=cy.address, greynoise_url=gn.url
         )
-        if cymru_fault != "stall":  # a stalled session is logged when its stall ends
-            _settle(cy, summary.cymru_sessions)
-        _settle(gn, summary.greynoise_requests)
+        # Sessions and requests as the simulators saw them (one held by a stall is logged when
+        # the stall ends: after the run, so only faults that hold none are compared).
+        _settle(cy, summary.cymru_sessions, exact=cymru_fault in HOLD_NOTHING)
+        _settle(gn, summary.greynoise_requests, exact=greynoise_fault in HOLD_NOTHING)
     # The summary JSON is the summary (its wall time is taken just before the run's end).
     assert {**data, "wall_seconds": 0} == {**json.loads(summary.json_text()), "wall_seconds": 0}
     _phases_agree(lines, status, summary)
@@ -101,13 +105,13 @@ def test_every_count_agrees_everywhere(
     _greynoise_agrees(summary, metrics, gn)
 
 
-def _settle(simulator: Simulator, expected: int) -> None:
+def _settle(simulator: Simulator, expected: int, exact: bool) -> None:
     """The simulator has logged ``expected`` sessions or requests (within a few seconds: the
-    last are logged as they close)."""
+    last are logged as they close), or, not ``exact``, at most that many."""
     deadline = time.monotonic() + 5
-    while len(simulator.entries()) < expected and time.monotonic() < deadline:
+    while exact and len(simulator.entries()) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(simulator.entries()) == expected
+    assert len(simulator.entries()) == expected if exact else len(simulator.entries()) <= expected
 
 
 def _phases_agree(lines: list[str], status: dict[str, Any], summary: RunSummary) -> None:
