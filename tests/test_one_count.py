@@ -86,7 +86,8 @@ def test_every_count_agrees_everywhere(
     key = WRONG_KEY if greynoise_fault == WRONG_KEY else KEY
     greynoise_args = ["--key", key, "--slow-seconds", "0.3"]
     if greynoise_fault and greynoise_fault != WRONG_KEY:
-        greynoise_args += ["--fault", greynoise_fault, "--fault-rate", "0.5"]
+        rate = "0.05" if greynoise_fault == "429" else "0.5"  # each 429 pauses every request
+        greynoise_args += ["--fault", greynoise_fault, "--fault-rate", rate]
     with ExitStack() as stack:
         cy = stack.enter_context(running("cymru", tmp_path / "c.jsonl", *cymru_args))
         gn = stack.enter_context(running("greynoise", tmp_path / "g.jsonl", *greynoise_args))
