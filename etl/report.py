@@ -314,10 +314,11 @@ class _Running:
 
 
 def progress_line(phase: str, done: int, total: int, seconds: float) -> str:
-    """``phase: done/total unit (percent), rate, ETA`` (the ETA at the rate so far)."""
-    rate = done / seconds if seconds > 0 else 0.0
+    """``phase: done/total unit (percent), rate, ETA`` (the ETA at the rate so far); for a
+    phase whose size is not known, how long it has run."""
     if not total:
-        return f"{phase}: {done} {phase_unit(phase)} so far, {rate:,.1f}/s"
+        return f"{phase}: running for {_duration(seconds)}"
+    rate = done / seconds if seconds > 0 else 0.0
     left = max(0, total - done)
     eta = _duration(left / rate) if rate > 0 else "unknown"
     return (

@@ -51,6 +51,18 @@ def test_a_stalled_phase_still_says_where_it_is() -> None:
     assert after.splitlines()[-1].startswith("greynoise: done in 1.30s, 25/100 IPs")
 
 
+def test_a_phase_of_unknown_size_says_how_long_it_has_run() -> None:
+    out = io.StringIO()
+    lines = LineReporter(out, heartbeat=0.2)
+    lines.phase_started("select", 0)
+    time.sleep(0.5)
+    lines.phase_finished("select", 0.5)
+    lines.close()
+    said = out.getvalue().splitlines()
+    assert said[0] == "select: started" and said[-1] == "select: done in 0.50s"
+    assert said[1:-1] and all(re.fullmatch(r"select: running for \ds", line) for line in said[1:-1])
+
+
 def test_quiet_prints_no_heartbeat() -> None:
     out = io.StringIO()
     lines = LineReporter(out, verbosity=-1, heartbeat=0.1)
