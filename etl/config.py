@@ -44,6 +44,7 @@ RANGES = {
     "max_ips": Range(1, 1_000_000_000, "IPs"),
     "commit_every": Range(1, 1_000_000, "rows"),
     "lock_timeout": Range(0, 86_400, "seconds (a day)"),
+    "progress_every": Range(0, 86_400, "seconds", above=True),
     "batch_size": Range(*BATCH_SIZES, "IPs per Team Cymru session"),
     "greynoise_rate": Range(0, 1_000, "requests per second", above=True),
     "greynoise_budget": Range(0, 1_000_000_000, "requests"),
@@ -142,7 +143,15 @@ class RefreshConfig:
         flag="--metrics-file", metavar="FILE",
     )  # fmt: skip
     quiet: bool = setting(False, "only notes and errors", flag="--quiet", short="-q")
-    verbose: bool = setting(False, "progress of every chunk", flag="--verbose", short="-v")
+    verbose: bool = setting(
+        False, "a progress line per running phase every 5 s (no progress bars)",
+        flag="--verbose", short="-v",
+    )  # fmt: skip
+    progress_every: float = setting(
+        30.0, "when the output is no terminal, a progress line per running phase this often, "
+        + RANGES["progress_every"].bounds(),
+        flag="--progress-every", metavar="SECONDS",
+    )  # fmt: skip
     cymru: str = setting(
         DEFAULT_CYMRU, "Team Cymru bulk whois", flag="--cymru", metavar="HOST:PORT"
     )

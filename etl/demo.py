@@ -26,6 +26,7 @@ from etl.errors import UsageError
 from etl.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"
+DEMO_PROGRESS_SECONDS = 5  # plain output: progress lines often enough to see in a short run
 EXAMPLES = """\
 Examples:
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def refresh_service_options(cymru: str, greynoise: str) -> list[str]:
     """Options pointing the refresh at the simulators."""
-    return ["--cymru", cymru, "--greynoise-url", greynoise, "--greynoise-rate", "500"]
+    return ["--cymru", cymru, "--greynoise-url", greynoise, "--greynoise-rate", "500",
+            "--progress-every", str(DEMO_PROGRESS_SECONDS)]  # fmt: skip
 
 
 if __name__ == "__main__":

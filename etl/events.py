@@ -9,6 +9,7 @@ thread takes them in the order they were posted, and it alone counts them into t
     BatchAnswered(done, total, ...) one Team Cymru chunk answered (a log line)
     AsLookupsUnanswered(count)      Tier 1 ``AS<n>`` queries of a chunk left without an answer
     Progressed(source, n)           n more items of the phase are done
+    Informed(message)               a progress line for the log
     Noted(message)                  something the user should read once
     PhaseDone(source, seconds)      the phase ended (posted by the runner)
     PhaseStopped(source, message..) a service stopped the phase: noted, the run goes on (runner)
@@ -41,20 +42,23 @@ class AsnDetailsAnswered:
 
 @dataclass(frozen=True)
 class BatchAnswered:
-    """Team Cymru answered its ``done``-th chunk of ``total``: ``enriched`` IPs, ``failed``
-    IPs sent without an answer, ``asns`` AS numbers' registration data."""
+    """Team Cymru answered its ``done``-th chunk of ``total`` planned (0: a chunk of AS
+    numbers that the answers named, not planned): ``enriched`` IPs, ``failed`` IPs sent
+    without an answer, ``asns`` AS numbers' registration data of ``asns_asked`` asked."""
 
     done: int
     total: int
     enriched: int
     failed: int
     asns: int = 0
+    asns_asked: int = 0
 
     def line(self) -> str:
         """The log line (users grep it: keep the wording)."""
         failed = f", {self.failed} failed" if self.failed else ""
         asns = f", {self.asns} ASNs" if self.asns else ""
-        return f"Cymru batch {self.done}/{self.total}: {self.enriched} IPs enriched{failed}{asns}"
+        of = f"/{self.total}" if self.total else " (AS numbers named in the answers)"
+        return f"Cymru batch {self.done}{of}: {self.enriched} IPs enriched{failed}{asns}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,13 @@ class Progressed:
 
     source: str
     done: int
+
+
+@dataclass(frozen=True)
+class Informed:
+    """A progress line for the log (hidden when quiet)."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ Event: TypeAlias = (
     | BatchAnswered
     | AsLookupsUnanswered
     | Progressed
+    | Informed
     | Noted
     | PhaseDone
     | PhaseStopped

@@ -95,13 +95,21 @@ def render_metrics(
     _metric(lines, "raw_event_ips",
             "Selected new IPs found through the raw events of unlinked sessions.",
             [("", summary.raw_event_ips)])  # fmt: skip
-    _metric(lines, "cymru_batches", "Team Cymru chunks in the last run.",
+    _metric(lines, "cymru_batches", "Team Cymru chunks sent in the last run.",
             [("", summary.cymru_batches)])  # fmt: skip
     _metric(lines, "cymru_as_lookups_failed",
             "Team Cymru AS lookups (Tier 1 AS<n> queries) left without an answer in the last "
             "run (asked again by the next run).",
             [("", summary.cymru_as_lookups_failed)])  # fmt: skip
-    _metric(lines, "greynoise_requests", "GreyNoise requests in the last run.",
+    _metric(lines, "cymru_sessions",
+            "Team Cymru bulk sessions tried in the last run (refused and retried ones too).",
+            [("", summary.cymru_sessions)])  # fmt: skip
+    _metric(lines, "asn_numbers",
+            "AS numbers whose registration data the last run asked Team Cymru for, and of "
+            "them those answered.",
+            [('{state="asked"}', summary.asn_asked),
+             ('{state="answered"}', summary.asn_details)])  # fmt: skip
+    _metric(lines, "greynoise_requests", "GreyNoise requests sent in the last run.",
             [("", summary.greynoise_requests)])  # fmt: skip
     _metric(lines, "greynoise_searches",
             "GreyNoise Searches spent in the last run (full context: one per IP; quick check: "

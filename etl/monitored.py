@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl.config import RefreshConfig
 from etl.errors import RunLockedError
@@ -16,6 +17,9 @@ from etl.outputs import OutputError, RunOutputs, check_outputs
 from etl.pipeline import check_before_work, refresh
 from etl.progress import FanOut, StatusFile
 from etl.report import LineReporter, Reporter, RunSummary
+
+if TYPE_CHECKING:
+    from etl.terminal import RichProgress
 
 
 def monitored_refresh(
@@ -74,16 +78,21 @@ def _write_outputs(
 def _reporters(
     config: RefreshConfig, maxmind: MaxMindDatabases
 ) -> Iterator[tuple[Reporter, StatusFile | None]]:
-    """Progress bars on a terminal, plain lines otherwise, plus the status file if asked
-    (``maxmind``, open already, is closed should they fail to start)."""
+    """Progress bars on a terminal, plain lines otherwise (closed at the end: their heartbeat
+    stops), plus the status file if asked (``maxmind``, open already, is closed should they
+    fail to start)."""
     secrets = config.secrets()
-    bars = None
+    bars: RichProgress | LineReporter | None = None
     try:
         if config.verbosity == 0 and sys.stderr.isatty():
             from etl.terminal import RichProgress  # rich is loaded only for a terminal
 
             bars = RichProgress(secrets=secrets)
-        shown: Reporter = bars or LineReporter(verbosity=config.verbosity, secrets=secrets)
+        else:
+            bars = LineReporter(
+                verbosity=config.verbosity, secrets=secrets, heartbeat=config.progress_every
+            )
+        shown: Reporter = bars
         wanted = config.status_file is not None and not config.dry_run  # a dry run: none
         status = StatusFile(config.status_file, secrets) if wanted and config.status_file else None
     except BaseException:

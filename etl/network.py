@@ -27,6 +27,7 @@ from etl.events import (
     AsnDetailsAnswered,
     BatchAnswered,
     Event,
+    Informed,
     Noted,
     PartAnswered,
     PhaseDone,
@@ -50,12 +51,8 @@ class NetworkPhases:
     phases: list[Phase] = field(default_factory=list)
     awaited: dict[str, pl.Series] = field(default_factory=dict)
     greynoise: GreyNoiseClient | None = None
+    cymru: CymruClient | None = None
     meter: SearchMeter | None = None  # the GreyNoise Searches, per UTC day
-
-    @property
-    def answers_awaited(self) -> int:
-        """Answers the phases owe, one per IP and source."""
-        return sum(ips.len() for ips in self.awaited.values())
 
     def sample_searches(self) -> None:
         """Count the GreyNoise Searches spent so far into the UTC day it is now."""
@@ -64,7 +61,9 @@ class NetworkPhases:
 
     def close(self, summary: RunSummary) -> None:
         """Close the clients (once the phases are over); record the GreyNoise requests sent
-        and the Searches spent, per UTC day."""
+        and the Searches spent, per UTC day, and the Team Cymru sessions tried."""
+        if self.cymru is not None:
+            summary.cymru_sessions = self.cymru.sessions
         if self.greynoise is not None:
             self.sample_searches()
             summary.greynoise_requests = self.greynoise.requests_sent
@@ -85,7 +84,7 @@ def network_phases(
     network = NetworkPhases()
     ips = targets["cymru"]
     if ips or plan.wanted:
-        cymru = CymruClient(config.cymru_settings())
+        cymru = network.cymru = CymruClient(config.cymru_settings())
         body = partial(cymru_phase, cymru, ips, plan, clock=config.clock)
         detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
         total = len(cymru_queries(ips, plan))
@@ -138,6 +137,7 @@ def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
     match event:
         case BatchAnswered():
             summary.cymru_batches += 1
+            summary.asn_asked += event.asns_asked
             reporter.info(event.line())
         case PartAnswered(source, frame):
             count_statuses(summary, source, frame[f"{source}_status"])
@@ -147,6 +147,8 @@ def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
             summary.cymru_as_lookups_failed += count
         case Progressed(source, done):
             reporter.advanced(source, done)
+        case Informed(message):
+            reporter.info(message)
         case Noted(message):
             reporter.note(message)
         case PhaseStopped(source, message, reason, exit_code, seconds):

@@ -25,6 +25,7 @@ from etl.events import (
     AsLookupsUnanswered,
     AsnDetailsAnswered,
     BatchAnswered,
+    Informed,
     PartAnswered,
     Post,
     Progressed,
@@ -76,8 +77,10 @@ def cymru_phase(
         post(Progressed("cymru", len(batch.sent)))
         _post_unanswered(batch, post)
     late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
+    if late and not client.blocked:
+        post(Informed(f"cymru: {len(late)} more AS numbers to ask, named in the answers"))
     for batch in client.lookup(as_queries(late)):
-        lines.answered(batch, planned=lines.planned + batch.total)
+        lines.answered(batch, planned=0)
         _post_unanswered(batch, post)
     client.check_blocked()
 
@@ -92,24 +95,25 @@ def _post_unanswered(batch: Batch, post: Post) -> None:
 class BatchLines:
     """Posts the answers of each chunk that was sent, numbered as they come: the ``i`` of
     "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
-    count; ``n`` is the chunks planned (the ASNs Cymru's answers revealed add their own)."""
+    count; ``n`` is the chunks planned, known before the first is sent (the chunks of AS
+    numbers that the answers named come after them, without an ``n``)."""
 
     def __init__(self, post: Post, clock: Clock = utc_now) -> None:
         self.post = post
         self.clock = clock
         self.done = 0
-        self.planned = 0
 
     def answered(self, batch: Batch, planned: int) -> set[int]:
-        """Post ``batch``'s IP rows and Tier 1 rows; return the ASNs its IP answers name."""
-        self.planned = max(self.planned, planned)
+        """Post ``batch``'s IP rows and Tier 1 rows (``planned``: the chunks planned, 0 for
+        one not planned); return the ASNs its IP answers name."""
         if not batch.sent:
             return set()
         self.done += 1
         ip_batch, as_batch = split_batch(batch)
         asns = _post_details(as_batch, self.post, self.clock())
         enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
-        self.post(BatchAnswered(self.done, self.planned, enriched, failed, asns))
+        asked = len(as_batch.sent)
+        self.post(BatchAnswered(self.done, planned, enriched, failed, asns, asked))
         if not ip_batch.sent:
             return set()
         part = cymru_results(ip_batch, self.clock())

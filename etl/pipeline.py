@@ -107,8 +107,11 @@ def refresh(
     summary.dry_run = config.dry_run
     summary.started_at = config.clock().astimezone(UTC).isoformat()
     summary.greynoise_daily_budget = config.greynoise_daily_budget
+    own: LineReporter | None = None  # plain lines made here, closed at the end
+    if reporter is None:
+        own = reporter = _plain_lines(config)
     try:
-        reporter = _listeners(config, reporter, summary)
+        reporter = _listeners(reporter, summary)
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
             _import_in_background("etl.clients.http")  # requests: loads while the db is read
         summary.maxmind_build_epochs = maxmind.build_epochs
@@ -130,6 +133,8 @@ def refresh(
     else:
         summary.end(config.clock())
     finally:
+        if own is not None:
+            own.close()
         maxmind.close()
         if url.sqlite_path is not None:
             reader.discard(url.sqlite_path)
@@ -403,14 +408,9 @@ def _ask_and_write(
     if Source.CYMRU in run.active:
         plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
     network = network_phases(run.config, targets, plan, run.budget.left)
-    # The write phase: every selected row, and every answer awaited, committed.
-    write_phase = WritePhase(summary, reporter, frame.height + network.answers_awaited)
-    committer = Committer(
-        writer,
-        run.config.commit_every,
-        on_base_written=write_phase.advance,
-        on_answers_written=write_phase.advance,
-    )
+    # The write phase: every selected IP's row committed (the summary's "wrote N rows").
+    write_phase = WritePhase(summary, reporter, frame.height)
+    committer = Committer(writer, run.config.commit_every, on_base_written=write_phase.advance)
     try:
         arrivals = Arrivals(summary, reporter, committer, writer, run.now)
         # Rows no service will answer are written at once, while the services work; the others
@@ -432,9 +432,15 @@ def _ask_and_write(
     writer.close()
 
 
-def _listeners(config: RefreshConfig, shown: Reporter | None, summary: RunSummary) -> Reporter:
+def _plain_lines(config: RefreshConfig) -> LineReporter:
+    """Plain progress lines as ``config`` asks them (verbosity, heartbeat)."""
+    return LineReporter(
+        verbosity=config.verbosity, secrets=config.secrets(), heartbeat=config.progress_every
+    )
+
+
+def _listeners(shown: Reporter, summary: RunSummary) -> Reporter:
     """The caller's reporter (plain lines by default) and the summary's note recorder."""
-    shown = shown or LineReporter(verbosity=config.verbosity, secrets=config.secrets())
     reporter = FanOut([shown, NoteRecorder(summary)])
     reporter.attach(summary)
     return reporter

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.db.url import redacted
-from etl.report import Reporter, RunSummary, atomic_write
+from etl.report import Reporter, RunSummary, atomic_write, phase_unit
 
 
 @dataclass
@@ -161,6 +161,7 @@ class StatusFile:
                     "state": "done" if s.finished is not None else "running",
                     "done": s.done,
                     "total": s.total,
+                    "unit": phase_unit(name),
                     "rate": round(s.rate(), 3),
                     "eta_seconds": None if s.eta() is None else round(s.eta() or 0.0, 1),
                     "seconds": round(s.elapsed(), 3),

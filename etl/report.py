@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -77,8 +78,10 @@ class RunSummary:
     sources: dict[str, SourceCounts] = field(
         default_factory=lambda: {s: SourceCounts() for s in ("maxmind", "cymru", "greynoise")}
     )
-    cymru_batches: int = 0
-    asn_details: int = 0
+    cymru_batches: int = 0  # chunks sent (some of their queries went out)
+    cymru_sessions: int = 0  # bulk sessions tried (refused and retried ones too)
+    asn_asked: int = 0  # AS numbers sent to Team Cymru (planned, then named in its answers)
+    asn_details: int = 0  # of them, answered (their registration data, or not found)
     cymru_as_lookups_failed: int = 0  # Tier 1 AS<n> queries left without an answer
     greynoise_requests: int = 0
     greynoise_searches: int = 0  # as GreyNoise bills them (etl.clients.greynoise_searches)
@@ -150,20 +153,13 @@ class RunSummary:
                 if self.unusable
                 else ""
             ),
-            f"{'source':<10} {'queried':>8} " + " ".join(f"{s:>9}" for s in STATUSES),
+            f"{'source':<10} {'would ask' if self.dry_run else 'queried':>9} "
+            + " ".join(f"{s:>9}" for s in STATUSES),
         ]
         for name, counts in self.sources.items():
             values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
-            lines.append(f"{name:<10} {counts.queried:>8} {values}")
-        unanswered = (
-            f", {self.cymru_as_lookups_failed} AS lookups unanswered"
-            if self.cymru_as_lookups_failed
-            else ""
-        )
-        lines.append(
-            f"Cymru: {self.cymru_batches} batches, {self.asn_details} ASNs looked up{unanswered}; "
-            f"GreyNoise: {self.greynoise_requests} requests, {self.greynoise_searches} Searches"
-        )
+            lines.append(f"{name:<10} {counts.queried:>9} {values}")
+        lines.append(self._requests_line())
         written = (
             "would write nothing (dry run)"
             if self.dry_run
@@ -184,6 +180,24 @@ class RunSummary:
             stops = ", ".join(f"{name} ({stop.reason})" for name, stop in self.stopped.items())
             lines.append(f"stopped for this run: {stops}")
         return "\n".join(lines)
+
+    def _requests_line(self) -> str:
+        """What was sent to the network services and what they answered (a dry run: none)."""
+        if self.dry_run:
+            return "Team Cymru and GreyNoise: nothing sent (dry run)"
+        greynoise = self.sources["greynoise"]
+        unanswered = (
+            f", {self.cymru_as_lookups_failed} AS lookups left without an answer"
+            if self.cymru_as_lookups_failed
+            else ""
+        )
+        return (
+            f"Cymru: {self.cymru_sessions} sessions tried for {self.cymru_batches} batches "
+            f"sent, {self.asn_asked} AS numbers asked, {self.asn_details} answered{unanswered}; "
+            f"GreyNoise: {self.greynoise_requests} requests sent, "
+            f"{greynoise.ok + greynoise.not_found} IPs answered, "
+            f"{self.greynoise_searches} Searches"
+        )
 
     def _sessions_line(self) -> str:
         """What the run did (or, dry, would do) for sessions the loader left unlinked."""
@@ -256,9 +270,10 @@ def count_statuses(summary: RunSummary, source: str, statuses: pl.Series) -> Non
 
 
 class WritePhase:
-    """The ``write`` phase: ``total`` is every selected row plus every answer awaited; each
-    base row and each answer counts once when committed. The phase is done when the run has
-    committed its last row (`finish`), never before: a stopped source leaves it short."""
+    """The ``write`` phase, in ip_inventory rows: ``total`` is every selected IP; each counts
+    once, when its row is first committed (so ``done`` ends as the summary's ``upserted``).
+    The phase is done when the run has committed its last row (`finish`), answers included,
+    never before: a stopped source may leave it short."""
 
     def __init__(self, summary: RunSummary, reporter: Reporter, total: int) -> None:
         self.summary, self.reporter, self.total = summary, reporter, total
@@ -267,7 +282,7 @@ class WritePhase:
         reporter.phase_started("write", total)
 
     def advance(self, rows: int) -> None:
-        """Count ``rows`` more base rows or answers committed."""
+        """Count ``rows`` more IPs whose row is committed."""
         self.done += rows
         self.reporter.advanced("write", rows)
 
@@ -276,40 +291,120 @@ class WritePhase:
         finish_phase(self.summary, self.reporter, "write", time.monotonic() - self.started)
 
 
+HEARTBEAT_SECONDS = 30.0  # plain output: one progress line per running phase this often
+VERBOSE_SECONDS = 5.0  # --verbose: at most one progress line per phase this often
+PHASE_UNITS = {  # what each phase counts, named in its progress lines (one count everywhere)
+    "validate": "IPs",
+    "maxmind": "IPs",
+    "write": "ip_inventory rows",
+    "cymru": "queries",  # IPs and AS numbers, one bulk query line each
+    "greynoise": "IPs",
+    "asn_counts": "ASNs",
+    "link": "sessions",
+}
+
+
+def phase_unit(phase: str) -> str:
+    """What the items of ``phase`` are (its progress lines, bars and status file name it)."""
+    return PHASE_UNITS.get(phase, "items")
+
+
+@dataclass
+class _Running:
+    """A phase under way, as plain lines show it."""
+
+    total: int
+    started: float
+    said: float  # when its last line was printed
+    done: int = 0
+
+
+def progress_line(phase: str, done: int, total: int, seconds: float) -> str:
+    """``phase: done/total unit (percent), rate, ETA`` (the ETA at the rate so far); for a
+    phase whose size is not known, how long it has run."""
+    if not total:
+        return f"{phase}: running for {_duration(seconds)}"
+    rate = done / seconds if seconds > 0 else 0.0
+    left = max(0, total - done)
+    eta = _duration(left / rate) if rate > 0 else "unknown"
+    return (
+        f"{phase}: {done}/{total} {phase_unit(phase)} ({100 * done // total}%), "
+        f"{rate:,.1f}/s, ETA {eta}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class LineReporter:
-    """Plain log lines (for cron and pipes); quiet shows notes only."""
+    """Plain log lines (for cron, journald and pipes); quiet shows notes only.
+
+    While a phase runs, one progress line (done/total, rate, ETA) every ``heartbeat`` seconds,
+    ``--verbose`` at most every `VERBOSE_SECONDS`: printed by a thread of its own (started with
+    the first phase, stopped by `close`), so that a phase waiting on a silent service still
+    says where it is."""
 
     def __init__(
-        self, stream: TextIO | None = None, verbosity: int = 0, secrets: tuple[str, ...] = ()
+        self,
+        stream: TextIO | None = None,
+        verbosity: int = 0,
+        secrets: tuple[str, ...] = (),
+        heartbeat: float = HEARTBEAT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream or sys.stderr
         self.verbosity = verbosity
         self.secrets = secrets
-        self._done: dict[str, int] = {}
-        self._total: dict[str, int] = {}
+        self.every = min(heartbeat, VERBOSE_SECONDS) if verbosity > 0 else heartbeat
+        self.clock = clock
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _line(self, text: str) -> None:
-        print(redact(text, self.secrets), file=self.stream, flush=True)
+        with self._lock:
+            print(redact(text, self.secrets), file=self.stream, flush=True)
 
     def attach(self, summary: RunSummary) -> None:
         """Nothing to keep."""
 
     def phase_started(self, phase: str, total: int) -> None:
-        """Log the start of a phase."""
-        self._done[phase], self._total[phase] = 0, total
-        if self.verbosity >= 0:
-            self._line(f"{phase}: {total} to do")
+        """Log the start of a phase (its count and unit; a phase whose size is not known
+        says only that it started); its progress lines start now."""
+        now = self.clock()
+        with self._lock:
+            self._running[phase] = _Running(total, now, now)
+        if self.verbosity < 0:
+            return
+        self._line(f"{phase}: {total} {phase_unit(phase)} to do" if total else f"{phase}: started")
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._beat, name="progress-lines", daemon=True)
+            self._thread.start()
 
     def advanced(self, phase: str, done: int) -> None:
-        """Count progress; log it in verbose mode."""
-        self._done[phase] = self._done.get(phase, 0) + done
-        if self.verbosity > 0:
-            self._line(f"{phase}: {self._done[phase]}/{self._total.get(phase, 0)}")
+        """Count progress (printed by the heartbeat)."""
+        with self._lock:
+            state = self._running.get(phase)
+            if state is not None:
+                state.done += done
 
     def phase_finished(self, phase: str, seconds: float) -> None:
         """Log the end of a phase."""
-        if self.verbosity >= 0:
-            self._line(f"{phase}: done in {seconds:.2f}s")
+        with self._lock:
+            state = self._running.pop(phase, None)
+        if self.verbosity < 0:
+            return
+        unit = phase_unit(phase)
+        counted = f", {state.done}/{state.total} {unit}" if state and state.total else ""
+        self._line(f"{phase}: done in {seconds:.2f}s{counted}")
 
     def info(self, message: str) -> None:
         """Log a progress line unless quiet."""
@@ -319,6 +414,29 @@ class LineReporter:
     def note(self, message: str) -> None:
         """Log a note (always, even when quiet)."""
         self._line(message)
+
+    def heartbeat(self) -> None:
+        """Print the progress line of every running phase whose last line is ``every``
+        seconds old (the thread calls this; a test may too)."""
+        now = self.clock()
+        with self._lock:
+            due = []
+            for phase, state in self._running.items():
+                if now - state.said >= self.every:
+                    state.said = now
+                    due.append(progress_line(phase, state.done, state.total, now - state.started))
+        for line in due:
+            self._line(line)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.every / 4)):
+            self.heartbeat()
+
+    def close(self) -> None:
+        """Stop the progress lines."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class NoteRecorder:

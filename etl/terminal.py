@@ -8,7 +8,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -21,7 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from etl.db.url import redact
-from etl.report import RunSummary
+from etl.report import RunSummary, phase_unit
 
 
 class _RateColumn(ProgressColumn):
@@ -30,6 +29,16 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:,.1f}/s" if speed else "", style="progress.data.speed")
+
+
+class _CountColumn(ProgressColumn):
+    """``done/total unit``, as the plain lines say it; nothing for a phase of unknown size."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("counted"):
+            return Text("")
+        total = int(task.total or 0)
+        return Text(f"{int(task.completed)}/{total} {phase_unit(task.description)}")
 
 
 class RichProgress:
@@ -42,7 +51,7 @@ class RichProgress:
             SpinnerColumn(),
             TextColumn("[bold]{task.description:<12}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             _RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -57,8 +66,8 @@ class RichProgress:
         """Nothing to keep."""
 
     def phase_started(self, phase: str, total: int) -> None:
-        """Add a bar (indeterminate when the total is not known)."""
-        self.tasks[phase] = self.progress.add_task(phase, total=total or None)
+        """Add a bar (indeterminate, with no count, when the total is not known)."""
+        self.tasks[phase] = self.progress.add_task(phase, total=total or None, counted=total > 0)
 
     def advanced(self, phase: str, done: int) -> None:
         """Move the bar."""
@@ -69,7 +78,7 @@ class RichProgress:
         """Stop the bar where the phase ended (short of its total when a source was stopped)."""
         if phase in self.tasks:
             task = self.tasks[phase]
-            if not self.progress.tasks[task].total:  # nothing to do: show a full bar
+            if not self.progress.tasks[task].total:  # size unknown: a full bar, no count
                 self.progress.update(task, total=1, completed=1)
             self.progress.stop_task(task)
 

@@ -70,7 +70,7 @@ def test_the_simulator_daily_limit_counts_searches_in_enterprise_mode(tmp_path: 
 
 def test_the_summary_table_json_and_metrics_report_searches() -> None:
     summary = RunSummary(greynoise_requests=6, greynoise_searches=929)
-    assert "GreyNoise: 6 requests, 929 Searches" in summary.table()
+    assert "GreyNoise: 6 requests sent, 0 IPs answered, 929 Searches" in summary.table()
     assert summary.to_dict()["greynoise_searches"] == 929
     text = render_metrics(summary, True, 1_800_000_000.0, None)
     assert "\nhoneypot_etl_greynoise_searches 929\n" in text

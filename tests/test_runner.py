@@ -221,10 +221,16 @@ def test_the_phases_only_post_and_the_main_thread_counts(
         assert summary.sources[source].queried == len(ips)
         assert summary.sources[source].ok == int((answered == "ok").sum()) > 0
         assert source in summary.phase_seconds
-    lines = [args[0] for name, args, _ in reporter.calls if name == "info"]
+    said = [args[0] for name, args, _ in reporter.calls if name == "info"]
+    lines = [line for line in said if line.startswith("Cymru batch ")]
     assert len(lines) == summary.cymru_batches >= len(parts["cymru"]) >= 2
-    pattern = r"Cymru batch \d+/\d+: \d+ IPs enriched(, \d+ ASNs)?"
+    late = r" \(AS numbers named in the answers\)"
+    pattern = rf"Cymru batch \d+(/\d+|{late}): \d+ IPs enriched(, \d+ ASNs)?"
     assert all(re.fullmatch(pattern, line) for line in lines)
+    # The AS numbers planned, then those the answers named: all asked, all counted.
+    more = [re.fullmatch(r"cymru: (\d+) more AS numbers to ask, named in the answers", line)
+            for line in said if line not in lines]  # fmt: skip
+    assert all(more) and summary.asn_asked == len(asns) + sum(int(m[1]) for m in more if m)
     assert summary.asn_details >= len(asns)
     assert reporter.total("advanced", "greynoise") == len(ips)
     assert reporter.total("advanced", "cymru") == len(ips) + len(asns)

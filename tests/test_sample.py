@@ -341,6 +341,10 @@ def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
     assert re.search(r"selected \d+ IPs", output)
     # Chunks are numbered as they finish; the first to finish may hold only AS queries.
     assert re.search(r"Cymru batch \d+/\d+: \d+ IPs enriched", output)
+    # Its output is no terminal here: plain lines, a progress line per phase every 5 s.
+    assert "--progress-every 5" in output and re.search(
+        r"\nwrite: \d+ ip_inventory rows to do", output
+    )
     assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
     # The sample is what cowrieprocessor's loader leaves: new IPs only in raw events. The
     # refresh finds and links them; the status afterwards has none left.

@@ -216,7 +216,7 @@ def test_a_cymru_that_answers_the_first_line_then_stalls_ends_in_under_90_s_with
     assert failed >= len(asked) > 0 and summary["asn_details"] == 0  # and those never sent
     assert metric(metrics, "cymru_as_lookups_failed") == failed
     assert run_log_row(db_url)["cymru_as_lookups_failed"] == failed
-    assert f"{failed} AS lookups unanswered" in summary_table(tmp_path, db_url)
+    assert f"{failed} AS lookups left without an answer" in summary_table(tmp_path, db_url)
 
 
 def summary_table(tmp_path: Path, db_url: str) -> str:
