@@ -530,9 +530,15 @@ def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
     """Check, before any service is asked, that the run can write what it will write; create
     absent tables; drop staging tables a killed run left (returned)."""
     db.check_writable()
-    created = db.ensure_schema().created
-    if created:
-        reporter.note(f"created table(s) {', '.join(created)} in {db.url}")
+    schema = db.ensure_schema()
+    if schema.created:
+        reporter.note(f"created table(s) {', '.join(schema.created)} in {db.url}")
+    if schema.run_log_unaltered:
+        reporter.note(
+            f"the run log in {db.url} lacks this version's columns and they could not be added "
+            f"({schema.why_unaltered}); the run log leaves them out until the table's owner "
+            f"runs: {'; '.join(schema.run_log_unaltered)}"
+        )
     left = db.drop_leftover_stages()
     if left:
         reporter.note(

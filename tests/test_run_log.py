@@ -241,3 +241,44 @@ def test_the_meter_counts_searches_on_the_day_they_were_spent() -> None:
         meter.sample(total)
     assert meter.by_day == {"2031-03-14": 19, "2031-03-15": 19}
     assert sum(meter.by_day.values()) == meter.counted == 38
+
+
+def test_a_run_log_this_role_cannot_alter_is_written_without_the_new_columns(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: only a table's owner may add columns. A cron role with the privileges the
+    README lists meets a run log made by an earlier version: the run says so in one line
+    (with the statement for the owner) and logs its row without the new column."""
+    import secrets
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from tests.test_real_databases import ENV, build
+
+    build(pg_url, tmp_path, 60)
+    role = f"etl_cron_{secrets.token_hex(4)}"
+    admin = psycopg.connect(pg_url, autocommit=True)
+    try:
+        admin.execute("ALTER TABLE etl_run_log DROP COLUMN cymru_as_lookups_failed")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        admin.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+        as_role = pg_url.replace("postgres@", f"{role}@", 1)
+        assert as_role != pg_url
+        result = subprocess.run(
+            [sys.executable, "-m", "etl.refresh", "--db", as_role, "--maxmind-dir",
+             str(tmp_path), "--skip", "cymru", "--skip", "greynoise", "--quiet"],
+            env=ENV, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr  # before: exit 1 at the ALTER TABLE
+        [line] = [x for x in result.stderr.splitlines() if "run log" in x]
+        assert "ALTER TABLE public.etl_run_log ADD COLUMN cymru_as_lookups_failed" in line
+        logged = admin.execute("SELECT outcome FROM etl_run_log ORDER BY run_id").fetchall()
+        assert logged and logged[-1][0] == "finished"
+    finally:
+        admin.execute(f"DROP OWNED BY {role}")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()

@@ -83,6 +83,10 @@ class SchemaReport:
     """What `Database.ensure_schema` found and did."""
 
     created: tuple[str, ...]
+    # A run log made by an earlier version whose new columns this role could not add (on
+    # PostgreSQL only the table's owner may): the statements its owner should run, and why.
+    run_log_unaltered: tuple[str, ...] = ()
+    why_unaltered: str = ""
 
 
 class Database:
@@ -374,8 +378,15 @@ class Database:
             self.execute_native(split_script(self.backend.run_log_ddl))
             absent += (ddl.RUN_LOG_TABLE,)
         elif added := ddl.run_log_added_columns(self.backend.name, run_log):
-            self.execute_native(added)  # a run log made by an earlier version
-            self.refresh_catalog()
+            try:
+                self.execute_native(added)  # a run log made by an earlier version
+            except RunLockedError:
+                raise
+            except DatabaseError as exc:  # not the table's owner: the log leaves them out
+                return SchemaReport(created=absent, run_log_unaltered=tuple(added),
+                                    why_unaltered=str(exc))  # fmt: skip
+            finally:
+                self.refresh_catalog()
 
         if absent:
             self.refresh_catalog()

@@ -68,10 +68,13 @@ def next_run_id(db: Database) -> int:
 
 def write_run(db: Database, row: dict[str, Any]) -> None:
     """Insert the run's row, or replace the values of the run ``row["run_id"]`` (columns not
-    in ``row`` keep their values; a new row gets their defaults)."""
+    in ``row`` keep their values; a new row gets their defaults). Columns a run log made by
+    an earlier version lacks (its owner has not added them yet) are left out."""
     unknown = set(row) - set(RUN_LOG_SCHEMA)
     if unknown:
         raise ValueError(f"not run log columns: {', '.join(sorted(unknown))}")
+    present = db.columns(RUN_LOG_TABLE)
+    row = {column: value for column, value in row.items() if column in present}
     schema = {column: RUN_LOG_SCHEMA[column] for column in row}
     frame = pl.DataFrame([row], schema=schema, orient="row")
     db.upsert(RUN_LOG_TABLE, frame, "run_id")
