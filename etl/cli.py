@@ -208,14 +208,11 @@ def fail(message: str, code: int) -> int:
 
 
 def version() -> str:
-    """``honeypot-etl X.Y.Z``, from the installed package's metadata."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
+    """``honeypot-etl X.Y.Z`` (`etl.__version__`, also the package's version: pyproject.toml
+    reads it from there)."""
+    from etl import __version__
 
-    try:
-        return f"honeypot-etl {installed('honeypot-etl')}"
-    except PackageNotFoundError:
-        return "honeypot-etl (not installed)"
+    return f"honeypot-etl {__version__}"
 
 
 def _show_version(value: bool) -> None:

@@ -92,20 +92,11 @@ class _HeldRows:
         return rest
 
 
-def answers_in(frame: pl.DataFrame) -> int:
-    """Network answers in committer rows: one per IP and source with a status."""
-    columns = [f"{s}_status" for s in NETWORK_SOURCES if f"{s}_status" in frame.columns]
-    if not columns:
-        return 0
-    return int(frame.select(pl.sum_horizontal(pl.col(columns).is_not_null())).to_series().sum())
-
-
 class Committer:
     """Buffers base rows and result parts; writes them in chunks to a `RowSink`.
 
     ``on_base_written(n)`` is called each time ``n`` base rows have been written (each base
-    row once: their sum is the distinct IPs written, ``base_written``);
-    ``on_answers_written(n)`` each time ``n`` network answers have been committed.
+    row once: their sum is the distinct IPs written, ``base_written``).
     """
 
     def __init__(
@@ -116,10 +107,8 @@ class Committer:
         on_base_written: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_hold: float = MAX_HOLD_SECONDS,
-        on_answers_written: Callable[[int], None] | None = None,
     ) -> None:
         self.writer = writer
-        self.on_answers_written = on_answers_written
         self.base_written = 0
         self.commit_every = commit_every
         self.max_wait = max_wait
@@ -220,18 +209,16 @@ class Committer:
         for chunk in frame.iter_slices(self.commit_every):
             self.asns.update(write_rows(self.writer, chunk, self.commit_every))
             if base_rows is None:
-                self._written(chunk.height, 0)
+                self._written(chunk.height)
         if base_rows is not None:
-            self._written(base_rows, answers_in(frame))
+            self._written(base_rows)
         self._writing = None
 
-    def _written(self, base_rows: int, answers: int) -> None:
-        """Count and report what a write committed."""
+    def _written(self, base_rows: int) -> None:
+        """Count and report the base rows a write committed."""
         self.base_written += base_rows
         if base_rows and self.on_base_written:
             self.on_base_written(base_rows)
-        if answers and self.on_answers_written:
-            self.on_answers_written(answers)
 
     def keep(self, part: pl.DataFrame) -> None:
         """Buffer a part without writing anything (the run is stopping: see `unwritten`)."""

@@ -146,18 +146,6 @@ def write_metrics(path: Path, summary: RunSummary, success: bool) -> None:
     atomic_write(path, metrics_text(path, summary, success))
 
 
-def package_version() -> str:
-    """The installed honeypot-etl's version (the package's own when it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from etl import __version__
-
-    try:
-        return version("honeypot-etl")
-    except PackageNotFoundError:
-        return __version__
-
-
 def render_state_metrics(due: Mapping[str, int], version: str, at: float) -> str:
     """The exposition text of the state: per source the IPs due now (``due``: what
     ``honeypot-etl status`` calls due now), the version, and when it was counted (Unix time)."""

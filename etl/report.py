@@ -362,7 +362,7 @@ class LineReporter:
         self.stream = stream or sys.stderr
         self.verbosity = verbosity
         self.secrets = secrets
-        self.every = min(heartbeat, VERBOSE_SECONDS) if verbosity > 0 else heartbeat
+        self.every = VERBOSE_SECONDS if verbosity > 0 else heartbeat
         self.clock = clock
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
@@ -371,7 +371,11 @@ class LineReporter:
 
     def _line(self, text: str) -> None:
         with self._lock:
-            print(redact(text, self.secrets), file=self.stream, flush=True)
+            self._print(text)
+
+    def _print(self, text: str) -> None:
+        """Print one line (the caller holds the lock)."""
+        print(redact(text, self.secrets), file=self.stream, flush=True)
 
     def attach(self, summary: RunSummary) -> None:
         """Nothing to keep."""
@@ -419,18 +423,18 @@ class LineReporter:
         """Print the progress line of every running phase whose last line is ``every``
         seconds old (the thread calls this; a test may too)."""
         now = self.clock()
-        with self._lock:
-            due = []
+        with self._lock:  # printed under the lock: never after the phase's "done" line
             for phase, state in self._running.items():
                 if now - state.said >= self.every:
                     state.said = now
-                    due.append(progress_line(phase, state.done, state.total, now - state.started))
-        for line in due:
-            self._line(line)
+                    self._print(progress_line(phase, state.done, state.total, now - state.started))
 
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.every / 4)):
-            self.heartbeat()
+            try:
+                self.heartbeat()
+            except (OSError, ValueError):  # the reader went away (`| head`), or stream closed
+                return
 
     def close(self) -> None:
         """Stop the progress lines."""

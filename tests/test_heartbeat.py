@@ -30,7 +30,7 @@ def test_the_intervals_are_30_s_plain_and_5_s_verbose() -> None:
     assert RefreshConfig().progress_every == 30
     assert LineReporter().every == 30
     assert LineReporter(verbosity=1).every == 5
-    assert LineReporter(verbosity=1, heartbeat=2).every == 2  # the shorter of the two
+    assert LineReporter(verbosity=1, heartbeat=2).every == 5  # at most one per 5 s
 
 
 def test_a_stalled_phase_still_says_where_it_is() -> None:
@@ -49,6 +49,29 @@ def test_a_stalled_phase_still_says_where_it_is() -> None:
     assert all(float(m[4]) > 0 and m[5] != "unknown" for m in found)  # rate, ETA
     assert out.getvalue() == after  # none once the phase is done
     assert after.splitlines()[-1].startswith("greynoise: done in 1.30s, 25/100 IPs")
+
+
+def test_close_stops_the_lines_of_a_phase_still_running() -> None:
+    out = io.StringIO()
+    lines = LineReporter(out, heartbeat=0.1)
+    lines.phase_started("greynoise", 100)
+    time.sleep(0.35)
+    lines.close()  # a run that stops mid-phase
+    closed = out.getvalue()
+    time.sleep(0.4)
+    assert beats(closed) and out.getvalue() == closed
+    assert lines._thread is not None and not lines._thread.is_alive()
+
+
+def test_a_reader_gone_away_ends_the_lines_quietly() -> None:
+    """``| head`` closed the pipe: the thread ends without a traceback of its own."""
+    out = io.StringIO()
+    lines = LineReporter(out, heartbeat=0.1)
+    lines.phase_started("greynoise", 100)
+    out.close()  # every later print raises ValueError, as a closed pipe raises OSError
+    time.sleep(0.4)
+    assert lines._thread is not None and not lines._thread.is_alive()
+    lines.close()
 
 
 def test_a_phase_of_unknown_size_says_how_long_it_has_run() -> None:

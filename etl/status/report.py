@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from etl import __version__
 from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.database import Database
@@ -37,7 +38,7 @@ from etl.db.sessions import (
 from etl.db.url import parse_database_url
 from etl.errors import DatabaseError, SettingError
 from etl.maxmind import MaxMindDatabases, open_maxmind
-from etl.metrics import package_version, render_state_metrics
+from etl.metrics import render_state_metrics
 from etl.runlog import utc_day
 
 FORECAST_DAYS = 7
@@ -121,7 +122,7 @@ def state_metrics_text(report: StatusReport) -> str:
     of each source, the installed version, and the report's time."""
     due = {name: source.due for name, source in report.sources.items()}
     at = datetime.fromisoformat(report.at).timestamp()
-    return render_state_metrics(due, package_version(), at)
+    return render_state_metrics(due, __version__, at)
 
 
 def status_report(
