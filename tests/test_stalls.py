@@ -76,6 +76,68 @@ def test_the_breaker_trips_at_the_limit_of_failures_in_a_row(
     assert (breaker.tripped is not None) == tripped
 
 
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3)), max_size=40),
+       st.integers(1, 100), st.integers(1, 12))  # fmt: skip
+def test_the_watch_finds_a_trickle_only_after_a_whole_window(
+    steps: list[tuple[int, int]], window: int, floor: int
+) -> None:
+    """``trickling``: a whole window since the watch began, and fewer than ``floor`` answers
+    within the last window (counted here from the whole history)."""
+    clock = Clock()
+    began = clock.now
+    watch = ProgressWatch(window, clock, floor=floor)
+    times: list[float] = []
+    for elapsed, answers in steps:
+        clock.now += elapsed
+        if answers:
+            watch.delivered(answers=answers)
+            times += [clock.now] * answers
+        recent = sum(1 for t in times if t >= clock.now - window)
+        assert watch.trickling() == (clock.now - began > window and recent < floor)
+    assert not ProgressWatch(window, clock).trickling()  # no floor: never
+
+
+class Trickle:
+    """A socket of a Cymru that answers one line every 25 s (under the 30 s read timeout):
+    it never times out, and would take hours for a chunk."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.rows = clock, [BANNER]
+
+    def settimeout(self, value: float | None, /) -> None:
+        pass
+
+    def sendall(self, data: bytes, /) -> None:
+        self.rows += [row(q) for q in data.decode().split("\n")[2:-2]]
+
+    def recv(self, size: int, /) -> bytes:
+        self.clock.now += 25.0
+        return f"{self.rows.pop(0)}\n".encode() if self.rows else b""
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_cymru_that_answers_almost_nothing_is_stopped() -> None:
+    clock = Clock()
+    settings = CymruSettings(host="whois.test", port=43, sessions=1)
+    client = CymruClient(settings, lambda s: None, connect=lambda a, t: Trickle(clock))
+    client.progress = ProgressWatch(settings.stall_window, clock, floor=10)
+    batches = list(client.lookup(ips(2000)))
+    answered = sum(len(b.answers) for b in batches)
+    assert 0 < answered < 10 and clock.now - 100.0 < 150  # before: 2,000 lines, 14 hours
+    with pytest.raises(ServiceUnavailableError) as stop:
+        client.check_blocked()
+    assert stop.value.reason == "stalled" and stop.value.run_exit_code == 3
+    assert str(stop.value) == (
+        "Team Cymru at whois.test:43: it answers, but almost nothing: fewer than 10 queries "
+        "answered in 92 s: stopped asking it for this run; the IPs not asked keep their old "
+        "blocks"
+    )
+    failed = {reason for b in batches for reason in b.reasons.values()}
+    assert failed == {"fewer than 10 queries answered in 92 s"}
+
+
 class FirstThenStall:
     """A socket of a Cymru that sends the banner and the first query's line, then nothing
     until the read timeout."""

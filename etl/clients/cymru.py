@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from etl.clients.bulk import (
     NO_ANSWER_LINE,
@@ -138,6 +138,16 @@ class Batch:
         return [q for q in self.queries if q not in unasked]
 
 
+# A Team Cymru that still answers, but fewer queries than this within a stall window (92 s
+# by default), is stopped as ``stalled``: a healthy one answers hundreds of lines a second,
+# and at 97 ms a line still about 950 in a window (`ProgressWatch.trickling`).
+TRICKLE_FLOOR: Final = 10
+
+
+class _TricklingError(Exception):
+    """Raised inside a session when Cymru answers almost nothing (`TRICKLE_FLOOR`)."""
+
+
 class CymruClient:
     """Bulk whois over a bounded number of concurrent TCP sessions."""
 
@@ -154,8 +164,9 @@ class CymruClient:
         self._connect: Connect = connect or socket.create_connection
         self._lock = threading.Lock()
         self.breaker = CircuitBreaker(settings.blocked_after)
-        self.progress = ProgressWatch(settings.stall_window)
+        self.progress = ProgressWatch(settings.stall_window, floor=TRICKLE_FLOOR)
         self.stall: Failure | None = None  # the failure that found Cymru stalled (the watch)
+        self.trickle: Failure | None = None  # Cymru answered, but almost nothing (the watch)
         self.cancelled = False
         self.sessions = 0
 
@@ -257,6 +268,12 @@ class CymruClient:
         request = "\n".join([*PREAMBLE, *queries, "end"]) + "\n"
         try:
             self._exchange(sock, request, parser)
+        except _TricklingError:
+            window = f"{self.progress.window:g}"
+            self.trickle = Failure(f"fewer than {TRICKLE_FLOOR} queries answered in {window} s",
+                                   stalled=True, partial=True)  # fmt: skip
+            self.breaker.trip(self.trickle)
+            return True, self.trickle
         except OSError as exc:
             return True, connection_failure(exc, True, settings.read_timeout)
         finally:
@@ -265,7 +282,8 @@ class CymruClient:
 
     def _exchange(self, sock: Connection, request: str, parser: BulkParser) -> None:
         """Send ``request``; feed each answer line to ``parser``, up to EOF. An answer is
-        progress once a later one came (the last of a cut session is dropped)."""
+        progress once a later one came (the last of a cut session is dropped). Raises
+        `_TricklingError` when the answers come too slowly to be of use (`TRICKLE_FLOOR`)."""
         sock.settimeout(self.settings.read_timeout)
         sock.sendall(request.encode("ascii"))
         pending = b""
@@ -275,8 +293,10 @@ class CymruClient:
             for line in lines:
                 parser.feed(line.decode("utf-8", "replace"))
             if len(parser.answers) - 1 > kept:
+                self.progress.delivered(answers=len(parser.answers) - 1 - kept)
                 kept = len(parser.answers) - 1
-                self.progress.delivered()
+            if self.progress.trickling():
+                raise _TricklingError
         if pending:
             parser.feed(pending.decode("utf-8", "replace"))
 
@@ -290,7 +310,9 @@ class CymruClient:
         if failure is None or self.cancelled:
             return
         where = f"Team Cymru at {self.settings.host}:{self.settings.port}"
-        if self.stall is not None:
+        if self.trickle is not None:
+            what = f"it answers, but almost nothing: {self.trickle.words}"
+        elif self.stall is not None:
             what = (
                 f"no query answered for {self.progress.window:g} s "
                 f"(last session: {self.stall.words})"
@@ -301,7 +323,7 @@ class CymruClient:
         raise ServiceUnavailableError(
             f"{where}: {what}: stopped asking it for this run; "
             "the IPs not asked keep their old blocks",
-            "stalled" if self.stall is not None else self.breaker.stop_reason(),
+            "stalled" if self.stall or self.trickle else self.breaker.stop_reason(),
         )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -103,25 +104,43 @@ class CircuitBreaker:
 
 class ProgressWatch:
     """The time since a source last delivered an answer the run can keep. ``stalled`` once
-    more than ``window`` seconds have passed since then (or since the watch began). Thread-safe.
+    more than ``window`` seconds have passed since then (or since the watch began);
+    ``trickling`` when, a whole window after it began, fewer than ``floor`` answers came
+    within the last window (0: no floor). Thread-safe.
     """
 
-    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window: float, clock: Callable[[], float] = time.monotonic, floor: int = 0
+    ) -> None:
         self.window = window
+        self.floor = floor
         self._clock = clock
-        self._last = clock()
+        self._last = self._began = clock()
+        self._recent: deque[float] = deque(maxlen=max(floor, 1))  # the last answers' times
         self._lock = threading.Lock()
 
     def begin(self) -> None:
         """Start the clock again (the source begins its work)."""
         with self._lock:
-            self._last = self._clock()
+            self._last = self._began = self._clock()
+            self._recent.clear()
 
-    def delivered(self, wait: float = 0.0) -> None:
-        """An answer arrived; ``wait``: seconds the client now chooses to wait (a pause asked
-        for by the service), which count as progress too."""
+    def delivered(self, wait: float = 0.0, answers: int = 1) -> None:
+        """``answers`` answers arrived; ``wait``: seconds the client now chooses to wait (a
+        pause asked for by the service), which count as progress too."""
         with self._lock:
-            self._last = max(self._last, self._clock() + max(wait, 0.0))
+            now = self._clock()
+            self._last = max(self._last, now + max(wait, 0.0))
+            self._recent.extend([now] * min(answers, self.floor))
+
+    def trickling(self) -> bool:
+        """Whether the source answers, but almost nothing: it has worked a whole window and
+        fewer than ``floor`` answers came within the last one."""
+        with self._lock:
+            now = self._clock()
+            if not self.floor or now - self._began <= self.window:
+                return False
+            return sum(1 for t in self._recent if t >= now - self.window) < self.floor
 
     def idle(self) -> float:
         """Seconds since the last delivered answer (0 during a chosen wait)."""
