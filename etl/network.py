@@ -122,6 +122,7 @@ def ask_and_commit(
         arrivals.committer.hold(base, network.awaited)
         arrivals.commit_all(runner, network.sample_searches)
         arrivals.committer.flush()
+        count_not_asked(network, arrivals.summary, arrivals.reporter)
     except BaseException:
         try:
             arrivals.keep_unwritten(runner.stop(STOP_WAIT_SECONDS), pending)
@@ -130,6 +131,23 @@ def ask_and_commit(
         raise
     finally:
         network.close(arrivals.summary)
+
+
+def count_not_asked(network: NetworkPhases, summary: RunSummary, reporter: Reporter) -> None:
+    """A source stopped mid-run: count the IPs it never sent as ``skipped`` (not sent), and
+    say how many are left as they are."""
+    for source, stop in summary.stopped.items():
+        awaited = network.awaited.get(source)
+        if awaited is None:
+            continue
+        counts = summary.sources[source]
+        left = awaited.len() - counts.queried - counts.skipped
+        if left > 0:
+            counts.skipped += left
+            reporter.note(
+                f"{source}: {left:,} of the {awaited.len():,} IPs to ask were not asked "
+                f"({stop.reason}): they keep their old blocks and are asked next run"
+            )
 
 
 def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -281,6 +282,19 @@ def test_a_cymru_that_answers_the_first_line_then_stalls_ends_in_under_90_s_with
     assert f"{failed} AS lookups left without an answer" in summary_table(tmp_path, db_url)
 
 
+def not_asked_are_counted(said: str, summary: dict[str, Any], source: str) -> None:
+    """The IPs a stopped source never sent are ``skipped`` (not sent), and one line says how
+    many: every IP it had to ask is queried or skipped (before: those never sent were
+    nowhere, and no line said how many were left)."""
+    pattern = rf"^{source}: ([\d,]+) of the ([\d,]+) IPs to ask were not asked \(stalled\)"
+    [(left, total)] = [
+        (int(m[1].replace(",", "")), int(m[2].replace(",", "")))
+        for m in re.finditer(pattern, said, re.MULTILINE)
+    ]
+    counts = summary["sources"][source]
+    assert 0 < left <= counts["skipped"] and counts["queried"] + counts["skipped"] == total
+
+
 def summary_table(tmp_path: Path, db_url: str) -> str:
     """The summary table of the run in the summary JSON (as the CLI prints it)."""
     import json
@@ -313,6 +327,7 @@ def test_a_greynoise_that_answers_some_requests_then_stalls_is_stopped_with_exit
     assert summary["stopped"]["greynoise"]["reason"] == "stalled"
     assert 'honeypot_etl_source_stopped{source="greynoise",reason="stalled"} 1' in metrics
     assert metric(metrics, "cymru_as_lookups_failed") == 0
+    not_asked_are_counted(result.stderr, summary, "greynoise")
 
 
 def test_a_run_log_made_by_an_earlier_version_gets_the_new_column(tmp_path: Path) -> None:
