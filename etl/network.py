@@ -96,14 +96,20 @@ def network_phases(
         greynoise = network.greynoise = GreyNoiseClient(settings, key)
         network.meter = SearchMeter(config.clock)
         body = partial(greynoise_phase, greynoise, ips, clock=config.clock)
-        community = config.greynoise_mode == "community"
-        v6 = int(pl.Series(ips, dtype=pl.String).str.contains(":").sum()) if community else 0
+        v6 = community_ipv6(config, ips)
         detail = f"{len(ips) - v6} IPs to ask" + (
             f", {v6} IPv6 skipped (the community API is IPv4 only)" if v6 else ""
         )
         network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel, detail))
     network.awaited = {p.name: pl.Series(targets[p.name], dtype=pl.String) for p in network.phases}
     return network
+
+
+def community_ipv6(config: RefreshConfig, ips: list[str]) -> int:
+    """How many of ``ips`` GreyNoise skips: IPv6, in community mode (its API is IPv4 only)."""
+    if config.greynoise_mode != "community":
+        return 0
+    return int(pl.Series(ips, dtype=pl.String).str.contains(":").sum())
 
 
 def ask_and_commit(

@@ -50,7 +50,7 @@ from etl.db.write import ChunkWriter
 from etl.errors import SettingError
 from etl.greynoise import greynoise_targets
 from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
-from etl.network import Arrivals, ask_and_commit, network_phases
+from etl.network import Arrivals, ask_and_commit, community_ipv6, network_phases
 from etl.phases_cymru import Tier1Plan, tier1_plan
 from etl.progress import FanOut
 from etl.report import (
@@ -121,7 +121,7 @@ def refresh(
                 frame, found = _prepare(run, maxmind, summary, reporter)
                 targets = _network_targets(frame, run)
                 if config.dry_run:
-                    _report_dry_run(targets, summary, reporter)
+                    _report_dry_run(run, frame, targets, summary, reporter)
                 else:
                     try:
                         _ask_and_commit(run, frame, found, targets, summary, reporter)
@@ -344,13 +344,26 @@ def _network_targets(frame: pl.DataFrame, run: _Run) -> dict[str, list[str]]:
     }
 
 
-def _report_dry_run(targets: dict[str, list[str]], summary: RunSummary, reporter: Reporter) -> None:
-    """What a real run would ask; nothing is asked, nothing written."""
-    for source, ips in targets.items():
-        summary.sources[source].queried = len(ips)
+def _report_dry_run(
+    run: _Run,
+    frame: pl.DataFrame,
+    targets: dict[str, list[str]],
+    summary: RunSummary,
+    reporter: Reporter,
+) -> None:
+    """What a real run would ask, counted as a real run counts it (IPv6 skipped by community
+    GreyNoise; the AS numbers Tier 1 asks with the IPs); nothing is asked, nothing written."""
+    plan = Tier1Plan()
+    if Source.CYMRU in run.active:
+        plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
+    v6 = community_ipv6(run.config, targets["greynoise"])
+    summary.sources["cymru"].queried = len(targets["cymru"])
+    greynoise = summary.sources["greynoise"]
+    greynoise.queried, greynoise.skipped = len(targets["greynoise"]) - v6, v6
+    skipped = f" ({v6} IPv6 skipped: the community API is IPv4 only)" if v6 else ""
     reporter.note(
         f"dry run: would ask Team Cymru about {len(targets['cymru'])} IPs and "
-        f"GreyNoise about {len(targets['greynoise'])}"
+        f"{len(plan.wanted)} AS numbers, and GreyNoise about {greynoise.queried} IPs{skipped}"
     )
 
 

@@ -212,3 +212,41 @@ def test_a_dry_run_says_would_ask_not_queried(
     assert "would ask" in header and "queried" not in table
     assert summary.sources["greynoise"].queried > 0  # what a real run would ask
     assert "nothing sent (dry run)" in table and "requests sent" not in table
+
+
+def test_a_dry_run_would_ask_what_a_real_run_asks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Community GreyNoise skips IPv6: a dry run counts them as skipped, as the real run
+    does (before: they were in its "would ask"), and names the AS numbers Tier 1 asks."""
+    pristine = tmp_path / "world" / "pristine.sqlite"
+    pristine.parent.mkdir()
+    built = run_module("etl.sample", "--db", f"sqlite:///{pristine}", "--ips", "800",
+                       "--maxmind-dir", str(pristine.parent))  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    with (
+        running("cymru", tmp_path / "c.jsonl") as cy,
+        running("greynoise", tmp_path / "g.jsonl", "--key", KEY) as gn,
+    ):
+        common: dict[str, Any] = {
+            "cymru": cy.address, "greynoise_url": gn.url, "greynoise_mode": "community",
+        }  # fmt: skip
+        db = tmp_path / "dry.sqlite"
+        shutil.copy(pristine, db)
+        capsys.readouterr()
+        config = RefreshConfig(db_url=f"sqlite:///{db}", maxmind_dir=pristine.parent,
+                               greynoise_api_key=KEY, dry_run=True, **common)  # fmt: skip
+        dry = monitored_refresh(config)
+        said = capsys.readouterr().err.splitlines()
+        real, *_ = _run(pristine, tmp_path, capsys, **common)
+    assert real.sources["greynoise"].skipped > 0  # the sample has IPv6 addresses
+    for source in ("cymru", "greynoise"):
+        done, would = real.sources[source], dry.sources[source]
+        assert (would.queried, would.skipped) == (done.queried, done.skipped), source
+    [line] = [x for x in said if x.startswith("dry run: would ask")]
+    v6 = real.sources["greynoise"].skipped
+    assert line.endswith(
+        f"GreyNoise about {real.sources['greynoise'].queried} IPs ({v6} IPv6 skipped: the "
+        "community API is IPv4 only)"
+    )
+    assert re.search(r"Team Cymru about \d+ IPs and [1-9]\d* AS numbers", line), line
