@@ -3,13 +3,13 @@
 Layers, top first; a module may import its own layer and those below it, never one above:
 
 8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
-   (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``,
+   (Typer plumbing), ``testbed.demo``, ``testbed.sample.cli``, ``testbed.sample.__main__``, ``testbed.sim.cli``,
    ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``),
    ``etl.doctor_cli`` (``honeypot-etl doctor``)
 7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` and its output files (``etl.outputs``), its phase runner (``etl.runner``, ``etl.events``,
    ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
    ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
-   (``etl.sample.*``, ``etl.sim.*``); the status report (``etl.status``: read-only, for the
+   (``testbed.sample.*``, ``testbed.sim.*``); the status report (``etl.status``: read-only, for the
    command and the notebook); the kept answers an operator lists, applies, discards (``etl.kept``);
    the checks of ``honeypot-etl doctor`` (``etl.doctor``)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
@@ -41,10 +41,10 @@ LAYERS: dict[str, int] = {
     "etl.app": 8,
     "etl.refresh": 8,
     "etl.cli": 8,
-    "etl.demo": 8,
-    "etl.sample.cli": 8,
-    "etl.sample.__main__": 8,
-    "etl.sim.cli": 8,
+    "testbed.demo": 8,
+    "testbed.sample.cli": 8,
+    "testbed.sample.__main__": 8,
+    "testbed.sim.cli": 8,
     "etl.status.cli": 8,
     "etl.status.__main__": 8,
     "etl.pending_cli": 8,
@@ -61,8 +61,8 @@ LAYERS: dict[str, int] = {
     "etl.phases_greynoise": 7,
     "etl.metrics": 7,
     "etl.terminal": 7,
-    "etl.sample": 7,
-    "etl.sim": 7,
+    "testbed.sample": 7,
+    "testbed.sim": 7,
     "etl.status": 7,
     "etl.config": 6,
     "etl.validation": 5,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from etl import app
-from etl.sim import cymru, greynoise
+from testbed.sim import cymru, greynoise
 
 Invoke = Callable[..., tuple[int, str, str]]
 

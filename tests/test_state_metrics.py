@@ -23,7 +23,7 @@ from etl.metrics import write_metrics
 from etl.outputs import check_outputs
 from etl.pipeline import refresh
 from etl.report import LineReporter, RunSummary
-from etl.sample.build import build_sample
+from testbed.sample.build import build_sample
 from etl.status.cli import main
 from etl.status.report import status_report
 

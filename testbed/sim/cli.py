@@ -1,4 +1,4 @@
-"""``honeypot-etl sim cymru|greynoise`` (also ``python -m etl.sim.cymru|greynoise``): the two
+"""``honeypot-etl sim cymru|greynoise`` (also ``python -m testbed.sim.cymru|greynoise``): the two
 service simulators on 127.0.0.1, for tests, benchmarks and the demo.
 
 The first line on stdout is ``listening on 127.0.0.1:PORT``; SIGTERM or SIGINT stops them.
@@ -15,7 +15,7 @@ import typer
 from etl import cli
 from etl.errors import SettingError, UsageError
 from etl.limits import Range, path_problem
-from etl.sim.common import CymruFault, GreyNoiseFault
+from testbed.sim.common import CymruFault, GreyNoiseFault
 
 
 class RetryAfter(StrEnum):
@@ -70,7 +70,7 @@ def cymru(
     """Team Cymru bulk whois simulator (TCP, the real wire format)."""
     checked(port=port, latency_ms=latency_ms, chunk_latency_ms=chunk_latency_ms)
     checked(fault_rate=fault_rate, log=log)
-    from etl.sim import cymru as simulator
+    from testbed.sim import cymru as simulator
 
     simulator.run(
         port,
@@ -112,7 +112,7 @@ def greynoise(
     """GreyNoise API simulator (HTTP, community and enterprise endpoints)."""
     checked(port=port, latency_ms=latency_ms, fault_rate=fault_rate, log=log)
     checked(rate=rate, daily_limit=daily_limit, slow_seconds=slow_seconds)
-    from etl.sim import greynoise as simulator
+    from testbed.sim import greynoise as simulator
 
     simulator.run(
         port,
@@ -155,12 +155,12 @@ def app() -> typer.Typer:
 
 
 def cymru_main() -> None:
-    """``python -m etl.sim.cymru``."""
-    raise SystemExit(cli.run_single(cymru, None, "python -m etl.sim.cymru", CYMRU_EXAMPLES))
+    """``python -m testbed.sim.cymru``."""
+    raise SystemExit(cli.run_single(cymru, None, "python -m testbed.sim.cymru", CYMRU_EXAMPLES))
 
 
 def greynoise_main() -> None:
-    """``python -m etl.sim.greynoise``."""
+    """``python -m testbed.sim.greynoise``."""
     raise SystemExit(
-        cli.run_single(greynoise, None, "python -m etl.sim.greynoise", GREYNOISE_EXAMPLES)
+        cli.run_single(greynoise, None, "python -m testbed.sim.greynoise", GREYNOISE_EXAMPLES)
     )
