@@ -27,8 +27,8 @@ demo: setup
 	$(BIN)/python -m testbed.demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check etl tests bench
-	$(BIN)/ruff format --check etl tests bench
+	$(BIN)/ruff check etl testbed tests bench
+	$(BIN)/ruff format --check etl testbed tests bench
 	$(BIN)/mypy
 
 test: lint

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from etl.config import RefreshConfig  # noqa: E402
 from etl.maxmind import open_maxmind, with_maxmind  # noqa: E402
+from etl.validation import with_validation  # noqa: E402
 from testbed.sample.mmdb_files import write_maxmind_files  # noqa: E402
 from testbed.sample.world import World  # noqa: E402
-from etl.validation import with_validation  # noqa: E402
 
 OLD_COMMIT = "9f70dd6"
 NOW = datetime.now(UTC)

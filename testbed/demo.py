@@ -1,5 +1,5 @@
-"""``honeypot-etl demo`` (``python -m testbed.demo``, ``make demo``): sample world, simulators on
-loopback, a full refresh.
+"""``python -m testbed.demo`` (``make demo``): sample world, simulators on loopback, a full
+refresh.
 
 Builds the sample database and MaxMind files under ``data/demo/`` (default 10,000 IPs; never
 ``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
@@ -31,8 +31,8 @@ EXAMPLES = """\
 Examples:
 
 \b
-  honeypot-etl demo
-  honeypot-etl demo --ips 50000 --seed 3 --data /tmp/demo"""
+  python -m testbed.demo
+  python -m testbed.demo --ips 50000 --seed 3 --data /tmp/demo"""
 
 
 def demo(

@@ -154,7 +154,7 @@ def test_the_demo_rebuilds_its_own_world(demo: tuple[Path, str], tmp_path: Path)
 def test_the_samples_defaults_are_not_the_refreshs(
     tmp_path: Path, compat_sqlite: Path, mmdb: dict[str, Path]
 ) -> None:
-    """`honeypot-etl sample` beside a real data/honeypot.sqlite and data/maxmind."""
+    """`python -m testbed.sample` beside a real data/honeypot.sqlite and data/maxmind."""
     operators_database(compat_sqlite, tmp_path / "data" / "honeypot.sqlite")
     maxmind_folder(mmdb, tmp_path / "data" / "maxmind")
     before = fingerprint(tmp_path / "data")

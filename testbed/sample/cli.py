@@ -1,5 +1,5 @@
-"""``honeypot-etl sample`` (also ``python -m testbed.sample``): a sample honeypot database and
-MaxMind files from a seeded world.
+"""``python -m testbed.sample``: a sample honeypot database and MaxMind files from a seeded
+world.
 
 Its defaults are under ``data/sample/``, never a refresh's (``data/honeypot.sqlite``,
 ``data/maxmind``). It replaces an existing database, or MaxMind files it did not write
@@ -28,10 +28,10 @@ EXAMPLES = """\
 Examples:
 
 \b
-  honeypot-etl sample --ips 10000 --replace
-  honeypot-etl sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
-  honeypot-etl sample --maxmind-dir data/sample/realistic --maxmind-size realistic
-  honeypot-etl sample --db sqlite:///data/sample/v16.sqlite --shape migrated_v16"""
+  python -m testbed.sample --ips 10000 --replace
+  python -m testbed.sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
+  python -m testbed.sample --maxmind-dir data/sample/realistic --maxmind-size realistic
+  python -m testbed.sample --db sqlite:///data/sample/v16.sqlite --shape migrated_v16"""
 
 
 class MaxMindSize(StrEnum):

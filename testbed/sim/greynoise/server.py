@@ -8,7 +8,7 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
   key; not billed, not paced, no fault);
 - ``key`` header checked when ``--key`` is set (401), a token bucket of ``--rate`` requests/s
   (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit of
-  Searches (``--daily-limit``, the daily-limit 429 body; billing in `testbed.sim.greynoise_quota`);
+  Searches (``--daily-limit``, the daily-limit 429 body; billing in `testbed.sim.greynoise.quota`);
 - the JSON-lines log: per request its method, path, ``quick``, IPs, status and the
   ``searches`` it was billed;
 - faults on a ``--fault-rate`` share of requests: ``5xx``, ``slow``, ``reset``, ``malformed``,
@@ -48,7 +48,7 @@ from testbed.sim.common import (
     announce,
     parse_faults,
 )
-from testbed.sim.greynoise_bodies import (
+from testbed.sim.greynoise.bodies import (
     INVALID_IPV4,
     INVALID_PARAMETER,
     NOT_OBSERVED,
@@ -59,7 +59,7 @@ from testbed.sim.greynoise_bodies import (
     daily_limit_body,
     enterprise_item,
 )
-from testbed.sim.greynoise_quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
+from testbed.sim.greynoise.quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
 
 FAULTS = GREYNOISE_FAULTS
 STALL_AFTER = 20  # requests the stall-after fault answers before it hangs
@@ -390,9 +390,3 @@ def run(
     finally:
         server.server_close()
         simulator.log.close()
-
-
-if __name__ == "__main__":
-    from testbed.sim.cli import greynoise_main
-
-    greynoise_main()

@@ -36,7 +36,7 @@ from testbed.sim.common import (
     announce,
     parse_faults,
 )
-from testbed.sim.cymru_answers import GARBAGE_LINES, Options, answer, header
+from testbed.sim.cymru.answers import GARBAGE_LINES, Options, answer, header
 
 FAULTS = CYMRU_FAULTS
 
@@ -261,9 +261,3 @@ def run(
         bulk_header=bulk_header,
     )
     asyncio.run(serve(simulator, port))
-
-
-if __name__ == "__main__":
-    from testbed.sim.cli import cymru_main
-
-    cymru_main()
