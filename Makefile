@@ -24,11 +24,11 @@ refresh: setup
 # Sample world under data/demo/ (never data/honeypot.sqlite; it rebuilds only its own earlier
 # world there), both simulators on loopback, a full refresh (ARGS="--ips 50000").
 demo: setup
-	$(BIN)/python -m etl.demo $(ARGS)
+	$(BIN)/python -m testbed.demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check etl tests bench
-	$(BIN)/ruff format --check etl tests bench
+	$(BIN)/ruff check etl testbed tests bench
+	$(BIN)/ruff format --check etl testbed tests bench
 	$(BIN)/mypy
 
 test: lint

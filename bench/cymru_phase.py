@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from etl.clients.cymru import CymruClient, CymruSettings  # noqa: E402
 from etl.cymru import cymru_results  # noqa: E402
-from etl.sample.world import World  # noqa: E402
-from etl.sim.process import running  # noqa: E402
+from testbed.sample.world import World  # noqa: E402
+from testbed.sim.process import running  # noqa: E402
 
 
 def main() -> None:

@@ -40,8 +40,8 @@ from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.sessions import find_sessions  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
 from etl.freshness import Freshness  # noqa: E402
-from etl.sample.raw_events import key_statements, table_statements  # noqa: E402
-from etl.sample.scratch import scratch_database  # noqa: E402
+from testbed.sample.raw_events import key_statements, table_statements  # noqa: E402
+from testbed.sample.scratch import scratch_database  # noqa: E402
 
 INVENTORY = 2_000
 UNLINKED = 2_000
@@ -223,7 +223,7 @@ def bench_migrated(dialect: str, folder: Path) -> None:
     mm = folder / "mm"
     if not mm.exists():
         scratch = f"sqlite:///{folder / 'mm.sqlite'}"
-        command = [sys.executable, "-m", "etl.sample", "--db", scratch, "--ips", "10",
+        command = [sys.executable, "-m", "testbed.sample", "--db", scratch, "--ips", "10",
                    "--maxmind-dir", str(mm)]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     with database(dialect, folder, "migrated") as url:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
-from etl.sample.scratch import scratch_database  # noqa: E402
-from etl.sim.process import Simulator, running  # noqa: E402
+from testbed.sample.scratch import scratch_database  # noqa: E402
+from testbed.sim.process import Simulator, running  # noqa: E402
 
 KEY = "bench-disturbed-key"
 ENV = {**os.environ, "GREYNOISE_API_KEY": KEY, "ETL_CONFIG": os.devnull}  # no ./etl.toml
@@ -41,7 +41,7 @@ RATE = "150"
 
 def sample(db_url: str, folder: Path, ips: int) -> None:
     subprocess.run(
-        [sys.executable, "-m", "etl.sample", "--db", db_url, "--ips", str(ips),
+        [sys.executable, "-m", "testbed.sample", "--db", db_url, "--ips", str(ips),
          "--maxmind-dir", str(folder), "--maxmind-size", "realistic"],
         check=True, capture_output=True,
     )  # fmt: skip

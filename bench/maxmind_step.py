@@ -1,6 +1,6 @@
 """Time the MaxMind step (open both databases + with_maxmind) on GeoLite2-sized files.
 
-The files are etl.sample's ``realistic`` ones (~2M ASN / ~4M City search-tree nodes, like the
+The files are testbed.sample's ``realistic`` ones (~2M ASN / ~4M City search-tree nodes, like the
 real GeoLite2 files). Compared: the step today (maxminddb's C reader, each distinct address
 once, one join) and the search-tree reader of our own it replaced, run from git history
 (commit 9f70dd6: etl/mmdb.py decoded the whole tree into a series and walked it per column).
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from etl.config import RefreshConfig  # noqa: E402
 from etl.maxmind import open_maxmind, with_maxmind  # noqa: E402
-from etl.sample.mmdb_files import write_maxmind_files  # noqa: E402
-from etl.sample.world import World  # noqa: E402
 from etl.validation import with_validation  # noqa: E402
+from testbed.sample.mmdb_files import write_maxmind_files  # noqa: E402
+from testbed.sample.world import World  # noqa: E402
 
 OLD_COMMIT = "9f70dd6"
 NOW = datetime.now(UTC)

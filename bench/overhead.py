@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.sim.process import running  # noqa: E402
+from testbed.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
 ROUNDS = 3
@@ -40,7 +40,7 @@ def timed(command: list[str]) -> float:
 def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
     ips, gn_ms, cymru_ms, target = SCENARIOS[name]
     pristine = folder / f"{name}.sqlite"
-    sample = [sys.executable, "-m", "etl.sample", "--db", f"sqlite:///{pristine}", "--ips",
+    sample = [sys.executable, "-m", "testbed.sample", "--db", f"sqlite:///{pristine}", "--ips",
               str(ips), "--maxmind-dir", str(folder), "--maxmind-size", "realistic"]  # fmt: skip
     subprocess.run(sample, check=True, capture_output=True)
     ours, theirs = folder / f"{name}-ours.sqlite", folder / f"{name}-baseline.sqlite"

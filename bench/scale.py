@@ -1,6 +1,6 @@
 """Scale (SPEC 7): full refreshes of 100,000 and 1,000,000 IPs, on SQLite and on PostgreSQL.
 
-Each database is built by ``etl.sample`` (not timed; every state, ~6.6 sessions per IP), then
+Each database is built by ``testbed.sample`` (not timed; every state, ~6.6 sessions per IP), then
 ``python -m etl.refresh`` runs as a whole process against both simulators answering at once,
 GreyNoise in enterprise mode. Measured: wall time and the process's peak memory (its maximum
 resident set, from the kernel's rusage of that child).
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.sample.scratch import scratch_database  # noqa: E402
-from etl.sim.process import running  # noqa: E402
+from testbed.sample.scratch import scratch_database  # noqa: E402
+from testbed.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
 MAX_GROWTH = 1.2  # time may grow at most 1.2x as fast as the size (12x for 10x the IPs)
@@ -59,7 +59,7 @@ def refresh_once(dialect: str, ips: int, folder: Path) -> tuple[float, float, st
     """Build a sample of ``ips`` IPs, refresh it; return (seconds, peak MB, summary line)."""
     maxmind = folder / f"maxmind-{ips}"
     with database(dialect, folder, ips) as url:
-        sample = [sys.executable, "-m", "etl.sample", "--db", url, "--ips", str(ips),
+        sample = [sys.executable, "-m", "testbed.sample", "--db", url, "--ips", str(ips),
                   "--maxmind-dir", str(maxmind), "--maxmind-size", "realistic",
                   "--replace"]  # fmt: skip
         subprocess.run(sample, check=True, capture_output=True, cwd=ROOT)

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
-from etl.sample.mmdb_files import write_maxmind_files  # noqa: E402
-from etl.sample.scratch import new_sqlite_file  # noqa: E402
-from etl.sample.world import World  # noqa: E402
-from etl.sim.process import running  # noqa: E402
+from testbed.sample.mmdb_files import write_maxmind_files  # noqa: E402
+from testbed.sample.scratch import new_sqlite_file  # noqa: E402
+from testbed.sample.world import World  # noqa: E402
+from testbed.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
 SESSIONS = 2  # Cymru sessions at once (the refresh's default)

@@ -4,9 +4,9 @@
     honeypot-etl status     where the data stands, read-only (python -m etl.status)
     honeypot-etl pending    answers a stopped run kept: list, --apply, --discard
     honeypot-etl doctor     check what a cron run needs, without a refresh
-    honeypot-etl sample     build a sample honeypot database and MaxMind files
-    honeypot-etl demo       sample world + simulators + a full refresh
-    honeypot-etl sim ...    the Team Cymru and GreyNoise simulators
+
+The sample world, the simulators and the demo are the repository's test bed (``testbed/``,
+not shipped): ``python -m testbed.sample``, ``python -m testbed.sim.cymru``, ``make demo``.
 
 Each subcommand imports its work only when it runs, so ``--help`` and completion stay quick.
 """
@@ -19,11 +19,9 @@ from typing import NoReturn
 
 import typer
 
-from etl import cli, demo, refresh
+from etl import cli, refresh
 from etl import doctor_cli as doctor
 from etl import pending_cli as pending
-from etl.sample import cli as sample
-from etl.sim import cli as sim
 from etl.status import cli as status
 
 HELP = "Keep the IP enrichment of Cowrie honeypot databases fresh (MaxMind, Team Cymru, GreyNoise)."
@@ -36,7 +34,6 @@ Examples:
   honeypot-etl status
   honeypot-etl pending
   honeypot-etl doctor
-  honeypot-etl demo --ips 2000
   honeypot-etl --install-completion
 """
 
@@ -55,9 +52,6 @@ def app() -> typer.Typer:
     root.command("status", help=status.HELP, epilog=status.EXAMPLES)(status.command())
     root.command("pending", help=pending.HELP, epilog=pending.EXAMPLES)(pending.command())
     root.command("doctor", help=doctor.HELP, epilog=doctor.EXAMPLES)(doctor.command())
-    root.command("sample", epilog=sample.EXAMPLES)(sample.sample)
-    root.command("demo", epilog=demo.EXAMPLES)(demo.demo)
-    root.add_typer(sim.app(), name="sim")
     return root
 
 

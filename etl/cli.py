@@ -193,7 +193,7 @@ def run_single(
     settings: dict[str, Declared] | None = None,
     help: str | None = None,
 ) -> int:
-    """Run one command as a program of its own (``python -m etl.sample`` and the like)."""
+    """Run one command as a program of its own (``python -m etl.refresh`` and the like)."""
     text = help or str(command.__doc__)
     single = new_app(text, epilog)
     single.command(help=text, epilog=epilog)(command)

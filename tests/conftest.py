@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.sample.scratch import PG_ADMIN, scratch_database
+from testbed.sample.scratch import PG_ADMIN, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -191,20 +191,20 @@ def compat_pg(pg_url: str, shared: Path) -> str:
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``python -m etl.demo`` on 600 IPs: its data folder and everything it printed."""
+    """``python -m testbed.demo`` on 600 IPs: its data folder and everything it printed."""
     from tests.sims import run_module
 
     folder = tmp_path_factory.mktemp("demo")
-    result = run_module("etl.demo", "--ips", "600", "--data", str(folder))
+    result = run_module("testbed.demo", "--ips", "600", "--data", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
     return folder, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")
 def sample_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 200-IP sample SQLite database and its small MaxMind files (``etl.sample``, seed 3),
+    """A 200-IP sample SQLite database and its small MaxMind files (``testbed.sample``, seed 3),
     built once: (database file, MaxMind folder). Copy the database before changing it."""
-    from etl.sample.build import build_sample
+    from testbed.sample.build import build_sample
 
     folder = tmp_path_factory.mktemp("sample")
     built = build_sample(f"sqlite:///{folder / 'h.sqlite'}", 200, 3, folder / "mm")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from etl.sim.process import Simulator, running
+from testbed.sim.process import Simulator, running
 
 __all__ = ["Simulator", "run_module", "running", "write_lock_held"]
 

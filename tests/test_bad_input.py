@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from etl.config import RefreshConfig, Source
 from etl.pipeline import refresh
 from etl.report import LineReporter
-from etl.sample.mmdb_files import write_maxmind_files
-from etl.sample.world import World
+from testbed.sample.mmdb_files import write_maxmind_files
+from testbed.sample.world import World
 from tests.conftest import SHARED, SHARED_ABSENT
 
 GLOBAL_V4 = ["8.8.8.8", "74.125.225.229", "1.2.3.4", "169.226.11.11", "107.180.1.2"]

@@ -57,7 +57,7 @@ def greynoise_done(status: Path) -> int:
 def test_a_stopped_run_drops_its_stages_and_the_next_recounts_every_asn(
     tmp_path: Path, pg_url: str, stop: signal.Signals
 ) -> None:
-    built = run_module("etl.sample", "--db", pg_url, "--ips", "400",
+    built = run_module("testbed.sample", "--db", pg_url, "--ips", "400",
                        "--maxmind-dir", str(tmp_path))  # fmt: skip
     assert built.returncode == 0, built.stderr
     status = tmp_path / "status.json"

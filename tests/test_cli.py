@@ -225,11 +225,11 @@ def test_a_command_without_its_extra_says_which_to_install(tmp_path: Path) -> No
     program = (
         "import sys\n"
         "sys.modules['numpy'] = None\n"
-        "from etl.app import main\n"
+        "from testbed.sample.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", program, "sample", "--db", f"sqlite:///{tmp_path}/s.db",
+        [sys.executable, "-c", program, "--db", f"sqlite:///{tmp_path}/s.db",
          "--ips", "10", "--maxmind-dir", str(tmp_path / "mm")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from etl.clients.cymru import (
     IpAnswer,
 )
 from etl.errors import ServiceUnavailableError, UsageError
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import Simulator, running
 
 WORLD = World(1)

@@ -26,8 +26,8 @@ from etl.greynoise import greynoise_targets
 from etl.pipeline import refresh
 from etl.refresh import main
 from etl.report import LineReporter, RunSummary
-from etl.sample.build import build_sample
 from etl.validation import with_validation
+from testbed.sample.build import build_sample
 from tests.sims import Simulator, running
 
 KEY = "daily-budget-test-key"

@@ -19,8 +19,8 @@ from etl.db.database import Database
 from etl.db.inventory import ASN_NAMES_SCHEMA, IP_DETAILS_SCHEMA
 from etl.db.url import parse_database_url
 from etl.freshness import Freshness
-from etl.sample.build import build_sample
 from etl.status import explore
+from testbed.sample.build import build_sample
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
 

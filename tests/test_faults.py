@@ -25,7 +25,7 @@ KEY = "faults-key"
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("faults")
     db = folder / "pristine.sqlite"
-    built = run_module("etl.sample", "--db", f"sqlite:///{db}", "--ips", "200",
+    built = run_module("testbed.sample", "--db", f"sqlite:///{db}", "--ips", "200",
                        "--maxmind-dir", str(folder))  # fmt: skip
     assert built.returncode == 0, built.stderr
     return db

@@ -186,7 +186,9 @@ def greynoise_blocks(db_file: Path) -> dict[str, dict[str, Any]]:
 def test_refresh_with_a_doubled_path_writes_no_not_found_and_exits_3(tmp_path: Path) -> None:
     db_file = tmp_path / "h.sqlite"
     db_url = f"sqlite:///{db_file}"
-    made = run_module("etl.sample", "--db", db_url, "--ips", "80", "--maxmind-dir", str(tmp_path))
+    made = run_module(
+        "testbed.sample", "--db", db_url, "--ips", "80", "--maxmind-dir", str(tmp_path)
+    )
     assert made.returncode == 0, made.stderr
     before = greynoise_blocks(db_file)
     env = {**os.environ, "GREYNOISE_API_KEY": KEY}

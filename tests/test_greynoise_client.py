@@ -23,7 +23,7 @@ from etl.clients.greynoise import (
     retry_after_seconds,
 )
 from etl.errors import QuotaExhaustedError, ServiceUnavailableError, UnauthorizedError, UsageError
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import Simulator, running
 
 WORLD = World(1)

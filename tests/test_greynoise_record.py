@@ -20,8 +20,8 @@ from etl.clients.greynoise_answers import (
     multi_answers,
 )
 from etl.greynoise import BLOCK_FIELDS, GREYNOISE_COLUMNS, greynoise_results
-from etl.sample.honeypot import greynoise_block
-from etl.sample.world import World
+from testbed.sample.honeypot import greynoise_block
+from testbed.sample.world import World
 
 FULL_NOISE = {
     "ip": "71.6.135.131",

@@ -86,7 +86,7 @@ def world(
     """A sample file in each journal mode (WAL: as cowrieprocessor leaves it), simulators."""
     folder = tmp_path_factory.mktemp(f"kill-{request.param}")
     built = run_module(
-        "etl.sample", "--db", f"sqlite:///{folder / 'pristine.sqlite'}", "--ips", "250",
+        "testbed.sample", "--db", f"sqlite:///{folder / 'pristine.sqlite'}", "--ips", "250",
         "--maxmind-dir", str(folder), "--journal-mode", request.param,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr

@@ -3,13 +3,11 @@
 Layers, top first; a module may import its own layer and those below it, never one above:
 
 8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
-   (Typer plumbing), ``etl.demo``, ``etl.sample.cli``, ``etl.sample.__main__``, ``etl.sim.cli``,
-   ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``),
+   (Typer plumbing), ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``),
    ``etl.doctor_cli`` (``honeypot-etl doctor``)
 7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` and its output files (``etl.outputs``), its phase runner (``etl.runner``, ``etl.events``,
    ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
-   ``etl.metrics``, ``etl.terminal``; the sample builder and the service simulators
-   (``etl.sample.*``, ``etl.sim.*``); the status report (``etl.status``: read-only, for the
+   ``etl.metrics``, ``etl.terminal``; the status report (``etl.status``: read-only, for the
    command and the notebook); the kept answers an operator lists, applies, discards (``etl.kept``);
    the checks of ``honeypot-etl doctor`` (``etl.doctor``)
 6. configuration: ``etl.config`` (the run's settings; no step reads it)
@@ -25,6 +23,10 @@ Layers, top first; a module may import its own layer and those below it, never o
 Every import counts, also those inside functions or under ``TYPE_CHECKING``, except in a
 ``if __name__ == "__main__":`` block (running a module as a program is an entry point). A module that is
 in no layer fails the test: place it when it is added.
+
+The test bed (``testbed``: the sample world, the simulators, the demo) is outside the package
+and above all of it: it may import any of ``etl``, nothing in ``etl`` imports it, and it has no
+import cycle of its own.
 """
 
 from __future__ import annotations
@@ -41,10 +43,6 @@ LAYERS: dict[str, int] = {
     "etl.app": 8,
     "etl.refresh": 8,
     "etl.cli": 8,
-    "etl.demo": 8,
-    "etl.sample.cli": 8,
-    "etl.sample.__main__": 8,
-    "etl.sim.cli": 8,
     "etl.status.cli": 8,
     "etl.status.__main__": 8,
     "etl.pending_cli": 8,
@@ -61,8 +59,6 @@ LAYERS: dict[str, int] = {
     "etl.phases_greynoise": 7,
     "etl.metrics": 7,
     "etl.terminal": 7,
-    "etl.sample": 7,
-    "etl.sim": 7,
     "etl.status": 7,
     "etl.config": 6,
     "etl.validation": 5,
@@ -210,3 +206,67 @@ def test_an_upward_import_is_caught(importer: str, source: str, expected: str) -
 def test_downward_imports_pass() -> None:
     source = "from etl.db.url import redact\nfrom etl import errors\nfrom etl.freshness import x"
     assert violations("etl.pipeline", imported_modules(source, "etl.pipeline")) == []
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module name a file imports, anywhere in it (``__main__`` blocks too), absolute."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+            found.add(base)
+    return found
+
+
+def test_the_package_never_imports_the_test_bed() -> None:
+    """The wheel ships ``etl`` alone: no module of it may import ``testbed``."""
+    found = {
+        (module_name(path), name)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in all_imports(path)
+        if in_group(name, "testbed")
+    }
+    assert found == set()
+    assert in_group("testbed.sim.process", "testbed")  # the check itself sees such an import
+
+
+def test_the_test_bed_has_no_import_cycle() -> None:
+    bed = PACKAGE.parent / "testbed"
+    paths = sorted(bed.rglob("*.py"))
+    assert paths, "testbed/ is missing"
+    modules = {module_name(path): path for path in paths}
+
+    def resolve(name: str) -> str | None:  # the testbed module an imported name lies in
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {
+        module: {
+            target
+            for name in all_imports(path)
+            if (target := resolve(name)) is not None
+            and target != module
+            and not module.startswith(target + ".")  # a package's own __init__ is no cycle
+        }
+        for module, path in modules.items()
+    }
+    cycles: list[list[str]] = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in trail:
+                cycles.append([*trail[trail.index(target) :], target])
+            elif len(cycles) < 5:
+                visit(target, [*trail, target])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    assert cycles == []

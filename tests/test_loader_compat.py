@@ -29,8 +29,8 @@ import pytest
 from etl.config import RefreshConfig
 from etl.pipeline import refresh
 from etl.report import LineReporter, RunSummary
-from etl.sample.mmdb_files import build_epoch, write_maxmind_files
-from etl.sample.world import World
+from testbed.sample.mmdb_files import build_epoch, write_maxmind_files
+from testbed.sample.world import World
 from tests.loader import (
     SNAPSHOT_COLUMNS,
     SessionPlan,

@@ -20,7 +20,7 @@ MARGIN = 4.5
 
 def test_lock_timeout_bounds_the_whole_wait_of_a_run(tmp_path: Path) -> None:
     db = tmp_path / "h.sqlite"
-    built = run_module("etl.sample", "--db", f"sqlite:///{db}", "--ips", "50",
+    built = run_module("testbed.sample", "--db", f"sqlite:///{db}", "--ips", "50",
                        "--maxmind-dir", str(tmp_path))  # fmt: skip
     assert built.returncode == 0, built.stderr
     with write_lock_held(db):

@@ -20,8 +20,8 @@ from nbclient import NotebookClient
 from etl.config import RefreshConfig
 from etl.pipeline import refresh
 from etl.report import LineReporter
-from etl.sample.build import build_sample
 from etl.status import explore
+from testbed.sample.build import build_sample
 from tests.conftest import ROOT
 from tests.sims import running
 

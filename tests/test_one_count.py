@@ -18,7 +18,7 @@ import pytest
 from etl.config import RefreshConfig
 from etl.monitored import monitored_refresh
 from etl.report import RunSummary
-from etl.sim.common import CYMRU_FAULTS, GREYNOISE_FAULTS
+from testbed.sim.common import CYMRU_FAULTS, GREYNOISE_FAULTS
 from tests.sims import Simulator, run_module, running
 
 KEY = "one-count-key"
@@ -43,7 +43,7 @@ SAMPLE = re.compile(r"^honeypot_etl_(\w+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("one-count")
     db = folder / "pristine.sqlite"
-    built = run_module("etl.sample", "--db", f"sqlite:///{db}", "--ips", "120",
+    built = run_module("testbed.sample", "--db", f"sqlite:///{db}", "--ips", "120",
                        "--maxmind-dir", str(folder))  # fmt: skip
     assert built.returncode == 0, built.stderr
     return db

@@ -21,7 +21,7 @@ from pathlib import Path
 from etl.config import RefreshConfig, Source
 from etl.pipeline import refresh
 from etl.report import RunSummary
-from etl.sample.build import build_sample
+from testbed.sample.build import build_sample
 
 NEIGHBOUR = r"""
 import sqlite3, sys, time

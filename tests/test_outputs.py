@@ -157,7 +157,9 @@ def test_exact_reads_back_as_the_same_number(value: float) -> None:
 
 def test_a_monitored_run_leaks_no_secret(tmp_path: Path, pg_url: str) -> None:
     db_url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")
-    built = run_module("etl.sample", "--db", db_url, "--ips", "400", "--maxmind-dir", str(tmp_path))
+    built = run_module(
+        "testbed.sample", "--db", db_url, "--ips", "400", "--maxmind-dir", str(tmp_path)
+    )
     assert built.returncode == 0, built.stderr
     status, summary, metrics = (tmp_path / n for n in ("status.json", "summary.json", "etl.prom"))
     with (

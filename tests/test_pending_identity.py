@@ -113,7 +113,7 @@ def test_answers_kept_for_one_database_are_never_applied_to_another_at_its_path(
     other = tmp_path / "b" / "h.sqlite"
     other.parent.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "etl.sample", "--db", f"sqlite:///{other}", "--ips", "300",
+        [sys.executable, "-m", "testbed.sample", "--db", f"sqlite:///{other}", "--ips", "300",
          "--seed", "2", "--maxmind-dir", str(tmp_path / "b")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

@@ -26,7 +26,7 @@ import pytest
 
 from etl.db.database import Database
 from etl.db.url import parse_database_url
-from etl.sample.scratch import scratch_database
+from testbed.sample.scratch import scratch_database
 from tests.sims import Simulator, run_module, running
 
 KEY = "real-databases-key"
@@ -36,7 +36,7 @@ ADVISORY_KEY_LOW = 0x1D3C4A79  # pg_locks.objid of the run lock (etl.db.lock.ADV
 
 def build(db_url: str, folder: Path, ips: int, journal_mode: str = "wal") -> None:
     result = run_module(
-        "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder),
+        "testbed.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder),
         "--journal-mode", journal_mode,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -367,7 +367,7 @@ def test_the_demo_writes_under_data_demo_only(tmp_path: Path) -> None:
     operator = tmp_path / "data" / "honeypot.sqlite"
     operator.write_bytes(b"the operator's database")
     result = subprocess.run(
-        [sys.executable, "-m", "etl.demo", "--ips", "150"], cwd=tmp_path,
+        [sys.executable, "-m", "testbed.demo", "--ips", "150"], cwd=tmp_path,
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

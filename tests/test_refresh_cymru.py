@@ -14,7 +14,7 @@ import pytest
 from etl.config import RefreshConfig, Source
 from etl.pipeline import refresh
 from etl.report import LineReporter
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import Simulator, run_module, running
 
 WORLD = World(1)
@@ -22,7 +22,7 @@ WORLD = World(1)
 
 def build_sample(db_url: str, folder: Path, ips: int = 1500) -> None:
     result = run_module(
-        "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
+        "testbed.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
     )
     assert result.returncode == 0, result.stderr
 

@@ -24,7 +24,7 @@ KEY = "refresh-test-key"
 def build_sample(folder: Path, ips: int) -> str:
     db_url = f"sqlite:///{folder / 'h.sqlite'}"
     result = run_module(
-        "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
+        "testbed.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
     )
     assert result.returncode == 0, result.stderr
     return db_url

@@ -11,7 +11,7 @@ from pathlib import Path
 from etl.metrics import render_metrics
 from etl.pipeline import refresh
 from etl.report import LineReporter, RunSummary
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import running
 from tests.test_refresh_greynoise import KEY, build_sample, config, greynoise_blocks
 

@@ -25,7 +25,7 @@ KEY = "reliability-key"
 
 def build_sample(db_url: str, folder: Path, ips: int) -> None:
     result = run_module(
-        "etl.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
+        "testbed.sample", "--db", db_url, "--ips", str(ips), "--maxmind-dir", str(folder)
     )
     assert result.returncode == 0, result.stderr
 
@@ -85,7 +85,7 @@ def test_staging_tables_of_a_killed_run_are_dropped(tmp_path: Path) -> None:
 
 # -- hostile answers -------------------------------------------------------------------------
 
-HOSTILE_IP = "45.33.32.156"  # GreyNoise's actor name for it is hostile (see etl.sample.world)
+HOSTILE_IP = "45.33.32.156"  # GreyNoise's actor name for it is hostile (see testbed.sample.world)
 
 
 def test_hostile_names_are_stored_verbatim_and_touch_nothing_else(tmp_path: Path) -> None:
@@ -93,8 +93,8 @@ def test_hostile_names_are_stored_verbatim_and_touch_nothing_else(tmp_path: Path
 
     import polars as pl
 
-    from etl.sample.mmdb_files import write_maxmind_files
-    from etl.sample.world import AWKWARD_NAMES, World
+    from testbed.sample.mmdb_files import write_maxmind_files
+    from testbed.sample.world import AWKWARD_NAMES, World
 
     world = World(1)
     write_maxmind_files(world, tmp_path)

@@ -20,7 +20,7 @@ from etl.db.url import parse_database_url
 from etl.errors import DatabaseBusyError, DatabaseError
 from etl.pipeline import refresh
 from etl.report import LineReporter
-from etl.sample.build import build_sample
+from testbed.sample.build import build_sample
 
 HOSTILE = "x'); DROP TABLE ip_inventory;--"
 START = datetime(2025, 1, 2, 23, 59, 30, tzinfo=UTC)

@@ -25,7 +25,7 @@ from etl.phases_cymru import Tier1Plan, cymru_phase
 from etl.phases_greynoise import AnswerGroups, greynoise_phase
 from etl.report import RunSummary
 from etl.runner import Phase, PhaseRunner
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import Simulator, running
 
 WORLD = World(1)

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from etl.clients.greynoise_answers import GreyNoiseAnswer
 from etl.greynoise import greynoise_results
-from etl.sample.honeypot import greynoise_block
-from etl.sample.mmdb_files import build_epoch, write_maxmind_files
-from etl.sample.sessions import snapshot_country
-from etl.sample.world import World
+from testbed.sample.honeypot import greynoise_block
+from testbed.sample.mmdb_files import build_epoch, write_maxmind_files
+from testbed.sample.sessions import snapshot_country
+from testbed.sample.world import World
 from tests.sims import run_module
 
 WORLD = World(1)
@@ -33,7 +33,7 @@ LOADER_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")  # SQLite's CURRENT_
 
 
 def sample(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("etl.sample", *args)
+    return run_module("testbed.sample", *args)
 
 
 def refresh_maxmind_only(db_url: str, maxmind_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -150,7 +150,7 @@ def utc(value: Any) -> Any:
 
 def check_shape(con: Any, shape: str) -> Counter[str]:
     """Check a sample database (a sqlite3 or psycopg connection) against the rules of its
-    ``shape`` (etl.sample.honeypot); return the number of sessions per address (the src_ip
+    ``shape`` (testbed.sample.honeypot); return the number of sessions per address (the src_ip
     of their raw events)."""
     events: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for event_id, session_id, payload, digest, kind, moment in con.execute(EVENTS_SQL):
@@ -259,7 +259,7 @@ def test_sample_sqlite_database(tmp_path: Path, shared: Path) -> None:
 
 def test_sample_migrated_by_v16(tmp_path: Path) -> None:
     """The old shape: source_ip on every session (also of IPs without a row), no snapshots."""
-    from etl.sample.build import build_sample
+    from testbed.sample.build import build_sample
 
     db = tmp_path / "v16.sqlite"
     built = build_sample(f"sqlite:///{db}", 400, 2, tmp_path / "mm", shape="migrated_v16", events=2)
@@ -391,8 +391,8 @@ def test_both_maxmind_files_have_one_build_time(
 
     import maxminddb
 
-    from etl.sample.mmdb_files import write_maxmind_files
-    from etl.sample.world import World
+    from testbed.sample.mmdb_files import write_maxmind_files
+    from testbed.sample.world import World
 
     clock = itertools.count(1_800_000_000, 7)  # every look at the clock is 7 s later
     monkeypatch.setattr(time, "time", lambda: float(next(clock)))
@@ -405,7 +405,7 @@ def test_both_maxmind_files_have_one_build_time(
 
 
 def test_the_sample_makes_the_folder_of_its_new_file(tmp_path: Path) -> None:
-    from etl.sample.build import build_sample
+    from testbed.sample.build import build_sample
 
     target = tmp_path / "new" / "folder" / "h.sqlite"
     built = build_sample(f"sqlite:///{target}", 50, 1, tmp_path / "mm")

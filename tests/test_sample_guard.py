@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from etl.db.url import parse_database_url
-from etl.sample.marks import (
+from testbed.sample.marks import (
     SAMPLE_TABLE,
     foreign_maxmind,
     foreign_sqlite,
     is_sample_mmdb,
     is_sample_sqlite,
 )
-from etl.sample.mmdb_files import write_maxmind_files
-from etl.sample.world import World
+from testbed.sample.mmdb_files import write_maxmind_files
+from testbed.sample.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = "20261130T000000000000-1.ips.parquet"  # a kept answer's name (etl.db.pending)
@@ -128,7 +128,7 @@ def test_the_demo_refuses_a_data_folder_it_did_not_make(
         (data / "honeypot.sqlite.etl-pending" / KEPT).write_bytes(b"PAR1 answers PAR1")
         named.append(data / "honeypot.sqlite.etl-pending")
     before = fingerprint(tmp_path)
-    result = run_in(tmp_path, "etl.demo", "--ips", "50", "--data", "data")
+    result = run_in(tmp_path, "testbed.demo", "--ips", "50", "--data", "data")
     line = one_error_line(result, *(path.relative_to(tmp_path) for path in named))
     assert "--data" in line
     assert fingerprint(tmp_path) == before
@@ -142,7 +142,7 @@ def test_the_demo_rebuilds_its_own_world(demo: tuple[Path, str], tmp_path: Path)
     kept = folder / "honeypot.sqlite.etl-pending"
     kept.mkdir(exist_ok=True)
     (kept / KEPT).write_bytes(b"answers about the old world's IPs")
-    result = run_in(tmp_path, "etl.demo", "--ips", "80", "--seed", "2", "--data", "demo")
+    result = run_in(tmp_path, "testbed.demo", "--ips", "80", "--seed", "2", "--data", "demo")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not kept.exists()
     con = sqlite3.connect(folder / "honeypot.sqlite")
@@ -154,11 +154,11 @@ def test_the_demo_rebuilds_its_own_world(demo: tuple[Path, str], tmp_path: Path)
 def test_the_samples_defaults_are_not_the_refreshs(
     tmp_path: Path, compat_sqlite: Path, mmdb: dict[str, Path]
 ) -> None:
-    """`honeypot-etl sample` beside a real data/honeypot.sqlite and data/maxmind."""
+    """`python -m testbed.sample` beside a real data/honeypot.sqlite and data/maxmind."""
     operators_database(compat_sqlite, tmp_path / "data" / "honeypot.sqlite")
     maxmind_folder(mmdb, tmp_path / "data" / "maxmind")
     before = fingerprint(tmp_path / "data")
-    result = run_in(tmp_path, "etl.sample", "--ips", "40")
+    result = run_in(tmp_path, "testbed.sample", "--ips", "40")
     assert result.returncode == 0, result.stderr
     after = fingerprint(tmp_path / "data")
     assert {name: after[name] for name in before} == before
@@ -183,11 +183,11 @@ def test_the_sample_refuses_maxmind_files_it_did_not_write(
         options = ["--db", "sqlite:///h.sqlite", "--maxmind-dir", str(folder)]
     maxmind_folder(mmdb, tmp_path / folder, city)
     before = fingerprint(tmp_path)
-    refused = run_in(tmp_path, "etl.sample", "--ips", "30", *options)
+    refused = run_in(tmp_path, "testbed.sample", "--ips", "30", *options)
     line = one_error_line(refused, folder / "GeoLite2-ASN.mmdb", folder / city)
     assert "--replace" in line
     assert fingerprint(tmp_path) == before
-    replaced = run_in(tmp_path, "etl.sample", "--ips", "30", *options, "--replace")
+    replaced = run_in(tmp_path, "testbed.sample", "--ips", "30", *options, "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert is_sample_mmdb(tmp_path / folder / "GeoLite2-ASN.mmdb")
     assert is_sample_mmdb(tmp_path / folder / "GeoLite2-City.mmdb")
@@ -196,19 +196,19 @@ def test_the_sample_refuses_maxmind_files_it_did_not_write(
 def test_the_sample_reruns_over_its_own_output(tmp_path: Path) -> None:
     """Its own MaxMind files it writes anew; its own database it rebuilds with --replace,
     and the answers kept for the old database go with it."""
-    first = run_in(tmp_path, "etl.sample", "--ips", "30")
+    first = run_in(tmp_path, "testbed.sample", "--ips", "30")
     assert first.returncode == 0, first.stderr
     database = tmp_path / "data" / "sample" / "honeypot.sqlite"
-    other = run_in(tmp_path, "etl.sample", "--ips", "20", "--db", "sqlite:///other.sqlite")
+    other = run_in(tmp_path, "testbed.sample", "--ips", "20", "--db", "sqlite:///other.sqlite")
     assert other.returncode == 0, other.stderr  # the same (own) MaxMind files, rewritten
     kept = database.with_name("honeypot.sqlite.etl-pending")
     kept.mkdir()
     (kept / KEPT).write_bytes(b"answers about the old sample's IPs")
     before = fingerprint(tmp_path)
-    again = run_in(tmp_path, "etl.sample", "--ips", "25")
+    again = run_in(tmp_path, "testbed.sample", "--ips", "25")
     one_error_line(again, Path("data/sample/honeypot.sqlite"))
     assert "--replace" in again.stderr and fingerprint(tmp_path) == before
-    rebuilt = run_in(tmp_path, "etl.sample", "--ips", "25", "--seed", "4", "--replace")
+    rebuilt = run_in(tmp_path, "testbed.sample", "--ips", "25", "--seed", "4", "--replace")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert not kept.exists()
     con = sqlite3.connect(database)
@@ -225,9 +225,9 @@ def test_the_sample_refuses_answers_kept_for_a_database_gone(tmp_path: Path) -> 
     (tmp_path / "h.sqlite-wal").write_bytes(b"frames of a database gone")
     before = fingerprint(tmp_path)
     options = ["--db", "sqlite:///h.sqlite", "--maxmind-dir", "mm", "--ips", "20"]
-    refused = run_in(tmp_path, "etl.sample", *options)
+    refused = run_in(tmp_path, "testbed.sample", *options)
     one_error_line(refused, Path("h.sqlite.etl-pending"), Path("h.sqlite-wal"))
     assert fingerprint(tmp_path) == before
-    replaced = run_in(tmp_path, "etl.sample", *options, "--replace")
+    replaced = run_in(tmp_path, "testbed.sample", *options, "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert not kept.exists() and is_sample_sqlite(tmp_path / "h.sqlite")

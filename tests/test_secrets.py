@@ -112,7 +112,7 @@ def test_a_short_key_does_not_mangle_the_outputs(
     numbers too: not JSON any more) and of every line."""
     from etl.config import RefreshConfig, Source
     from etl.monitored import monitored_refresh
-    from etl.sample.build import build_sample
+    from testbed.sample.build import build_sample
 
     db, summary_json, status = tmp_path / "h.sqlite", tmp_path / "s.json", tmp_path / "st.json"
     build_sample(f"sqlite:///{db}", 300, seed=1, maxmind_dir=tmp_path)

@@ -14,8 +14,8 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.sample.world import World
-from etl.sim.greynoise import _routable_ipv4
+from testbed.sample.world import World
+from testbed.sim.greynoise.server import _routable_ipv4
 from tests.sims import Simulator, running
 
 # Literal bodies of the protocol reference (community OpenAPI examples).

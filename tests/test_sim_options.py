@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from etl import app
-from etl.sim import cymru, greynoise
+from testbed.sim.cymru import cli as cymru_cli
+from testbed.sim.cymru import server as cymru
+from testbed.sim.greynoise import cli as greynoise_cli
+from testbed.sim.greynoise import server as greynoise
 
 Invoke = Callable[..., tuple[int, str, str]]
 
@@ -26,8 +28,9 @@ def sim(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
     monkeypatch.setattr(cymru, "run", refuse)
     monkeypatch.setattr(greynoise, "run", refuse)
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = app.main(["sim", *args])
+    def invoke(name: str, *args: str) -> tuple[int, str, str]:
+        main = {"cymru": cymru_cli.main, "greynoise": greynoise_cli.main}[name]
+        code = main(list(args))  # python -m testbed.sim.<name> ARGS
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from etl.clients.cymru import CymruClient, CymruSettings
 from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch
 from etl.errors import ServiceUnavailableError
-from etl.sample.world import World
+from testbed.sample.world import World
 from tests.sims import run_module, running
 from tests.test_breakers import refresh
 from tests.test_cymru_policy import BANNER, FakeCymru, Reply, ips, row

@@ -23,9 +23,9 @@ from etl.metrics import write_metrics
 from etl.outputs import check_outputs
 from etl.pipeline import refresh
 from etl.report import LineReporter, RunSummary
-from etl.sample.build import build_sample
 from etl.status.cli import main
 from etl.status.report import status_report
+from testbed.sample.build import build_sample
 
 PROM_LINE = re.compile(r'^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+)$')
 

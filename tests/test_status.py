@@ -181,7 +181,7 @@ def test_status_on_postgres_after_a_run(pg_url: str, tmp_path: Path) -> None:
     from etl.config import Source
     from etl.pipeline import refresh
     from etl.report import LineReporter
-    from etl.sample.build import build_sample
+    from testbed.sample.build import build_sample
 
     build_sample(pg_url, 150, 3, tmp_path / "mm")
     skip = frozenset({Source.CYMRU, Source.GREYNOISE})

@@ -22,7 +22,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 600-IP sample (stale IPs, and asn_inventory rows whose registration data is stale)."""
     folder = tmp_path_factory.mktemp("words")
     result = run_module(
-        "etl.sample", "--db", f"sqlite:///{folder / 'h.sqlite'}", "--ips", "600",
+        "testbed.sample", "--db", f"sqlite:///{folder / 'h.sqlite'}", "--ips", "600",
         "--maxmind-dir", str(folder),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,7 @@
 Used by the tests and by bench/: rows are inserted natively (sqlite3 / psycopg COPY) into a
 database whose three tiers already exist, in the formats cowrieprocessor writes, with the
 sessions' Cowrie events in ``raw_events`` (created from cowrieprocessor's DDL when absent,
-`etl.sample.raw_events`).
+`testbed.sample.raw_events`).
 
 Two shapes (shared/compat/README.md, "What the loader writes"):
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from etl.sample import raw_events
+from testbed.sample import raw_events
 
 GARBAGE = (" 8.8.8.8 ", "", "999.1.1.1", "1.2.3.4/24", "not-an-ip", "01.2.3.4")
 BOGONS = (

@@ -1,6 +1,6 @@
 """The GreyNoise client's token bucket (SPEC 3.3): ``rate`` requests per second in the long run,
 with a burst of about one second's worth, as GreyNoise itself limits (and
-`etl.sim.greynoise_quota.TokenBucket` models it).
+`testbed.sim.greynoise.quota.TokenBucket` models it).
 
 The default burst is one second's requests less `SLACK` seconds' worth (at least one): a
 bucket exactly as large as the service's leaves no room for requests that arrive closer

@@ -1,4 +1,4 @@
-"""GreyNoise API simulator (``python -m etl.sim.greynoise``).
+"""GreyNoise API simulator (``python -m testbed.sim.greynoise``).
 
 Endpoints and literal bodies of shared/protocols/greynoise.md:
 - ``GET /v3/community/{ip}``: 200 / 404 / 400 (IPv6, non-routable, malformed);
@@ -8,7 +8,7 @@ Endpoints and literal bodies of shared/protocols/greynoise.md:
   key; not billed, not paced, no fault);
 - ``key`` header checked when ``--key`` is set (401), a token bucket of ``--rate`` requests/s
   (throttling 429 with Retry-After in seconds, as an HTTP-date, or absent), a daily limit of
-  Searches (``--daily-limit``, the daily-limit 429 body; billing in `etl.sim.greynoise_quota`);
+  Searches (``--daily-limit``, the daily-limit 429 body; billing in `testbed.sim.greynoise.quota`);
 - the JSON-lines log: per request its method, path, ``quick``, IPs, status and the
   ``searches`` it was billed;
 - faults on a ``--fault-rate`` share of requests: ``5xx``, ``slow``, ``reset``, ``malformed``,
@@ -39,8 +39,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from etl.sample.world import World
-from etl.sim.common import (
+from testbed.sample.world import World
+from testbed.sim.common import (
     GREYNOISE_FAULTS,
     HOST,
     FaultPlan,
@@ -48,7 +48,7 @@ from etl.sim.common import (
     announce,
     parse_faults,
 )
-from etl.sim.greynoise_bodies import (
+from testbed.sim.greynoise.bodies import (
     INVALID_IPV4,
     INVALID_PARAMETER,
     NOT_OBSERVED,
@@ -59,7 +59,7 @@ from etl.sim.greynoise_bodies import (
     daily_limit_body,
     enterprise_item,
 )
-from etl.sim.greynoise_quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
+from testbed.sim.greynoise.quota import BILLED_STATUSES, DailyLimit, TokenBucket, searches_billed
 
 FAULTS = GREYNOISE_FAULTS
 STALL_AFTER = 20  # requests the stall-after fault answers before it hangs
@@ -390,9 +390,3 @@ def run(
     finally:
         server.server_close()
         simulator.log.close()
-
-
-if __name__ == "__main__":
-    from etl.sim.cli import greynoise_main
-
-    greynoise_main()

@@ -1,11 +1,11 @@
 """A cowrieprocessor-shaped honeypot database drawn from a `World`.
 
 Sessions over 90 days with a heavy-tailed skew (a few IPs with thousands of sessions, most with
-one or two), their events in ``raw_events`` (`etl.sample.raw_events`), and inventory rows in
+one or two), their events in ``raw_events`` (`testbed.sample.raw_events`), and inventory rows in
 every state a refresh meets: missing (sessions, no row), never enriched, legacy blocks only,
 stale per source, errors, fresh, bogons and strings that are not IP addresses.
 
-The session tier comes in two shapes (`etl.sample.sessions`): ``loader`` (the default, as
+The session tier comes in two shapes (`testbed.sample.sessions`): ``loader`` (the default, as
 cowrieprocessor's loader leaves it) and ``migrated_v16``.
 """
 
@@ -21,15 +21,15 @@ import numpy as np
 import polars as pl
 
 from etl.db.database import Database
-from etl.sample.raw_events import EVENTS_PER_SESSION, session_columns, write_raw_events
-from etl.sample.sessions import (
+from testbed.sample.raw_events import EVENTS_PER_SESSION, session_columns, write_raw_events
+from testbed.sample.sessions import (
     SHAPES,
     Shape,
     created_after_first_session,
     linked_as_loaded,
     snapshot_country,
 )
-from etl.sample.world import COUNTRY_NAMES, Prefix, World
+from testbed.sample.world import COUNTRY_NAMES, Prefix, World
 
 STATES: Final = ("missing", "never", "legacy", "stale", "partial", "error", "fresh")
 _STATE_WEIGHTS: Final = (0.10, 0.12, 0.08, 0.30, 0.08, 0.05, 0.27)

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from etl.sample.world import World
+from testbed.sample.world import World
 
 COLUMNS = ("prefix", "countrycode", "registry", "allocdate")
 _FLAGS = {

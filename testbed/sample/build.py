@@ -12,8 +12,8 @@ from etl.db.ddl import IDENTITY_TABLE
 from etl.db.pending import PendingAnswers
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.errors import UsageError
-from etl.sample.honeypot import build_honeypot
-from etl.sample.marks import (
+from testbed.sample.honeypot import build_honeypot
+from testbed.sample.marks import (
     SAMPLE_TABLE,
     foreign_maxmind,
     foreign_sqlite,
@@ -21,11 +21,11 @@ from etl.sample.marks import (
     mark_statements,
     remove_sqlite,
 )
-from etl.sample.mmdb_files import build_epoch, write_maxmind_files
-from etl.sample.raw_events import EVENTS_PER_SESSION, TABLE
-from etl.sample.scratch import JOURNAL_MODES, new_sqlite_file, set_journal_mode
-from etl.sample.sessions import Shape
-from etl.sample.world import World
+from testbed.sample.mmdb_files import build_epoch, write_maxmind_files
+from testbed.sample.raw_events import EVENTS_PER_SESSION, TABLE
+from testbed.sample.scratch import JOURNAL_MODES, new_sqlite_file, set_journal_mode
+from testbed.sample.sessions import Shape
+from testbed.sample.world import World
 
 
 class SampleExistsError(UsageError):
@@ -63,10 +63,10 @@ def build_sample(
     ``maxmind_dir``, all from world ``seed``. ``shape``: ``loader`` (sessions as
     cowrieprocessor's loader leaves them: source_ip NULL until the IP had a row) or
     ``migrated_v16`` (source_ip on every session); ``events``: raw events per session
-    (`etl.sample.sessions`, `etl.sample.raw_events`).
+    (`testbed.sample.sessions`, `testbed.sample.raw_events`).
 
     Without ``replace`` it refuses (`SampleExistsError`, before writing anything) an existing
-    database, and MaxMind files it did not write (`etl.sample.marks`); its own MaxMind files
+    database, and MaxMind files it did not write (`testbed.sample.marks`); its own MaxMind files
     it writes anew. A database it replaces goes with its journals and kept answers."""
     if ips <= 0:
         raise UsageError(f"the number of IPs must be positive, got {ips}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etl.sample.world import GreyNoiseRecord
+from testbed.sample.world import GreyNoiseRecord
 
 NOT_OBSERVED = "IP not observed scanning the internet or contained in RIOT data set."
 INVALID_IPV4 = {"message": "Request is not a valid routable IPv4 address"}

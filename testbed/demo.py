@@ -1,5 +1,5 @@
-"""``honeypot-etl demo`` (``python -m etl.demo``, ``make demo``): sample world, simulators on
-loopback, a full refresh.
+"""``python -m testbed.demo`` (``make demo``): sample world, simulators on loopback, a full
+refresh.
 
 Builds the sample database and MaxMind files under ``data/demo/`` (default 10,000 IPs; never
 ``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
@@ -7,7 +7,7 @@ Team Cymru and GreyNoise simulators on free 127.0.0.1 ports, runs ``python -m et
 against them exactly as a user would, stops the simulators, and shows ``status``.
 
 It rebuilds only its own world: a database or MaxMind file in ``--data`` that the sample did not
-make (`etl.sample.marks`) is refused (exit 2) before anything is written, and left as it is.
+make (`testbed.sample.marks`) is refused (exit 2) before anything is written, and left as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import typer
 
 from etl import cli
 from etl.errors import UsageError
-from etl.sim.process import running
+from testbed.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"
 DEMO_PROGRESS_SECONDS = 5  # plain output: progress lines often enough to see in a short run
@@ -31,8 +31,8 @@ EXAMPLES = """\
 Examples:
 
 \b
-  honeypot-etl demo
-  honeypot-etl demo --ips 50000 --seed 3 --data /tmp/demo"""
+  python -m testbed.demo
+  python -m testbed.demo --ips 50000 --seed 3 --data /tmp/demo"""
 
 
 def demo(
@@ -51,7 +51,7 @@ def demo(
     python = sys.executable
     print(f"demo: building the sample world ({ips} IPs, seed {seed})", flush=True)
     built = subprocess.run(
-        [python, "-m", "etl.sample", "--db", db_url, "--ips", str(ips),
+        [python, "-m", "testbed.sample", "--db", db_url, "--ips", str(ips),
          "--seed", str(seed), "--maxmind-dir", str(maxmind_dir), "--replace"],
         check=False,
     )  # fmt: skip
@@ -89,7 +89,7 @@ def refuse_what_is_not_ours(db_url: str, maxmind_dir: Path) -> None:
     """Raise `UsageError` naming the database or MaxMind files at the demo's targets that the
     sample did not make (the demo then replaces its own earlier world only)."""
     from etl.db.url import parse_database_url
-    from etl.sample.marks import foreign_maxmind, foreign_sqlite
+    from testbed.sample.marks import foreign_maxmind, foreign_sqlite
 
     url = parse_database_url(db_url, check_folder=False)
     foreign = foreign_sqlite(url) + foreign_maxmind(maxmind_dir)
@@ -102,8 +102,8 @@ def refuse_what_is_not_ours(db_url: str, maxmind_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m etl.demo`` with ``argv``; return the exit status."""
-    return cli.run_single(demo, argv, "python -m etl.demo", EXAMPLES)
+    """Run ``python -m testbed.demo`` with ``argv``; return the exit status."""
+    return cli.run_single(demo, argv, "python -m testbed.demo", EXAMPLES)
 
 
 def refresh_service_options(cymru: str, greynoise: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Team Cymru IP-to-ASN whois simulator (``python -m etl.sim.cymru``).
+"""Team Cymru IP-to-ASN whois simulator (``python -m testbed.sim.cymru``).
 
 Speaks the bulk interface of shared/protocols/cymru-whois.md: ``begin`` (option flags may
 stand on its line), option keywords in any case, LF or CRLF, a ``Bulk mode;`` banner, one
@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etl.sample.world import World
-from etl.sim.common import (
+from testbed.sample.world import World
+from testbed.sim.common import (
     CYMRU_FAULTS,
     HOST,
     FaultPlan,
@@ -36,7 +36,7 @@ from etl.sim.common import (
     announce,
     parse_faults,
 )
-from etl.sim.cymru_answers import GARBAGE_LINES, Options, answer, header
+from testbed.sim.cymru.answers import GARBAGE_LINES, Options, answer, header
 
 FAULTS = CYMRU_FAULTS
 
@@ -261,9 +261,3 @@ def run(
         bulk_header=bulk_header,
     )
     asyncio.run(serve(simulator, port))
-
-
-if __name__ == "__main__":
-    from etl.sim.cli import cymru_main
-
-    cymru_main()

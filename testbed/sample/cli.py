@@ -1,9 +1,9 @@
-"""``honeypot-etl sample`` (also ``python -m etl.sample``): a sample honeypot database and
-MaxMind files from a seeded world.
+"""``python -m testbed.sample``: a sample honeypot database and MaxMind files from a seeded
+world.
 
 Its defaults are under ``data/sample/``, never a refresh's (``data/honeypot.sqlite``,
 ``data/maxmind``). It replaces an existing database, or MaxMind files it did not write
-(`etl.sample.marks`), only with ``--replace``.
+(`testbed.sample.marks`), only with ``--replace``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from etl import cli
-from etl.sample.scratch import JournalMode
+from testbed.sample.scratch import JournalMode
 
 # Never a refresh's defaults (etl.config: data/honeypot.sqlite, data/maxmind).
 SAMPLE_DB_URL = "sqlite:///data/sample/honeypot.sqlite"
@@ -28,10 +28,10 @@ EXAMPLES = """\
 Examples:
 
 \b
-  honeypot-etl sample --ips 10000 --replace
-  honeypot-etl sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
-  honeypot-etl sample --maxmind-dir data/sample/realistic --maxmind-size realistic
-  honeypot-etl sample --db sqlite:///data/sample/v16.sqlite --shape migrated_v16"""
+  python -m testbed.sample --ips 10000 --replace
+  python -m testbed.sample --db postgresql://etl@127.0.0.1:5432/scratch --ips 100000 --seed 3
+  python -m testbed.sample --maxmind-dir data/sample/realistic --maxmind-size realistic
+  python -m testbed.sample --db sqlite:///data/sample/v16.sqlite --shape migrated_v16"""
 
 
 class MaxMindSize(StrEnum):
@@ -42,7 +42,7 @@ class MaxMindSize(StrEnum):
 
 
 class SessionShape(StrEnum):
-    """How the sample's sessions are linked to their IPs (`etl.sample.honeypot`)."""
+    """How the sample's sessions are linked to their IPs (`testbed.sample.honeypot`)."""
 
     loader = "loader"  # as cowrieprocessor's loader leaves them: source_ip NULL until a row
     migrated_v16 = "migrated_v16"  # source_ip on every session, snapshots NULL
@@ -92,7 +92,7 @@ def sample(
     ] = 3,
 ) -> None:
     """Build a realistic sample honeypot database and MaxMind files from a seeded world."""
-    from etl.sample.build import build_sample  # polars, DuckDB: when it runs
+    from testbed.sample.build import build_sample  # polars, DuckDB: when it runs
 
     started = time.monotonic()
     built = build_sample(
@@ -119,16 +119,16 @@ def sample(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m etl.sample`` with ``argv``; return the exit status."""
+    """Run ``python -m testbed.sample`` with ``argv``; return the exit status."""
     from etl.config import RefreshConfig
     from etl.settings import declared
 
     # --db means what it means for a refresh: its errors are named the same way.
     return cli.run_single(
-        sample, argv, "python -m etl.sample", EXAMPLES, settings=declared(RefreshConfig)
+        sample, argv, "python -m testbed.sample", EXAMPLES, settings=declared(RefreshConfig)
     )
 
 
 def run() -> None:
-    """Entry point of ``python -m etl.sample``."""
+    """Entry point of ``python -m testbed.sample``."""
     sys.exit(main())

@@ -4,7 +4,7 @@
 ``realistic`` ones add filler networks in address space the world does not use, until the
 trees have about as many nodes as the real GeoLite2 files (ASN ~2M, City ~4M), so that
 benchmarks pay what a real file costs. Filler never changes the answer for a world address.
-Their metadata description marks them as the sample's (`etl.sample.marks`).
+Their metadata description marks them as the sample's (`testbed.sample.marks`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import maxminddb
 import numpy as np
 from mmdb_writer import Encoder, MmdbF64, MmdbU16, MmdbU32
 
-from etl.sample.marks import mmdb_description
-from etl.sample.mmdb_tree import Networks, write_mmdb
-from etl.sample.world import CITIES, COUNTRY_NAMES, World
 from etl.validation import IPV4_BOGONS, ipv4_network_bounds
+from testbed.sample.marks import mmdb_description
+from testbed.sample.mmdb_tree import Networks, write_mmdb
+from testbed.sample.world import CITIES, COUNTRY_NAMES, World
 
 ASN_FILE = "GeoLite2-ASN.mmdb"
 CITY_FILE = "GeoLite2-City.mmdb"

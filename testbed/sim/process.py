@@ -39,9 +39,10 @@ class Simulator:
 
 @contextmanager
 def running(module: str, log: Path, *args: str) -> Iterator[Simulator]:
-    """Run ``python -m etl.sim.<module> --port 0 ...`` for the block, then stop it with SIGTERM."""
+    """Run ``python -m testbed.sim.<module> --port 0 ...`` for the block, then stop it with
+    SIGTERM."""
     process = subprocess.Popen(
-        [sys.executable, "-m", f"etl.sim.{module}", "--port", "0", "--log", str(log), *args],
+        [sys.executable, "-m", f"testbed.sim.{module}", "--port", "0", "--log", str(log), *args],
         stdout=subprocess.PIPE,
         text=True,
     )

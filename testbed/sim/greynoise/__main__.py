@@ -1,0 +1,5 @@
+"""``python -m testbed.sim.greynoise``."""
+
+from testbed.sim.greynoise.cli import run
+
+run()
