@@ -221,7 +221,7 @@ def test_a_dry_run_would_ask_what_a_real_run_asks(
     does (before: they were in its "would ask"), and names the AS numbers Tier 1 asks."""
     pristine = tmp_path / "world" / "pristine.sqlite"
     pristine.parent.mkdir()
-    built = run_module("etl.sample", "--db", f"sqlite:///{pristine}", "--ips", "800",
+    built = run_module("testbed.sample", "--db", f"sqlite:///{pristine}", "--ips", "800",
                        "--maxmind-dir", str(pristine.parent))  # fmt: skip
     assert built.returncode == 0, built.stderr
     with (

@@ -155,7 +155,10 @@ def test_a_full_refresh_works_in_either_journal_mode_and_leaves_it_as_found(
     con.close()
     assert missing == 0
     again = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, "--dry-run"))
-    assert "would ask Team Cymru about 0 IPs and 0 AS numbers, and GreyNoise about 0 IPs" in again.stderr
+    assert (
+        "would ask Team Cymru about 0 IPs and 0 AS numbers, and GreyNoise about 0 IPs"
+        in again.stderr
+    )
 
 
 @pytest.mark.parametrize("mode", ["wal", "delete"])
@@ -359,7 +362,10 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, sims: tuple[Simulator, S
     rerun = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, "--greynoise-rate", "1000"))
     assert rerun.returncode == 0, rerun.stderr
     done = refresh(*command(f"sqlite:///{db}", tmp_path, cymru, gn, "--dry-run"))
-    assert "would ask Team Cymru about 0 IPs and 0 AS numbers, and GreyNoise about 0 IPs" in done.stderr
+    assert (
+        "would ask Team Cymru about 0 IPs and 0 AS numbers, and GreyNoise about 0 IPs"
+        in done.stderr
+    )
 
 
 def test_the_demo_writes_under_data_demo_only(tmp_path: Path) -> None:

@@ -138,7 +138,8 @@ def lock_holder(url: DatabaseUrl) -> str | None:
 _HOLDER_QUERY: Final = (
     "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted"
     " AND (classid::bigint << 32 | objid::bigint) = %s"
-)
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)  # advisory locks belong to one database: another database's refresh holds its own
 
 
 def _advisory_lock_is_free(url: DatabaseUrl) -> bool:
