@@ -26,7 +26,8 @@ import duckdb
 import polars as pl
 
 from etl.db import ddl
-from etl.db.dialect import Load, dialect_for, first_line, split_script
+from etl.db.backends import dialect_for
+from etl.db.dialect import Load, first_line, split_script
 from etl.db.extensions import offline_connection
 from etl.db.postgres import drop_own_stages
 from etl.db.recognise import REQUIRED_COLUMNS, recognise
