@@ -333,7 +333,7 @@ def check_given(config: RefreshConfig, given: Collection[str]) -> None:
     raise SettingError(
         "maxmind_dir",
         f"{folder}{problem} (a typo? It should hold GeoLite2-ASN.mmdb and GeoLite2-City.mmdb; "
-        "to run without MaxMind, skip maxmind)",
+        "to run without MaxMind: --skip maxmind)",
     )
 
 
