@@ -2,18 +2,22 @@
 flags as the user typed them, and one-line errors.
 
 A usage mistake is one line, ``error: ...``, and exit status 2; a known failure is one line and
-its `EtlError.exit_code`. The one place that maps a setting to its flag is `flag_of`.
+its `EtlError.exit_code`. The one place that maps a setting to its flag is `flag_of`; the one
+error boundary of a command is `one_line_errors` (`Boundary`), and `invoke` uses the same for
+what fails before or around the command (the options Typer could not read).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec
 
 import typer
 from typer._click import exceptions as click_errors
@@ -22,6 +26,8 @@ from typer.main import get_command
 from etl.db.url import redact
 from etl.errors import EtlError, SettingError
 from etl.settings import Declared, declared, element_type
+
+P = ParamSpec("P")
 
 # Packages of the optional extras (pyproject.toml), by import name.
 EXTRAS = {
@@ -129,12 +135,67 @@ def with_signature(
     return command
 
 
+@dataclass
+class Boundary:
+    """A command's error boundary: a known failure (`EtlError`; a `SettingError` named as the
+    user gave the setting, `setting_message`) becomes one line on stderr, without the secrets
+    the command learnt so far (`hide`) nor any URL's password, and the error's exit code;
+    Ctrl-C (and SIGTERM, where the command turns it into Ctrl-C) becomes the line
+    ``interrupted`` and exit 1, when the command gives one."""
+
+    settings: dict[str, Declared]
+    interrupted: str | None = None
+    secrets: tuple[str, ...] = ()
+
+    def hide(self, secrets: tuple[str, ...]) -> tuple[str, ...]:
+        """Redact ``secrets`` (a config's `secrets()`) from any error from now on; return them."""
+        self.secrets = secrets
+        return secrets
+
+    def failed(self, error: EtlError) -> int:
+        """``error`` as one line on stderr; its exit code."""
+        if isinstance(error, SettingError):
+            text = setting_message(self.settings, error)
+        else:
+            text = str(error)
+        return fail(redact(text, self.secrets), error.exit_code)
+
+    def run(self, body: Callable[[], int]) -> int:
+        """``body()``'s exit status, or that of the known failure it raised (see the class)."""
+        try:
+            return body()
+        except EtlError as exc:
+            return self.failed(exc)
+        except KeyboardInterrupt:
+            if self.interrupted is None:
+                raise
+            print(self.interrupted, file=sys.stderr)
+            return 1
+
+
+def one_line_errors(
+    settings: dict[str, Declared], interrupted: str | None = None
+) -> Callable[[Callable[Concatenate[Boundary, P], int]], Callable[P, int]]:
+    """Decorate a command ``body(boundary, **options) -> int`` with its error boundary (a new
+    `Boundary` per call: the body calls ``boundary.hide(config.secrets())`` once it has its
+    config). Every command uses it: ``refresh``, ``status``, ``pending``, ``doctor``."""
+
+    def decorate(body: Callable[Concatenate[Boundary, P], int]) -> Callable[P, int]:
+        @functools.wraps(body)
+        def command(*args: P.args, **kwargs: P.kwargs) -> int:
+            boundary = Boundary(settings, interrupted)
+            return boundary.run(lambda: body(boundary, *args, **kwargs))
+
+        return command
+
+    return decorate
+
+
 def invoke(
     app: typer.Typer,
     argv: Sequence[str] | None,
     prog: str,
     settings: dict[str, Declared] | None = None,
-    secrets: Callable[[], tuple[str, ...]] = tuple,
 ) -> int:
     """Run ``app`` on ``argv``; return its exit status, every failure as one line on stderr."""
     try:
@@ -150,13 +211,11 @@ def invoke(
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
         # A stray argument may be a database URL with its password: redact URL passwords.
         return fail(redact(f"{exc.format_message()}{hint}", ()), 2)
-    except SettingError as exc:
-        return fail(redact(setting_message(settings or {}, exc), secrets()), exc.exit_code)
-    except EtlError as exc:
-        return fail(redact(str(exc), secrets()), exc.exit_code)
+    except EtlError as exc:  # a command's own boundary has the secrets; here none are known
+        return Boundary(settings or {}).failed(exc)
     except OSError as exc:  # a folder that cannot be written, a port in use, ...
         where = f": {exc.filename}" if exc.filename else ""
-        return fail(redact(f"{exc.strerror or exc}{where}", secrets()), 1)
+        return fail(redact(f"{exc.strerror or exc}{where}", ()), 1)
     except ModuleNotFoundError as exc:
         if exc.name not in EXTRAS:
             raise

@@ -9,30 +9,35 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from etl import settings
 from etl.addresses import is_ip_address
 from etl.clients.cymru import CymruSettings
+from etl.clients.failures import RETRY_BACKOFF
 from etl.clients.greynoise import GreyNoiseSettings
+from etl.clients.greynoise_settings import BUDGET, RATE
 from etl.clock import Clock, utc_now
+from etl.db.recognise import DEFAULT_LOCK_TIMEOUT
 from etl.db.url import parse_database_url
 from etl.errors import SettingError, UsageError
 from etl.freshness import Freshness  # re-exported: `from etl.config import Freshness`
 from etl.limits import Range
+from etl.report import HEARTBEAT_SECONDS
 from etl.settings import setting
+
+# The clients' settings made with no argument: the defaults of the settings that reach a client
+# are declared there, once, and read here (a test checks that nothing else declares them).
+CYMRU_DEFAULTS = CymruSettings()
+GREYNOISE_DEFAULTS = GreyNoiseSettings()
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
-DEFAULT_CYMRU = "whois.cymru.com:43"
-DEFAULT_BATCH_SIZE = 500
 # IPs per Team Cymru session: Team Cymru says about 10,000 IPs come back in under a minute (our
 # read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
 # session is close to the single-IP querying they null-route for.
@@ -46,11 +51,10 @@ RANGES = {
     "lock_timeout": Range(0, 86_400, "seconds (a day)"),
     "progress_every": Range(0, 86_400, "seconds", above=True),
     "batch_size": Range(*BATCH_SIZES, "IPs per Team Cymru session"),
-    "greynoise_rate": Range(0, 1_000, "requests per second", above=True),
-    "greynoise_budget": Range(0, 1_000_000_000, "requests"),
+    "greynoise_rate": RATE,  # declared with the client's settings, which check them too
+    "greynoise_budget": BUDGET,
     "greynoise_daily_budget": Range(0, 1_000_000_000, "Searches per UTC day"),
 }
-DEFAULT_GREYNOISE_URL = "https://api.greynoise.io"
 CONFIG_ENV = "ETL_CONFIG"  # the etl.toml to read when none is named
 CONFIG_NAME = "etl.toml"
 # Where an etl.toml is looked for when none is named (`config_candidates`): the working folder,
@@ -111,7 +115,7 @@ class RefreshConfig:
         flag="--commit-every", metavar="N",
     )  # fmt: skip
     lock_timeout: float = setting(
-        300.0,
+        DEFAULT_LOCK_TIMEOUT,
         "how long a run waits, in all, for another writer's lock on the database or for a "
         "lost PostgreSQL server to come back, " + RANGES["lock_timeout"].text(),
         flag="--lock-timeout", metavar="SECONDS",
@@ -148,32 +152,35 @@ class RefreshConfig:
         flag="--verbose", short="-v",
     )  # fmt: skip
     progress_every: float = setting(
-        30.0, "when the output is no terminal, a progress line per running phase this often, "
+        HEARTBEAT_SECONDS,
+        "when the output is no terminal, a progress line per running phase this often, "
         + RANGES["progress_every"].bounds(),
         flag="--progress-every", metavar="SECONDS",
     )  # fmt: skip
     cymru: str = setting(
-        DEFAULT_CYMRU, "Team Cymru bulk whois", flag="--cymru", metavar="HOST:PORT"
+        CYMRU_DEFAULTS.address, "Team Cymru bulk whois", flag="--cymru", metavar="HOST:PORT"
     )
     batch_size: int = setting(
-        DEFAULT_BATCH_SIZE, "IPs per Team Cymru session, " + RANGES["batch_size"].bounds(),
+        CYMRU_DEFAULTS.batch_size, "IPs per Team Cymru session, " + RANGES["batch_size"].bounds(),
         flag="--batch-size", metavar="N",
     )  # fmt: skip
     greynoise_url: str = setting(
-        DEFAULT_GREYNOISE_URL, "GreyNoise API base URL", flag="--greynoise-url", metavar="URL"
+        GREYNOISE_DEFAULTS.url, "GreyNoise API base URL", flag="--greynoise-url", metavar="URL"
     )
     greynoise_mode: str = setting(
-        "community",
+        GREYNOISE_DEFAULTS.mode,
         "community (GET per IPv4) or enterprise (a quick check of up to 10,000 IPs per "
         "request, then full context only for the IPs found)",
         flag="--greynoise-mode", metavar="MODE",
     )  # fmt: skip
     greynoise_rate: float = setting(
-        10.0, "GreyNoise requests per second, " + RANGES["greynoise_rate"].bounds(),
+        GREYNOISE_DEFAULTS.rate,
+        "GreyNoise requests per second, " + RANGES["greynoise_rate"].bounds(),
         flag="--greynoise-rate", metavar="R",
     )  # fmt: skip
     greynoise_budget: int | None = setting(
-        None, "at most N GreyNoise requests in this run, " + RANGES["greynoise_budget"].bounds(),
+        GREYNOISE_DEFAULTS.budget,
+        "at most N GreyNoise requests in this run, " + RANGES["greynoise_budget"].bounds(),
         flag="--greynoise-budget", metavar="N",
     )  # fmt: skip
     greynoise_daily_budget: int | None = setting(
@@ -187,9 +194,9 @@ class RefreshConfig:
         env="GREYNOISE_API_KEY", secret=True,
     )  # fmt: skip
     # Library-only settings (tests and benchmarks tune them).
-    cymru_sessions: int = 2
-    cymru_timeout: float = 30.0
-    retry_backoff: float = 1.0  # first wait before retrying a failed chunk or request (s)
+    cymru_sessions: int = CYMRU_DEFAULTS.sessions
+    cymru_timeout: float = CYMRU_DEFAULTS.read_timeout
+    retry_backoff: float = RETRY_BACKOFF  # first wait before retrying a failed chunk or request (s)
     freshness: Freshness = field(default_factory=Freshness)
     # What time it is (aware, UTC), for the whole run: which blocks are stale, each block's
     # cached_at and each row's update time, the run log's start and end, the UTC day of the
@@ -214,8 +221,7 @@ class RefreshConfig:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingError(name, f"{path}: file not found")
-        _check_service_addresses(self.cymru, self.greynoise_url)
-        CymruSettings.parse_address(self.cymru)
+        CymruSettings.parse_address(self.cymru)  # the clients' settings check their own
         self.greynoise_settings()
 
     @property
@@ -245,7 +251,7 @@ class RefreshConfig:
             sessions=self.cymru_sessions,
             read_timeout=self.cymru_timeout,
             backoff=self.retry_backoff,
-            min_split=max(1, min(50, self.batch_size // 4)),
+            min_split=max(1, min(CYMRU_DEFAULTS.min_split, self.batch_size // 4)),
         )
 
     def enabled(self, source: Source) -> bool:
@@ -260,29 +266,6 @@ class RefreshConfig:
         """Values that must never appear in any output: the API key, the database password."""
         key = (self.greynoise_api_key,) if self.greynoise_api_key else ()
         return key + _url_secrets(self.db_url)
-
-
-_HOST_NAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-)
-
-
-def _check_service_addresses(cymru: str, greynoise_url: str) -> None:
-    """A host name or IP address (and an ASCII port) in the Team Cymru address, and an http(s)
-    URL with a host for GreyNoise: a typo is exit 2 now, not a failed lookup per IP later."""
-    host, _, port = cymru.rpartition(":") if ":" in cymru else (cymru, ":", "43")
-    if not (
-        (_HOST_NAME.fullmatch(host) or is_ip_address(host)) and port.isascii() and port.isdigit()
-    ):
-        raise SettingError("cymru", f"must be HOST:PORT, got {cymru[:80]!r}")
-    try:
-        parts = urlsplit(greynoise_url)
-        good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port that is no number, a stray [
-        good = False
-    if not good or re.search(r"[\s\x00-\x1f\x7f]", greynoise_url):
-        raise SettingError("greynoise_url", f"must be an http(s) URL, got {greynoise_url[:80]!r}")
 
 
 def _api_key(key: str) -> str | None:
@@ -350,7 +333,7 @@ def check_given(config: RefreshConfig, given: Collection[str]) -> None:
     raise SettingError(
         "maxmind_dir",
         f"{folder}{problem} (a typo? It should hold GeoLite2-ASN.mmdb and GeoLite2-City.mmdb; "
-        "to run without MaxMind, skip maxmind)",
+        "to run without MaxMind: --skip maxmind)",
     )
 
 

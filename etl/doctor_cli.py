@@ -10,7 +10,6 @@ from typing import Any
 from etl import cli
 from etl.config import RefreshConfig, load_config, locate_config
 from etl.db.url import redact
-from etl.errors import EtlError, SettingError
 from etl.refresh import SETTINGS, ConfigOption
 
 HELP = """\
@@ -45,24 +44,21 @@ OPTIONS = (
 )
 
 
-def doctor_command(config_file: Path | None = None, version: bool = False, **values: Any) -> int:
+@cli.one_line_errors(SETTINGS)
+def doctor_command(
+    boundary: cli.Boundary, /, config_file: Path | None = None, version: bool = False, **values: Any
+) -> int:
     """Check everything a cron run needs, without a refresh (see ``--help``)."""
-    secrets: tuple[str, ...] = ()
-    try:
-        path, found = locate_config(config_file)
-        config = load_config(file=path, values_origin="option", **values)
-        secrets = config.secrets()
-        from etl.doctor import doctor  # DuckDB, the clients: only when it runs
+    path, found = locate_config(config_file)
+    config = load_config(file=path, values_origin="option", **values)
+    secrets = boundary.hide(config.secrets())
+    from etl.doctor import doctor  # DuckDB, the clients: only when it runs
 
-        failed = warned = 0
-        for check in doctor(config, path, found, lambda name: cli.flag_of(SETTINGS, name)):
-            print(redact(check.line, secrets), flush=True)
-            failed += check.verdict == "fail"
-            warned += check.verdict == "warn"
-    except SettingError as exc:
-        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
-    except EtlError as exc:
-        return cli.fail(redact(str(exc), secrets), exc.exit_code)
+    failed = warned = 0
+    for check in doctor(config, path, found, lambda name: cli.flag_of(SETTINGS, name)):
+        print(redact(check.line, secrets), flush=True)
+        failed += check.verdict == "fail"
+        warned += check.verdict == "warn"
     if failed:
         print("doctor: a check failed: a cron run would not do all its work; fix it, run again")
         return 1

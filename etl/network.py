@@ -8,8 +8,8 @@ commits their answers, or, when the run stops, keeps them for the next run (`Pen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
@@ -122,13 +122,12 @@ def ask_and_commit(
     and what was answered but not committed is kept for the next run.
     """
     runner = PhaseRunner(network.phases)
-    arrivals.started(network.phases)
+    arrivals.started(network.phases, network.awaited)
     runner.start()
     try:
         arrivals.committer.hold(base, network.awaited)
         arrivals.commit_all(runner, network.sample_searches)
         arrivals.committer.flush()
-        count_not_asked(network, arrivals.summary, arrivals.reporter)
     except BaseException:
         try:
             arrivals.keep_unwritten(runner.stop(STOP_WAIT_SECONDS), pending)
@@ -137,23 +136,6 @@ def ask_and_commit(
         raise
     finally:
         network.close(arrivals.summary)
-
-
-def count_not_asked(network: NetworkPhases, summary: RunSummary, reporter: Reporter) -> None:
-    """A source stopped mid-run: count the IPs it never sent as ``skipped`` (not sent), and
-    say how many are left as they are."""
-    for source, stop in summary.stopped.items():
-        awaited = network.awaited.get(source)
-        if awaited is None:
-            continue
-        counts = summary.sources[source]
-        left = awaited.len() - counts.queried - counts.skipped
-        if left > 0:
-            counts.skipped += left
-            reporter.note(
-                f"{source}: {left:,} of the {awaited.len():,} IPs to ask were not asked "
-                f"({stop.reason}): they keep their old blocks and are asked next run"
-            )
 
 
 def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
@@ -197,10 +179,12 @@ class Arrivals:
     ) -> None:
         self.summary, self.reporter = summary, reporter
         self.committer, self.writer, self.now = committer, writer, now
+        self.to_ask: dict[str, int] = {}  # per source, the IPs it is to ask (`started`)
         self.writing_details: pl.DataFrame | None = None  # Tier 1 rows of a write under way
 
-    def started(self, phases: Sequence[Phase]) -> None:
-        """Report the phases as started."""
+    def started(self, phases: Sequence[Phase], awaited: Mapping[str, pl.Series]) -> None:
+        """Report the phases as started; ``awaited``: per source, the IPs it is to ask."""
+        self.to_ask = {source: ips.len() for source, ips in awaited.items()}
         for phase in phases:
             self.reporter.phase_started(phase.name, phase.total)
             if phase.detail:
@@ -220,7 +204,20 @@ class Arrivals:
 
     def account(self, event: Event) -> None:
         """Count ``event`` into the summary and report it."""
+        if isinstance(event, PhaseStopped):
+            event = self._not_asked(event)
         account(event, self.summary, self.reporter)
+
+    def _not_asked(self, stop: PhaseStopped) -> PhaseStopped:
+        """A source stopped mid-run (its answers are all counted by now): the IPs it never
+        sent count as ``skipped`` (not sent), and its one line says how many."""
+        total = self.to_ask.get(stop.source, 0)
+        counts = self.summary.sources[stop.source]
+        left = total - counts.queried - counts.skipped
+        if left <= 0:
+            return stop
+        counts.skipped += left
+        return replace(stop, message=f"{stop.message} ({left:,} of the {total:,} to ask)")
 
     def commit(self, event: Event) -> None:
         """Hand ``event``'s answers to the committer (Tier 1 rows are written at once)."""

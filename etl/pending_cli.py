@@ -13,7 +13,7 @@ import typer
 from etl import cli
 from etl.config import RefreshConfig, config_file_path, load_config
 from etl.db.url import redact
-from etl.errors import EtlError, SettingError, UsageError
+from etl.errors import UsageError
 from etl.refresh import SETTINGS, ConfigOption
 
 HELP = """\
@@ -62,7 +62,10 @@ ForeignOption = Annotated[
 ]
 
 
+@cli.one_line_errors(SETTINGS)
 def pending_command(
+    boundary: cli.Boundary,
+    /,
     config_file: Path | None = None,
     apply: bool = False,
     discard: bool = False,
@@ -71,28 +74,22 @@ def pending_command(
     **values: Any,
 ) -> int:
     """List, apply or discard the answers stopped runs kept (see ``--help``)."""
-    secrets: tuple[str, ...] = ()
-    try:
-        if apply and discard:
-            raise UsageError("--apply and --discard exclude each other: choose one")
-        if foreign and not discard:
-            raise UsageError("--foreign goes with --discard")
-        config = load_config(file=config_file_path(config_file), values_origin="option", **values)
-        secrets = config.secrets()
-        from etl import kept  # polars, DuckDB: only when it runs
-        from etl.report import LineReporter
+    if apply and discard:
+        raise UsageError("--apply and --discard exclude each other: choose one")
+    if foreign and not discard:
+        raise UsageError("--foreign goes with --discard")
+    config = load_config(file=config_file_path(config_file), values_origin="option", **values)
+    secrets = boundary.hide(config.secrets())
+    from etl import kept  # polars, DuckDB: only when it runs
+    from etl.report import LineReporter
 
-        reporter = LineReporter(secrets=secrets)
-        if apply:
-            kept.apply_kept(config, reporter)
-        elif discard:
-            kept.discard_kept(config, reporter, foreign_only=foreign)
-        else:
-            print(redact(kept.render(kept.kept_answers(config)), secrets))
-    except SettingError as exc:
-        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
-    except EtlError as exc:
-        return cli.fail(redact(str(exc), secrets), exc.exit_code)
+    reporter = LineReporter(secrets=secrets)
+    if apply:
+        kept.apply_kept(config, reporter)
+    elif discard:
+        kept.discard_kept(config, reporter, foreign_only=foreign)
+    else:
+        print(redact(kept.render(kept.kept_answers(config)), secrets))
     return 0
 
 

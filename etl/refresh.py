@@ -21,8 +21,6 @@ import typer
 
 from etl import cli
 from etl.config import CONFIG_ENV, RefreshConfig, config_note, load_config, locate_config
-from etl.db.url import redact
-from etl.errors import EtlError, SettingError
 from etl.settings import declared, secret_file_warning
 
 PROG = "python -m etl.refresh"
@@ -61,14 +59,19 @@ ConfigOption = Annotated[
 ]
 
 
-def refresh_command(config_file: Path | None = None, version: bool = False, **values: Any) -> int:
+INTERRUPTED = "interrupted: committed chunks are kept; run again to finish"
+
+
+@cli.one_line_errors(SETTINGS, interrupted=INTERRUPTED)
+def refresh_command(
+    boundary: cli.Boundary, /, config_file: Path | None = None, version: bool = False, **values: Any
+) -> int:
     """Refresh the IP enrichment of a Cowrie honeypot database (see ``--help``)."""
     # systemd, `timeout` and a shutdown stop a run with SIGTERM: handled exactly like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    secrets: tuple[str, ...] = ()
     try:
         config, path, found, notes = _configure(config_file, values)
-        secrets = config.secrets()
+        boundary.hide(config.secrets())
         if found:  # first, before any check: an error is then read with that file in mind
             print(found, file=sys.stderr, flush=True)
         from etl.monitored import monitored_refresh  # polars, DuckDB: only for a refresh
@@ -79,13 +82,6 @@ def refresh_command(config_file: Path | None = None, version: bool = False, **va
             config_file=path,
             flag=lambda name: cli.flag_of(SETTINGS, name),
         )
-    except SettingError as exc:
-        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
-    except EtlError as exc:
-        return cli.fail(redact(str(exc), secrets), exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: committed chunks are kept; run again to finish", file=sys.stderr)
-        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     if config.verbosity >= 0:

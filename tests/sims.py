@@ -1,5 +1,6 @@
 """Processes for tests: the simulators (as the demo runs them) and our own entry points."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -48,3 +49,12 @@ def write_lock_held(path: Path) -> Iterator[None]:
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# The count a stopped source's line ends with: the IPs it never sent (`Arrivals._not_asked`).
+NOT_ASKED = re.compile(r" \(([\d,]+) of the ([\d,]+) to ask\)$")
+
+
+def without_count(line: str) -> str:
+    """A stop line without its count of the IPs not asked (which depends on timing)."""
+    return NOT_ASKED.sub("", line)

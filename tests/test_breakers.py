@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.sims import run_module, running
+from tests.sims import run_module, running, without_count
 from tests.test_refresh_greynoise import KEY, build_sample
 
 
@@ -52,7 +52,7 @@ def test_greynoise_on_a_closed_port_is_stopped_in_seconds_with_exit_3(tmp_path: 
     )
     assert result.returncode == 3, result.stderr
     assert seconds < 20  # it churned for an hour before the breaker (well under a minute)
-    lines = result.stderr.splitlines()
+    lines = [without_count(line) for line in result.stderr.splitlines()]
     assert lines == [
         f"GreyNoise at {url}: 10 requests in a row got no answer (connection refused): "
         "GreyNoise stopped for this run; the IPs not asked keep their old blocks"
@@ -73,7 +73,9 @@ def test_greynoise_on_a_closed_port_is_stopped_in_seconds_with_exit_3(tmp_path: 
     # The bars and the status file end where the work ended, not filled up to the plan.
     phases = json.loads((tmp_path / "st.json").read_text())["phases"]
     assert phases["greynoise"]["state"] == "done"
-    assert phases["greynoise"]["done"] == greynoise["queried"] + greynoise["skipped"]
+    # Its bar stops short; every IP it had to ask is queried or skipped (never sent).
+    assert phases["greynoise"]["done"] < phases["greynoise"]["total"]
+    assert phases["greynoise"]["total"] == greynoise["queried"] + greynoise["skipped"]
     written = phases["write"]  # in ip_inventory rows: each selected IP's, without the answers
     assert written["done"] == summary["upserted"] == written["total"]  # GreyNoise never gave
 
@@ -108,7 +110,7 @@ def test_a_cymru_that_accepts_and_never_answers_ends_in_under_90_seconds(tmp_pat
         sessions = cy.entries()
     assert result.returncode == 3, result.stderr
     assert seconds < 90
-    assert [line for line in result.stderr.splitlines() if "Cymru" in line] == [
+    assert [without_count(x) for x in result.stderr.splitlines() if "Cymru" in x] == [
         f"Team Cymru at {cy.address}: 4 sessions in a row got no answer (no answer within "
         "30 s): stopped asking it for this run; the IPs not asked keep their old blocks"
     ]

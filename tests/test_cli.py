@@ -294,3 +294,32 @@ def test_a_missing_sqlite_file_is_a_usage_error_also_in_a_dry_run(run: Run, tmp_
     assert f"dry run: sqlite:///{db} does not exist; a real run with --create creates it" in output
     assert "nothing to select" in output
     assert not db.exists() and not list(tmp_path.glob("honeypot*"))
+
+
+def test_the_error_boundary_is_written_once() -> None:
+    """Every command's known failures become one line in one place, `etl.cli.one_line_errors`
+    (the commands' own behaviour is the other tests'): no command module catches `EtlError`,
+    `SettingError` or Ctrl-C itself, and each command is decorated with the boundary."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "etl"
+    commands = {
+        "refresh.py": "refresh_command",
+        "status/cli.py": "status_command",
+        "pending_cli.py": "pending_command",
+        "doctor_cli.py": "doctor_command",
+    }
+    caught = {"EtlError", "SettingError", "KeyboardInterrupt"}
+    for name, command in commands.items():
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        handlers = [
+            ast.unparse(node.type)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ExceptHandler) and node.type is not None
+        ]
+        assert not [h for h in handlers if any(kind in h for kind in caught)], name
+        function = next(
+            node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == command
+        )
+        decorators = [ast.unparse(d) for d in function.decorator_list]
+        assert any(d.startswith("cli.one_line_errors(") for d in decorators), name

@@ -168,6 +168,7 @@ def wrong_values(scene: Scene) -> dict[str, st.SearchStrategy[str]]:
         "--skip": garbage.filter(lambda t: t not in sources),
         "--commit-every": whole_numbers(1, 10**6),
         "--lock-timeout": numbers(0, 86_400),
+        "--progress-every": numbers(0, 86_400, above=True),
         "--summary-json": paths_wrong,
         "--status-file": paths_wrong,
         "--metrics-file": paths_wrong,
@@ -253,7 +254,7 @@ def check(scene: Scene, result: tuple[int, str, str], must_fail: bool) -> None:
 
 OUTPUTS = ("--summary-json", "--status-file", "--metrics-file")
 FLAGS = ["--db", "--ips", "--ip", "--maxmind-dir", "--maxmind-asn", "--maxmind-city", "--skip",
-         "--commit-every", "--lock-timeout", *OUTPUTS, "--cymru", "--batch-size",
+         "--commit-every", "--lock-timeout", "--progress-every", *OUTPUTS, "--cymru", "--batch-size",
          "--greynoise-url", "--greynoise-mode", "--greynoise-rate", "--greynoise-budget",
          "--greynoise-daily-budget", "--config"]  # fmt: skip
 

@@ -27,6 +27,15 @@ in no layer fails the test: place it when it is added.
 The test bed (``testbed``: the sample world, the simulators, the demo) is outside the package
 and above all of it: it may import any of ``etl``, nothing in ``etl`` imports it, and it has no
 import cycle of its own.
+
+No import cycle either, even inside one layer (`test_no_import_cycle`). There every import
+counts, with no exception: one inside a function or under ``TYPE_CHECKING`` only hides the
+cycle from the interpreter, not from a reader (each module of the circle needs the others to be
+understood, and none can be read, tested or moved alone); one in a ``__main__`` block makes
+``python -m`` load the module twice (once as ``__main__``, once under its name, by the module it
+imports). The remedy is a module above the circle that imports both sides (``etl.db.backends``
+chooses the backend that ``etl.db.dialect`` declares and ``etl.db.sqlite``/``etl.db.postgres``
+implement).
 """
 
 from __future__ import annotations
@@ -97,12 +106,16 @@ def is_module(name: str) -> bool:
     return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
-def imported_modules(source: str, name: str, is_package: bool = False) -> set[str]:
-    """The ``etl`` modules that a module's source imports, anywhere in it."""
+def imported_modules(
+    source: str, name: str, is_package: bool = False, main_block: bool = False
+) -> set[str]:
+    """The ``etl`` modules that a module's source imports, anywhere in it (in its
+    ``__main__`` block too only when ``main_block``)."""
     package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
     tree = ast.parse(source)
-    tree.body = [statement for statement in tree.body if not _is_main_block(statement)]
+    if not main_block:
+        tree.body = [statement for statement in tree.body if not _is_main_block(statement)]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -155,14 +168,62 @@ def violations(importer: str, imported: set[str]) -> list[str]:
     return found
 
 
-def package_imports() -> dict[str, set[str]]:
-    """Each module of the package with the ``etl`` modules it imports."""
+def package_imports(main_block: bool = False) -> dict[str, set[str]]:
+    """Each module of the package with the ``etl`` modules it imports (``main_block``: see
+    `imported_modules`)."""
     return {
         module_name(path): imported_modules(
-            path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py"
+            path.read_text(encoding="utf-8"),
+            module_name(path),
+            path.name == "__init__.py",
+            main_block,
         )
         for path in sorted(PACKAGE.rglob("*.py"))
     }
+
+
+def import_cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The modules that import each other round a circle: each strongly connected group of
+    more than one module (Tarjan's algorithm, without recursion), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(imports):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(imports[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            module, pending = work[-1]
+            step = next((dep for dep in pending if dep in imports and dep != module), None)
+            if step is not None and step not in index:
+                index[step] = low[step] = len(index)
+                stack.append(step)
+                on_stack.add(step)
+                work.append((step, iter(sorted(imports[step]))))
+            elif step is not None:
+                if step in on_stack:
+                    low[module] = min(low[module], index[step])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[module])
+                if low[module] == index[module]:
+                    group = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.append(member)
+                        if member == module:
+                            break
+                    if len(group) > 1:
+                        found.append(sorted(group))
+    return sorted(found)
 
 
 def test_every_module_has_a_layer() -> None:
@@ -185,6 +246,47 @@ def test_db_and_clients_import_no_configuration_nor_the_run() -> None:
         if any(in_group(dep, name) for name in higher)
     }
     assert found == set()
+
+
+def test_no_import_cycle() -> None:
+    """No circle of imports inside the package (see the module docstring: every import counts,
+    the ``__main__`` blocks' too)."""
+    assert import_cycles(package_imports(main_block=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ({"etl.a": "from etl.b import x", "etl.b": "import etl.a"}, [["etl.a", "etl.b"]]),
+        (  # a circle of three, closed by an import inside a function
+            {
+                "etl.a": "from etl.b import x",
+                "etl.b": "from etl.c import y",
+                "etl.c": "def f():\n    from etl.a import z",
+                "etl.d": "from etl.a import w",
+            },
+            [["etl.a", "etl.b", "etl.c"]],
+        ),
+        (  # closed under TYPE_CHECKING
+            {"etl.a": "from etl.b import x", "etl.b": "if TYPE_CHECKING:\n    from etl.a import T"},
+            [["etl.a", "etl.b"]],
+        ),
+        (  # closed in a __main__ block
+            {
+                "etl.a": "from etl.b import x",
+                "etl.b": "if __name__ == '__main__':\n    import etl.a",
+            },
+            [["etl.a", "etl.b"]],
+        ),
+        ({"etl.a": "from etl.b import x", "etl.b": "from etl.c import y", "etl.c": ""}, []),
+    ],
+)
+def test_an_import_cycle_is_caught(sources: dict[str, str], expected: list[list[str]]) -> None:
+    """The checker itself: a circle is found however its last import is hidden; a chain is none."""
+    imports = {
+        name: imported_modules(text, name, main_block=True) for name, text in sources.items()
+    }
+    assert import_cycles(imports) == expected
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ from the same declarations."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
@@ -272,3 +273,54 @@ def test_a_maxmind_folder_given_must_exist(tmp_path: Path) -> None:
     # the default, and a config built in code, are not checked (the run warns instead)
     assert load_config(env={}).maxmind_dir == Path("data/maxmind")
     assert RefreshConfig(maxmind_dir=tmp_path / "nope").maxmind_dir == tmp_path / "nope"
+
+
+# -- each default and each check declared once ---------------------------------------------
+
+
+def test_the_clients_defaults_are_the_runs() -> None:
+    """What a run sends its clients by default is what the clients do with no argument, and
+    the same holds for the lock wait and the progress line's interval: each default is declared
+    once (the clients', the database's, the reporter's) and `RefreshConfig` reads it."""
+    from etl.clients.cymru import CymruSettings
+    from etl.clients.greynoise import GreyNoiseSettings
+    from etl.db.database import Database
+    from etl.db.recognise import recognise
+    from etl.report import LineReporter
+
+    config = RefreshConfig()
+    assert config.greynoise_settings() == GreyNoiseSettings()
+    assert config.cymru_settings() == CymruSettings()
+    for function, name in ((Database, "lock_timeout"), (recognise, "timeout")):
+        assert inspect.signature(function).parameters[name].default == config.lock_timeout
+    heartbeat = inspect.signature(LineReporter).parameters["heartbeat"].default
+    assert heartbeat == config.progress_every
+
+
+@pytest.mark.parametrize(
+    ("setting", "client", "values"),
+    [
+        ("greynoise_rate", "rate", [0.0, -1.0, float("inf"), float("nan"), 1_000.5, 1e6]),
+        ("greynoise_budget", "budget", [-1, 10**12]),
+        ("greynoise_mode", "mode", ["free", ""]),
+        ("greynoise_url", "url", ["ftp://x", "http://", "http://h:0", "http://a b", "x" * 99]),
+        ("cymru", "address", ["bad_host!:43", "host:", ":43", "host:0", "host:70000", "h:4٣"]),
+    ],
+)
+def test_a_setting_is_checked_once_the_same_way(
+    setting: str, client: str, values: list[object]
+) -> None:
+    """A value the run refuses, the client's settings refuse with the same words (one check,
+    declared with the client's settings), and the other way round."""
+    from etl.clients.cymru import CymruSettings
+    from etl.clients.greynoise import GreyNoiseSettings
+
+    for value in values:
+        with pytest.raises(SettingError) as by_the_run:
+            RefreshConfig(**{setting: value})  # type: ignore[arg-type]
+        with pytest.raises(SettingError) as by_the_client:
+            if client == "address":
+                CymruSettings.parse_address(str(value))
+            else:
+                GreyNoiseSettings(**{client: value})  # type: ignore[arg-type]
+        assert str(by_the_client.value) == str(by_the_run.value), value

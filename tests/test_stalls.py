@@ -19,7 +19,7 @@ from etl.clients.cymru import CymruClient, CymruSettings
 from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch
 from etl.errors import ServiceUnavailableError
 from testbed.sample.world import World
-from tests.sims import run_module, running
+from tests.sims import NOT_ASKED, run_module, running, without_count
 from tests.test_breakers import refresh
 from tests.test_cymru_policy import BANNER, FakeCymru, Reply, ips, row
 from tests.test_refresh_greynoise import KEY, build_sample
@@ -265,7 +265,7 @@ def test_a_cymru_that_answers_the_first_line_then_stalls_ends_in_under_90_s_with
         sessions = cy.entries()
     assert result.returncode == 3, result.stderr
     assert seconds < 90
-    assert [line for line in result.stderr.splitlines() if "Cymru" in line] == [
+    assert [without_count(x) for x in result.stderr.splitlines() if "Cymru" in x] == [
         f"Team Cymru at {cy.address}: 4 sessions in a row stalled after a partial answer (no "
         "answer within 30 s): stopped asking it for this run; the IPs not asked keep their "
         "old blocks"
@@ -283,16 +283,17 @@ def test_a_cymru_that_answers_the_first_line_then_stalls_ends_in_under_90_s_with
 
 
 def not_asked_are_counted(said: str, summary: dict[str, Any], source: str) -> None:
-    """The IPs a stopped source never sent are ``skipped`` (not sent), and one line says how
-    many: every IP it had to ask is queried or skipped (before: those never sent were
+    """The IPs a stopped source never sent are ``skipped`` (not sent), and its stop line says
+    how many: every IP it had to ask is queried or skipped (before: those never sent were
     nowhere, and no line said how many were left)."""
-    pattern = rf"^{source}: ([\d,]+) of the ([\d,]+) IPs to ask were not asked \(stalled\)"
     [(left, total)] = [
         (int(m[1].replace(",", "")), int(m[2].replace(",", "")))
-        for m in re.finditer(pattern, said, re.MULTILINE)
+        for m in map(NOT_ASKED.search, said.splitlines())
+        if m
     ]
     counts = summary["sources"][source]
     assert 0 < left <= counts["skipped"] and counts["queried"] + counts["skipped"] == total
+    assert summary["stopped"][source]["message"].endswith(f" ({left:,} of the {total:,} to ask)")
 
 
 def summary_table(tmp_path: Path, db_url: str) -> str:
@@ -318,7 +319,7 @@ def test_a_greynoise_that_answers_some_requests_then_stalls_is_stopped_with_exit
         )  # fmt: skip
     assert result.returncode == 3, result.stderr
     assert seconds < 60
-    assert [line for line in result.stderr.splitlines() if "GreyNoise" in line] == [
+    assert [without_count(x) for x in result.stderr.splitlines() if "GreyNoise" in x] == [
         f"GreyNoise at {gn.url}: 10 requests in a row got no answer (no answer within 15 s): "
         "GreyNoise stopped for this run; the IPs not asked keep their old blocks"
     ]

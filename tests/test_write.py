@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl.db.backends import dialect_for
 from etl.db.database import Database
-from etl.db.dialect import dialect_for
 from etl.db.postgres import PostgresBackend
 from etl.db.sqlite import SQLiteBackend
 from etl.db.url import parse_database_url

@@ -20,6 +20,7 @@ a kept answer for that long, the service is ``stalled`` and stopped too. Queries
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from etl.addresses import is_ip_address
 from etl.clients.bulk import (
     NO_ANSWER_LINE,
     NOT_FOUND_AS,
@@ -39,7 +41,13 @@ from etl.clients.bulk import (
     BulkParser,
     IpAnswer,
 )
-from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch, connection_failure
+from etl.clients.failures import (
+    RETRY_BACKOFF,
+    CircuitBreaker,
+    Failure,
+    ProgressWatch,
+    connection_failure,
+)
 from etl.errors import ServiceUnavailableError, SettingError
 
 __all__ = [
@@ -81,19 +89,28 @@ Connect = Callable[[tuple[str, int], float], Connection]
 """Opens a connection to ``(host, port)`` within a timeout (`socket.create_connection`)."""
 
 
+PORT: Final = 43  # Team Cymru's bulk whois port, also when the address names none
+_HOST_NAME: Final = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
 @dataclass(frozen=True)
 class CymruSettings:
-    """Where and how to talk to Team Cymru."""
+    """Where and how to talk to Team Cymru. Each default here is the run's too
+    (`etl.config.RefreshConfig` takes its ``cymru``, ``batch_size``, ``cymru_sessions``,
+    ``cymru_timeout`` and ``retry_backoff`` defaults from ``CymruSettings()``)."""
 
     host: str = "whois.cymru.com"
-    port: int = 43
+    port: int = PORT
     batch_size: int = 500
     sessions: int = 2
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retries: int = 2
-    backoff: float = 1.0
-    min_split: int = 50
+    backoff: float = RETRY_BACKOFF
+    min_split: int = 50  # the fewest queries a split chunk may have (at most a quarter of a batch)
     blocked_after: int = 4  # failed sessions in a row that mean "stop asking"
 
     @property
@@ -103,14 +120,22 @@ class CymruSettings:
         trips the breaker first, after two rounds of timeouts)."""
         return 3 * self.read_timeout + self.backoff * float(2 ** max(self.retries - 1, 0))
 
+    @property
+    def address(self) -> str:
+        """``host:port``, the form of the cymru setting."""
+        return f"{self.host}:{self.port}"
+
     @classmethod
     def parse_address(cls, address: str) -> tuple[str, int]:
-        """``host:port`` (port 43 when omitted), the form of the cymru setting."""
+        """``host:port`` (port 43 when omitted), the form of the cymru setting: a host name or
+        IP address and a port from 1 to 65535, else `SettingError` (a typo is exit 2 at once,
+        not a failed lookup per IP later). The one check of that setting."""
         host, sep, port = address.rpartition(":")
         if not sep:
-            host, port = address, "43"
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingError("cymru", f"must be HOST:PORT, got {address!r}")
+            host, port = address, str(PORT)
+        named = bool(_HOST_NAME.fullmatch(host)) or is_ip_address(host)
+        if not (named and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise SettingError("cymru", f"must be HOST:PORT, got {address[:80]!r}")
         return host, int(port)
 
 

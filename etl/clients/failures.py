@@ -26,6 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Final
+
+# Seconds of the first wait before a failed Team Cymru session or GreyNoise request is tried
+# again (doubled at each retry): the default of both clients' ``backoff`` and of the run's
+# ``retry_backoff`` (`etl.config`).
+RETRY_BACKOFF: Final = 1.0
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ import duckdb
 import polars as pl
 
 from etl.db import ddl
-from etl.db.dialect import Load, dialect_for, first_line, split_script
+from etl.db.backends import dialect_for
+from etl.db.dialect import Load, first_line, split_script
 from etl.db.extensions import offline_connection
 from etl.db.postgres import drop_own_stages
-from etl.db.recognise import REQUIRED_COLUMNS, recognise
+from etl.db.recognise import DEFAULT_LOCK_TIMEOUT, REQUIRED_COLUMNS, recognise
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import (
     DatabaseBusyError,
@@ -44,7 +45,6 @@ from etl.errors import (
 STOP_CLEANUP_SECONDS = 5.0
 RETRY_FIRST_WAIT = 0.2
 RETRY_MAX_WAIT = 5.0
-DEFAULT_LOCK_TIMEOUT = 300.0
 
 T = TypeVar("T")
 

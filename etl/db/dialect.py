@@ -1,35 +1,33 @@
-"""One interface for what SQLite and PostgreSQL do differently; `dialect_for` picks one.
+"""One interface for what SQLite and PostgreSQL do differently (`etl.db.backends.dialect_for`
+picks one).
 
 `Database` (retried write units, schema checks) and `ChunkWriter` (staging and merge) are
 written once against `Backend`. The two implementations:
 
 - `etl.db.sqlite.SQLiteBackend`: the stdlib ``sqlite3`` connection is the only copy of SQLite
   in the process (staging into its TEMP tables, the merge, DDL, small reads); DuckDB's bulk
-  reads attach the file READ_ONLY in a child process (`etl.db.reader`). Run lock: a ``flock``
-  beside the file.
+  reads attach the file READ_ONLY in a child process (`etl.db.reader`).
 - `etl.db.postgres.PostgresBackend`: DuckDB attaches the server with its postgres extension,
-  bulk-writes the stage tables and runs native SQL through ``postgres_execute``. Run lock: a
-  session-level advisory lock.
+  bulk-writes the stage tables and runs native SQL through ``postgres_execute``.
+
+The run lock of each (a ``flock`` beside the SQLite file, a PostgreSQL advisory lock) is
+`etl.db.lock`'s. This module imports neither implementation: they import it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import duckdb
 import polars as pl
 
 from etl.db import ddl
 from etl.db.url import DatabaseUrl, Dialect
-
-if TYPE_CHECKING:
-    from etl.db.lock import RunLock
 
 Load = tuple[str, pl.DataFrame]
 Params = dict[str, Any]
@@ -209,21 +207,8 @@ class Backend(ABC):
 
     # -- around the run ----------------------------------------------------------------------
     @abstractmethod
-    def run_lock(self, notify: Callable[[str], None] | None) -> AbstractContextManager[RunLock]:
-        """The database's refresh lock (see `etl.db.lock`)."""
-
-    @abstractmethod
     def pending_folder(self, state_dir: Path) -> Path:
         """Where answers not committed are kept (``state_dir``: for servers)."""
-
-
-def dialect_for(url: DatabaseUrl) -> Backend:
-    """The backend of ``url``'s dialect (not attached yet)."""
-    from etl.db.postgres import PostgresBackend
-    from etl.db.sqlite import SQLiteBackend
-
-    backends: dict[Dialect, type[Backend]] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
-    return backends[url.dialect](url)
 
 
 def sql_string(value: str) -> str:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from etl.db.ddl import IDENTITY_TABLE, identity_ddl
-from etl.db.dialect import dialect_for
 from etl.db.recognise import postgres_connect_error
 from etl.db.side_files import run_lock_path
 from etl.db.url import DatabaseUrl
@@ -86,8 +85,11 @@ def run_lock(
     url: DatabaseUrl, notify: Callable[[str], None] | None = None
 ) -> AbstractContextManager[RunLock]:
     """Hold the database's refresh lock for the block; raise `RunLockedError` when taken.
-    ``notify`` hears when a PostgreSQL lock lost with its connection is taken again."""
-    return dialect_for(url).run_lock(notify)
+    ``notify`` hears when a PostgreSQL lock lost with its connection is taken again. SQLite:
+    `file_lock` on ``<database>.etl-lock``; PostgreSQL: `advisory_lock`."""
+    if url.sqlite_path is not None:
+        return file_lock(run_lock_path(url.sqlite_path), url)
+    return advisory_lock(url, notify)
 
 
 def lock_is_free(url: DatabaseUrl) -> bool:

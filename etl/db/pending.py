@@ -29,7 +29,7 @@ from typing import Final, Literal
 
 import polars as pl
 
-from etl.db.dialect import dialect_for
+from etl.db.backends import dialect_for
 from etl.db.url import DatabaseUrl
 from etl.errors import DatabaseError
 

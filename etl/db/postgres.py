@@ -14,8 +14,8 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -35,7 +35,6 @@ from etl.db.dialect import (
     sql_string,
 )
 from etl.db.extensions import load_extension
-from etl.db.lock import RunLock, advisory_lock
 from etl.db.recognise import postgres_connect_error
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect, redact
@@ -362,10 +361,6 @@ class PostgresBackend(Backend):
         return f"public.{name}"
 
     # -- around the run ----------------------------------------------------------------------
-    def run_lock(self, notify: Callable[[str], None] | None) -> AbstractContextManager[RunLock]:
-        """A session-level advisory lock on a connection of its own."""
-        return advisory_lock(self.url, notify)
-
     def pending_folder(self, state_dir: Path) -> Path:
         """``<state_dir>/<host>_<port>_<database>`` on the machine running the refresh."""
         parts = urlsplit(self.url.libpq_url)

@@ -31,6 +31,10 @@ from etl.db import ddl
 from etl.db.url import DatabaseUrl, redact
 from etl.errors import DatabaseBusyError, DatabaseError, SchemaError, UnusableDatabaseError
 
+# Seconds a run waits, in all, for another writer's lock (or a lost PostgreSQL server): the
+# default of the lock_timeout setting (`etl.config`), of `Database` and of the reads here.
+DEFAULT_LOCK_TIMEOUT: Final = 300.0
+
 # The tables of a cowrieprocessor database (shared/compat/cowrieprocessor-sqlite.sql: every
 # table its ORM and migrations create, schema_version 17; older versions have a subset).
 COWRIEPROCESSOR_TABLES: Final = frozenset({
@@ -160,7 +164,7 @@ def recognise(
     create: bool = False,
     shape: bool = True,
     read_only: bool = False,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> Contents:
     """Look at the database (`read_contents`); raise `SchemaError` when a run cannot use it
     (`Contents.problem`). ``read_only``: the caller has no --create (``honeypot-etl status``)."""
@@ -172,7 +176,9 @@ def recognise(
     return contents
 
 
-def read_contents(url: DatabaseUrl, *, read_only: bool = False, timeout: float = 300.0) -> Contents:
+def read_contents(
+    url: DatabaseUrl, *, read_only: bool = False, timeout: float = DEFAULT_LOCK_TIMEOUT
+) -> Contents:
     """The tables of the database ``url`` names, read without writing anything: SQLite through
     a connection that cannot create the file (``read_only``: that cannot write at all; else a
     hot journal left by a crashed writer is rolled back, as any connection would),

@@ -13,8 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -30,10 +29,9 @@ from etl.db.dialect import (
     Session,
     Unit,
 )
-from etl.db.lock import RunLock, file_lock
 from etl.db.reader import SQLiteReader, adopt
 from etl.db.recognise import sqlite_open_error
-from etl.db.side_files import pending_path, run_lock_path
+from etl.db.side_files import pending_path
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 from etl.errors import DatabaseError, SchemaError
@@ -321,10 +319,6 @@ class SQLiteBackend(Backend):
         return name
 
     # -- around the run ----------------------------------------------------------------------
-    def run_lock(self, notify: Callable[[str], None] | None) -> AbstractContextManager[RunLock]:
-        """A ``flock`` on ``<database>.etl-lock`` beside the file."""
-        return file_lock(run_lock_path(self.path), self.url)
-
     def pending_folder(self, state_dir: Path) -> Path:
         """``<database>.etl-pending`` beside the file."""
         return pending_path(self.path)

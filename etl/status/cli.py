@@ -16,7 +16,7 @@ import typer
 from etl import cli
 from etl.config import RefreshConfig, config_note, load_config, locate_config
 from etl.db.url import redact
-from etl.errors import EtlError, SettingError, UsageError
+from etl.errors import UsageError
 from etl.refresh import SETTINGS, ConfigOption, exit_fast
 
 PROG = "python -m etl.status"
@@ -67,7 +67,10 @@ MetricsOption = Annotated[
 ]  # fmt: skip
 
 
+@cli.one_line_errors(SETTINGS)
 def status_command(
+    boundary: cli.Boundary,
+    /,
     config_file: Path | None = None,
     as_json: bool = False,
     runs: int = 10,
@@ -76,28 +79,22 @@ def status_command(
     **values: Any,
 ) -> int:
     """Show where the data of a honeypot database stands (see ``--help``)."""
-    secrets: tuple[str, ...] = ()
-    try:
-        if not 0 <= runs <= MAX_RUNS:
-            raise UsageError(f"--runs must be between 0 and {MAX_RUNS:,}, got {runs}")
-        path, found = locate_config(config_file)
-        config = load_config(file=path, values_origin="option", **values)
-        secrets = config.secrets()
-        if metrics_file is not None:
-            from etl.outputs import check_state_metrics
+    if not 0 <= runs <= MAX_RUNS:
+        raise UsageError(f"--runs must be between 0 and {MAX_RUNS:,}, got {runs}")
+    path, found = locate_config(config_file)
+    config = load_config(file=path, values_origin="option", **values)
+    secrets = boundary.hide(config.secrets())
+    if metrics_file is not None:
+        from etl.outputs import check_state_metrics
 
-            check_state_metrics(config, path, metrics_file)  # before any work
-        elif note := config_note(path, found):  # stderr: the report and its JSON stay clean
-            print(note, file=sys.stderr)
-        from etl.report import atomic_write
-        from etl.status.report import state_metrics_text, status_report  # polars, DuckDB
-        from etl.status.text import render
+        check_state_metrics(config, path, metrics_file)  # before any work
+    elif note := config_note(path, found):  # stderr: the report and its JSON stay clean
+        print(note, file=sys.stderr)
+    from etl.report import atomic_write
+    from etl.status.report import state_metrics_text, status_report  # polars, DuckDB
+    from etl.status.text import render
 
-        report = status_report(config, runs)
-    except SettingError as exc:
-        return cli.fail(redact(cli.setting_message(SETTINGS, exc), secrets), exc.exit_code)
-    except EtlError as exc:
-        return cli.fail(redact(str(exc), secrets), exc.exit_code)
+    report = status_report(config, runs)
     if metrics_file is not None:
         try:
             atomic_write(metrics_file, state_metrics_text(report))
