@@ -29,11 +29,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.config import RefreshConfig  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
-from etl.maxmind import open_maxmind  # noqa: E402
+from etl.refresh.config import RefreshConfig  # noqa: E402
+from etl.sources.maxmind.steps import open_maxmind  # noqa: E402
 
 
 def whois(host: str, port: int, ip: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.clients.cymru import CymruClient, CymruSettings  # noqa: E402
-from etl.cymru import cymru_results  # noqa: E402
+from etl.sources.cymru.client import CymruClient, CymruSettings  # noqa: E402
+from etl.sources.cymru.steps import cymru_results  # noqa: E402
 from testbed.sample.world import World  # noqa: E402
 from testbed.sim.process import running  # noqa: E402
 

@@ -35,11 +35,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from etl.core.freshness import Freshness  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.sessions import find_sessions  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
-from etl.freshness import Freshness  # noqa: E402
 from testbed.sample.raw_events import key_statements, table_statements  # noqa: E402
 from testbed.sample.scratch import scratch_database  # noqa: E402
 

@@ -27,9 +27,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.config import RefreshConfig  # noqa: E402
-from etl.maxmind import open_maxmind, with_maxmind  # noqa: E402
-from etl.validation import with_validation  # noqa: E402
+from etl.refresh.config import RefreshConfig  # noqa: E402
+from etl.refresh.validation import with_validation  # noqa: E402
+from etl.sources.maxmind.steps import open_maxmind, with_maxmind  # noqa: E402
 from testbed.sample.mmdb_files import write_maxmind_files  # noqa: E402
 from testbed.sample.world import World  # noqa: E402
 
@@ -38,7 +38,8 @@ NOW = datetime.now(UTC)
 
 
 def old_step_module() -> types.ModuleType:
-    """etl/maxmind.py of OLD_COMMIT, importing etl/mmdb.py of OLD_COMMIT (both from git)."""
+    """etl/sources/maxmind/steps.py of OLD_COMMIT, importing etl/mmdb.py of OLD_COMMIT (both from
+    git)."""
     modules = {}
     for name in ("mmdb", "maxmind"):
         source = subprocess.run(
@@ -49,7 +50,7 @@ def old_step_module() -> types.ModuleType:
         sys.modules[f"etl.{name}"] = module  # the old maxmind.py imports etl.mmdb
         exec(compile(source, f"{OLD_COMMIT}:etl/{name}.py", "exec"), module.__dict__)
         modules[name] = module
-    del sys.modules["etl.mmdb"], sys.modules["etl.maxmind"]
+    del sys.modules["etl.mmdb"], sys.modules["etl.sources.maxmind.steps"]
     return modules["maxmind"]
 
 

@@ -1,5 +1,5 @@
 """``python -m etl``: the ``honeypot-etl`` command."""
 
-from etl.app import run
+from etl.cli.app import run
 
 run()

@@ -21,8 +21,8 @@ from typing import Annotated
 
 import typer
 
-from etl import cli
-from etl.errors import UsageError
+from etl.cli import options as cli
+from etl.core.errors import UsageError
 from testbed.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"

@@ -219,7 +219,7 @@ Run = Callable[..., tuple[int, str]]
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
     """``python -m etl.refresh ARGS`` in-process: (exit status, stdout + stderr); no key and
     no database from the environment."""
-    from etl.refresh import main
+    from etl.cli.refresh import main
 
     monkeypatch.setenv("GREYNOISE_API_KEY", "")
     monkeypatch.setenv("ETL_DB_URL", "")

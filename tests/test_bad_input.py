@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from testbed.sample.mmdb_files import write_maxmind_files
 from testbed.sample.world import World
 from tests.conftest import SHARED, SHARED_ABSENT

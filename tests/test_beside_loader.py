@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from etl.report import RunSummary
+from etl.report.summary import RunSummary
 from tests.loader import BUSY_TIMEOUT_MS, LoadReport, cowrie_events, load_events, plan_sessions
 from tests.sims import running
 from tests.test_loader_compat import (

@@ -125,8 +125,8 @@ def test_a_cymru_that_accepts_and_never_answers_ends_in_under_90_seconds(tmp_pat
 
 
 def test_the_http_transport_names_a_refusal_and_a_silent_server() -> None:
-    from etl.clients.http import HttpSession
-    from etl.errors import TransportError
+    from etl.core.errors import TransportError
+    from etl.sources.greynoise.http import HttpSession
 
     session = HttpSession(2, {})
     failures = []
@@ -143,7 +143,7 @@ def test_the_http_transport_names_a_refusal_and_a_silent_server() -> None:
 
 
 def test_the_summary_table_names_the_sources_stopped() -> None:
-    from etl.report import RunSummary, SourceStop
+    from etl.report.summary import RunSummary, SourceStop
 
     summary = RunSummary(stopped={"greynoise": SourceStop("unreachable", "...", 3)})
     assert summary.table().splitlines()[-1] == "stopped for this run: greynoise (unreachable)"

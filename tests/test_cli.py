@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from etl.core.errors import UsageError
 from etl.db.url import parse_database_url, redact
-from etl.errors import UsageError
 from tests.conftest import Run
 from tests.world import load_sqlite, plan_world
 
@@ -208,7 +208,7 @@ def test_a_refresh_needs_none_of_the_optional_packages(
     program = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
-        "from etl.refresh import main\n"
+        "from etl.cli.refresh import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     result = subprocess.run(
@@ -297,17 +297,17 @@ def test_a_missing_sqlite_file_is_a_usage_error_also_in_a_dry_run(run: Run, tmp_
 
 
 def test_the_error_boundary_is_written_once() -> None:
-    """Every command's known failures become one line in one place, `etl.cli.one_line_errors`
+    """Every command's known failures become one line in one place, `etl.cli.options.one_line_errors`
     (the commands' own behaviour is the other tests'): no command module catches `EtlError`,
     `SettingError` or Ctrl-C itself, and each command is decorated with the boundary."""
     import ast
 
-    root = Path(__file__).resolve().parent.parent / "etl"
+    root = Path(__file__).resolve().parent.parent / "etl" / "cli"
     commands = {
         "refresh.py": "refresh_command",
-        "status/cli.py": "status_command",
-        "pending_cli.py": "pending_command",
-        "doctor_cli.py": "doctor_command",
+        "status.py": "status_command",
+        "pending.py": "pending_command",
+        "doctor.py": "doctor_command",
     }
     caught = {"EtlError", "SettingError", "KeyboardInterrupt"}
     for name, command in commands.items():

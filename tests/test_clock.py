@@ -9,9 +9,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from etl.config import RefreshConfig
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from tests.sims import running
 
 KEY = "clock-test-key"

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.commit import Committer, _HeldRows
 from etl.db.database import Database
 from etl.db.url import parse_database_url
 from etl.db.write import ChunkWriter
+from etl.refresh.commit import Committer, _HeldRows
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 IPS = [f"198.51.100.{n}" for n in range(1, 41)]

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.commit import Committer
 from etl.db.write import BLOCKS
+from etl.refresh.commit import Committer
 from tests.test_commit import IPS, Clock, base_rows, cymru_part, greynoise_part
 
 
 class MemorySink:
-    """A `etl.commit.RowSink` that keeps each chunk written; ``fail_after`` writes, raises (a database gone)."""
+    """A `etl.refresh.commit.RowSink` that keeps each chunk written; ``fail_after`` writes, raises (a database gone)."""
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.chunks: list[pl.DataFrame] = []

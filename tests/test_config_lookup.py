@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import config_candidates, locate_config
+from etl.refresh.config import config_candidates, locate_config
 
 # ``python -m etl.refresh`` / ``etl.status`` with /etc/honeypot-etl replaced by argv[1].
 SYSTEM = (
     "import runpy, sys\n"
     "from pathlib import Path\n"
-    "import etl.config\n"
-    "etl.config.SYSTEM_CONFIG_DIR = Path(sys.argv.pop(1))\n"
+    "import etl.refresh.config\n"
+    "etl.refresh.config.SYSTEM_CONFIG_DIR = Path(sys.argv.pop(1))\n"
     "module = sys.argv.pop(1)\n"
     "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
 )

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import RunSummary
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import RunSummary
 from tests.sims import running
 from tests.test_refresh_greynoise import KEY, build_sample
 
@@ -148,8 +148,8 @@ def test_a_failed_run_says_why_in_its_status_file_and_summary(tmp_path: Path) ->
         db_url=db_url, maxmind_dir=tmp_path, skip=frozenset({Source.CYMRU}),
         status_file=status, summary_json=summary,
     )  # fmt: skip
-    from etl.errors import EtlError
-    from etl.monitored import monitored_refresh
+    from etl.core.errors import EtlError
+    from etl.refresh.monitored import monitored_refresh
 
     try:
         monitored_refresh(config)

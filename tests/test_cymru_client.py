@@ -14,7 +14,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from etl.clients.cymru import (
+from etl.core.errors import ServiceUnavailableError, UsageError
+from etl.sources.cymru.client import (
     NOT_FOUND_IP,
     AsAnswer,
     BulkParser,
@@ -22,7 +23,6 @@ from etl.clients.cymru import (
     CymruSettings,
     IpAnswer,
 )
-from etl.errors import ServiceUnavailableError, UsageError
 from testbed.sample.world import World
 from tests.sims import Simulator, running
 
@@ -341,7 +341,7 @@ def test_refused_connections_mean_blocked(tmp_path: Path) -> None:
 def test_lookup_cymru_adds_the_block_to_the_rows_that_need_it(cymru: Simulator) -> None:
     import polars as pl
 
-    from etl.cymru import lookup_cymru
+    from etl.sources.cymru.steps import lookup_cymru
 
     ip = "193.32.71.189"  # allocated, not routed: NA
     frame = pl.DataFrame(

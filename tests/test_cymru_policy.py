@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from etl.clients.cymru import NOT_FOUND_IP, Batch, CymruClient, CymruSettings
-from etl.errors import ServiceUnavailableError
+from etl.core.errors import ServiceUnavailableError
+from etl.sources.cymru.client import NOT_FOUND_IP, Batch, CymruClient, CymruSettings
 
 BANNER = "Bulk mode; whois.cymru.com [2026-11-28 12:00:00 +0000]"
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from etl.config import RefreshConfig, Source
+from etl.cli.refresh import main
+from etl.core.freshness import Freshness
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.select import SelectionRules, select_stale
 from etl.db.url import parse_database_url
-from etl.freshness import Freshness
-from etl.greynoise import greynoise_targets
-from etl.pipeline import refresh
-from etl.refresh import main
-from etl.report import LineReporter, RunSummary
-from etl.validation import with_validation
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.refresh.validation import with_validation
+from etl.report.summary import LineReporter, RunSummary
+from etl.sources.greynoise.steps import greynoise_targets
 from testbed.sample.build import build_sample
 from tests.sims import Simulator, running
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from etl import maxmind_check
-from etl.errors import MaxMindError
-from etl.maxmind import MaxMindDatabase, asn_row, city_row
-from etl.refresh import main
+from etl.cli.refresh import main
+from etl.core.errors import MaxMindError
+from etl.sources.maxmind import check as maxmind_check
+from etl.sources.maxmind.steps import MaxMindDatabase, asn_row, city_row
 from tests.mmdb_damage import damage_tree
 
 Run = Callable[..., tuple[int, str, str]]

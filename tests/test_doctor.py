@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import RefreshConfig
 from etl.db.database import Database
 from etl.db.lock import ADVISORY_KEY, run_lock_path
 from etl.db.url import parse_database_url
+from etl.refresh.config import RefreshConfig
 from tests.sims import Simulator, run_module, running
 
 KEY = "doctor-Kq9Zx7Wm-key"
@@ -245,7 +245,7 @@ def test_postgres_ok_and_a_lock_held_by_another_session(pg_url: str) -> None:
     """PostgreSQL: privileges read from the catalog; the holder of the advisory lock named."""
     import psycopg
 
-    from etl.doctor import database_check, lock_check
+    from etl.refresh.doctor import database_check, lock_check
 
     with Database(parse_database_url(pg_url), create=True) as db:
         db.ensure_schema()
@@ -283,7 +283,7 @@ def test_a_refresh_of_another_database_on_the_server_does_not_hold_ours(pg_url: 
 
 
 def test_an_empty_postgres_database_is_named_and_ends_the_checks(pg_url: str) -> None:
-    from etl.doctor import doctor as checks
+    from etl.refresh.doctor import doctor as checks
 
     found = {check.name: check for check in checks(RefreshConfig(db_url=pg_url), None, False)}
     assert found["database"].verdict == "fail"
@@ -294,8 +294,8 @@ def test_an_empty_postgres_database_is_named_and_ends_the_checks(pg_url: str) ->
 def test_an_old_maxmind_build_is_a_warning(sample_world: tuple[Path, Path]) -> None:
     """The refresh's own threshold (GeoLite2's 30-day licence window): a warning, not a
     failure; a day before it, ok."""
-    from etl.doctor import maxmind_check
-    from etl.maxmind import LICENCE_WINDOW, MaxMindDatabase
+    from etl.refresh.doctor import maxmind_check
+    from etl.sources.maxmind.steps import LICENCE_WINDOW, MaxMindDatabase
 
     asn = MaxMindDatabase.open(sample_world[1] / "GeoLite2-ASN.mmdb")
     built = datetime.fromtimestamp(asn.build_epoch, UTC)
@@ -310,8 +310,8 @@ def test_an_old_maxmind_build_is_a_warning(sample_world: tuple[Path, Path]) -> N
 
 
 def test_the_key_expiry_greynoise_reports() -> None:
-    from etl.clients.greynoise_ping import Pong
-    from etl.doctor import pong_check
+    from etl.refresh.doctor import pong_check
+    from etl.sources.greynoise.ping import Pong
 
     today = date(2031, 3, 14)
     assert pong_check("GreyNoise", Pong("community", "2032-01-01"), today).verdict == "ok"

@@ -14,19 +14,19 @@ from typing import Any
 import polars as pl
 import pytest
 
-from etl.clients.cymru import Batch, IpAnswer
-from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
-from etl.clients.transport import HttpResponse
-from etl.commit import Committer
-from etl.config import RefreshConfig
-from etl.cymru import cymru_results
+from etl.core.errors import TransportError
 from etl.db.database import Database
 from etl.db.pending import PendingAnswers
 from etl.db.url import parse_database_url
-from etl.errors import TransportError
-from etl.greynoise import greynoise_results
-from etl.pipeline import apply_pending
-from etl.report import LineReporter
+from etl.refresh.commit import Committer
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import apply_pending
+from etl.report.summary import LineReporter
+from etl.sources.cymru.client import Batch, IpAnswer
+from etl.sources.cymru.steps import cymru_results
+from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
+from etl.sources.greynoise.steps import greynoise_results
+from etl.sources.greynoise.transport import HttpResponse
 from tests.sims import running
 from tests.test_breakers import closed_port
 from tests.test_greynoise_client import IPS as GREYNOISE_IPS

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.bulk import NO_ANSWER_LINE, UNREADABLE_LINE, BulkParser
-from etl.clients.cymru import Batch, CymruClient, CymruSettings, IpAnswer
-from etl.cymru import cymru_results, split_batch
+from etl.sources.cymru.client import Batch, CymruClient, CymruSettings, IpAnswer
+from etl.sources.cymru.steps import cymru_results, split_batch
+from etl.sources.cymru.wire import NO_ANSWER_LINE, UNREADABLE_LINE, BulkParser
 from tests.sims import running
 from tests.test_cymru_client import WORLD
 from tests.test_cymru_policy import (

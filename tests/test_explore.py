@@ -13,12 +13,12 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.config import RefreshConfig
+from etl.core.freshness import Freshness
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.inventory import ASN_NAMES_SCHEMA, IP_DETAILS_SCHEMA
 from etl.db.url import parse_database_url
-from etl.freshness import Freshness
+from etl.refresh.config import RefreshConfig
 from etl.status import explore
 from testbed.sample.build import build_sample
 

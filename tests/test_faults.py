@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from etl.config import RefreshConfig
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from tests.sims import run_module, running
 
 KEY = "faults-key"

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.clients.greynoise import GreyNoiseAnswer
-from etl.clients.greynoise_answers import community_answer, multi_answers
-from etl.clients.pacing import Pacer
-from etl.clients.transport import HttpResponse
-from etl.errors import ServiceUnavailableError
+from etl.core.errors import ServiceUnavailableError
+from etl.sources.greynoise.answers import community_answer, multi_answers
+from etl.sources.greynoise.client import GreyNoiseAnswer
+from etl.sources.greynoise.pacing import Pacer
+from etl.sources.greynoise.transport import HttpResponse
 from etl.status import explore
 from tests.sims import run_module, running
 from tests.test_greynoise_policy import collect, make, not_observed_body, response

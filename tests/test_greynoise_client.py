@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.greynoise import (
+from etl.core.errors import (
+    QuotaExhaustedError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    UsageError,
+)
+from etl.sources.greynoise.client import (
     GreyNoiseAnswer,
     GreyNoiseClient,
     GreyNoiseSettings,
@@ -22,7 +28,6 @@ from etl.clients.greynoise import (
     is_daily_limit,
     retry_after_seconds,
 )
-from etl.errors import QuotaExhaustedError, ServiceUnavailableError, UnauthorizedError, UsageError
 from testbed.sample.world import World
 from tests.sims import Simulator, running
 
@@ -300,7 +305,7 @@ def test_lookup_greynoise_adds_the_block_to_the_rows_that_need_it(greynoise: Sim
 
     import polars as pl
 
-    from etl.greynoise import lookup_greynoise
+    from etl.sources.greynoise.steps import lookup_greynoise
 
     frame = pl.DataFrame(
         {

@@ -16,15 +16,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings, Pacer
-from etl.clients.transport import HttpResponse
-from etl.errors import (
+from etl.core.errors import (
     QuotaExhaustedError,
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
 )
+from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings, Pacer
+from etl.sources.greynoise.transport import HttpResponse
 
 URL = "http://greynoise.test"
 NOISE = {"ip": "", "noise": True, "riot": False, "classification": "malicious", "name": "x",

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, search_cost
-from etl.clients.transport import HttpResponse
-from etl.errors import (
+from etl.core.errors import (
     QuotaExhaustedError,
     ServiceUnavailableError,
     TransportError,
     UnauthorizedError,
 )
+from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient, search_cost
+from etl.sources.greynoise.transport import HttpResponse
 from tests.test_greynoise_policy import collect, make, not_observed_body, response
 
 QUICK, FULL = "/v3/ip?quick=true", "/v3/ip"

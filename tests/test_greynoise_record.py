@@ -12,14 +12,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.greynoise_answers import (
+from etl.sources.greynoise.answers import (
     MISSING,
     GreyNoiseAnswer,
     community_answer,
     enterprise_answer,
     multi_answers,
 )
-from etl.greynoise import BLOCK_FIELDS, GREYNOISE_COLUMNS, greynoise_results
+from etl.sources.greynoise.steps import BLOCK_FIELDS, GREYNOISE_COLUMNS, greynoise_results
 from testbed.sample.honeypot import greynoise_block
 from testbed.sample.world import World
 

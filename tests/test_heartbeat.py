@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from etl import report
-from etl.config import RefreshConfig
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig
+from etl.report import summary as report
+from etl.report.summary import LineReporter
 from tests.sims import running
 from tests.test_refresh_greynoise import KEY, build_sample
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from etl.refresh import main
+from etl.cli.refresh import main
 from tests.mmdb_damage import damage_tree
 
 KEY = "Kx7Qv9ZmWp3T"  # GreyNoise key planted in the environment
@@ -260,7 +260,7 @@ FLAGS = ["--db", "--ips", "--ip", "--maxmind-dir", "--maxmind-asn", "--maxmind-c
 
 
 def test_every_option_with_a_value_is_driven() -> None:
-    from etl.refresh import SETTINGS
+    from etl.cli.refresh import SETTINGS
 
     flags = {d.setting.flag for d in SETTINGS.values() if d.setting.flag and d.kind is not bool}
     assert flags | {"--config"} == set(FLAGS)

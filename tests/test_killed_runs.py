@@ -16,13 +16,13 @@ from pathlib import Path
 
 import psycopg
 
-from etl.config import RefreshConfig
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.lock import lock_is_free, run_lock
 from etl.db.url import parse_database_url
+from etl.refresh.config import RefreshConfig
+from etl.status.collect import status_report
 from etl.status.explore import load_snapshot
-from etl.status.report import status_report
 from tests.sims import running
 
 KEY = "killed-runs-key"

@@ -1,28 +1,24 @@
-"""Imports point one way: down the layers of the package (read from the source with `ast`).
+"""Imports point one way: down the layers of the package, one folder per layer (read from
+the source with `ast`).
 
 Layers, top first; a module may import its own layer and those below it, never one above:
 
-8. entry points: ``etl.__main__``, ``etl.app`` (``honeypot-etl``), ``etl.refresh``, ``etl.cli``
-   (Typer plumbing), ``etl.status.cli``, ``etl.status.__main__``, ``etl.pending_cli`` (``honeypot-etl pending``),
-   ``etl.doctor_cli`` (``honeypot-etl doctor``)
-7. the run and its tools: ``etl.pipeline``, ``etl.monitored`` and its output files (``etl.outputs``), its phase runner (``etl.runner``, ``etl.events``,
-   ``etl.network``, ``etl.phases_cymru``, ``etl.phases_greynoise``); its listeners
-   ``etl.metrics``, ``etl.terminal``; the status report (``etl.status``: read-only, for the
-   command and the notebook); the kept answers an operator lists, applies, discards (``etl.kept``);
-   the checks of ``honeypot-etl doctor`` (``etl.doctor``)
-6. configuration: ``etl.config`` (the run's settings; no step reads it)
-5. steps: ``etl.validation``, ``etl.maxmind`` (and ``etl.maxmind_check``), ``etl.cymru``, ``etl.greynoise``, ``etl.merge``,
-   ``etl.commit``, ``etl.runlog`` (a run's row in the run log, the GreyNoise daily budget)
-3. reporting: ``etl.report``, ``etl.progress``
-2. I/O: ``etl.clients.*`` (the services), ``etl.db.*`` (the database); the clients and the
-   database do not import each other
-1. base: ``etl`` (the package itself), ``etl.errors``, ``etl.freshness``, ``etl.clock``, ``etl.addresses``,
-   ``etl.limits``, ``etl.settings``
-   (how settings are declared)
+7. the commands: ``etl.cli`` (``honeypot-etl`` and each subcommand's options), and every
+   ``__main__`` module (``python -m etl``, ``python -m etl.refresh``, ``python -m etl.status``)
+6. ``etl.status``: where a database stands, read-only (the command's and the notebook's numbers)
+5. ``etl.refresh``: the run (its settings, the pipeline, the phases' runner, the commit, the run
+   log row, the files it writes), and the jobs beside it (kept answers, ``doctor``)
+4. ``etl.report``: what a run tells its operator (the summary, progress, the metrics)
+3. ``etl.sources``: one folder per source (client, wire parser, frame steps, phase)
+2. ``etl.db``: the database
+1. ``etl.core`` (errors, settings, limits, time, addresses, freshness) and ``etl`` itself
+
+Inside ``etl.sources`` only a source's phase (``etl.sources.<name>.phase``) touches the
+database: its client, parser and frame steps work without one.
 
 Every import counts, also those inside functions or under ``TYPE_CHECKING``, except in a
-``if __name__ == "__main__":`` block (running a module as a program is an entry point). A module that is
-in no layer fails the test: place it when it is added.
+``if __name__ == "__main__":`` block (running a module as a program is an entry point). A module
+in no folder of a layer fails the test: place it in one.
 
 The test bed (``testbed``: the sample world, the simulators, the demo) is outside the package
 and above all of it: it may import any of ``etl``, nothing in ``etl`` imports it, and it has no
@@ -47,51 +43,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "etl"
 
+ENTRY = 7
 LAYERS: dict[str, int] = {
-    "etl.__main__": 8,
-    "etl.app": 8,
-    "etl.refresh": 8,
-    "etl.cli": 8,
-    "etl.status.cli": 8,
-    "etl.status.__main__": 8,
-    "etl.pending_cli": 8,
-    "etl.doctor_cli": 8,
-    "etl.pipeline": 7,
-    "etl.kept": 7,
-    "etl.doctor": 7,
-    "etl.monitored": 7,
-    "etl.outputs": 7,
-    "etl.runner": 7,
-    "etl.events": 7,
-    "etl.network": 7,
-    "etl.phases_cymru": 7,
-    "etl.phases_greynoise": 7,
-    "etl.metrics": 7,
-    "etl.terminal": 7,
-    "etl.status": 7,
-    "etl.config": 6,
-    "etl.validation": 5,
-    "etl.maxmind": 5,
-    "etl.maxmind_check": 5,
-    "etl.cymru": 5,
-    "etl.greynoise": 5,
-    "etl.merge": 5,
-    "etl.commit": 5,
-    "etl.runlog": 5,
-    "etl.report": 3,
-    "etl.progress": 3,
-    "etl.clients": 2,
+    "etl.cli": ENTRY,
+    "etl.status": 6,
+    "etl.refresh": 5,
+    "etl.report": 4,
+    "etl.sources": 3,
     "etl.db": 2,
-    "etl.errors": 1,
-    "etl.freshness": 1,
-    "etl.clock": 1,
-    "etl.addresses": 1,
-    "etl.settings": 1,
-    "etl.limits": 1,
+    "etl.core": 1,
     "etl": 1,
 }
-# Same layer, kept apart: neither group imports the other.
-SIBLINGS = (("etl.clients", "etl.db"),)
+# Every other module lives in a folder: the package's top holds only these.
+TOP = ["__init__.py", "__main__.py"]
 
 
 def module_name(path: Path) -> str:
@@ -124,7 +88,9 @@ def imported_modules(
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
-            for alias in node.names:  # `from etl import config` imports the module etl.config
+            for (
+                alias
+            ) in node.names:  # `from etl import config` imports the module etl.refresh.config
                 full = f"{base}.{alias.name}"
                 found.add(full if is_module(full) else base)
     return {module for module in found if module == "etl" or module.startswith("etl.")}
@@ -139,9 +105,14 @@ def _is_main_block(statement: ast.stmt) -> bool:
 
 
 def layer_of(module: str) -> int | None:
-    """The layer of the longest listed prefix of ``module``."""
+    """The layer of ``module``: a ``__main__`` module is an entry point, any other is its
+    folder's (the longest listed prefix; the package itself only for ``etl``)."""
+    if module.rpartition(".")[2] == "__main__":
+        return ENTRY
+    if module == "etl":
+        return LAYERS["etl"]
     parts = module.split(".")
-    for end in range(len(parts), 0, -1):
+    for end in range(len(parts), 1, -1):
         prefix = ".".join(parts[:end])
         if prefix in LAYERS:
             return LAYERS[prefix]
@@ -161,10 +132,6 @@ def violations(importer: str, imported: set[str]) -> list[str]:
         layer = layer_of(module)
         if own is not None and layer is not None and layer > own:
             found.append(f"{importer} (layer {own}) imports {module} (layer {layer})")
-        for first, second in SIBLINGS:
-            for here, there in ((first, second), (second, first)):
-                if in_group(importer, here) and in_group(module, there):
-                    found.append(f"{importer} imports its sibling {module}")
     return found
 
 
@@ -231,17 +198,33 @@ def test_every_module_has_a_layer() -> None:
     assert unplaced == []
 
 
+def test_the_top_of_the_package_holds_only_its_init_and_main() -> None:
+    """Every module is in a folder named for its role; a reader starts from the folders."""
+    assert sorted(path.name for path in PACKAGE.glob("*.py")) == TOP
+
+
+def test_only_a_sources_phase_touches_the_database() -> None:
+    found = {
+        (module, dep)
+        for module, deps in package_imports().items()
+        if in_group(module, "etl.sources") and not module.endswith(".phase")
+        for dep in deps
+        if in_group(dep, "etl.db")
+    }
+    assert found == set()
+
+
 def test_imports_only_point_down() -> None:
     broken = [v for module, deps in package_imports().items() for v in violations(module, deps)]
     assert broken == []
 
 
-def test_db_and_clients_import_no_configuration_nor_the_run() -> None:
-    higher = ("etl.config", "etl.pipeline", "etl.refresh", "etl.cli")
+def test_db_and_sources_import_no_configuration_nor_the_run() -> None:
+    higher = ("etl.refresh.config", "etl.refresh.pipeline", "etl.cli.refresh", "etl.cli.options")
     found = {
         (module, dep)
         for module, deps in package_imports().items()
-        if in_group(module, "etl.db") or in_group(module, "etl.clients")
+        if in_group(module, "etl.db") or in_group(module, "etl.sources")
         for dep in deps
         if any(in_group(dep, name) for name in higher)
     }
@@ -292,11 +275,31 @@ def test_an_import_cycle_is_caught(sources: dict[str, str], expected: list[list[
 @pytest.mark.parametrize(
     ("importer", "source", "expected"),
     [
-        ("etl.db.select", "from etl.config import Freshness", "etl.config (layer 6)"),
-        ("etl.maxmind", "from etl.config import RefreshConfig", "etl.config (layer 6)"),
-        ("etl.db.select", "def f():\n    from etl import pipeline", "etl.pipeline (layer 7)"),
-        ("etl.db.write", "from ..clients import cymru", "sibling etl.clients.cymru"),
-        ("etl.report", "import etl.maxmind", "etl.maxmind (layer 5)"),
+        (
+            "etl.db.select",
+            "from etl.refresh.config import Freshness",
+            "etl.refresh.config (layer 5)",
+        ),
+        (
+            "etl.sources.maxmind.steps",
+            "from etl.refresh.config import RefreshConfig",
+            "etl.refresh.config (layer 5)",
+        ),
+        (
+            "etl.db.select",
+            "def f():\n    from etl.refresh import pipeline",
+            "etl.refresh.pipeline (layer 5)",
+        ),
+        (
+            "etl.db.write",
+            "from ..sources.cymru import client",
+            "etl.sources.cymru.client (layer 3)",
+        ),
+        (
+            "etl.sources.maxmind.steps",
+            "import etl.report.summary",
+            "etl.report.summary (layer 4)",
+        ),
     ],
 )
 def test_an_upward_import_is_caught(importer: str, source: str, expected: str) -> None:
@@ -306,8 +309,12 @@ def test_an_upward_import_is_caught(importer: str, source: str, expected: str) -
 
 
 def test_downward_imports_pass() -> None:
-    source = "from etl.db.url import redact\nfrom etl import errors\nfrom etl.freshness import x"
-    assert violations("etl.pipeline", imported_modules(source, "etl.pipeline")) == []
+    source = (
+        "from etl.db.url import redact\nfrom etl.core import errors\nfrom etl.core.freshness import x"
+    )
+    assert (
+        violations("etl.refresh.pipeline", imported_modules(source, "etl.refresh.pipeline")) == []
+    )
 
 
 def all_imports(path: Path) -> set[str]:

@@ -26,9 +26,9 @@ import maxminddb
 import numpy as np
 import pytest
 
-from etl.config import RefreshConfig
-from etl.pipeline import refresh
-from etl.report import LineReporter, RunSummary
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter, RunSummary
 from testbed.sample.mmdb_files import build_epoch, write_maxmind_files
 from testbed.sample.world import World
 from tests.loader import (

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl import maxmind_check
-from etl.config import RefreshConfig, Source
-from etl.errors import MaxMindError
-from etl.maxmind import MaxMindDatabases, open_maxmind, with_maxmind
-from etl.metrics import render_metrics
-from etl.pipeline import refresh
-from etl.report import RunSummary
-from etl.validation import with_validation
+from etl.core.errors import MaxMindError
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.refresh.validation import with_validation
+from etl.report.metrics import render_metrics
+from etl.report.summary import RunSummary
+from etl.sources.maxmind import check as maxmind_check
+from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind, with_maxmind
 
 EPOCH = 1770245369
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -17,9 +17,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from etl.config import RefreshConfig
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from etl.status import explore
 from testbed.sample.build import build_sample
 from tests.conftest import ROOT

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from etl.config import RefreshConfig
-from etl.monitored import monitored_refresh
-from etl.report import RunSummary
+from etl.refresh.config import RefreshConfig
+from etl.refresh.monitored import monitored_refresh
+from etl.report.summary import RunSummary
 from testbed.sim.common import CYMRU_FAULTS, GREYNOISE_FAULTS
 from tests.sims import Simulator, run_module, running
 

@@ -18,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import RunSummary
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import RunSummary
 from testbed.sample.build import build_sample
 
 NEIGHBOUR = r"""

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from etl.metrics import exact, render_metrics, render_state_metrics, write_metrics
-from etl.progress import StatusFile
-from etl.report import RunSummary
-from etl.terminal import RichProgress
+from etl.report.metrics import exact, render_metrics, render_state_metrics, write_metrics
+from etl.report.progress import StatusFile
+from etl.report.summary import RunSummary
+from etl.report.terminal import RichProgress
 from tests.sims import run_module, running
 
 KEY = "planted-greynoise-key-5f3a9c"
@@ -124,7 +124,7 @@ def test_the_readmes_alerts_use_series_and_labels_the_metrics_file_has(tmp_path:
     another one)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from etl.report import SourceStop
+    from etl.report.summary import SourceStop
 
     summary = RunSummary()
     summary.stopped["greynoise"] = SourceStop("key_refused", "GreyNoise refused the key", 3)

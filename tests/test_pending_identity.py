@@ -21,7 +21,7 @@ import polars as pl
 from etl.db.database import Database
 from etl.db.pending import PendingAnswers
 from etl.db.url import parse_database_url
-from etl.report import LineReporter
+from etl.report.summary import LineReporter
 from tests.sims import Simulator, write_lock_held
 from tests.test_real_databases import (
     asked_since,
@@ -271,8 +271,8 @@ def test_pending_usage_errors_are_one_line(tmp_path: Path, sample_world: tuple[P
 def test_a_dry_run_gives_no_id_a_real_run_does(
     tmp_path: Path, sample_world: tuple[Path, Path]
 ) -> None:
+    from etl.cli.refresh import main
     from etl.db.identity import database_id
-    from etl.refresh import main
 
     db = tmp_path / "h.sqlite"
     copy_database(sample_world[0], db)
@@ -295,10 +295,10 @@ def test_the_id_and_the_known_ips_in_each_dialect(any_db_url: str, tmp_path: Pat
     only to IPs the database knows."""
     from datetime import UTC, datetime
 
-    from etl.config import RefreshConfig
     from etl.db.identity import claim_database_id, database_id, known_ips
     from etl.db.pending import OWNER_KEY
-    from etl.pipeline import apply_pending
+    from etl.refresh.config import RefreshConfig
+    from etl.refresh.pipeline import apply_pending
 
     url = parse_database_url(any_db_url)
     with Database(url, create=True) as db:

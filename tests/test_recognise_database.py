@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from etl.core.errors import DatabaseError
 from etl.db.url import parse_database_url
-from etl.errors import DatabaseError
 
 SKIP_ALL = ("--skip", "maxmind", "--skip", "cymru", "--skip", "greynoise")
 ENV = {**os.environ, "GREYNOISE_API_KEY": "", "ETL_DB_URL": "", "ETL_CONFIG": ""}
@@ -338,8 +338,8 @@ def test_an_empty_postgres_database_needs_create(pg_url: str) -> None:
 
 
 def test_driver_errors_map_to_exit_2_only_when_the_database_is_unusable(tmp_path: Path) -> None:
+    from etl.core.errors import UnusableDatabaseError
     from etl.db.recognise import postgres_connect_error, sqlite_open_error
-    from etl.errors import UnusableDatabaseError
 
     sqlite_url = parse_database_url(f"sqlite:///{tmp_path}/x.db")
     pg = parse_database_url(f"postgresql://etl:{PASSWORD}@db.example:5432/cowrie")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from testbed.sample.world import World
 from tests.sims import Simulator, run_module, running
 

@@ -12,9 +12,9 @@ from typing import Any
 import maxminddb
 import pytest
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from tests.world import World, load_postgres, load_sqlite, plan_world
 
 NETWORKS = [

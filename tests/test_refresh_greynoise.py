@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etl.config import RefreshConfig, Source
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from tests.sims import Simulator, run_module, running
 
 KEY = "refresh-test-key"

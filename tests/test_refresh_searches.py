@@ -8,9 +8,9 @@ import math
 import re
 from pathlib import Path
 
-from etl.metrics import render_metrics
-from etl.pipeline import refresh
-from etl.report import LineReporter, RunSummary
+from etl.refresh.pipeline import refresh
+from etl.report.metrics import render_metrics
+from etl.report.summary import LineReporter, RunSummary
 from testbed.sample.world import World
 from tests.sims import running
 from tests.test_refresh_greynoise import KEY, build_sample, config, greynoise_blocks

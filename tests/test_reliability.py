@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from etl.core.errors import RunLockedError
 from etl.db.database import Database
 from etl.db.lock import run_lock
 from etl.db.url import parse_database_url
-from etl.errors import RunLockedError
 from tests.sims import run_module, running
 
 KEY = "reliability-key"
@@ -199,11 +199,11 @@ def test_ctrl_c_stops_asking_services_at_once(tmp_path: Path) -> None:
 def test_a_failed_commit_stops_the_network_phases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from etl.config import RefreshConfig, Source
+    from etl.core.errors import DatabaseError
     from etl.db.write import ChunkWriter
-    from etl.errors import DatabaseError
-    from etl.pipeline import refresh
-    from etl.report import LineReporter
+    from etl.refresh.config import RefreshConfig, Source
+    from etl.refresh.pipeline import refresh
+    from etl.report.summary import LineReporter
 
     db_url = f"sqlite:///{tmp_path / 'h.sqlite'}"
     build_sample(db_url, tmp_path, 300)

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-import etl.runlog
-from etl.config import RefreshConfig, Source
+import etl.refresh.runlog
+from etl.core.errors import DatabaseBusyError, DatabaseError
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
 from etl.db.url import parse_database_url
-from etl.errors import DatabaseBusyError, DatabaseError
-from etl.pipeline import refresh
-from etl.report import LineReporter
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.report.summary import LineReporter
 from testbed.sample.build import build_sample
 
 HOSTILE = "x'); DROP TABLE ip_inventory;--"
@@ -186,14 +186,14 @@ def test_a_log_that_cannot_be_written_never_hides_the_run(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'h.sqlite'}"
     build_sample(url, 50, 3, tmp_path / "mm")
-    real = etl.runlog.write_run
+    real = etl.refresh.runlog.write_run
 
     def only_the_first(db: Database, row: dict[str, Any]) -> None:
         if row["outcome"] != "running":
             raise DatabaseError("the disk is full")
         real(db, row)
 
-    monkeypatch.setattr(etl.runlog, "write_run", only_the_first)
+    monkeypatch.setattr(etl.refresh.runlog, "write_run", only_the_first)
     notes: list[str] = []
     reporter = StopAt("maxmind", DatabaseBusyError("gave up after 300 s"))
     reporter.note = notes.append  # type: ignore[method-assign]
@@ -233,7 +233,7 @@ def test_another_writers_lock_does_not_hold_the_run_back(tmp_path: Path) -> None
 
 def test_the_meter_counts_searches_on_the_day_they_were_spent() -> None:
     now = [datetime(2031, 3, 14, 23, 59, 59, tzinfo=UTC)]
-    meter = etl.runlog.SearchMeter(lambda: now[0])
+    meter = etl.refresh.runlog.SearchMeter(lambda: now[0])
     for total in (10, 25, 25, 20):  # 5 given back
         meter.sample(total)
     now[0] += timedelta(seconds=2)  # midnight

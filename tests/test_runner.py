@@ -16,15 +16,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.cymru import CymruClient, CymruSettings
-from etl.clients.greynoise import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
-from etl.errors import QuotaExhaustedError
-from etl.events import Event, Noted, PartAnswered, PhaseDone, PhaseStopped, Post, Progressed
-from etl.network import account
-from etl.phases_cymru import Tier1Plan, cymru_phase
-from etl.phases_greynoise import AnswerGroups, greynoise_phase
-from etl.report import RunSummary
-from etl.runner import Phase, PhaseRunner
+from etl.core.errors import QuotaExhaustedError
+from etl.refresh.network import account
+from etl.refresh.runner import Phase, PhaseRunner
+from etl.report.summary import RunSummary
+from etl.sources.cymru.client import CymruClient, CymruSettings
+from etl.sources.cymru.phase import Tier1Plan, cymru_phase
+from etl.sources.events import Event, Noted, PartAnswered, PhaseDone, PhaseStopped, Post, Progressed
+from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
+from etl.sources.greynoise.phase import AnswerGroups, greynoise_phase
 from testbed.sample.world import World
 from tests.sims import Simulator, running
 

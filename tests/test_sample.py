@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.clients.greynoise_answers import GreyNoiseAnswer
-from etl.greynoise import greynoise_results
+from etl.sources.greynoise.answers import GreyNoiseAnswer
+from etl.sources.greynoise.steps import greynoise_results
 from testbed.sample.honeypot import greynoise_block
 from testbed.sample.mmdb_files import build_epoch, write_maxmind_files
 from testbed.sample.sessions import snapshot_country

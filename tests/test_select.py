@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from etl.core.freshness import Freshness
 from etl.db.database import Database
 from etl.db.select import SelectionRules, freshness_counts, select_stale
 from etl.db.url import parse_database_url
-from etl.freshness import Freshness
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FRESH = '{"maxmind": {"status": "ok", "cached_at": "2026-11-27T00:00:00+00:00"}}'

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.config import RefreshConfig, Source
+from etl.core.errors import ReaderStoppedError
 from etl.db import reader as reader_module
 from etl.db import sessions as sessions_module
 from etl.db.database import Database
 from etl.db.sessions import SessionLinker, find_sessions
 from etl.db.url import parse_database_url
-from etl.errors import ReaderStoppedError
-from etl.pipeline import refresh
-from etl.status.report import status_report
+from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.pipeline import refresh
+from etl.status.collect import status_report
 from etl.status.text import render
 
 # Addresses MaxMind's test databases know: (ASN, country)

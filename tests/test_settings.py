@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl import cli
-from etl.config import RefreshConfig, load_config
-from etl.errors import SettingError, UsageError
-from etl.refresh import SETTINGS
-from etl.settings import convert, read_file, secret_file_warning
+from etl.cli import options as cli
+from etl.cli.refresh import SETTINGS
+from etl.core.errors import SettingError, UsageError
+from etl.core.settings import convert, read_file, secret_file_warning
+from etl.refresh.config import RefreshConfig, load_config
 from tests.conftest import ROOT
 
 KEY = "planted-greynoise-key-5f3a9c"
@@ -282,11 +282,11 @@ def test_the_clients_defaults_are_the_runs() -> None:
     """What a run sends its clients by default is what the clients do with no argument, and
     the same holds for the lock wait and the progress line's interval: each default is declared
     once (the clients', the database's, the reporter's) and `RefreshConfig` reads it."""
-    from etl.clients.cymru import CymruSettings
-    from etl.clients.greynoise import GreyNoiseSettings
     from etl.db.database import Database
     from etl.db.recognise import recognise
-    from etl.report import LineReporter
+    from etl.report.summary import LineReporter
+    from etl.sources.cymru.client import CymruSettings
+    from etl.sources.greynoise.client import GreyNoiseSettings
 
     config = RefreshConfig()
     assert config.greynoise_settings() == GreyNoiseSettings()
@@ -312,8 +312,8 @@ def test_a_setting_is_checked_once_the_same_way(
 ) -> None:
     """A value the run refuses, the client's settings refuse with the same words (one check,
     declared with the client's settings), and the other way round."""
-    from etl.clients.cymru import CymruSettings
-    from etl.clients.greynoise import GreyNoiseSettings
+    from etl.sources.cymru.client import CymruSettings
+    from etl.sources.greynoise.client import GreyNoiseSettings
 
     for value in values:
         with pytest.raises(SettingError) as by_the_run:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.app import main
+from etl.cli.app import main
 from testbed.sample.scratch import PG_ADMIN, PG_SERVER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_the_wheel_holds_the_package_and_no_test_bed(wheel: Path) -> None:
         texts = [archive.read(name).decode("utf-8", "replace") for name in names]
     tops = {name.split("/")[0] for name in names}
     assert tops == {"etl", "honeypot_etl-0.1.0.dist-info"}
-    assert "etl/refresh.py" in names and "etl/app.py" in names
+    assert "etl/cli/refresh.py" in names and "etl/cli/app.py" in names
     assert [n for n in names if n.split("/")[:2] in (["etl", t] for t in TEST_BED)] == []
     assert [n for n in names if n.startswith("etl/") and Path(n).stem in TEST_BED] == []
     # The tests' PostgreSQL server and admin URL are the test bed's, not the product's.

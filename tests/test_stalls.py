@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.clients.cymru import CymruClient, CymruSettings
-from etl.clients.failures import CircuitBreaker, Failure, ProgressWatch
-from etl.errors import ServiceUnavailableError
+from etl.core.errors import ServiceUnavailableError
+from etl.sources.cymru.client import CymruClient, CymruSettings
+from etl.sources.failures import CircuitBreaker, Failure, ProgressWatch
 from testbed.sample.world import World
 from tests.sims import NOT_ASKED, run_module, running, without_count
 from tests.test_breakers import refresh
@@ -300,7 +300,7 @@ def summary_table(tmp_path: Path, db_url: str) -> str:
     """The summary table of the run in the summary JSON (as the CLI prints it)."""
     import json
 
-    from etl.report import RunSummary, SourceCounts, SourceStop
+    from etl.report.summary import RunSummary, SourceCounts, SourceStop
 
     data = json.loads((tmp_path / "s.json").read_text())
     data["sources"] = {k: SourceCounts(**v) for k, v in data["sources"].items()}

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from etl.config import RefreshConfig
+from etl.cli.status import main
+from etl.core.errors import SettingError
 from etl.db.select import SOURCES
-from etl.errors import SettingError
-from etl.metrics import write_metrics
-from etl.outputs import check_outputs
-from etl.pipeline import refresh
-from etl.report import LineReporter, RunSummary
-from etl.status.cli import main
-from etl.status.report import status_report
+from etl.refresh.config import RefreshConfig
+from etl.refresh.outputs import check_outputs
+from etl.refresh.pipeline import refresh
+from etl.report.metrics import write_metrics
+from etl.report.summary import LineReporter, RunSummary
+from etl.status.collect import status_report
 from testbed.sample.build import build_sample
 
 PROM_LINE = re.compile(r'^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+)$')

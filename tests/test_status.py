@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from etl.app import main as app_main
-from etl.config import RefreshConfig
+from etl.cli.app import main as app_main
+from etl.cli.status import main
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.url import parse_database_url
-from etl.status.cli import main
-from etl.status.report import status_report
+from etl.refresh.config import RefreshConfig
+from etl.status.collect import status_report
 from etl.status.text import render
 from tests.sims import run_module
 from tests.world import load_postgres, load_sqlite, plan_world
@@ -178,9 +178,9 @@ def test_postgres_read_only_creates_nothing(compat_pg: str, tmp_path: Path) -> N
 
 
 def test_status_on_postgres_after_a_run(pg_url: str, tmp_path: Path) -> None:
-    from etl.config import Source
-    from etl.pipeline import refresh
-    from etl.report import LineReporter
+    from etl.refresh.config import Source
+    from etl.refresh.pipeline import refresh
+    from etl.report.summary import LineReporter
     from testbed.sample.build import build_sample
 
     build_sample(pg_url, 150, 3, tmp_path / "mm")

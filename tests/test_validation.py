@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.validation import IPV4_BOGONS, ipv6_reason, with_validation
+from etl.refresh.validation import IPV4_BOGONS, ipv6_reason, with_validation
 
 
 def classify(values: list[str]) -> dict[str, tuple[bool, str | None]]:

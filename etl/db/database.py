@@ -25,6 +25,13 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
+from etl.core.errors import (
+    DatabaseBusyError,
+    DatabaseError,
+    ReaderStoppedError,
+    RunLockedError,
+    SchemaError,
+)
 from etl.db import ddl
 from etl.db.backends import dialect_for
 from etl.db.dialect import Load, first_line, split_script
@@ -32,13 +39,6 @@ from etl.db.extensions import offline_connection
 from etl.db.postgres import drop_own_stages
 from etl.db.recognise import DEFAULT_LOCK_TIMEOUT, REQUIRED_COLUMNS, recognise
 from etl.db.url import DatabaseUrl, redact
-from etl.errors import (
-    DatabaseBusyError,
-    DatabaseError,
-    ReaderStoppedError,
-    RunLockedError,
-    SchemaError,
-)
 
 # How long a stopping run may spend dropping its own PostgreSQL staging tables (systemd stops
 # a unit 30 s after SIGTERM; the run log's end row may wait 5 s before this).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from etl.errors import DatabaseError
+from etl.core.errors import DatabaseError
 
 # extension name DuckDB loads -> (wheel module, file name inside the wheel)
 _WHEELS = {

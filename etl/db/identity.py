@@ -21,12 +21,12 @@ from typing import Final
 
 import polars as pl
 
+from etl.core.errors import DatabaseError, RunLockedError
 from etl.db.database import Database
 from etl.db.ddl import IDENTITY_TABLE, identity_ddl
 from etl.db.dialect import sql_string
 from etl.db.sessions import find_sessions
 from etl.db.sqlite import sqlite_timestamp
-from etl.errors import DatabaseError, RunLockedError
 
 ID_NAME: Final = "database_id"  # the row of `IDENTITY_TABLE` that holds the id
 KNOWN_BATCH: Final = 1_000  # addresses looked up per query (literals in an IN list)

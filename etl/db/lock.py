@@ -29,11 +29,11 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
+from etl.core.errors import DatabaseError, RunLockedError
 from etl.db.ddl import IDENTITY_TABLE, identity_ddl
 from etl.db.recognise import postgres_connect_error
 from etl.db.side_files import run_lock_path
 from etl.db.url import DatabaseUrl
-from etl.errors import DatabaseError, RunLockedError
 
 if TYPE_CHECKING:
     import psycopg

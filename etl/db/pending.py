@@ -29,9 +29,9 @@ from typing import Final, Literal
 
 import polars as pl
 
+from etl.core.errors import DatabaseError
 from etl.db.backends import dialect_for
 from etl.db.url import DatabaseUrl
-from etl.errors import DatabaseError
 
 Kind = Literal["ips", "asns"]
 KINDS: Final[tuple[Kind, ...]] = ("ips", "asns")

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import duckdb
 import polars as pl
 
+from etl.core.errors import DatabaseError, SchemaError, UnusableDatabaseError
 from etl.db import ddl
 from etl.db.dialect import (
     Backend,
@@ -38,7 +39,6 @@ from etl.db.extensions import load_extension
 from etl.db.recognise import postgres_connect_error
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect, redact
-from etl.errors import DatabaseError, SchemaError, UnusableDatabaseError
 
 # What DuckDB's postgres extension says when the server went away (restart, failover,
 # pg_terminate_backend) or cannot be reached yet: the write is retried on a new connection.

@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import duckdb
 
-from etl.errors import ReaderStoppedError
+from etl.core.errors import ReaderStoppedError
 
 if TYPE_CHECKING:
     import polars as pl

@@ -1,6 +1,6 @@
 """Is it a cowrieprocessor database? Found out read-only, before anything is written to it.
 
-A refresh (`etl.pipeline.check_before_work`, and again before its run lock is taken) and
+A refresh (`etl.refresh.pipeline.check_before_work`, and again before its run lock is taken) and
 `honeypot-etl status` (`Database(..., read_only=True)`) first look at what the database URL
 names, without creating or changing anything: SQLite's schema through a connection that cannot
 create the file, PostgreSQL's catalog through one query.
@@ -27,12 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from etl.core.errors import DatabaseBusyError, DatabaseError, SchemaError, UnusableDatabaseError
 from etl.db import ddl
 from etl.db.url import DatabaseUrl, redact
-from etl.errors import DatabaseBusyError, DatabaseError, SchemaError, UnusableDatabaseError
 
 # Seconds a run waits, in all, for another writer's lock (or a lost PostgreSQL server): the
-# default of the lock_timeout setting (`etl.config`), of `Database` and of the reads here.
+# default of the lock_timeout setting (`etl.refresh.config`), of `Database` and of the reads here.
 DEFAULT_LOCK_TIMEOUT: Final = 300.0
 
 # The tables of a cowrieprocessor database (shared/compat/cowrieprocessor-sqlite.sql: every

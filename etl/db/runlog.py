@@ -20,9 +20,9 @@ from typing import Any, Final
 
 import polars as pl
 
+from etl.core.errors import DatabaseError
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
-from etl.errors import DatabaseError
 
 __all__ = [
     "RESERVING",

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from etl.core.freshness import Freshness
 from etl.db.database import Database
 from etl.db.sessions import FoundSessions, find_sessions
 from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
 from etl.db.timestamps import parse_timestamps
-from etl.freshness import Freshness
 
 # Fields read from each inventory row's enrichment JSON, parsed once per row.
 _PATHS = (

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 import duckdb
 import polars as pl
 
+from etl.core.errors import DatabaseError, SchemaError
 from etl.db import ddl
 from etl.db.dialect import (
     Backend,
@@ -34,7 +35,6 @@ from etl.db.recognise import sqlite_open_error
 from etl.db.side_files import pending_path
 from etl.db.upsert import BLOCKS, asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
-from etl.errors import DatabaseError, SchemaError
 
 # cowrieprocessor's SQLite timestamp text: UTC, space separator, six fractional digits.
 SQLITE_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"

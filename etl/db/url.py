@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from etl.errors import SettingError
-from etl.limits import path_problem
+from etl.core.errors import SettingError
+from etl.core.limits import path_problem
 
 Dialect = Literal["sqlite", "postgres"]
 

@@ -26,7 +26,7 @@ from typing import Final
 
 import polars as pl
 
-from etl.clock import Clock, utc_now
+from etl.core.clock import Clock, utc_now
 from etl.db.database import Database
 from etl.db.dialect import Unit
 from etl.db.sessions import SessionLinker

@@ -1,5 +1,5 @@
 """``python -m etl.status``: the status report of a honeypot database."""
 
-from etl.status.cli import run
+from etl.cli.status import run
 
 run()

@@ -14,13 +14,13 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from etl.config import RefreshConfig
+from etl.core.errors import EtlError
+from etl.core.freshness import Freshness
 from etl.db import runlog
 from etl.db.inventory import asn_names, ip_details
 from etl.db.select import SOURCES
-from etl.errors import EtlError
-from etl.freshness import Freshness
-from etl.status.report import (
+from etl.refresh.config import RefreshConfig
+from etl.status.collect import (
     RUN_ERRORS,
     StatusReport,
     gather,
@@ -73,7 +73,7 @@ def ttl_days(freshness: Freshness) -> dict[str, int]:
 def load_snapshot(config: RefreshConfig, runs: int = 500) -> Snapshot:
     """Read the database ``config`` names, read-only, at ``config.clock()``: the status report
     with a forecast as long as the longest TTL, every IP, the AS names and the last ``runs``
-    runs (500: three weeks of hourly runs). Raises what `etl.status.report.status_report`
+    runs (500: three weeks of hourly runs). Raises what `etl.status.collect.status_report`
     raises."""
     horizon = max(ttl_days(config.freshness).values()) + 1
     with reading(config) as (db, maxmind, now):

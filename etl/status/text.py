@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from etl.status.report import STATES, SearchStatus, StatusReport
+from etl.status.collect import STATES, SearchStatus, StatusReport
 
 _HEADINGS = {"never": "never asked", "not_needed": "not needed", "not_known": "not known"}
 _CYMRU_ONLY = ("not_needed", "not_known")

@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl.core.errors import UsageError
 from etl.db.database import Database
 from etl.db.ddl import IDENTITY_TABLE
 from etl.db.pending import PendingAnswers
 from etl.db.url import DatabaseUrl, parse_database_url
-from etl.errors import UsageError
 from testbed.sample.honeypot import build_honeypot
 from testbed.sample.marks import (
     SAMPLE_TABLE,

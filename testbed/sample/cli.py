@@ -17,10 +17,10 @@ from typing import Annotated
 
 import typer
 
-from etl import cli
+from etl.cli import options as cli
 from testbed.sample.scratch import JournalMode
 
-# Never a refresh's defaults (etl.config: data/honeypot.sqlite, data/maxmind).
+# Never a refresh's defaults (etl.refresh.config: data/honeypot.sqlite, data/maxmind).
 SAMPLE_DB_URL = "sqlite:///data/sample/honeypot.sqlite"
 SAMPLE_MAXMIND_DIR = Path("data/sample/maxmind")
 
@@ -120,8 +120,8 @@ def sample(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m testbed.sample`` with ``argv``; return the exit status."""
-    from etl.config import RefreshConfig
-    from etl.settings import declared
+    from etl.core.settings import declared
+    from etl.refresh.config import RefreshConfig
 
     # --db means what it means for a refresh: its errors are named the same way.
     return cli.run_single(

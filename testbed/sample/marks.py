@@ -24,8 +24,8 @@ from etl.db.dialect import sql_string
 from etl.db.pending import PendingAnswers
 from etl.db.side_files import journal_paths
 from etl.db.url import DatabaseUrl
-from etl.maxmind import ASN_FILES, CITY_FILES
-from etl.maxmind_check import READ_ERRORS
+from etl.sources.maxmind.check import READ_ERRORS
+from etl.sources.maxmind.steps import ASN_FILES, CITY_FILES
 
 SAMPLE_TABLE: Final = "etl_sample"
 # The files a refresh reads from its MaxMind folder: the sample's would stand in for any of them.

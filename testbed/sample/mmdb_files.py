@@ -18,7 +18,7 @@ import maxminddb
 import numpy as np
 from mmdb_writer import Encoder, MmdbF64, MmdbU16, MmdbU32
 
-from etl.validation import IPV4_BOGONS, ipv4_network_bounds
+from etl.refresh.validation import IPV4_BOGONS, ipv4_network_bounds
 from testbed.sample.marks import mmdb_description
 from testbed.sample.mmdb_tree import Networks, write_mmdb
 from testbed.sample.world import CITIES, COUNTRY_NAMES, World

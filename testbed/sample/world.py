@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from etl.validation import IPV4_BOGONS
+from etl.refresh.validation import IPV4_BOGONS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

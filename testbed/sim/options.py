@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from etl.errors import SettingError, UsageError
-from etl.limits import Range, path_problem
+from etl.core.errors import SettingError, UsageError
+from etl.core.limits import Range, path_problem
 
 # The ranges of the numeric options (one line and exit 2 outside them).
 RANGES = {

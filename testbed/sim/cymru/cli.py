@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from etl import cli
+from etl.cli import options as cli
 from testbed.sim.common import CymruFault
 from testbed.sim.options import FaultRate, LatencyMs, Log, Port, Seed, checked
 

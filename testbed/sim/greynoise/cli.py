@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from etl import cli
+from etl.cli import options as cli
 from testbed.sim.common import GreyNoiseFault
 from testbed.sim.options import FaultRate, LatencyMs, Log, Port, Seed, checked
 

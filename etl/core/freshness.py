@@ -1,0 +1,21 @@
+"""How long each source's answer stays fresh (SPEC 2.2).
+
+A module of its own, below every layer that reads it: the configuration (`etl.refresh.config`)
+holds one, the stale selection (`etl.db.select`) applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How long each source's block stays fresh (SPEC 2.2)."""
+
+    maxmind: timedelta = timedelta(days=7)
+    cymru_ok: timedelta = timedelta(days=90)
+    cymru_not_found: timedelta = timedelta(days=7)
+    greynoise: timedelta = timedelta(days=7)
+    asn_details: timedelta = timedelta(days=90)

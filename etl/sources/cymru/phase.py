@@ -1,0 +1,145 @@
+"""The Team Cymru phase: the IPs lacking an ASN and Tier 1 (AS registration data) in the same
+bulk sessions, run in a thread by `etl.refresh.runner`; it only posts events (`etl.sources.events`).
+
+`tier1_plan` decides, on the main thread, which ASNs to ask: every ASN of asn_inventory whose
+registration data is missing or older than 90 days, and MaxMind's ASNs of this run not known
+fresh; for IPs named by address (`NAMED_IPS`), only their own ASNs, and none when none was
+selected. ASNs that only Cymru's answers reveal are asked at the end of the phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from etl.core.clock import Clock, utc_now
+from etl.core.freshness import Freshness
+from etl.db.database import Database
+from etl.db.select import asn_details_state
+from etl.db.write import MAX_PG_INTEGER
+from etl.sources.cymru.client import Batch, CymruClient
+from etl.sources.cymru.steps import NAMED_IPS, as_queries, asn_details, cymru_results, split_batch
+from etl.sources.events import (
+    AsLookupsUnanswered,
+    AsnDetailsAnswered,
+    BatchAnswered,
+    Informed,
+    PartAnswered,
+    Post,
+    Progressed,
+)
+
+
+@dataclass(frozen=True)
+class Tier1Plan:
+    """The ASNs to ask about (``wanted``) and those whose registration data is ``fresh``."""
+
+    wanted: tuple[int, ...] = ()
+    fresh: frozenset[int] = frozenset()
+
+
+def storable(asns: Iterable[int]) -> set[int]:
+    """AS numbers that fit asn_inventory.asn_number (a 32-bit signed integer on PostgreSQL)."""
+    return {asn for asn in asns if 0 < asn <= MAX_PG_INTEGER}
+
+
+def tier1_plan(db: Database, frame: pl.DataFrame, now: datetime, freshness: Freshness) -> Tier1Plan:
+    """Which ASNs this run asks Team Cymru about (stale in asn_inventory, or MaxMind's ASNs of
+    ``frame`` not known fresh); for a frame of IPs named by address (`NAMED_IPS`), only
+    MaxMind's ASNs of ``frame`` not known fresh: the rest of asn_inventory is left alone."""
+    fresh, stale = asn_details_state(db, now, freshness)
+    known = storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
+    others = set() if NAMED_IPS in frame.columns else storable(stale)
+    return Tier1Plan(tuple(sorted(others | (known - fresh))), frozenset(fresh))
+
+
+def cymru_queries(ips: list[str], plan: Tier1Plan) -> list[str]:
+    """The phase's query lines: the IPs, then ``AS<n>`` for the wanted ASNs."""
+    return ips + as_queries(list(plan.wanted))
+
+
+def cymru_phase(
+    client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post, clock: Clock = utc_now
+) -> None:
+    """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
+    chunk (cached at the time ``clock`` gives then), then ask about the ASNs only Cymru's
+    answers revealed.
+
+    Raises `ServiceUnavailableError` when its circuit breaker stopped it.
+    """
+    lines = BatchLines(post, clock)
+    discovered: set[int] = set()
+    for batch in client.lookup(cymru_queries(ips, plan)):
+        discovered |= lines.answered(batch, planned=batch.total)
+        post(Progressed("cymru", len(batch.sent)))
+        _post_unanswered(batch, post)
+    late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
+    if late and not client.blocked:
+        post(Informed(f"cymru: {len(late)} more AS numbers to ask, named in the answers"))
+    for batch in client.lookup(as_queries(late)):
+        lines.answered(batch, planned=0)
+        _post_unanswered(batch, post)
+    client.check_blocked()
+
+
+def _post_unanswered(batch: Batch, post: Post) -> None:
+    """Post how many of a chunk's ``AS<n>`` queries got no answer (failed or never sent)."""
+    missed = sum(1 for q in [*batch.failed, *batch.unasked] if q.startswith("AS"))
+    if missed:
+        post(AsLookupsUnanswered(missed))
+
+
+class BatchLines:
+    """Posts the answers of each chunk that was sent, numbered as they come: the ``i`` of
+    "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
+    count; ``n`` is the chunks planned, known before the first is sent (the chunks of AS
+    numbers that the answers named come after them, without an ``n``)."""
+
+    def __init__(self, post: Post, clock: Clock = utc_now) -> None:
+        self.post = post
+        self.clock = clock
+        self.done = 0
+
+    def answered(self, batch: Batch, planned: int) -> set[int]:
+        """Post ``batch``'s IP rows and Tier 1 rows (``planned``: the chunks planned, 0 for
+        one not planned); return the ASNs its IP answers name."""
+        if not batch.sent:
+            return set()
+        self.done += 1
+        ip_batch, as_batch = split_batch(batch)
+        asns = _post_details(as_batch, self.post, self.clock())
+        enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
+        asked = len(as_batch.sent)
+        self.post(BatchAnswered(self.done, planned, enriched, failed, asns, asked))
+        if not ip_batch.sent:
+            return set()
+        part = cymru_results(ip_batch, self.clock())
+        self.post(PartAnswered("cymru", part))
+        return set(part["cymru_asn"].drop_nulls().to_list())
+
+
+def _post_details(batch: Batch, post: Post, now: datetime) -> int:
+    """Post the Tier 1 rows of a chunk's ``AS<n>`` answers (errors are asked again later);
+    return how many were answered."""
+    if not batch.sent:
+        return 0
+    details = asn_details(batch).filter(pl.col("status") != "error")
+    if details.height:
+        post(AsnDetailsAnswered(with_details_block(details, now)))
+    return details.height
+
+
+def with_details_block(details: pl.DataFrame, cached_at: datetime) -> pl.DataFrame:
+    """Add the ``details`` JSON block (organization, country, registry, allocation, status)."""
+    block = pl.struct(
+        pl.col("organization_name").alias("asn_org"),
+        pl.col("organization_country").alias("country"),
+        pl.col("rir_registry").alias("registry"),
+        pl.col("allocation_date"),
+        pl.col("status"),
+        pl.lit(cached_at.isoformat()).alias("cached_at"),
+    )
+    return details.with_columns(block.struct.json_encode().alias("details"))
