@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.db.write import BLOCKS
+from etl.core.vocabulary import BLOCKS
 from etl.refresh.commit import Committer
 from tests.test_commit import IPS, Clock, base_rows, cymru_part, greynoise_part
 

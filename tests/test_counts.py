@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import RunSummary
 from tests.sims import running

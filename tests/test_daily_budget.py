@@ -18,11 +18,12 @@ import pytest
 
 from etl.cli.refresh import main
 from etl.core.freshness import Freshness
+from etl.core.vocabulary import Source
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.select import SelectionRules, select_stale
 from etl.db.url import parse_database_url
-from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.refresh.validation import with_validation
 from etl.report.summary import LineReporter, RunSummary

@@ -309,9 +309,7 @@ def test_an_upward_import_is_caught(importer: str, source: str, expected: str) -
 
 
 def test_downward_imports_pass() -> None:
-    source = (
-        "from etl.db.url import redact\nfrom etl.core import errors\nfrom etl.core.freshness import x"
-    )
+    source = "from etl.db.url import redact\nfrom etl.core import errors\nfrom etl.core.freshness import x"
     assert (
         violations("etl.refresh.pipeline", imported_modules(source, "etl.refresh.pipeline")) == []
     )

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.core.errors import MaxMindError
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.refresh.validation import with_validation
 from etl.report.metrics import render_metrics

@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import RunSummary
 from testbed.sample.build import build_sample

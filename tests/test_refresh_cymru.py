@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
 from testbed.sample.world import World

@@ -12,7 +12,8 @@ from typing import Any
 import maxminddb
 import pytest
 
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
 from tests.world import World, load_postgres, load_sqlite, plan_world

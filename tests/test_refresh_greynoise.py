@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etl.refresh.config import RefreshConfig, Source
+from etl.core.vocabulary import Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
 from tests.sims import Simulator, run_module, running

@@ -200,8 +200,9 @@ def test_a_failed_commit_stops_the_network_phases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from etl.core.errors import DatabaseError
+    from etl.core.vocabulary import Source
     from etl.db.write import ChunkWriter
-    from etl.refresh.config import RefreshConfig, Source
+    from etl.refresh.config import RefreshConfig
     from etl.refresh.pipeline import refresh
     from etl.report.summary import LineReporter
 

@@ -13,11 +13,12 @@ import pytest
 
 import etl.refresh.runlog
 from etl.core.errors import DatabaseBusyError, DatabaseError
+from etl.core.vocabulary import Source
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COLUMNS, RUN_LOG_TABLE
 from etl.db.url import parse_database_url
-from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
 from testbed.sample.build import build_sample

@@ -110,7 +110,8 @@ def test_a_short_key_does_not_mangle_the_outputs(
 ) -> None:
     """A key "k" or "1" once turned every k and 1 of the summary JSON into *** (its keys and
     numbers too: not JSON any more) and of every line."""
-    from etl.refresh.config import RefreshConfig, Source
+    from etl.core.vocabulary import Source
+    from etl.refresh.config import RefreshConfig
     from etl.refresh.monitored import monitored_refresh
     from testbed.sample.build import build_sample
 

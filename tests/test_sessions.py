@@ -21,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.core.errors import ReaderStoppedError
+from etl.core.vocabulary import Source
 from etl.db import reader as reader_module
 from etl.db import sessions as sessions_module
 from etl.db.database import Database
 from etl.db.sessions import SessionLinker, find_sessions
 from etl.db.url import parse_database_url
-from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.status.collect import status_report
 from etl.status.text import render

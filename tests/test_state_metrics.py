@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from etl.cli.status import main
 from etl.core.errors import SettingError
-from etl.db.select import SOURCES
+from etl.core.vocabulary import SOURCES
 from etl.refresh.config import RefreshConfig
 from etl.refresh.outputs import check_outputs
 from etl.refresh.pipeline import refresh

@@ -178,7 +178,7 @@ def test_postgres_read_only_creates_nothing(compat_pg: str, tmp_path: Path) -> N
 
 
 def test_status_on_postgres_after_a_run(pg_url: str, tmp_path: Path) -> None:
-    from etl.refresh.config import Source
+    from etl.core.vocabulary import Source
     from etl.refresh.pipeline import refresh
     from etl.report.summary import LineReporter
     from testbed.sample.build import build_sample

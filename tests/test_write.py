@@ -16,12 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.core.errors import DatabaseError
+from etl.core.vocabulary import BLOCKS
 from etl.db.backends import dialect_for
 from etl.db.database import Database
 from etl.db.postgres import PostgresBackend
 from etl.db.sqlite import SQLiteBackend
 from etl.db.url import parse_database_url
-from etl.db.write import BLOCKS, ChunkWriter, sqlite_timestamp
+from etl.db.write import ChunkWriter, sqlite_timestamp
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)

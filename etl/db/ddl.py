@@ -8,6 +8,8 @@ CHECKs, partial and BRIN indexes, foreign keys).
 
 from __future__ import annotations
 
+from etl.core.vocabulary import SOURCES, STATUSES
+
 SCHEMA_VERSION = "17"
 TIER_TABLES = ("asn_inventory", "ip_inventory", "session_summaries")
 
@@ -270,8 +272,8 @@ ALTER TABLE ONLY public.session_summaries
 # cowrieprocessor's tables: it is only ever added (created when absent), and cowrieprocessor,
 # which checks schema_state alone, still finds its schema current.
 RUN_LOG_TABLE = "etl_run_log"
-RUN_LOG_SOURCES = ("maxmind", "cymru", "greynoise")
-RUN_LOG_COUNTS = ("queried", "ok", "not_found", "error", "skipped")
+RUN_LOG_SOURCES = SOURCES
+RUN_LOG_COUNTS = ("queried", *STATUSES)
 # column -> portable type (`_TYPES`): "count" is NOT NULL DEFAULT 0, "number" may be NULL
 RUN_LOG_COLUMNS: dict[str, str] = {
     "run_id": "id",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from etl.core.vocabulary import SOURCES
 from etl.db.database import Database
-from etl.db.select import SOURCES, USABLE_ENRICHMENT
+from etl.db.select import USABLE_ENRICHMENT
 
 # Output column -> JSON path in the enrichment, in the order DuckDB extracts them.
 _FIELDS = {

@@ -25,6 +25,7 @@ import duckdb
 import polars as pl
 
 from etl.core.errors import DatabaseError, SchemaError, UnusableDatabaseError
+from etl.core.vocabulary import BLOCKS
 from etl.db import ddl
 from etl.db.dialect import (
     Backend,
@@ -37,7 +38,7 @@ from etl.db.dialect import (
 )
 from etl.db.extensions import load_extension
 from etl.db.recognise import postgres_connect_error
-from etl.db.upsert import BLOCKS, asn_upsert
+from etl.db.upsert import asn_upsert
 from etl.db.url import DatabaseUrl, Dialect, redact
 
 # What DuckDB's postgres extension says when the server went away (restart, failover,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from etl.core.freshness import Freshness
+from etl.core.vocabulary import SOURCES
 from etl.db.database import Database
 from etl.db.sessions import FoundSessions, find_sessions
 from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
@@ -91,9 +92,6 @@ class SelectionRules:
 
 def _interval(delta: timedelta) -> str:
     return f"INTERVAL {int(delta.total_seconds())} SECOND"
-
-
-SOURCES = ("maxmind", "cymru", "greynoise")
 
 
 def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
@@ -246,7 +244,7 @@ def new_ip_candidates(db: Database, found: FoundSessions, rules: SelectionRules)
 
 
 def _enabled(rules: SelectionRules) -> dict[str, bool]:
-    return {"maxmind": rules.maxmind, "cymru": rules.cymru, "greynoise": rules.greynoise}
+    return {source: getattr(rules, source) for source in SOURCES}
 
 
 def select_stale(

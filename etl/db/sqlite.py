@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 
 from etl.core.errors import DatabaseError, SchemaError
+from etl.core.vocabulary import BLOCKS
 from etl.db import ddl
 from etl.db.dialect import (
     Backend,
@@ -33,7 +34,7 @@ from etl.db.dialect import (
 from etl.db.reader import SQLiteReader, adopt
 from etl.db.recognise import sqlite_open_error
 from etl.db.side_files import pending_path
-from etl.db.upsert import BLOCKS, asn_upsert
+from etl.db.upsert import asn_upsert
 from etl.db.url import DatabaseUrl, Dialect
 
 # cowrieprocessor's SQLite timestamp text: UTC, space separator, six fractional digits.

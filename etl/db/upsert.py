@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-BLOCKS: Final = ("validation", "maxmind", "cymru", "greynoise")
+from etl.core.vocabulary import BLOCKS
 
 IP_STAGE_COLUMNS: Final = {
     "ip_address": "VARCHAR",

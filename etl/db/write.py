@@ -27,11 +27,12 @@ from typing import Final
 import polars as pl
 
 from etl.core.clock import Clock, utc_now
+from etl.core.vocabulary import BLOCKS
 from etl.db.database import Database
 from etl.db.dialect import Unit
 from etl.db.sessions import SessionLinker
 from etl.db.sqlite import sqlite_timestamp
-from etl.db.upsert import ASN_DETAIL_STAGE_COLUMNS, ASN_STAGE_COLUMNS, BLOCKS, IP_STAGE_COLUMNS
+from etl.db.upsert import ASN_DETAIL_STAGE_COLUMNS, ASN_STAGE_COLUMNS, IP_STAGE_COLUMNS
 
 __all__ = [  # the stage columns and the timestamp form are used by tests and benchmarks
     "ASN_DETAIL_STAGE_COLUMNS",

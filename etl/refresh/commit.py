@@ -28,9 +28,9 @@ from typing import Protocol
 
 import polars as pl
 
-from etl.refresh.merge import ANSWERED, asn_rows, merged_enrichment
+from etl.core.vocabulary import ANSWERED, NETWORK_SOURCES
+from etl.refresh.merge import asn_rows, merged_enrichment
 
-NETWORK_SOURCES = ("cymru", "greynoise")  # paid answers: their columns start with these names
 MAX_WAIT_SECONDS = 2.0
 MAX_HOLD_SECONDS = 60.0
 

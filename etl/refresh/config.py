@@ -13,7 +13,6 @@ import pwd
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from etl.core.errors import SettingError, UsageError
 from etl.core.freshness import Freshness  # re-exported: `from etl.refresh.config import Freshness`
 from etl.core.limits import Range
 from etl.core.settings import setting
+from etl.core.vocabulary import Source
 from etl.db.recognise import DEFAULT_LOCK_TIMEOUT
 from etl.db.url import parse_database_url
 from etl.report.summary import HEARTBEAT_SECONDS
@@ -62,14 +62,6 @@ CONFIG_NAME = "etl.toml"
 # the user's (~/.config, or $XDG_CONFIG_HOME), then the system's.
 CONFIG_FOLDER = "honeypot-etl"
 SYSTEM_CONFIG_DIR = Path("/etc") / CONFIG_FOLDER
-
-
-class Source(StrEnum):
-    """The enrichment sources a run can ask."""
-
-    MAXMIND = "maxmind"
-    CYMRU = "cymru"
-    GREYNOISE = "greynoise"
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ from typing import Final
 
 from etl.core.errors import EtlError, ServiceError, SettingError, TransportError, UnauthorizedError
 from etl.core.settings import declared, secret_file_warning
+from etl.core.vocabulary import Source
 from etl.db.database import Database
 from etl.db.lock import lock_holder
 from etl.db.url import parse_database_url
-from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.config import RefreshConfig
 from etl.sources.cymru.client import CymruClient, IpAnswer
 from etl.sources.greynoise.ping import Pong, ping
 from etl.sources.maxmind.steps import ASN_FILES, CITY_FILES, LICENCE_WINDOW, open_maxmind

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from etl.db.write import BLOCKS, MAX_PG_INTEGER
-
-SOURCES = ("maxmind", "cymru", "greynoise")
-ANSWERED = ("ok", "not_found")
+from etl.core.vocabulary import ANSWERED, BLOCKS, SOURCES
+from etl.db.write import MAX_PG_INTEGER
 
 
 def _column(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from etl.core.errors import SettingError
+from etl.core.vocabulary import TITLES, Source
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
@@ -48,7 +49,7 @@ from etl.db.sqlite import sqlite_timestamp
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.db.write import ChunkWriter
 from etl.refresh.commit import Committer, write_rows
-from etl.refresh.config import RefreshConfig, Source
+from etl.refresh.config import RefreshConfig
 from etl.refresh.network import Arrivals, ask_and_commit, community_ipv6, network_phases
 from etl.refresh.runlog import DailyBudget, logged_run, run_budget
 from etl.refresh.validation import with_validation
@@ -288,9 +289,9 @@ def _say_what_is_left(
     counted = {source: why for source, why in not_asked.items() if why not in chosen}
     due = due_counts(run.db, rules, found) if counted else {}
     left = [
-        f"{due[source]:,} IPs are due for {_NAMES[source]}, not asked: {why}"
+        f"{due[source]:,} IPs are due for {TITLES[source]}, not asked: {why}"
         if source in counted
-        else f"{_NAMES[source]} not asked: {why}"
+        else f"{TITLES[source]} not asked: {why}"
         for source, why in sorted(not_asked.items())
         if source not in counted or due[source]
     ]
@@ -298,9 +299,6 @@ def _say_what_is_left(
     head = f"nothing is stale in {url} for the sources asked ({asked})"
     fresh = f"nothing is stale in {url}: every IP is fresh"
     reporter.info("; ".join([head, *left]) if left else fresh)
-
-
-_NAMES = {"maxmind": "MaxMind", "cymru": "Cymru", "greynoise": "GreyNoise"}
 
 
 def _not_asked(run: _Run) -> dict[str, str]:

@@ -16,7 +16,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from etl.report.summary import STATUSES, RunSummary, atomic_write
+from etl.core.vocabulary import STATUSES
+from etl.report.summary import RunSummary, atomic_write
 
 PREFIX = "honeypot_etl"
 _LAST_SUCCESS = re.compile(rf"^{PREFIX}_last_success_timestamp_seconds (\S+)$", re.MULTILINE)

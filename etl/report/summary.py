@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from etl.core.errors import EtlError
+from etl.core.vocabulary import SOURCES, STATUSES
 from etl.db.url import redact, redacted
 
 if TYPE_CHECKING:
     import polars as pl
-
-STATUSES = ("ok", "not_found", "error", "skipped")
 
 
 def partial_of(path: Path) -> Path:
@@ -76,7 +75,7 @@ class RunSummary:
     bogons: int = 0
     unusable: int = 0
     sources: dict[str, SourceCounts] = field(
-        default_factory=lambda: {s: SourceCounts() for s in ("maxmind", "cymru", "greynoise")}
+        default_factory=lambda: {s: SourceCounts() for s in SOURCES}
     )
     cymru_batches: int = 0  # chunks sent (some of their queries went out)
     cymru_sessions: int = 0  # bulk sessions tried (refused and retried ones too)

@@ -25,10 +25,11 @@ import polars as pl
 
 from etl import __version__
 from etl.core.errors import DatabaseError, SettingError
+from etl.core.vocabulary import SOURCES
 from etl.db import runlog
 from etl.db.database import Database
 from etl.db.lock import lock_is_free
-from etl.db.select import SOURCES, SelectionRules, freshness_counts
+from etl.db.select import SelectionRules, freshness_counts
 from etl.db.sessions import (
     SESSIONS_SCHEMA,
     FoundSessions,

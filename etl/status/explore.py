@@ -16,9 +16,9 @@ import polars as pl
 
 from etl.core.errors import EtlError
 from etl.core.freshness import Freshness
+from etl.core.vocabulary import SOURCES
 from etl.db import runlog
 from etl.db.inventory import asn_names, ip_details
-from etl.db.select import SOURCES
 from etl.refresh.config import RefreshConfig
 from etl.status.collect import (
     RUN_ERRORS,
