@@ -3,10 +3,13 @@
 Identical copies of a sample database; the same simulators; whole processes timed (start-up
 included); GreyNoise in enterprise mode for the refresh. Each side runs ROUNDS times, in
 turns, each time on a fresh copy; the medians are compared (this machine's speed drifts).
-Scenarios:
-  A: 10,000 IPs, simulators answering at once               (target: >= 10x faster)
-  B: 2,000 IPs, GreyNoise 20 ms per request, Cymru 1 ms/line (target: >= 30x faster)
-Usage: python bench/overhead.py [A|B ...]
+Scenarios, each on a database as cowrieprocessor's loader leaves it (sessions of new IPs
+unlinked, their addresses in raw_events); B also on a second shape, as cowrieprocessor's v16
+migration left older databases (source_ip on every session):
+  A:     10,000 IPs, simulators answering at once               (target: >= 10x faster)
+  B:     2,000 IPs, GreyNoise 20 ms per request, Cymru 1 ms/line (target: >= 30x faster)
+  B-v16: B on the migrated_v16 shape
+Usage: python bench/overhead.py [A|B|B-v16 ...]
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from testbed.sim.process import running  # noqa: E402
 
 KEY = "bench-key"
 ROUNDS = 3
-SCENARIOS = {"A": (10_000, 0.0, 0.0, 10.0), "B": (2_000, 20.0, 1.0, 30.0)}
+# name: (IPs, GreyNoise ms per request, Cymru ms per line, target ratio, the sample's --shape)
+SCENARIOS = {
+    "A": (10_000, 0.0, 0.0, 10.0, "loader"),
+    "B": (2_000, 20.0, 1.0, 30.0, "loader"),
+    "B-V16": (2_000, 20.0, 1.0, 30.0, "migrated_v16"),
+}
 
 
 def timed(command: list[str]) -> float:
@@ -38,10 +46,11 @@ def timed(command: list[str]) -> float:
 
 
 def scenario(name: str, folder: Path) -> tuple[str, int, float, float, float]:
-    ips, gn_ms, cymru_ms, target = SCENARIOS[name]
+    ips, gn_ms, cymru_ms, target, shape = SCENARIOS[name]
     pristine = folder / f"{name}.sqlite"
     sample = [sys.executable, "-m", "testbed.sample", "--db", f"sqlite:///{pristine}", "--ips",
-              str(ips), "--maxmind-dir", str(folder), "--maxmind-size", "realistic"]  # fmt: skip
+              str(ips), "--maxmind-dir", str(folder), "--maxmind-size", "realistic",
+              "--shape", shape]  # fmt: skip
     subprocess.run(sample, check=True, capture_output=True)
     ours, theirs = folder / f"{name}-ours.sqlite", folder / f"{name}-baseline.sqlite"
     refreshes, baselines = [], []
@@ -70,6 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             label, ips, baseline, refresh, target = scenario(name, Path(folder))
+            label = {"B-V16": "B (v16)"}.get(label, label)
             ratio = baseline / refresh
             verdict = "ok" if ratio >= target else "MISSED"
             print(f"{label:<9} {ips:>6} {baseline:>11.2f} {refresh:>10.2f} {ratio:>6.1f}x  "

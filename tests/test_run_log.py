@@ -21,6 +21,7 @@ from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
+from etl.sources.greynoise.searches import SearchMeter
 from testbed.sample.build import build_sample
 
 HOSTILE = "x'); DROP TABLE ip_inventory;--"
@@ -234,7 +235,7 @@ def test_another_writers_lock_does_not_hold_the_run_back(tmp_path: Path) -> None
 
 def test_the_meter_counts_searches_on_the_day_they_were_spent() -> None:
     now = [datetime(2031, 3, 14, 23, 59, 59, tzinfo=UTC)]
-    meter = etl.refresh.runlog.SearchMeter(lambda: now[0])
+    meter = SearchMeter(lambda: now[0])
     for total in (10, 25, 25, 20):  # 5 given back
         meter.sample(total)
     now[0] += timedelta(seconds=2)  # midnight

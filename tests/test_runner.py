@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 
 from etl.core.errors import QuotaExhaustedError
 from etl.refresh.network import account
-from etl.refresh.runner import Phase, PhaseRunner
+from etl.refresh.runner import PhaseRunner
 from etl.report.summary import RunSummary
 from etl.sources.cymru.client import CymruClient, CymruSettings
 from etl.sources.cymru.phase import Tier1Plan, cymru_phase
 from etl.sources.events import Event, Noted, PartAnswered, PhaseDone, PhaseStopped, Post, Progressed
 from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient, GreyNoiseSettings
 from etl.sources.greynoise.phase import AnswerGroups, greynoise_phase
+from etl.sources.network import Phase
 from testbed.sample.world import World
 from tests.sims import Simulator, running
 

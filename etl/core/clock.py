@@ -7,7 +7,7 @@ one, the phases stamp answers with it, the database writer stamps rows with it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 Clock = Callable[[], datetime]
 """What time it is, aware (`RefreshConfig.clock`)."""
@@ -16,3 +16,8 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The current time in UTC (the default `Clock`)."""
     return datetime.now(UTC)
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC calendar day of ``moment`` (aware)."""
+    return moment.astimezone(UTC).date()

@@ -1,10 +1,10 @@
 """The network phases as the main thread runs them (the threads: `etl.refresh.runner`).
 
-The main thread builds the clients, so that a stop can always cancel them, and closes them.
-The phase bodies (`etl.sources.cymru.phase`, `etl.sources.greynoise.phase`) only post events;
-`Arrivals`
-takes them here, on the main thread: it counts them into the `RunSummary`, reports them, and
-commits their answers, or, when the run stops, keeps them for the next run (`PendingAnswers`).
+The main thread has each source (`etl.sources.network.NetworkSource`, listed in
+`etl.refresh.sources`) build its phase and client, so that a stop can always cancel them, and
+closes them. The phase bodies only post events; `Arrivals` takes them here, on the main
+thread: it counts them into the `RunSummary`, reports them, and commits their answers, or,
+when the run stops, keeps them for the next run (`PendingAnswers`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import partial
 
 import polars as pl
 
@@ -20,12 +19,8 @@ from etl.core.errors import DatabaseError
 from etl.db.pending import PendingAnswers
 from etl.db.write import ChunkWriter
 from etl.refresh.commit import Committer
-from etl.refresh.config import RefreshConfig
-from etl.refresh.runlog import SearchMeter
-from etl.refresh.runner import Phase, PhaseRunner
+from etl.refresh.runner import PhaseRunner
 from etl.report.summary import Reporter, RunSummary, SourceStop, count_statuses, finish_phase
-from etl.sources.cymru.client import CymruClient
-from etl.sources.cymru.phase import Tier1Plan, cymru_phase, cymru_queries
 from etl.sources.events import (
     AsLookupsUnanswered,
     AsnDetailsAnswered,
@@ -38,8 +33,7 @@ from etl.sources.events import (
     PhaseStopped,
     Progressed,
 )
-from etl.sources.greynoise.client import GreyNoiseClient
-from etl.sources.greynoise.phase import greynoise_phase
+from etl.sources.network import NetworkSource, Phase
 
 STOP_WAIT_SECONDS = 5.0  # a stopping run waits this long for answers already in flight
 IDLE_SECONDS = 0.2  # the committer looks at its clock at least this often
@@ -47,70 +41,39 @@ IDLE_SECONDS = 0.2  # the committer looks at its clock at least this often
 
 @dataclass
 class NetworkPhases:
-    """The phases a run needs, the IPs each is asked about, and the clients they use."""
+    """The phases a run needs, the IPs each is asked about, and the sources they come from."""
 
+    sources: Sequence[NetworkSource]
     phases: list[Phase] = field(default_factory=list)
     awaited: dict[str, pl.Series] = field(default_factory=dict)
-    greynoise: GreyNoiseClient | None = None
-    cymru: CymruClient | None = None
-    meter: SearchMeter | None = None  # the GreyNoise Searches, per UTC day
 
-    def sample_searches(self) -> None:
-        """Count the GreyNoise Searches spent so far into the UTC day it is now."""
-        if self.greynoise is not None and self.meter is not None:
-            self.meter.sample(self.greynoise.searches_spent)
+    def sample(self) -> None:
+        """Let each source note what its service billed so far (GreyNoise: Searches per day)."""
+        for source in self.sources:
+            source.sample()
 
     def close(self, summary: RunSummary) -> None:
-        """Close the clients (once the phases are over); record the GreyNoise requests sent
-        and the Searches spent, per UTC day, and the Team Cymru sessions tried."""
-        if self.cymru is not None:
-            summary.cymru_sessions = self.cymru.sessions
-        if self.greynoise is not None:
-            self.sample_searches()
-            summary.greynoise_requests = self.greynoise.requests_sent
-            summary.greynoise_searches = self.greynoise.searches_spent
-            if self.meter is not None:
-                summary.greynoise_searches_by_day = dict(self.meter.by_day)
-            self.greynoise.close()
+        """Close the clients (once the phases are over); put the counts each source kept into
+        ``summary`` (GreyNoise: requests and Searches; Team Cymru: sessions tried)."""
+        for source in self.sources:
+            for name, value in source.finish().items():
+                if not hasattr(summary, name):
+                    raise AttributeError(f"{source.name} counts {name}: no such summary field")
+                setattr(summary, name, value)
 
 
 def network_phases(
-    config: RefreshConfig,
-    targets: dict[str, list[str]],
-    plan: Tier1Plan,
-    search_budget: int | None = None,
+    sources: Sequence[NetworkSource], targets: dict[str, list[str]]
 ) -> NetworkPhases:
-    """Build the clients and phases for ``targets`` (per source, the IPs to ask) and Tier 1;
-    GreyNoise may spend ``search_budget`` Searches (None: no daily budget)."""
-    network = NetworkPhases()
-    ips = targets["cymru"]
-    if ips or plan.wanted:
-        cymru = network.cymru = CymruClient(config.cymru_settings())
-        body = partial(cymru_phase, cymru, ips, plan, clock=config.clock)
-        detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
-        total = len(cymru_queries(ips, plan))
-        network.phases.append(Phase("cymru", total, body, cymru.cancel, detail))
-    ips = targets["greynoise"]
-    if ips:
-        key = config.greynoise_api_key or ""
-        settings = config.greynoise_settings(search_budget)
-        greynoise = network.greynoise = GreyNoiseClient(settings, key)
-        network.meter = SearchMeter(config.clock)
-        body = partial(greynoise_phase, greynoise, ips, clock=config.clock)
-        v6 = community_ipv6(config, ips)
-        detail = f"{len(ips) - v6} IPs to ask" + (
-            f", {v6} IPv6 skipped (the community API is IPv4 only)" if v6 else ""
-        )
-        network.phases.append(Phase("greynoise", len(ips), body, greynoise.cancel, detail))
+    """The phases of ``sources`` for ``targets`` (per source, the IPs to ask); a source with
+    nothing to ask has none."""
+    network = NetworkPhases(sources)
+    for source in sources:
+        phase = source.phase(targets.get(source.name, []))
+        if phase is not None:
+            network.phases.append(phase)
     network.awaited = {p.name: pl.Series(targets[p.name], dtype=pl.String) for p in network.phases}
     return network
-
-
-def community_ipv6(config: RefreshConfig, ips: list[str]) -> int:
-    """How many of ``ips`` GreyNoise skips: IPv6, in community mode (its API is IPv4 only)."""
-    if config.greynoise_mode != "community":
-        return 0
-    return int(pl.Series(ips, dtype=pl.String).str.contains(":").sum())
 
 
 def ask_and_commit(
@@ -127,7 +90,7 @@ def ask_and_commit(
     runner.start()
     try:
         arrivals.committer.hold(base, network.awaited)
-        arrivals.commit_all(runner, network.sample_searches)
+        arrivals.commit_all(runner, network.sample)
         arrivals.committer.flush()
     except BaseException:
         try:

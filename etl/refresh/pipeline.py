@@ -50,8 +50,9 @@ from etl.db.url import DatabaseUrl, parse_database_url
 from etl.db.write import ChunkWriter
 from etl.refresh.commit import Committer, write_rows
 from etl.refresh.config import RefreshConfig
-from etl.refresh.network import Arrivals, ask_and_commit, community_ipv6, network_phases
+from etl.refresh.network import Arrivals, ask_and_commit, network_phases
 from etl.refresh.runlog import DailyBudget, logged_run, run_budget
+from etl.refresh.sources import network_sources
 from etl.refresh.validation import with_validation
 from etl.report.progress import FanOut
 from etl.report.summary import (
@@ -63,10 +64,9 @@ from etl.report.summary import (
     count_statuses,
     timed_phase,
 )
-from etl.sources.cymru.phase import Tier1Plan, tier1_plan
-from etl.sources.cymru.steps import NAMED_IPS, cymru_targets
-from etl.sources.greynoise.steps import greynoise_targets
+from etl.sources.cymru.steps import NAMED_IPS
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind, with_maxmind
+from etl.sources.network import NetworkSource
 
 BASE_COLUMNS = (
     "ip",
@@ -158,6 +158,14 @@ class _Run:
     now: datetime
     budget: DailyBudget
     recount_all: bool = False  # a killed run may have left ASN counts behind
+
+    def network_sources(self) -> list[NetworkSource]:
+        """Every network source (`etl.refresh.sources`), set up for this run's budget."""
+        return network_sources(self.config, self.budget.left, self.budget.limit is not None)
+
+    def asked(self, source: NetworkSource) -> bool:
+        """Whether this run asks ``source``."""
+        return source.name in self.active
 
 
 @contextmanager
@@ -334,16 +342,22 @@ def _count_found(
 
 
 def _network_targets(frame: pl.DataFrame, run: _Run) -> dict[str, list[str]]:
-    """Per network source, the IPs to ask it about. When a budget may stop GreyNoise before
-    the end, its IPs go in the priority order of the ips setting (never enriched first, then
-    the most recently seen), so the budget goes to those first."""
-    budgeted = run.config.greynoise_budget is not None or run.budget.limit is not None
+    """Per network source, the IPs to ask it about (none for a source this run does not
+    ask); each source says which, and in which order (`NetworkSource.targets`)."""
     return {
-        "cymru": cymru_targets(frame) if Source.CYMRU in run.active else [],
-        "greynoise": (
-            greynoise_targets(frame, by_priority=budgeted) if Source.GREYNOISE in run.active else []
-        ),
+        source.name: source.targets(frame) if run.asked(source) else []
+        for source in run.network_sources()
     }
+
+
+def _planned(run: _Run, frame: pl.DataFrame) -> list[NetworkSource]:
+    """The network sources, each having read from the database what else it asks (Team
+    Cymru: the AS numbers of Tier 1) when this run asks it."""
+    sources = run.network_sources()
+    for source in sources:
+        if run.asked(source):
+            source.plan(run.db, frame, run.now)
+    return sources
 
 
 def _report_dry_run(
@@ -355,18 +369,13 @@ def _report_dry_run(
 ) -> None:
     """What a real run would ask, counted as a real run counts it (IPv6 skipped by community
     GreyNoise; the AS numbers Tier 1 asks with the IPs); nothing is asked, nothing written."""
-    plan = Tier1Plan()
-    if Source.CYMRU in run.active:
-        plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
-    v6 = community_ipv6(run.config, targets["greynoise"])
-    summary.sources["cymru"].queried = len(targets["cymru"])
-    greynoise = summary.sources["greynoise"]
-    greynoise.queried, greynoise.skipped = len(targets["greynoise"]) - v6, v6
-    skipped = f" ({v6} IPv6 skipped: the community API is IPv4 only)" if v6 else ""
-    reporter.note(
-        f"dry run: would ask Team Cymru about {len(targets['cymru'])} IPs and "
-        f"{len(plan.wanted)} AS numbers, and GreyNoise about {greynoise.queried} IPs{skipped}"
-    )
+    words = []
+    for source in _planned(run, frame):
+        would = source.would_ask(targets[source.name])
+        counts = summary.sources[source.name]
+        counts.queried, counts.skipped = would.asked, would.skipped
+        words.append(would.words)
+    reporter.note(f"dry run: would ask {', and '.join(words)}")
 
 
 def _ask_and_commit(
@@ -419,10 +428,7 @@ def _ask_and_write(
     reporter: Reporter,
 ) -> None:
     """Network phases -> commit as the answers arrive -> ASN counts of the touched ASNs."""
-    plan = Tier1Plan()  # Tier 1, asked along with the IPs in the same sessions
-    if Source.CYMRU in run.active:
-        plan = tier1_plan(run.db, frame, run.now, run.config.freshness)
-    network = network_phases(run.config, targets, plan, run.budget.left)
+    network = network_phases(_planned(run, frame), targets)
     # The write phase: every selected IP's row committed (the summary's "wrote N rows").
     write_phase = WritePhase(summary, reporter, frame.height)
     committer = Committer(writer, run.config.commit_every, on_base_written=write_phase.advance)

@@ -6,7 +6,8 @@ The table and its reads are `etl.db.runlog`; this module says what a run records
   ``greynoise_searches_by_day`` reserves, on the UTC day the run starts in, every Search the
   run may spend (``greynoise_search_cap``: what the daily budget leaves that day);
 - when it ends, finished, failed or interrupted: the row with its real counts, the Searches
-  counted into the UTC day each was spent (`SearchMeter`).
+  counted into the UTC day each was spent
+  (`etl.sources.greynoise.searches.SearchMeter`).
 
 A run killed before its end keeps its ``running`` row, which the next run marks ``killed``
 (`etl.db.runlog.mark_killed`): either way its reservation still counts, so a kill never lets
@@ -22,10 +23,11 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from etl import __version__
+from etl.core.clock import utc_day
 from etl.core.errors import EtlError
 from etl.db.database import Database
 from etl.db.ddl import RUN_LOG_COUNTS, RUN_LOG_SOURCES
@@ -38,11 +40,6 @@ START_WAIT_SECONDS = 0.0
 # The row of a failed or interrupted run waits at most this long: the database may be why it
 # failed, and systemd stops a unit 30 s after SIGTERM.
 SHORT_WAIT_SECONDS = 5.0
-
-
-def utc_day(moment: datetime) -> date:
-    """The UTC calendar day of ``moment`` (aware)."""
-    return moment.astimezone(UTC).date()
 
 
 @dataclass(frozen=True)
@@ -95,34 +92,6 @@ def run_budget(
         reporter.note(message)
         summary.stopped["greynoise"] = SourceStop("daily_budget", message)
     return budget
-
-
-class SearchMeter:
-    """Counts a client's Searches into the UTC day they were spent, on the run's ``clock``.
-
-    `sample` is called with the client's running total as the run takes its events (at least
-    every 0.2 s): a Search counts on the day of the first sample that sees it. The total may
-    also go down (a client gives back Searches it did not spend after all): then the day's
-    count does, so the days always add up to the total."""
-
-    def __init__(self, clock: Callable[[], datetime]) -> None:
-        self.clock = clock
-        self.counted = 0
-        self.by_day: dict[str, int] = {}
-
-    def sample(self, total: int) -> None:
-        """Count the Searches spent (or given back) since the last sample into today (UTC)."""
-        change, self.counted = total - self.counted, total
-        if not change:
-            return
-        day = utc_day(self.clock()).isoformat()
-        self.by_day[day] = self.by_day.get(day, 0) + change
-        if self.by_day[day] < 0:  # given back after midnight: spent the day before
-            earlier = [d for d in sorted(self.by_day) if d < day and self.by_day[d] > 0]
-            if earlier:
-                self.by_day[earlier[-1]] += self.by_day.pop(day)
-        if not self.by_day.get(day, 1):
-            del self.by_day[day]
 
 
 def run_row(summary: RunSummary, cap: int | None) -> dict[str, Any]:

@@ -18,24 +18,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 from etl.core.errors import ServiceError
-from etl.sources.events import PHASE_ENDS, Event, PhaseDone, PhaseFailed, PhaseStopped, Post
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A named network phase: ``body(post)`` does the work; ``cancel`` makes it stop soon
-    (it asks nothing more; called from the main thread). ``detail`` says what the ``total``
-    items are, for the log."""
-
-    name: str
-    total: int
-    body: Callable[[Post], None]
-    cancel: Callable[[], None]
-    detail: str = ""
+from etl.sources.events import PHASE_ENDS, Event, PhaseDone, PhaseFailed, PhaseStopped
+from etl.sources.network import Phase
 
 
 class PhaseRunner:

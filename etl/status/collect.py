@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from etl import __version__
+from etl.core.clock import utc_day
 from etl.core.errors import DatabaseError, SettingError
 from etl.core.vocabulary import SOURCES
 from etl.db import runlog
@@ -38,7 +39,6 @@ from etl.db.sessions import (
 )
 from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
-from etl.refresh.runlog import utc_day
 from etl.report.metrics import render_state_metrics
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
 

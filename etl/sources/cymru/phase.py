@@ -9,19 +9,28 @@ selected. ASNs that only Cymru's answers reveal are asked at the end of the phas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import polars as pl
 
 from etl.core.clock import Clock, utc_now
 from etl.core.freshness import Freshness
+from etl.core.vocabulary import Source
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
-from etl.sources.cymru.client import Batch, CymruClient
-from etl.sources.cymru.steps import NAMED_IPS, as_queries, asn_details, cymru_results, split_batch
+from etl.sources.cymru.client import Batch, CymruClient, CymruSettings
+from etl.sources.cymru.steps import (
+    NAMED_IPS,
+    as_queries,
+    asn_details,
+    cymru_results,
+    cymru_targets,
+    split_batch,
+)
 from etl.sources.events import (
     AsLookupsUnanswered,
     AsnDetailsAnswered,
@@ -31,6 +40,7 @@ from etl.sources.events import (
     Post,
     Progressed,
 )
+from etl.sources.network import Phase, WouldAsk
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,48 @@ def tier1_plan(db: Database, frame: pl.DataFrame, now: datetime, freshness: Fres
     known = storable(frame["maxmind_asn"].drop_nulls().unique().to_list())
     others = set() if NAMED_IPS in frame.columns else storable(stale)
     return Tier1Plan(tuple(sorted(others | (known - fresh))), frozenset(fresh))
+
+
+class CymruSource:
+    """Team Cymru as a run asks it (`etl.sources.network.NetworkSource`): the IPs MaxMind has
+    no ASN for, and Tier 1 (`tier1_plan`) in the same bulk sessions."""
+
+    name = Source.CYMRU
+
+    def __init__(self, settings: CymruSettings, freshness: Freshness, clock: Clock) -> None:
+        self.settings, self.freshness, self.clock = settings, freshness, clock
+        self.tier1 = Tier1Plan()
+        self.client: CymruClient | None = None
+
+    def targets(self, frame: pl.DataFrame) -> list[str]:
+        """The IPs to ask: stale cymru block, valid and global, no MaxMind ASN."""
+        return cymru_targets(frame)
+
+    def plan(self, db: Database, frame: pl.DataFrame, now: datetime) -> None:
+        """The ASNs Tier 1 asks along with the IPs (`tier1_plan`)."""
+        self.tier1 = tier1_plan(db, frame, now, self.freshness)
+
+    def would_ask(self, ips: list[str]) -> WouldAsk:
+        """Every IP, and the planned AS numbers."""
+        words = f"Team Cymru about {len(ips)} IPs and {len(self.tier1.wanted)} AS numbers"
+        return WouldAsk(len(ips), 0, words)
+
+    def phase(self, ips: list[str]) -> Phase | None:
+        """The bulk sessions for ``ips`` and Tier 1; None when neither has anything to ask."""
+        plan = self.tier1
+        if not ips and not plan.wanted:
+            return None
+        client = self.client = CymruClient(self.settings)
+        body = partial(cymru_phase, client, ips, plan, clock=self.clock)
+        detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
+        return Phase(self.name, len(cymru_queries(ips, plan)), body, client.cancel, detail)
+
+    def sample(self) -> None:
+        """Team Cymru bills nothing."""
+
+    def finish(self) -> Mapping[str, object]:
+        """The bulk sessions tried (refused and retried ones too)."""
+        return {} if self.client is None else {"cymru_sessions": self.client.sessions}
 
 
 def cymru_queries(ips: list[str], plan: Tier1Plan) -> list[str]:

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from typing import Final
 
+from etl.core.clock import utc_day
 from etl.core.errors import QuotaExhaustedError
 
 QUICK_IPS_PER_SEARCH: Final = 1_000
@@ -83,3 +86,31 @@ class Spending:
             "the IPs not asked keep their old blocks",
             reason="daily_budget",
         )
+
+
+class SearchMeter:
+    """Counts a client's Searches into the UTC day they were spent, on the run's ``clock``.
+
+    `sample` is called with the client's running total as the run takes its events (at least
+    every 0.2 s): a Search counts on the day of the first sample that sees it. The total may
+    also go down (a client gives back Searches it did not spend after all): then the day's
+    count does, so the days always add up to the total."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.counted = 0
+        self.by_day: dict[str, int] = {}
+
+    def sample(self, total: int) -> None:
+        """Count the Searches spent (or given back) since the last sample into today (UTC)."""
+        change, self.counted = total - self.counted, total
+        if not change:
+            return
+        day = utc_day(self.clock()).isoformat()
+        self.by_day[day] = self.by_day.get(day, 0) + change
+        if self.by_day[day] < 0:  # given back after midnight: spent the day before
+            earlier = [d for d in sorted(self.by_day) if d < day and self.by_day[d] > 0]
+            if earlier:
+                self.by_day[earlier[-1]] += self.by_day.pop(day)
+        if not self.by_day.get(day, 1):
+            del self.by_day[day]

@@ -1,0 +1,30 @@
+"""The registry: the network sources a run knows, in the order it asks them and reports them.
+
+Adding a network source is one folder under `etl.sources` that implements
+`etl.sources.network.NetworkSource`, one line here, and its name and block in
+`etl.core.vocabulary`. The run (`etl.refresh.pipeline`, `etl.refresh.network`) goes through
+this list and never names a source.
+"""
+
+from __future__ import annotations
+
+from etl.refresh.config import RefreshConfig
+from etl.sources.cymru.phase import CymruSource
+from etl.sources.greynoise.phase import GreyNoiseSource
+from etl.sources.network import NetworkSource
+
+
+def network_sources(
+    config: RefreshConfig, search_budget: int | None = None, daily_budget: bool = False
+) -> list[NetworkSource]:
+    """Every network source, set up from ``config``. GreyNoise may spend ``search_budget``
+    Searches (None: no daily budget); with a ``daily_budget`` it asks in priority order."""
+    return [
+        CymruSource(config.cymru_settings(), config.freshness, config.clock),
+        GreyNoiseSource(
+            config.greynoise_settings(search_budget),
+            config.greynoise_api_key or "",
+            config.clock,
+            by_priority=daily_budget,
+        ),
+    ]
