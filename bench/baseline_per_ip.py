@@ -29,6 +29,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from etl.core.vocabulary import SOURCES  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
@@ -58,7 +59,7 @@ def stale_ips(db_url: str, maxmind_dir: Path, key: str) -> list[str]:
     epoch = maxmind.build_epoch
     maxmind.close()
     with Database(parse_database_url(db_url)) as db:
-        rules = SelectionRules(datetime.now(UTC), config.freshness, True, True, True, epoch)
+        rules = SelectionRules(datetime.now(UTC), config.freshness, frozenset(SOURCES), epoch)
         return list(select_stale(db, rules)["ip"].to_list())
 
 

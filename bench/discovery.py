@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from etl.core.freshness import Freshness  # noqa: E402
+from etl.core.vocabulary import SOURCES  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.sessions import find_sessions  # noqa: E402
@@ -164,7 +165,7 @@ def _pg_blocks(url: str) -> int:
 
 def select_phase(url: str) -> tuple[float, int, int]:
     """Seconds of discovery and selection (best of 3), the bytes read, the IPs selected."""
-    rules = SelectionRules(NOW, Freshness(), True, True, True, 0)
+    rules = SelectionRules(NOW, Freshness(), frozenset(SOURCES), 0)
     best, read, selected = float("inf"), 0, 0
     dialect = parse_database_url(url).dialect
     for _ in range(3):

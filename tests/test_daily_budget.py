@@ -80,8 +80,8 @@ def quiet(notes: list[str]) -> LineReporter:
 
 def by_priority(db_url: str) -> list[str]:
     """The IPv4 addresses GreyNoise would be asked about, in the order of --ips."""
-    rules = SelectionRules(now=datetime.now(UTC), freshness=Freshness(), maxmind=True,
-                           cymru=False, greynoise=True)  # fmt: skip
+    rules = SelectionRules(now=datetime.now(UTC), freshness=Freshness(),
+                           asked=frozenset({"maxmind", "greynoise"}))  # fmt: skip
     with Database(parse_database_url(db_url), read_only=True) as db:
         frame = with_validation(select_stale(db, rules))
     return [ip for ip in greynoise_targets(frame, by_priority=True) if ":" not in ip]

@@ -54,8 +54,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def rules(max_ips: int | None = None) -> SelectionRules:
     return SelectionRules(
-        now=NOW, freshness=Freshness(), maxmind=True, cymru=False, greynoise=False,
-        max_ips=max_ips,
+        now=NOW, freshness=Freshness(), asked=frozenset({"maxmind"}), max_ips=max_ips,
     )  # fmt: skip
 
 
@@ -101,5 +100,4 @@ def test_freshness_counts_follow_the_selection(sample_world: tuple[Path, Path]) 
 
 
 def only(now: datetime, *sources: str) -> SelectionRules:
-    return SelectionRules(now=now, freshness=Freshness(), maxmind="maxmind" in sources,
-                          cymru="cymru" in sources, greynoise="greynoise" in sources)  # fmt: skip
+    return SelectionRules(now=now, freshness=Freshness(), asked=frozenset(sources))

@@ -80,9 +80,7 @@ class SelectionRules:
 
     now: datetime
     freshness: Freshness
-    maxmind: bool
-    cymru: bool
-    greynoise: bool
+    asked: frozenset[str]  # the sources this run asks (`etl.core.vocabulary.Source`)
     maxmind_build_epoch: int = 0
     # What this run's MaxMind blocks lack ("no City database"), when a file is missing.
     maxmind_lacking: str | None = None
@@ -244,7 +242,7 @@ def new_ip_candidates(db: Database, found: FoundSessions, rules: SelectionRules)
 
 
 def _enabled(rules: SelectionRules) -> dict[str, bool]:
-    return {source: getattr(rules, source) for source in SOURCES}
+    return {source: source in rules.asked for source in SOURCES}
 
 
 def select_stale(

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from etl.core.errors import SettingError
-from etl.core.vocabulary import TITLES, Source
+from etl.core.vocabulary import SOURCES, TITLES, Source
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
@@ -228,9 +228,7 @@ def _prepare(
     rules = SelectionRules(
         now=run.now,
         freshness=config.freshness,
-        maxmind=Source.MAXMIND in run.active,
-        cymru=Source.CYMRU in run.active,
-        greynoise=Source.GREYNOISE in run.active,
+        asked=run.active,
         maxmind_build_epoch=maxmind.build_epoch,
         maxmind_lacking=maxmind.lacking,
         max_ips=config.max_ips,
@@ -244,7 +242,7 @@ def _prepare(
         frame = frame.with_columns(pl.lit(True).alias(NAMED_IPS))
     summary.selected, summary.new_ips = frame.height, int(frame["is_new"].sum())
     _count_found(found, frame, summary, reporter)
-    everything = replace(rules, only_ips=(), max_ips=None, maxmind=True, cymru=True, greynoise=True)
+    everything = replace(rules, only_ips=(), max_ips=None, asked=frozenset(SOURCES))
     _say_what_is_left(run, everything, every, frame, reporter)
     summary.unusable = unusable_rows(run.db)
     if summary.unusable:

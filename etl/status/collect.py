@@ -178,7 +178,7 @@ def gather(
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
-        rules = SelectionRules(now, config.freshness, True, True, True, maxmind.build_epoch)
+        rules = SelectionRules(now, config.freshness, frozenset(SOURCES), maxmind.build_epoch)
         found = find_sessions(db) if found is None else found
         notes += found.notes
         no_address = without_address(db, found)
