@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import pytest
 
 from etl.core.errors import ServiceUnavailableError
 from etl.sources.cymru.client import NOT_FOUND_IP, Batch, CymruClient, CymruSettings
+from etl.sources.cymru.phase import Tier1Plan, cymru_phase
+from etl.sources.events import BatchAnswered, Event
 
 BANNER = "Bulk mode; whois.cymru.com [2026-11-28 12:00:00 +0000]"
 
@@ -259,3 +262,50 @@ def test_cancel_opens_no_more_sessions() -> None:
     assert len(fake.sessions) == 1 and batches[0].failed == []
     assert [len(b.unasked) for b in batches[1:]] == [100, 100, 100]  # never asked
     client.check_blocked()  # cancelled, not blocked: no error
+
+
+# -- AS numbers named in the answers ---------------------------------------------------------
+
+
+def as_row(query: str) -> str:
+    """The verbose answer line of an ``AS<n>`` query."""
+    number = int(query[2:])
+    return f"{number:<8}| NL | ripencc  | 2001-05-17 | EXAMPLE-{number}, NL"
+
+
+def test_named_as_numbers_go_out_beside_the_last_planned_chunk() -> None:
+    """The AS numbers the IP answers name are asked as soon as a session is free, not in a
+    second round after every IP chunk: with one slow chunk of IPs, they are answered while it
+    still runs (before: they waited for it). Each is asked once, and their lines come after
+    every planned chunk's."""
+    slow = ips(40)[-1]  # in the last chunk
+    spans: dict[tuple[str, ...], list[float]] = {}
+    lock = threading.Lock()
+
+    def script(queries: list[str]) -> Reply:
+        with lock:
+            spans[tuple(queries)] = [time.monotonic()]
+        if queries[0].startswith("AS"):
+            text = "\n".join([BANNER, *(as_row(q) for q in queries)]) + "\n"
+        else:
+            time.sleep(0.6 if slow in queries else 0.05)
+            text = answer_all(queries)
+        with lock:
+            spans[tuple(queries)].append(time.monotonic())
+        return Reply(text)
+
+    fake = FakeCymru(script)
+    client = client_for(fake, [], sessions=2, batch_size=10, min_split=5)
+    posted: list[Event] = []
+    cymru_phase(client, ips(40), Tier1Plan(), posted.append)
+    ip_spans = [span for queries, span in spans.items() if not queries[0].startswith("AS")]
+    as_spans = [span for queries, span in spans.items() if queries[0].startswith("AS")]
+    assert len(ip_spans) == 4 and as_spans
+    assert min(start for start, _ in as_spans) < max(end for _, end in ip_spans)
+    named = {64_500 + int(ip.rsplit(".", 1)[1]) for ip in ips(40)}
+    asked = [q for queries in spans if queries[0].startswith("AS") for q in queries]
+    assert sorted(asked) == sorted(f"AS{n}" for n in named)  # each once
+    lines = [event for event in posted if isinstance(event, BatchAnswered)]
+    assert [line.total for line in lines] == [4] * 4 + [0] * (len(lines) - 4)
+    assert [line.done for line in lines] == list(range(1, len(lines) + 1))
+    assert sum(line.asns for line in lines) == len(named)

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -169,6 +169,48 @@ class Batch:
 TRICKLE_FLOOR: Final = 10
 
 
+class BulkLookup:
+    """A bulk lookup under way (`CymruClient.lookup`): its chunks, yielded as they complete.
+
+    Between two chunks the caller may `add` queries (Tier 1's ``AS<n>`` for the AS numbers
+    an answer named): they wait until a session would otherwise be idle (every chunk of the
+    lookup started, fewer running than the sessions), then go out together, in chunks of
+    their own (`Batch.total` 0: not planned). So they ride along with the lookup's last
+    chunks instead of a second round after it, and add as few sessions as they can.
+    """
+
+    def __init__(self, client: CymruClient, queries: Sequence[str]) -> None:
+        self.client = client
+        self.planned = client.chunks(queries)
+        self.waiting: list[str] = []  # added, not sent yet
+        self.number = 0
+
+    def add(self, queries: Sequence[str]) -> None:
+        """Ask ``queries`` too (unless the client stopped asking)."""
+        if not self.client.blocked:
+            self.waiting.extend(queries)
+
+    def __iter__(self) -> Iterator[Batch]:
+        client = self.client
+        if not self.planned and not self.waiting:
+            return
+        if not client.sessions:
+            client.progress.begin()
+        with ThreadPoolExecutor(client.settings.sessions, thread_name_prefix="cymru") as pool:
+            running = {self._submit(pool, chunk, len(self.planned)) for chunk in self.planned}
+            while running or self.waiting:
+                if self.waiting and len(running) < client.settings.sessions:
+                    added, self.waiting = self.waiting, []
+                    running |= {self._submit(pool, chunk, 0) for chunk in client.chunks(added)}
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+
+    def _submit(self, pool: ThreadPoolExecutor, chunk: list[str], total: int) -> Future[Batch]:
+        self.number += 1
+        return pool.submit(self.client._resolve, Batch(self.number, total, chunk))
+
+
 class _TricklingError(Exception):
     """Raised inside a session when Cymru answers almost nothing (`TRICKLE_FLOOR`)."""
 
@@ -200,27 +242,20 @@ class CymruClient:
         """No more sessions: the breaker tripped, or the run is stopping."""
         return self.cancelled or self.breaker.tripped is not None
 
-    def lookup(self, queries: Sequence[str]) -> Iterator[Batch]:
-        """Answer every query, one `Batch` per chunk, yielded as chunks complete.
+    def lookup(self, queries: Sequence[str]) -> BulkLookup:
+        """Answer every query, one `Batch` per chunk, yielded as chunks complete; queries
+        added while it runs (`BulkLookup.add`) go out in chunks of their own.
 
         Chunks hold at most ``batch_size`` queries; fewer queries than the sessions could take
         are spread over all of them (no chunk under `min_split`), so that they all work.
         """
-        sessions = self.settings.sessions
-        spread = max(-(-len(queries) // sessions), self.settings.min_split)
+        return BulkLookup(self, queries)
+
+    def chunks(self, queries: Sequence[str]) -> list[list[str]]:
+        """``queries`` in chunks of at most ``batch_size``, spread over every session."""
+        spread = max(-(-len(queries) // self.settings.sessions), self.settings.min_split)
         size = min(self.settings.batch_size, spread)
-        chunks = [list(queries[i : i + size]) for i in range(0, len(queries), size)]
-        if not chunks:
-            return
-        if not self.sessions:
-            self.progress.begin()
-        with ThreadPoolExecutor(self.settings.sessions, thread_name_prefix="cymru") as pool:
-            futures = [
-                pool.submit(self._resolve, Batch(n, len(chunks), chunk))
-                for n, chunk in enumerate(chunks, start=1)
-            ]
-            for future in as_completed(futures):
-                yield future.result()
+        return [list(queries[i : i + size]) for i in range(0, len(queries), size)]
 
     def _resolve(self, batch: Batch) -> Batch:
         remaining = list(batch.queries)

@@ -4,7 +4,8 @@ bulk sessions, run in a thread by `etl.refresh.runner`; it only posts events (`e
 `tier1_plan` decides, on the main thread, which ASNs to ask: every ASN of asn_inventory whose
 registration data is missing or older than 90 days, and MaxMind's ASNs of this run not known
 fresh; for IPs named by address (`NAMED_IPS`), only their own ASNs, and none when none was
-selected. ASNs that only Cymru's answers reveal are asked at the end of the phase.
+selected. ASNs that only Cymru's answers reveal are asked as soon as a session is free
+(`BulkLookup.add`), beside the last planned chunks.
 """
 
 from __future__ import annotations
@@ -117,23 +118,34 @@ def cymru_phase(
     client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post, clock: Clock = utc_now
 ) -> None:
     """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
-    chunk (cached at the time ``clock`` gives then), then ask about the ASNs only Cymru's
-    answers revealed.
+    chunk (cached at the time ``clock`` gives then). The ASNs only Cymru's answers name are
+    asked as soon as a session is free (`BulkLookup.add`), beside the last planned chunks;
+    their chunks are posted after every planned one, so the lines count the planned first.
 
     Raises `ServiceUnavailableError` when its circuit breaker stopped it.
     """
     lines = BatchLines(post, clock)
-    discovered: set[int] = set()
-    for batch in client.lookup(cymru_queries(ips, plan)):
-        discovered |= lines.answered(batch, planned=batch.total)
-        post(Progressed("cymru", len(batch.sent)))
-        _post_unanswered(batch, post)
-    late = sorted(storable(discovered) - set(plan.wanted) - plan.fresh)
-    if late and not client.blocked:
-        post(Informed(f"cymru: {len(late)} more AS numbers to ask, named in the answers"))
-    for batch in client.lookup(as_queries(late)):
-        lines.answered(batch, planned=0)
-        _post_unanswered(batch, post)
+    lookup = client.lookup(cymru_queries(ips, plan))
+    known = set(plan.wanted) | plan.fresh  # asked already, or fresh
+    planned_left = len(lookup.planned)
+    held: list[Batch] = []  # chunks of named ASNs answered before the last planned one
+    for batch in lookup:
+        if not batch.total:
+            held.append(batch)
+        else:
+            named = storable(lines.answered(batch, planned=batch.total)) - known
+            post(Progressed("cymru", len(batch.sent)))
+            _post_unanswered(batch, post)
+            planned_left -= 1
+            if named and not client.blocked:
+                known |= named
+                post(Informed(f"cymru: {len(named)} more AS numbers to ask, named in the answers"))
+                lookup.add(as_queries(sorted(named)))
+        if planned_left == 0:
+            for late in held:
+                lines.answered(late, planned=0)
+                _post_unanswered(late, post)
+            held = []
     client.check_blocked()
 
 
