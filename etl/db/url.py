@@ -28,6 +28,18 @@ class DatabaseUrl:
     sqlite_path: Path | None = None
     password: str | None = None
     password_as_written: str | None = None  # percent-encoded, as in the URL
+    written: str = ""  # a SQLite file's value as given (shown in errors)
+
+    def check_folder(self) -> DatabaseUrl:
+        """Raise `SettingError` when a SQLite file's folder does not exist (a run checks this
+        when it opens the database; the settings may name a folder not made yet)."""
+        if self.sqlite_path is None:
+            return self
+        folder = self.sqlite_path.parent if str(self.sqlite_path.parent) else Path(".")
+        if not folder.is_dir():
+            problem = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise SettingError("db_url", f"{self.written!r}: the folder {str(folder)!r} {problem}")
+        return self
 
     def __str__(self) -> str:
         return redact(self.url, self.secrets())
@@ -54,7 +66,8 @@ def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
     url = url.strip()
     if "://" not in url:
         if _plain_path(url):
-            return _sqlite_file(url, f"sqlite:///{url}", url, check_folder)
+            parsed = _sqlite_file(url, f"sqlite:///{url}", url)
+            return parsed.check_folder() if check_folder else parsed
         raise SettingError(
             "db_url",
             "is not a database URL nor a plain file path (its value is not shown: it may hold a "
@@ -64,7 +77,8 @@ def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
     scheme = url.split("://", 1)[0].lower()
     parser = _PARSERS.get(scheme)
     if parser is not None:
-        return parser(url, check_folder)
+        parsed = parser(url)
+        return parsed.check_folder() if check_folder else parsed
     shown = repr(scheme) if re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}", scheme) else "of the URL"
     raise SettingError(
         "db_url",
@@ -73,7 +87,7 @@ def parse_database_url(url: str, check_folder: bool = True) -> DatabaseUrl:
     )
 
 
-def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
+def _parse_sqlite(url: str) -> DatabaseUrl:
     rest = url.split("://", 1)[1]
     if not rest.startswith("/") or rest == "/":
         raise SettingError(
@@ -81,7 +95,7 @@ def _parse_sqlite(url: str, check_folder: bool) -> DatabaseUrl:
             f"{url!r}: a SQLite URL needs three slashes and a path, "
             "e.g. sqlite:///data/honeypot.sqlite (relative) or sqlite:////var/lib/x.db (absolute)",
         )
-    return _sqlite_file(unquote(rest[1:].split("?", 1)[0]), url, url, check_folder)
+    return _sqlite_file(unquote(rest[1:].split("?", 1)[0]), url, url)
 
 
 # A value without "://" that is no plain path: a ":" or "@" before its first "/", as in a
@@ -95,7 +109,7 @@ def _plain_path(text: str) -> bool:
     return bool(text) and _NOT_A_PATH.match(text) is None
 
 
-def _sqlite_file(text: str, url: str, written: str, check_folder: bool) -> DatabaseUrl:
+def _sqlite_file(text: str, url: str, written: str) -> DatabaseUrl:
     """The SQLite file at path ``text``; ``url``: its URL, ``written``: the value as given
     (shown in errors)."""
     problem = path_problem(text)
@@ -105,16 +119,12 @@ def _sqlite_file(text: str, url: str, written: str, check_folder: bool) -> Datab
     path = Path(text)
     if str(path) in ("", ".", ":memory:"):
         raise SettingError("db_url", f"{written!r}: a SQLite database file path is required")
-    folder = path.parent if str(path.parent) else Path(".")
-    if check_folder and not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise SettingError("db_url", f"{written!r}: the folder {str(folder)!r} {problem}")
     if path.is_dir():
         raise SettingError("db_url", f"{written!r}: {str(path)!r} is a folder, not a database file")
-    return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path)
+    return DatabaseUrl(dialect="sqlite", url=url, sqlite_path=path, written=written)
 
 
-def _parse_postgres(url: str, _check_folder: bool) -> DatabaseUrl:
+def _parse_postgres(url: str) -> DatabaseUrl:
     """A PostgreSQL URL; nothing of it after ``scheme://`` is ever shown in an error."""
     reason = _ambiguity(url.split("://", 1)[1])
     if reason:
@@ -180,7 +190,7 @@ def _password(userinfo_password: str | None, query: str) -> str | None:
     return None
 
 
-_PARSERS: dict[str, Callable[[str, bool], DatabaseUrl]] = {
+_PARSERS: dict[str, Callable[[str], DatabaseUrl]] = {
     "sqlite": _parse_sqlite,
     **dict.fromkeys(_PG_SCHEMES, _parse_postgres),
 }

@@ -13,19 +13,20 @@ import pwd
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from etl.core import settings
 from etl.core.addresses import is_ip_address
 from etl.core.clock import Clock, utc_now
-from etl.core.errors import SettingError, UsageError
+from etl.core.errors import SettingError
 from etl.core.freshness import Freshness  # re-exported: `from etl.refresh.config import Freshness`
 from etl.core.limits import Range
 from etl.core.settings import setting
 from etl.core.vocabulary import Source
 from etl.db.recognise import DEFAULT_LOCK_TIMEOUT
-from etl.db.url import parse_database_url
+from etl.db.url import DatabaseUrl, parse_database_url
 from etl.report.summary import HEARTBEAT_SECONDS
 from etl.sources.cymru.client import CymruSettings
 from etl.sources.failures import RETRY_BACKOFF
@@ -209,7 +210,7 @@ class RefreshConfig:
                 raise SettingError("only_ips", f"{shown} is not an IP address (exactly as given)")
         if self.greynoise_api_key is not None:
             object.__setattr__(self, "greynoise_api_key", _api_key(self.greynoise_api_key))
-        parse_database_url(self.db_url, check_folder=False)  # the folder: when the run opens it
+        assert self.database  # parsed once, here; its folder is checked when the run opens it
         for name in ("maxmind_asn", "maxmind_city"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
@@ -221,6 +222,12 @@ class RefreshConfig:
     def verbosity(self) -> int:
         """-1 quiet, 0 normal, 1 verbose."""
         return -1 if self.quiet else (1 if self.verbose else 0)
+
+    @cached_property
+    def database(self) -> DatabaseUrl:
+        """The database URL, parsed once (`etl.db.url`); its folder is not checked here:
+        `DatabaseUrl.check_folder` when the run opens it."""
+        return parse_database_url(self.db_url, check_folder=False)
 
     def greynoise_settings(self, search_budget: int | None = None) -> GreyNoiseSettings:
         """How to reach GreyNoise in this run (checks the values); ``search_budget``: the
@@ -258,7 +265,7 @@ class RefreshConfig:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in any output: the API key, the database password."""
         key = (self.greynoise_api_key,) if self.greynoise_api_key else ()
-        return key + _url_secrets(self.db_url)
+        return key + self.database.secrets()
 
 
 def _api_key(key: str) -> str | None:
@@ -281,13 +288,6 @@ def _api_key(key: str) -> str | None:
             "greynoise_api_key", f"has {what} at character {position} of the key ({hint})"
         )
     return trimmed or None
-
-
-def _url_secrets(db_url: str) -> tuple[str, ...]:
-    try:
-        return parse_database_url(db_url).secrets()
-    except UsageError:
-        return ()
 
 
 def load_config(

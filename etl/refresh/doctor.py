@@ -33,7 +33,6 @@ from etl.core.settings import declared, secret_file_warning
 from etl.core.vocabulary import Source
 from etl.db.database import Database
 from etl.db.lock import lock_holder
-from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
 from etl.sources.cymru.client import CymruClient, IpAnswer
 from etl.sources.greynoise.ping import Pong, ping
@@ -106,7 +105,7 @@ def config_check(path: Path | None, found: bool) -> Check:
 
 def database_check(config: RefreshConfig) -> Check:
     """A cowrieprocessor database, readable, and writable by this user (nothing is written)."""
-    url = parse_database_url(config.db_url)
+    url = config.database.check_folder()
     if url.sqlite_path is not None and not url.sqlite_path.is_file():
         return Check(
             "database",
@@ -120,7 +119,7 @@ def database_check(config: RefreshConfig) -> Check:
 
 def lock_check(config: RefreshConfig) -> Check:
     """Whether a refresh holds the run lock now (read-only: taken and let go at once)."""
-    holder = lock_holder(parse_database_url(config.db_url))
+    holder = lock_holder(config.database)
     if holder is None:
         return Check("run lock", "ok", "free: no refresh is running")
     return Check(

@@ -20,7 +20,7 @@ from etl.db.identity import database_id
 from etl.db.lock import run_lock
 from etl.db.pending import Belonging, Kind, PendingAnswers
 from etl.db.recognise import recognise
-from etl.db.url import DatabaseUrl, parse_database_url
+from etl.db.url import DatabaseUrl
 from etl.refresh.config import RefreshConfig
 from etl.refresh.pipeline import apply_pending
 from etl.report.summary import Reporter
@@ -107,7 +107,7 @@ def discard_kept(config: RefreshConfig, reporter: Reporter, foreign_only: bool =
 def _existing(config: RefreshConfig) -> DatabaseUrl:
     """The configured database; a SQLite file that does not exist, and a database the
     refresh cannot use (`recognise`: before any lock file is made), are usage errors."""
-    url = parse_database_url(config.db_url)
+    url = config.database.check_folder()
     if url.sqlite_path is None or url.sqlite_path.is_file():
         recognise(url, read_only=True, timeout=config.lock_timeout)
         return url

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from etl.core.errors import EtlError, SettingError
 from etl.db.side_files import JOURNAL_SUFFIXES, pending_path, run_lock_path
-from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
 from etl.report.metrics import metrics_text
 from etl.report.progress import StatusFile
@@ -152,7 +151,7 @@ def check_state_metrics(config: RefreshConfig, config_file: Path | None, path: P
 def _taken_paths(config: RefreshConfig, config_file: Path | None) -> dict[str, str]:
     """The paths no output may be, with what each is."""
     taken: dict[str, str] = {}
-    named = parse_database_url(config.db_url, check_folder=False).sqlite_path
+    named = config.database.sqlite_path
     if named is not None:
         database = Path(_key(named))  # its side files sit beside the file a link points at
         taken[_key(named)] = "the database"

@@ -46,7 +46,7 @@ from etl.db.select import (
 )
 from etl.db.sessions import FoundSessions, SessionLinker, find_sessions, record_unresolved
 from etl.db.sqlite import sqlite_timestamp
-from etl.db.url import DatabaseUrl, parse_database_url
+from etl.db.url import DatabaseUrl
 from etl.db.write import ChunkWriter
 from etl.refresh.commit import Committer, write_rows
 from etl.refresh.config import RefreshConfig
@@ -103,7 +103,7 @@ def refresh(
             on_end(summary)
 
     maxmind = check_before_work(config) if maxmind is None else maxmind
-    url = parse_database_url(config.db_url)
+    url = config.database
     if url.sqlite_path is not None:
         reader.prestart(url.sqlite_path)  # DuckDB's reader process starts while we work
     summary = summary or RunSummary()
@@ -496,7 +496,7 @@ def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
     or PostgreSQL database that is no database the run can open or has none of
     cowrieprocessor's tables without --create (`recognise`; all also in a dry run), the
     MaxMind files (`open_maxmind`). Returns the MaxMind databases, open."""
-    url = parse_database_url(config.db_url)
+    url = config.database.check_folder()
     if url.dialect == "sqlite" and not config.create:
         assert url.sqlite_path is not None
         if not url.sqlite_path.is_file():

@@ -37,7 +37,6 @@ from etl.db.sessions import (
     find_sessions,
     without_address,
 )
-from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
 from etl.report.metrics import render_state_metrics
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
@@ -142,7 +141,7 @@ def status_report(
 def reading(config: RefreshConfig) -> Iterator[tuple[Database, MaxMindDatabases, datetime]]:
     """The database ``config`` names, opened read-only, its MaxMind files, and the time
     (``config.clock()``): what the report, and the notebook's reads, look at."""
-    url = parse_database_url(config.db_url)
+    url = config.database.check_folder()
     if url.sqlite_path is not None and not url.sqlite_path.is_file():
         raise SettingError(
             "db_url", f"names a SQLite database that does not exist: {url.sqlite_path}"
