@@ -52,7 +52,7 @@ from etl.refresh.commit import Committer, write_rows
 from etl.refresh.config import RefreshConfig
 from etl.refresh.network import Arrivals, ask_and_commit, network_phases
 from etl.refresh.runlog import DailyBudget, logged_run, run_budget
-from etl.refresh.sources import network_sources
+from etl.refresh.sources import REAL, Transports, network_sources
 from etl.refresh.validation import with_validation
 from etl.report.progress import FanOut
 from etl.report.summary import (
@@ -87,6 +87,7 @@ def refresh(
     summary: RunSummary | None = None,
     maxmind: MaxMindDatabases | None = None,
     on_end: Callable[[RunSummary], None] | None = None,
+    transports: Transports = REAL,
 ) -> RunSummary:
     """Refresh every stale IP of the configured database; return what was done.
 
@@ -94,6 +95,7 @@ def refresh(
     run that raised. ``maxmind``: the databases `check_before_work` opened (closed here), else
     that check is made first. ``on_end``: called with the summary of a run that got its run
     log row, once its outcome is known and before that row is final (`logged_run`).
+    ``transports``: how the network sources reach their services (the real way by default).
     """
     started = time.monotonic()
 
@@ -120,7 +122,8 @@ def refresh(
                 "etl.sources.greynoise.http"
             )  # requests: loads while the db is read
         summary.maxmind_build_epochs = maxmind.build_epochs
-        with _opened(url, config, maxmind, reporter, summary, ended) as run:  # None: nothing to do
+        opened = _opened(url, config, maxmind, reporter, summary, ended, transports)
+        with opened as run:  # None: nothing to do
             if run is not None:
                 # select, validate, MaxMind
                 frame, found = _prepare(run, maxmind, summary, reporter)
@@ -157,11 +160,13 @@ class _Run:
     pending: PendingAnswers
     now: datetime
     budget: DailyBudget
+    transports: Transports
     recount_all: bool = False  # a killed run may have left ASN counts behind
 
     def network_sources(self) -> list[NetworkSource]:
         """Every network source (`etl.refresh.sources`), set up for this run's budget."""
-        return network_sources(self.config, self.budget.left, self.budget.limit is not None)
+        daily = self.budget.limit is not None
+        return network_sources(self.config, self.budget.left, daily, self.transports)
 
     def asked(self, source: NetworkSource) -> bool:
         """Whether this run asks ``source``."""
@@ -176,6 +181,7 @@ def _opened(
     reporter: Reporter,
     summary: RunSummary,
     on_end: Callable[[RunSummary], None],
+    transports: Transports,
 ) -> Iterator[_Run | None]:
     """Lock and open the database; a real run first makes it writable, logs itself in the run
     log (`logged_run`) and applies the answers a stopped run kept. None when a dry run finds
@@ -201,7 +207,9 @@ def _opened(
         if held is None:
             selectable = _dry_run_can_select(db, pending, reporter)
             yield (
-                _Run(db, config, active, pending, config.clock(), budget) if selectable else None
+                _Run(db, config, active, pending, config.clock(), budget, transports)
+                if selectable
+                else None
             )
             return
         cap = budget.left if Source.GREYNOISE in active else None
@@ -209,7 +217,7 @@ def _opened(
         with logged_run(db, summary, budget, cap, config.clock, reporter.note, secrets, on_end):
             apply_pending(db, pending, config, reporter)
             recount_all = bool(left) or held.unfinished
-            yield _Run(db, config, active, pending, config.clock(), budget, recount_all)
+            yield _Run(db, config, active, pending, config.clock(), budget, transports, recount_all)
             held.finished()
 
 

@@ -8,23 +8,44 @@ this list and never names a source.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from etl.refresh.config import RefreshConfig
+from etl.sources.cymru.client import Connect
 from etl.sources.cymru.phase import CymruSource
 from etl.sources.greynoise.phase import GreyNoiseSource
+from etl.sources.greynoise.transport import Transport
 from etl.sources.network import NetworkSource
 
 
+@dataclass(frozen=True)
+class Transports:
+    """How the network sources reach their services: None is the real way (TCP for Team Cymru,
+    HTTP for GreyNoise). A caller may pass its own (`etl.refresh.pipeline.refresh`): the
+    policy tests run a whole refresh against services in memory."""
+
+    cymru: Connect | None = None
+    greynoise: Transport | None = None
+
+
+REAL = Transports()  # TCP for Team Cymru, HTTP for GreyNoise
+
+
 def network_sources(
-    config: RefreshConfig, search_budget: int | None = None, daily_budget: bool = False
+    config: RefreshConfig,
+    search_budget: int | None = None,
+    daily_budget: bool = False,
+    transports: Transports = REAL,
 ) -> list[NetworkSource]:
     """Every network source, set up from ``config``. GreyNoise may spend ``search_budget``
     Searches (None: no daily budget); with a ``daily_budget`` it asks in priority order."""
     return [
-        CymruSource(config.cymru_settings(), config.freshness, config.clock),
+        CymruSource(config.cymru_settings(), config.freshness, config.clock, transports.cymru),
         GreyNoiseSource(
             config.greynoise_settings(search_budget),
             config.greynoise_api_key or "",
             config.clock,
             by_priority=daily_budget,
+            transport=transports.greynoise,
         ),
     ]

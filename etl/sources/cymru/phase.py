@@ -23,7 +23,7 @@ from etl.core.vocabulary import Source
 from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
-from etl.sources.cymru.client import Batch, CymruClient, CymruSettings
+from etl.sources.cymru.client import Batch, Connect, CymruClient, CymruSettings
 from etl.sources.cymru.steps import (
     NAMED_IPS,
     as_queries,
@@ -73,8 +73,16 @@ class CymruSource:
 
     name = Source.CYMRU
 
-    def __init__(self, settings: CymruSettings, freshness: Freshness, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: CymruSettings,
+        freshness: Freshness,
+        clock: Clock,
+        connect: Connect | None = None,
+    ) -> None:
+        """``connect``: how a session connects (by default a TCP socket; tests pass their own)."""
         self.settings, self.freshness, self.clock = settings, freshness, clock
+        self.connect = connect
         self.tier1 = Tier1Plan()
         self.client: CymruClient | None = None
 
@@ -96,7 +104,7 @@ class CymruSource:
         plan = self.tier1
         if not ips and not plan.wanted:
             return None
-        client = self.client = CymruClient(self.settings)
+        client = self.client = CymruClient(self.settings, connect=self.connect)
         body = partial(cymru_phase, client, ips, plan, clock=self.clock)
         detail = f"{len(ips)} IPs and {len(plan.wanted)} AS numbers to ask"
         return Phase(self.name, len(cymru_queries(ips, plan)), body, client.cancel, detail)

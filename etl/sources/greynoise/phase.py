@@ -21,6 +21,7 @@ from etl.sources.greynoise.client import GreyNoiseAnswer, GreyNoiseClient
 from etl.sources.greynoise.searches import SearchMeter
 from etl.sources.greynoise.settings import GreyNoiseSettings
 from etl.sources.greynoise.steps import greynoise_results, greynoise_targets
+from etl.sources.greynoise.transport import Transport
 from etl.sources.network import Phase, WouldAsk
 
 if TYPE_CHECKING:
@@ -38,11 +39,18 @@ class GreyNoiseSource:
     name = Source.GREYNOISE
 
     def __init__(
-        self, settings: GreyNoiseSettings, key: str, clock: Clock, by_priority: bool = False
+        self,
+        settings: GreyNoiseSettings,
+        key: str,
+        clock: Clock,
+        by_priority: bool = False,
+        transport: Transport | None = None,
     ) -> None:
         """``by_priority``: a budget may stop GreyNoise before the end, so its IPs go in the
-        priority order of the selection (never enriched first, then the most recently seen)."""
+        priority order of the selection (never enriched first, then the most recently seen).
+        ``transport``: how requests are sent (by default keep-alive HTTP; tests pass their own)."""
         self.settings, self.key, self.clock = settings, key, clock
+        self.transport = transport
         self.by_priority = by_priority or settings.budget is not None
         self.meter = SearchMeter(clock)
         self.client: GreyNoiseClient | None = None
@@ -70,7 +78,7 @@ class GreyNoiseSource:
         """The requests about ``ips``; None when there are none."""
         if not ips:
             return None
-        client = self.client = GreyNoiseClient(self.settings, self.key)
+        client = self.client = GreyNoiseClient(self.settings, self.key, transport=self.transport)
         body = partial(greynoise_phase, client, ips, clock=self.clock)
         v6 = self.skipped(ips)
         detail = f"{len(ips) - v6} IPs to ask" + (
