@@ -38,8 +38,8 @@ NOW = datetime.now(UTC)
 
 
 def old_step_module() -> types.ModuleType:
-    """etl/sources/maxmind/steps.py of OLD_COMMIT, importing etl/mmdb.py of OLD_COMMIT (both from
-    git)."""
+    """etl/maxmind.py of OLD_COMMIT, importing etl/mmdb.py of OLD_COMMIT (both from git; the
+    package's layout then)."""
     modules = {}
     for name in ("mmdb", "maxmind"):
         source = subprocess.run(
@@ -50,7 +50,7 @@ def old_step_module() -> types.ModuleType:
         sys.modules[f"etl.{name}"] = module  # the old maxmind.py imports etl.mmdb
         exec(compile(source, f"{OLD_COMMIT}:etl/{name}.py", "exec"), module.__dict__)
         modules[name] = module
-    del sys.modules["etl.mmdb"], sys.modules["etl.sources.maxmind.steps"]
+    del sys.modules["etl.mmdb"], sys.modules["etl.maxmind"]
     return modules["maxmind"]
 
 

@@ -30,9 +30,10 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from etl.core.vocabulary import BLOCKS  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
-from etl.db.write import ASN_STAGE_COLUMNS, BLOCKS, ChunkWriter  # noqa: E402
+from etl.db.write import ASN_STAGE_COLUMNS, ChunkWriter  # noqa: E402
 from testbed.sample.scratch import new_sqlite_file, scratch_database  # noqa: E402
 
 CHUNK = 5_000

@@ -18,7 +18,7 @@ import pytest
 from etl.core.errors import ServiceUnavailableError
 from etl.sources.cymru.client import NOT_FOUND_IP, Batch, CymruClient, CymruSettings
 from etl.sources.cymru.phase import Tier1Plan, cymru_phase
-from etl.sources.events import BatchAnswered, Event
+from etl.sources.events import AsLookupsUnanswered, BatchAnswered, Event
 
 BANNER = "Bulk mode; whois.cymru.com [2026-11-28 12:00:00 +0000]"
 
@@ -276,8 +276,8 @@ def as_row(query: str) -> str:
 def test_named_as_numbers_go_out_beside_the_last_planned_chunk() -> None:
     """The AS numbers the IP answers name are asked as soon as a session is free, not in a
     second round after every IP chunk: with one slow chunk of IPs, they are answered while it
-    still runs (before: they waited for it). Each is asked once, and their lines come after
-    every planned chunk's."""
+    still runs (before: they waited for it). Each is asked once; the lines number the planned
+    chunks and the chunks of named AS numbers each on their own."""
     slow = ips(40)[-1]  # in the last chunk
     spans: dict[tuple[str, ...], list[float]] = {}
     lock = threading.Lock()
@@ -303,9 +303,47 @@ def test_named_as_numbers_go_out_beside_the_last_planned_chunk() -> None:
     assert len(ip_spans) == 4 and as_spans
     assert min(start for start, _ in as_spans) < max(end for _, end in ip_spans)
     named = {64_500 + int(ip.rsplit(".", 1)[1]) for ip in ips(40)}
-    asked = [q for queries in spans if queries[0].startswith("AS") for q in queries]
+    asked = [q for session in fake.sessions if session[0].startswith("AS") for q in session]
     assert sorted(asked) == sorted(f"AS{n}" for n in named)  # each once
     lines = [event for event in posted if isinstance(event, BatchAnswered)]
-    assert [line.total for line in lines] == [4] * 4 + [0] * (len(lines) - 4)
-    assert [line.done for line in lines] == list(range(1, len(lines) + 1))
+    planned = [line.done for line in lines if line.total]
+    late = [line.done for line in lines if not line.total]
+    assert planned == [1, 2, 3, 4] and late == list(range(1, len(late) + 1))
+    kinds = [bool(line.total) for line in lines]
+    assert kinds.index(False) < len(kinds) - 1 - kinds[::-1].index(True)  # one before the slow
     assert sum(line.asns for line in lines) == len(named)
+
+
+def test_named_as_numbers_count_as_unanswered_once_cymru_is_stopped() -> None:
+    """A Team Cymru stopped by its breaker: the AS numbers its answers named before it was
+    stopped are never sent, and each counts as an AS lookup without an answer."""
+    slow = ips(40)[-1]
+
+    def script(queries: list[str]) -> Reply | OSError:
+        if slow in queries:
+            return ConnectionResetError("reset by peer")
+        return Reply(answer_all(queries))
+
+    fake = FakeCymru(script)
+    client = client_for(
+        fake, [], sessions=2, batch_size=10, min_split=5, blocked_after=1, retries=0
+    )
+    posted: list[Event] = []
+    with pytest.raises(ServiceUnavailableError):
+        cymru_phase(client, ips(40), Tier1Plan(), posted.append)
+    answered = {ip for session in fake.sessions if slow not in session for ip in session}
+    named = {64_500 + int(ip.rsplit(".", 1)[1]) for ip in answered if not ip.startswith("AS")}
+    sent = [q for session in fake.sessions for q in session if q.startswith("AS")]
+    unanswered = sum(e.count for e in posted if isinstance(e, AsLookupsUnanswered))
+    assert named and unanswered == len(named) - len(sent) > 0
+
+
+def test_a_lookup_left_early_starts_no_more_sessions() -> None:
+    """A caller that stops reading a lookup (it raised, or the run is stopping) starts none of
+    the chunks still waiting (before: every queued chunk was still sent)."""
+    fake = FakeCymru()
+    client = client_for(fake, [], sessions=1, batch_size=10, min_split=5)
+    for batch in client.lookup(ips(200)):
+        assert batch.answers
+        break
+    assert len(fake.sessions) <= 2  # the one read, and at most the one already started

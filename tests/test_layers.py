@@ -89,9 +89,7 @@ def imported_modules(
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
-            for (
-                alias
-            ) in node.names:  # `from etl import config` imports the module etl.refresh.config
+            for alias in node.names:  # `from etl.refresh import config` imports a module
                 full = f"{base}.{alias.name}"
                 found.add(full if is_module(full) else base)
     return {module for module in found if module == "etl" or module.startswith("etl.")}
@@ -222,16 +220,38 @@ def test_imports_only_point_down() -> None:
     assert broken == []
 
 
-def test_db_and_sources_import_no_configuration_nor_the_run() -> None:
-    higher = ("etl.refresh.config", "etl.refresh.pipeline", "etl.cli.refresh", "etl.cli.options")
+# The run's frame steps and its run log row: they take their values as arguments, never the
+# run's settings or the run itself (they share the run's folder, so the layers cannot say it).
+STEPS = ("etl.refresh.validation", "etl.refresh.merge", "etl.refresh.commit", "etl.refresh.runlog")
+RUN = ("etl.refresh.config", "etl.refresh.pipeline", "etl.refresh.monitored", "etl.refresh.network")
+
+
+def test_the_steps_read_no_configuration_nor_the_run() -> None:
     found = {
         (module, dep)
         for module, deps in package_imports().items()
-        if in_group(module, "etl.db") or in_group(module, "etl.sources")
+        if module in STEPS
         for dep in deps
-        if any(in_group(dep, name) for name in higher)
+        if dep in RUN
     }
     assert found == set()
+
+
+def test_no_source_imports_another() -> None:
+    """A source is one folder: it may use what all sources share (``etl.sources.network``,
+    ``events``, ``failures``), never another source's folder."""
+    folders = {p.name for p in (PACKAGE / "sources").iterdir() if (p / "__init__.py").is_file()}
+    found = {
+        (module, dep)
+        for module, deps in package_imports().items()
+        for name in folders
+        if in_group(module, f"etl.sources.{name}")
+        for dep in deps
+        if in_group(dep, "etl.sources")
+        and dep.split(".")[2] in folders
+        and not in_group(dep, f"etl.sources.{name}")
+    }
+    assert folders == {"maxmind", "cymru", "greynoise"} and found == set()
 
 
 def test_no_import_cycle() -> None:

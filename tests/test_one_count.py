@@ -155,14 +155,17 @@ def _sources_agree(
 def _cymru_agrees(
     lines: list[str], summary: RunSummary, metrics: dict[tuple[str, str], float], cy: Simulator
 ) -> None:
-    """Batches numbered 1..the summary's count, against one planned total known up front; AS
-    numbers to ask = asked (unless Cymru was stopped); sessions as the simulator saw them."""
+    """Planned batches numbered 1..k against one planned total known up front, those of the AS
+    numbers the answers named 1..m on their own, k + m the summary's count; AS numbers to ask
+    = asked (unless Cymru was stopped); sessions as the simulator saw them."""
     batches = [m for m in map(BATCH.match, lines) if m]
-    assert [int(m[1]) for m in batches] == list(range(1, summary.cymru_batches + 1))
+    numbered = [int(m[1]) for m in batches if m[2]]
+    late = [int(m[1]) for m in batches if not m[2]]
+    assert numbered == list(range(1, len(numbered) + 1))
+    assert late == list(range(1, len(late) + 1))
+    assert len(numbered) + len(late) == summary.cymru_batches
     planned = {m[2] for m in batches if m[2]}
     assert len(planned) <= 1 and all(int(m[1]) <= int(m[2]) for m in batches if m[2])
-    late = [i for i, m in enumerate(batches) if not m[2]]
-    assert late == list(range(len(batches) - len(late), len(batches)))  # after the planned
     [(ips, asns)] = [(int(m[1]), int(m[2])) for m in map(TO_ASK.match, lines) if m]
     more = sum(int(m[1]) for m in map(MORE.match, lines) if m)
     stopped = "cymru" in summary.stopped

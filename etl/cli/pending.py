@@ -1,7 +1,6 @@
 """``honeypot-etl pending``: list, apply or discard the answers stopped runs kept. The
-database's settings are declared once in `etl.refresh.config.RefreshConfig`, as for a refresh; the
-work
-is `etl.refresh.kept`."""
+database's settings are declared once in `etl.refresh.config.RefreshConfig`, as for a
+refresh; the work is `etl.refresh.kept`."""
 
 from __future__ import annotations
 

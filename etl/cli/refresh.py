@@ -113,11 +113,10 @@ def _configure(
     config_file: Path | None, values: dict[str, Any]
 ) -> tuple[RefreshConfig, Path | None, str | None, list[str]]:
     """Merge etl.toml, the environment and the options (in rising precedence); with them the
-    etl.toml read (named, or found: `etl.refresh.config.locate_config`), the line that says which
-    one
-    it read when none was named (``config: PATH``; none when quiet), and the run's first notes
-    (shown once the run starts: an error stays one line): the warning about a key file others
-    can read."""
+    etl.toml read (named, or found: `etl.refresh.config.locate_config`), the line that says
+    which one it read when none was named (``config: PATH``; none when quiet), and the run's
+    first notes (shown once the run starts: an error stays one line): the warning about a key
+    file others can read."""
     path, found = locate_config(config_file)
     config = load_config(file=path, values_origin="option", **values)
     said = config_note(path, found) if config.verbosity >= 0 else None

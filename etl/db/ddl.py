@@ -272,7 +272,6 @@ ALTER TABLE ONLY public.session_summaries
 # cowrieprocessor's tables: it is only ever added (created when absent), and cowrieprocessor,
 # which checks schema_state alone, still finds its schema current.
 RUN_LOG_TABLE = "etl_run_log"
-RUN_LOG_SOURCES = SOURCES
 RUN_LOG_COUNTS = ("queried", *STATUSES)
 # column -> portable type (`_TYPES`): "count" is NOT NULL DEFAULT 0, "number" may be NULL
 RUN_LOG_COLUMNS: dict[str, str] = {
@@ -285,7 +284,7 @@ RUN_LOG_COLUMNS: dict[str, str] = {
     "selected": "count",
     "new_ips": "count",
     "bogons": "count",
-    **{f"{s}_{c}": "count" for s in RUN_LOG_SOURCES for c in RUN_LOG_COUNTS},
+    **{f"{s}_{c}": "count" for s in SOURCES for c in RUN_LOG_COUNTS},
     "greynoise_requests": "count",
     "greynoise_searches": "number",
     "greynoise_searches_by_day": "text",

@@ -37,7 +37,6 @@ from etl.db.upsert import ASN_DETAIL_STAGE_COLUMNS, ASN_STAGE_COLUMNS, IP_STAGE_
 __all__ = [  # the stage columns and the timestamp form are used by tests and benchmarks
     "ASN_DETAIL_STAGE_COLUMNS",
     "ASN_STAGE_COLUMNS",
-    "BLOCKS",
     "IP_STAGE_COLUMNS",
     "MAX_PG_INTEGER",
     "ChunkWriter",

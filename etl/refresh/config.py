@@ -1,9 +1,8 @@
 """One typed configuration object for a refresh run, each setting declared once.
 
 The CLI, `make refresh` and the notebook all build a `RefreshConfig` (`load_config` merges an
-etl.toml, the environment and explicit values) and hand it to `etl.refresh.pipeline.refresh`;
-nothing
-else in the package reads options or the environment.
+etl.toml, the environment and explicit values) and hand it to
+`etl.refresh.pipeline.refresh`; nothing else in the package reads options or the environment.
 """
 
 from __future__ import annotations
@@ -210,7 +209,7 @@ class RefreshConfig:
                 raise SettingError("only_ips", f"{shown} is not an IP address (exactly as given)")
         if self.greynoise_api_key is not None:
             object.__setattr__(self, "greynoise_api_key", _api_key(self.greynoise_api_key))
-        assert self.database  # parsed once, here; its folder is checked when the run opens it
+        _ = self.database  # parsed once, here (refused when malformed); its folder: at the run
         for name in ("maxmind_asn", "maxmind_city"):
             path = getattr(self, name)
             if path is not None and not path.is_file():

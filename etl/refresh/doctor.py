@@ -7,9 +7,9 @@ One `Check` per line, in this order (the cheap, local ones first):
     database   a cowrieprocessor database (`etl.db.recognise`) this user may write
                (`Database.check_writable`: the file and its folder, or PostgreSQL privileges)
     run lock   free, or held by a refresh running now (a warning: that run is no fault)
-    maxmind    both files there and whole (`etl.sources.maxmind.steps.open_maxmind`), a warning
-    when a build
-               is older than GeoLite2's 30-day licence window (the refresh's own note)
+    maxmind    both files there and whole (`etl.sources.maxmind.steps.open_maxmind`), a
+               warning when a build is older than GeoLite2's 30-day licence window (the
+               refresh's own note)
     cymru      one bulk session of one address (`PROBE_ADDRESS`) through the run's own client,
                with its timeouts: answered, or why not ("connection refused", ...)
     greynoise  ``GET /ping`` with the key (`etl.sources.greynoise.ping`); without a key it is

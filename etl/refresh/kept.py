@@ -1,9 +1,9 @@
 """Kept answers as an operator handles them (``honeypot-etl pending``).
 
 A refresh applies, before it selects anything, the answers a stopped run kept for its own
-database (`etl.refresh.pipeline.apply_pending`). The rest is here: which files wait and which
-database
-each was kept for (`kept_answers`, read-only: no database id is made), applying them by hand,
+database (`etl.refresh.pipeline.apply_pending`). The rest is here: which files wait and
+which database each was kept for (`kept_answers`, read-only: no database id is made),
+applying them by hand,
 also those that name no database, under the run lock as a refresh would (`apply_kept`), and
 removing them (`discard_kept`).
 """

@@ -28,11 +28,10 @@ def monitored_refresh(
     config_file: Path | None = None,
     flag: Callable[[str], str] = str,
 ) -> RunSummary:
-    """`etl.refresh.pipeline.refresh` with everything ``config`` asks to show and write: progress
-    (bars
-    on a terminal, else plain lines), the status file, and at the end, also of a failed or
-    interrupted run, the metrics file and the summary JSON (`etl.refresh.outputs`: a dry run writes
-    only the summary; a run refused by another run's lock writes none of them).
+    """`etl.refresh.pipeline.refresh` with everything ``config`` asks to show and write:
+    progress (bars on a terminal, else plain lines), the status file, and at the end, also of
+    a failed or interrupted run, the metrics file and the summary JSON (`etl.refresh.outputs`:
+    a dry run writes only the summary; a run refused by another run's lock writes none).
 
     Usage errors found before any work (output paths, `check_before_work`) are raised before
     anything is shown or written; ``notes`` (e.g. a warning about the config file) are then

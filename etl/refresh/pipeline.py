@@ -1,13 +1,12 @@
 """The refresh, in the order it happens.
 
     select -> validate -> MaxMind
-           -> network phases in threads at the same time (Team Cymru, GreyNoise:
-           `etl.refresh.runner`);
-              the Cymru sessions also carry Tier 1 (AS registration data for every ASN
+           -> network phases in threads at the same time (each source of
+              `etl.refresh.sources`, run by `etl.refresh.runner`); the Cymru sessions also
+              carry Tier 1 (AS registration data for every ASN
               lacking it or older than 90 days)
-           -> meanwhile the main thread commits (`Committer`, fed by `etl.refresh.network`): base
-           rows
-              (validation and maxmind blocks) that await no answer at once, the others
+           -> meanwhile the main thread commits (`Committer`, fed by `etl.refresh.network`):
+              base rows (validation and maxmind blocks) that await no answer at once, the others
               together with their answers (alone only when the services are slow), answers
               in chunks as they arrive
            -> ASN counts of touched ASNs
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 
 import polars as pl
 
@@ -118,9 +118,8 @@ def refresh(
     try:
         reporter = _listeners(reporter, summary)
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
-            _import_in_background(
-                "etl.sources.greynoise.http"
-            )  # requests: loads while the db is read
+            # requests: it loads while the database is read
+            _import_in_background("etl.sources.greynoise.http")
         summary.maxmind_build_epochs = maxmind.build_epochs
         opened = _opened(url, config, maxmind, reporter, summary, ended, transports)
         with opened as run:  # None: nothing to do
@@ -163,8 +162,9 @@ class _Run:
     transports: Transports
     recount_all: bool = False  # a killed run may have left ASN counts behind
 
-    def network_sources(self) -> list[NetworkSource]:
-        """Every network source (`etl.refresh.sources`), set up for this run's budget."""
+    @cached_property
+    def sources(self) -> list[NetworkSource]:
+        """Every network source (`etl.refresh.sources`), set up once for this run's budget."""
         daily = self.budget.limit is not None
         return network_sources(self.config, self.budget.left, daily, self.transports)
 
@@ -325,8 +325,10 @@ def _not_asked(run: _Run) -> dict[str, str]:
             reasons[str(source)] = "no API key"
         elif source is Source.GREYNOISE:
             reasons[str(source)] = "its daily budget is spent"
-        else:
+        elif source is Source.MAXMIND:
             reasons[str(source)] = "no MaxMind database"
+        else:
+            reasons[str(source)] = "not available"
     return reasons
 
 
@@ -351,15 +353,14 @@ def _network_targets(frame: pl.DataFrame, run: _Run) -> dict[str, list[str]]:
     """Per network source, the IPs to ask it about (none for a source this run does not
     ask); each source says which, and in which order (`NetworkSource.targets`)."""
     return {
-        source.name: source.targets(frame) if run.asked(source) else []
-        for source in run.network_sources()
+        source.name: source.targets(frame) if run.asked(source) else [] for source in run.sources
     }
 
 
 def _planned(run: _Run, frame: pl.DataFrame) -> list[NetworkSource]:
     """The network sources, each having read from the database what else it asks (Team
     Cymru: the AS numbers of Tier 1) when this run asks it."""
-    sources = run.network_sources()
+    sources = run.sources
     for source in sources:
         if run.asked(source):
             source.plan(run.db, frame, run.now)

@@ -29,8 +29,9 @@ from typing import Any
 from etl import __version__
 from etl.core.clock import utc_day
 from etl.core.errors import EtlError
+from etl.core.vocabulary import SOURCES
 from etl.db.database import Database
-from etl.db.ddl import RUN_LOG_COUNTS, RUN_LOG_SOURCES
+from etl.db.ddl import RUN_LOG_COUNTS
 from etl.db.runlog import next_run_id, searches_on, write_run
 from etl.report.summary import Reporter, RunSummary, SourceStop
 
@@ -114,7 +115,7 @@ def run_row(summary: RunSummary, cap: int | None) -> dict[str, Any]:
         "bogons": summary.bogons,
         **{
             f"{source}_{count}": getattr(summary.sources[source], count)
-            for source in RUN_LOG_SOURCES
+            for source in SOURCES
             for count in RUN_LOG_COUNTS
         },
         "greynoise_requests": summary.greynoise_requests,

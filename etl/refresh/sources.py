@@ -2,8 +2,8 @@
 
 Adding a network source is one folder under `etl.sources` that implements
 `etl.sources.network.NetworkSource`, one line here, and its name and block in
-`etl.core.vocabulary`. The run (`etl.refresh.pipeline`, `etl.refresh.network`) goes through
-this list and never names a source.
+`etl.core.vocabulary`. The run's network phases (`etl.refresh.network`), their targets and
+the dry run's line (`etl.refresh.pipeline`) go through this list and name no source.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from etl.sources.network import NetworkSource
 class Transports:
     """How the network sources reach their services: None is the real way (TCP for Team Cymru,
     HTTP for GreyNoise). A caller may pass its own (`etl.refresh.pipeline.refresh`): the
-    policy tests run a whole refresh against services in memory."""
+    policy tests run a whole refresh against services in memory. A run closes a GreyNoise
+    transport when its phase ends, as it closes its own."""
 
     cymru: Connect | None = None
     greynoise: Transport | None = None

@@ -2,8 +2,8 @@
 folder implements (Team Cymru: `etl.sources.cymru.phase.CymruSource`, GreyNoise:
 `etl.sources.greynoise.phase.GreyNoiseSource`), and the `Phase` it hands the runner.
 
-A run (`etl.refresh.network`) only ever goes through this interface: it never names a source.
-For each source in the registry (`etl.refresh.sources`) it asks, in order:
+The run's network phases (`etl.refresh.network`) go through this interface and name no
+source. For each source in the registry (`etl.refresh.sources`) the run asks, in order:
 
     ips = source.targets(frame)          which IPs of the frame to ask (frame -> list)
     source.plan(db, frame, now)          anything else to ask, read from the database

@@ -118,9 +118,8 @@ class StatusReport:
 
 
 def state_metrics_text(report: StatusReport) -> str:
-    """The state metrics of ``report`` (`etl.report.metrics.render_state_metrics`): its ``due``
-    count
-    of each source, the installed version, and the report's time."""
+    """The state metrics of ``report`` (`etl.report.metrics.render_state_metrics`): its
+    ``due`` count of each source, the installed version, and the report's time."""
     due = {name: source.due for name, source in report.sources.items()}
     at = datetime.fromisoformat(report.at).timestamp()
     return render_state_metrics(due, __version__, at)

@@ -186,9 +186,8 @@ class BulkLookup:
         self.number = 0
 
     def add(self, queries: Sequence[str]) -> None:
-        """Ask ``queries`` too (unless the client stopped asking)."""
-        if not self.client.blocked:
-            self.waiting.extend(queries)
+        """Ask ``queries`` too (once the client stopped asking, they come back unasked)."""
+        self.waiting.extend(queries)
 
     def __iter__(self) -> Iterator[Batch]:
         client = self.client
@@ -196,7 +195,9 @@ class BulkLookup:
             return
         if not client.sessions:
             client.progress.begin()
-        with ThreadPoolExecutor(client.settings.sessions, thread_name_prefix="cymru") as pool:
+        pool = ThreadPoolExecutor(client.settings.sessions, thread_name_prefix="cymru")
+        ended = False
+        try:
             running = {self._submit(pool, chunk, len(self.planned)) for chunk in self.planned}
             while running or self.waiting:
                 if self.waiting and len(running) < client.settings.sessions:
@@ -205,6 +206,9 @@ class BulkLookup:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
+            ended = True
+        finally:  # left early (the caller raised or stopped reading): start no more sessions
+            pool.shutdown(wait=True, cancel_futures=not ended)
 
     def _submit(self, pool: ThreadPoolExecutor, chunk: list[str], total: int) -> Future[Batch]:
         self.number += 1

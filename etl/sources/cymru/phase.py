@@ -126,34 +126,29 @@ def cymru_phase(
     client: CymruClient, ips: list[str], plan: Tier1Plan, post: Post, clock: Clock = utc_now
 ) -> None:
     """Ask Team Cymru about ``ips`` and the plan's ASNs, in bulk chunks; post each answered
-    chunk (cached at the time ``clock`` gives then). The ASNs only Cymru's answers name are
-    asked as soon as a session is free (`BulkLookup.add`), beside the last planned chunks;
-    their chunks are posted after every planned one, so the lines count the planned first.
+    chunk as it comes (cached at the time ``clock`` gives then). The ASNs only Cymru's
+    answers name are asked as soon as a session is free (`BulkLookup.add`), beside the last
+    planned chunks; once Cymru was stopped, they count as AS lookups without an answer.
 
     Raises `ServiceUnavailableError` when its circuit breaker stopped it.
     """
     lines = BatchLines(post, clock)
     lookup = client.lookup(cymru_queries(ips, plan))
     known = set(plan.wanted) | plan.fresh  # asked already, or fresh
-    planned_left = len(lookup.planned)
-    held: list[Batch] = []  # chunks of named ASNs answered before the last planned one
     for batch in lookup:
+        named = storable(lines.answered(batch, planned=batch.total)) - known
+        _post_unanswered(batch, post)
         if not batch.total:
-            held.append(batch)
+            continue  # a chunk of AS numbers the answers named: no IP in it
+        post(Progressed("cymru", len(batch.sent)))
+        if not named:
+            continue
+        known |= named
+        if client.blocked:  # never sent: the service was stopped
+            post(AsLookupsUnanswered(len(named)))
         else:
-            named = storable(lines.answered(batch, planned=batch.total)) - known
-            post(Progressed("cymru", len(batch.sent)))
-            _post_unanswered(batch, post)
-            planned_left -= 1
-            if named and not client.blocked:
-                known |= named
-                post(Informed(f"cymru: {len(named)} more AS numbers to ask, named in the answers"))
-                lookup.add(as_queries(sorted(named)))
-        if planned_left == 0:
-            for late in held:
-                lines.answered(late, planned=0)
-                _post_unanswered(late, post)
-            held = []
+            post(Informed(f"cymru: {len(named)} more AS numbers to ask, named in the answers"))
+            lookup.add(as_queries(sorted(named)))
     client.check_blocked()
 
 
@@ -165,27 +160,28 @@ def _post_unanswered(batch: Batch, post: Post) -> None:
 
 
 class BatchLines:
-    """Posts the answers of each chunk that was sent, numbered as they come: the ``i`` of
-    "Cymru batch i/n" counts the chunks sent, so the last line's ``i`` is the summary's batch
-    count; ``n`` is the chunks planned, known before the first is sent (the chunks of AS
-    numbers that the answers named come after them, without an ``n``)."""
+    """Posts the answers of each chunk that was sent, numbered as they come, each kind on its
+    own: the ``i`` of "Cymru batch i/n" counts the planned chunks sent, ``n`` is the chunks
+    planned, known before the first is sent; the chunks of AS numbers that the answers named
+    ("Cymru batch j (AS numbers named in the answers)") count from 1 again. The last ``i``
+    and the last ``j`` add up to the summary's batch count."""
 
     def __init__(self, post: Post, clock: Clock = utc_now) -> None:
         self.post = post
         self.clock = clock
-        self.done = 0
+        self.done = {True: 0, False: 0}  # chunks sent: planned, named in the answers
 
     def answered(self, batch: Batch, planned: int) -> set[int]:
         """Post ``batch``'s IP rows and Tier 1 rows (``planned``: the chunks planned, 0 for
         one not planned); return the ASNs its IP answers name."""
         if not batch.sent:
             return set()
-        self.done += 1
+        self.done[bool(planned)] += 1
         ip_batch, as_batch = split_batch(batch)
         asns = _post_details(as_batch, self.post, self.clock())
         enriched, failed = len(ip_batch.answers), len(ip_batch.failed)
-        asked = len(as_batch.sent)
-        self.post(BatchAnswered(self.done, planned, enriched, failed, asns, asked))
+        asked, done = len(as_batch.sent), self.done[bool(planned)]
+        self.post(BatchAnswered(done, planned, enriched, failed, asns, asked))
         if not ip_batch.sent:
             return set()
         part = cymru_results(ip_batch, self.clock())

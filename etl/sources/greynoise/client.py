@@ -127,9 +127,8 @@ class GreyNoiseClient:
         self._stopped: ServiceError | None = None
         self._lock = threading.Lock()
         if transport is None:
-            from etl.sources.greynoise.http import (
-                HttpSession,  # loads requests (see etl.sources.greynoise.http)
-            )
+            # loads requests (see etl.sources.greynoise.http)
+            from etl.sources.greynoise.http import HttpSession
 
             transport = HttpSession(
                 settings.workers,

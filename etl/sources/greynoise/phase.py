@@ -1,7 +1,7 @@
-"""The GreyNoise phase: IPs asked within the service's rate and budget, run in a thread by
-`etl.refresh.runner`; answers are posted (`etl.sources.events`) in parts of `GREYNOISE_PART_ROWS`
-answers, or
-of what arrived within `GREYNOISE_PART_SECONDS`, whichever comes first.
+"""GreyNoise as a run asks it (`GreyNoiseSource`), and its phase: IPs asked within the
+service's rate and budget, run in a thread by `etl.refresh.runner`; answers are posted
+(`etl.sources.events`) in parts of `GREYNOISE_PART_ROWS` answers, or of what arrived within
+`GREYNOISE_PART_SECONDS`, whichever comes first.
 """
 
 from __future__ import annotations

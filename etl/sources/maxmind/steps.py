@@ -9,9 +9,9 @@ the millions of search-tree nodes of a real GeoLite2 file.
 
 Files come from the maxmind_asn / maxmind_city settings (must exist) or from the maxmind_dir
 setting (GeoLite2-ASN.mmdb; GeoLite2-City.mmdb or GeoIP2-City.mmdb; a folder that does not exist
-is refused earlier, by `etl.refresh.config.check_given`, unless it is the default). A file missing
-from
-the folder is one warning line, and a build time of 0 in the run's metrics; the run goes on:
+is refused earlier, by `etl.refresh.config.check_given`, unless it is the default). A file
+missing from the folder is one warning line, and a build time of 0 in the run's metrics; the
+run goes on:
 - without either file, MaxMind is not asked (every IP needs Team Cymru for its ASN);
 - with one of the two, a block it writes holds what that file says, but it is no complete
   answer: its status is ``error`` and its ``error`` says which file was missing (``no City
@@ -19,10 +19,9 @@ the folder is one warning line, and a build time of 0 in the run's metrics; the 
   blocks are fresh for the usual TTL (`etl.db.select`: no run rewrites every row); the first
   run that has both files looks them up again.
 A file that is there but damaged, named or found, stops the run with exit 2
-(`etl.sources.maxmind.check`: checked at open, before any work, and at every lookup, all of which
-come
-before any row is written). A build older than GeoLite2's 30-day licence window is reported
-once, as a note.
+(`etl.sources.maxmind.check`: checked at open, before any work, and at every lookup, all of
+which come before any row is written). A build older than GeoLite2's 30-day licence window is
+reported once, as a note.
 """
 
 from __future__ import annotations
