@@ -157,7 +157,8 @@ def _cymru_agrees(
 ) -> None:
     """Planned batches numbered 1..k against one planned total known up front, those of the AS
     numbers the answers named 1..m on their own, k + m the summary's count; AS numbers to ask
-    = asked (unless Cymru was stopped); sessions as the simulator saw them."""
+    = asked, or counted as failed (unless Cymru was stopped); sessions as the simulator saw
+    them."""
     batches = [m for m in map(BATCH.match, lines) if m]
     numbered = [int(m[1]) for m in batches if m[2]]
     late = [int(m[1]) for m in batches if not m[2]]
@@ -170,7 +171,11 @@ def _cymru_agrees(
     more = sum(int(m[1]) for m in map(MORE.match, lines) if m)
     stopped = "cymru" in summary.stopped
     if not stopped:
-        assert summary.asn_asked == asns + more
+        # Every AS number to ask was sent, or counts as a lookup without an answer: a small
+        # chunk of the AS numbers the answers named may have every session refused (a fault
+        # rate of 0.5 refuses all its tries in 1 of 8 chunks), and is then never sent.
+        failed = summary.cymru_as_lookups_failed
+        assert summary.asn_asked <= asns + more <= summary.asn_asked + failed
         assert summary.sources["cymru"].queried == ips
     assert summary.asn_details <= summary.asn_asked <= asns + more
     assert summary.cymru_batches <= summary.cymru_sessions
