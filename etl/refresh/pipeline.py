@@ -3,8 +3,8 @@
     select -> validate -> MaxMind
            -> network phases in threads at the same time (each source of
               `etl.refresh.sources`, run by `etl.refresh.runner`); the Cymru sessions also
-              carry Tier 1 (AS registration data for every ASN
-              lacking it or older than 90 days)
+              carry Tier 1 (AS registration data for every ASN lacking it or older than 90
+              days, and for those its answers name, beside its last chunks)
            -> meanwhile the main thread commits (`Committer`, fed by `etl.refresh.network`):
               base rows (validation and maxmind blocks) that await no answer at once, the others
               together with their answers (alone only when the services are slow), answers
