@@ -29,11 +29,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from etl.core.vocabulary import SOURCES  # noqa: E402
+from etl.core.vocabulary import SOURCES, Source  # noqa: E402
 from etl.db.database import Database  # noqa: E402
 from etl.db.select import SelectionRules, select_stale  # noqa: E402
 from etl.db.url import parse_database_url  # noqa: E402
 from etl.refresh.config import RefreshConfig  # noqa: E402
+from etl.sources.maxmind.source import MaxMindSource  # noqa: E402
 from etl.sources.maxmind.steps import open_maxmind  # noqa: E402
 
 
@@ -55,11 +56,13 @@ def whois(host: str, port: int, ip: str) -> dict[str, Any]:
 def stale_ips(db_url: str, maxmind_dir: Path, key: str) -> list[str]:
     """The same selection as the refresh, so that both do the same work."""
     config = RefreshConfig(db_url=db_url, maxmind_dir=maxmind_dir, greynoise_api_key=key)
-    maxmind = open_maxmind(directory=maxmind_dir)
-    epoch = maxmind.build_epoch
+    maxmind = MaxMindSource(open_maxmind(directory=maxmind_dir))
+    version = maxmind.version
     maxmind.close()
     with Database(parse_database_url(db_url)) as db:
-        rules = SelectionRules(datetime.now(UTC), config.freshness, frozenset(SOURCES), epoch)
+        rules = SelectionRules(
+            datetime.now(UTC), config.freshness, frozenset(SOURCES), {Source.MAXMIND: version}
+        )
         return list(select_stale(db, rules)["ip"].to_list())
 
 

@@ -165,7 +165,7 @@ def _pg_blocks(url: str) -> int:
 
 def select_phase(url: str) -> tuple[float, int, int]:
     """Seconds of discovery and selection (best of 3), the bytes read, the IPs selected."""
-    rules = SelectionRules(NOW, Freshness(), frozenset(SOURCES), 0)
+    rules = SelectionRules(NOW, Freshness(), frozenset(SOURCES))
     best, read, selected = float("inf"), 0, 0
     dialect = parse_database_url(url).dialect
     for _ in range(3):

@@ -19,3 +19,13 @@ class Freshness:
     cymru_not_found: timedelta = timedelta(days=7)
     greynoise: timedelta = timedelta(days=7)
     asn_details: timedelta = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """The version of an offline source's data a run uses (`etl.sources.offline`): a block
+    written from an older ``epoch`` is stale whatever its age. ``lacking``: what this run's
+    blocks lack when part of the data is missing ("no City database"; None when whole)."""
+
+    epoch: int = 0
+    lacking: str | None = None

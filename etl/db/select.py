@@ -10,13 +10,14 @@ text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import polars as pl
 
-from etl.core.freshness import Freshness
-from etl.core.vocabulary import SOURCES
+from etl.core.freshness import DataVersion, Freshness
+from etl.core.vocabulary import SOURCES, Source
 from etl.db.database import Database
 from etl.db.sessions import FoundSessions, find_sessions
 from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
@@ -81,11 +82,21 @@ class SelectionRules:
     now: datetime
     freshness: Freshness
     asked: frozenset[str]  # the sources this run asks (`etl.core.vocabulary.Source`)
-    maxmind_build_epoch: int = 0
-    # What this run's MaxMind blocks lack ("no City database"), when a file is missing.
-    maxmind_lacking: str | None = None
+    # The version of each offline source's data this run uses (`etl.sources.offline`), by
+    # source: MaxMind's build, and what its blocks lack ("no City database") when a file is
+    # missing. A source absent here has version 0: no block of it is stale for its version.
+    versions: Mapping[Source, DataVersion] = field(default_factory=dict)
     max_ips: int | None = None
     only_ips: tuple[str, ...] = ()
+
+    def version(self, source: Source) -> DataVersion:
+        """The version of ``source``'s data this run uses."""
+        return self.versions.get(source, DataVersion())
+
+
+def _variables(rules: SelectionRules) -> dict[str, object]:
+    """The values the selection's SQL reads by name: the run's time, MaxMind's build."""
+    return {"etl_now": rules.now, "etl_epoch": rules.version(Source.MAXMIND).epoch}
 
 
 def _interval(delta: timedelta) -> str:
@@ -110,10 +121,11 @@ def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
         f"CASE WHEN {_F['$.maxmind.status']} = 'error' OR {older_build} THEN NULL"
         f" ELSE {mm_cached} + {_interval(fresh.maxmind)} END"
     )
-    if rules.maxmind_lacking is not None:
+    lacking = rules.version(Source.MAXMIND).lacking
+    if lacking is not None:
         # A file is missing: a complete block is kept as it is (this run could only make it
         # worse), a block that lacks the same is fresh for its TTL, any other one is stale.
-        lacking = rules.maxmind_lacking.replace("'", "''")
+        lacking = lacking.replace("'", "''")
         mm_expiry = (
             f"CASE WHEN {_F['$.maxmind.status']} IN ('ok', 'not_found') THEN {_NEVER}"
             f" WHEN {_F['$.maxmind.status']} = 'error' AND {_F['$.maxmind.error']} = '{lacking}'"
@@ -258,9 +270,8 @@ def select_stale(
     5,000 rows from all over a large SQLite table dirty (and journal) about one page each.
     """
     found = (find_sessions(db) if found is None else found).only(rules.only_ips)
-    variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
     with db.duck_errors("selecting stale IPs"):
-        stale = db.query_frame(selection_sql(db, rules), variables, [_TIMESTAMP_MACRO])
+        stale = db.query_frame(selection_sql(db, rules), _variables(rules), [_TIMESTAMP_MACRO])
     new = new_ip_candidates(db, found, rules)
     stale = stale.with_columns(via_raw_events=pl.lit(False)).cast(new.schema)
     stale = stale.select(new.columns)
@@ -318,9 +329,8 @@ def freshness_counts(
     that is not a JSON object). IPs seen only in sessions are ``never`` for MaxMind and
     GreyNoise, and ``not_known`` for Cymru: it is needed only if MaxMind has no ASN for them,
     which is known once MaxMind has looked them up. ``found``: as for `select_stale`."""
-    variables: dict[str, object] = {"etl_now": rules.now, "etl_epoch": rules.maxmind_build_epoch}
     with db.duck_errors("counting stale IPs"):
-        frame = db.query_frame(freshness_sql(db, rules), variables, [_TIMESTAMP_MACRO])
+        frame = db.query_frame(freshness_sql(db, rules), _variables(rules), [_TIMESTAMP_MACRO])
     found = find_sessions(db) if found is None else found
     new_ips = found.of_new_ips()["ip"].n_unique()
     new = pl.DataFrame(

@@ -16,7 +16,7 @@ from etl.refresh.outputs import OutputError, RunOutputs, check_outputs
 from etl.refresh.pipeline import check_before_work, refresh
 from etl.report.progress import FanOut, StatusFile
 from etl.report.summary import LineReporter, Reporter, RunSummary
-from etl.sources.maxmind.steps import MaxMindDatabases
+from etl.sources.offline import OfflineSources
 
 if TYPE_CHECKING:
     from etl.report.terminal import RichProgress
@@ -39,16 +39,16 @@ def monitored_refresh(
     ``flag``: a setting's name as the user knows it, for the error of an output that could
     not be written."""
     check_outputs(config, config_file)
-    maxmind = check_before_work(config)
+    offline = check_before_work(config)
     summary = RunSummary()
-    with _reporters(config, maxmind) as (reporter, status):
+    with _reporters(config, offline) as (reporter, status):
         for note in notes:
             reporter.note(note)
         outputs = RunOutputs(config, status)
         refused = False
         try:
             # it says in the summary how it ended; a real run writes the outputs at its end
-            refresh(config, reporter, summary, maxmind, lambda s: outputs.write(s, flag))
+            refresh(config, reporter, summary, offline, lambda s: outputs.write(s, flag))
         except RunLockedError:
             refused = summary.run_id is None  # another run holds the database: its files
             raise
@@ -76,11 +76,11 @@ def _write_outputs(
 
 @contextmanager
 def _reporters(
-    config: RefreshConfig, maxmind: MaxMindDatabases
+    config: RefreshConfig, offline: OfflineSources
 ) -> Iterator[tuple[Reporter, StatusFile | None]]:
     """Progress bars on a terminal, plain lines otherwise (closed at the end: their heartbeat
-    stops), plus the status file if asked (``maxmind``, open already, is closed should they
-    fail to start)."""
+    stops), plus the status file if asked (``offline``, the sources' data open already, is
+    closed should they fail to start)."""
     secrets = config.secrets()
     bars: RichProgress | LineReporter | None = None
     try:
@@ -96,7 +96,7 @@ def _reporters(
         wanted = config.status_file is not None and not config.dry_run  # a dry run: none
         status = StatusFile(config.status_file, secrets) if wanted and config.status_file else None
     except BaseException:
-        maxmind.close()
+        offline.close()
         raise
     try:
         yield (FanOut([shown, status]) if status else shown), status

@@ -57,11 +57,7 @@ class NetworkPhases:
         ``summary`` (GreyNoise: requests and Searches; Team Cymru: sessions tried)."""
         unknown = []
         for source in self.sources:  # every client closed, whatever one of them counts
-            for name, value in source.finish().items():
-                if hasattr(summary, name):
-                    setattr(summary, name, value)
-                else:
-                    unknown.append(f"{source.name}.{name}")
+            unknown += [f"{source.name}.{name}" for name in summary.keep(source.finish())]
         if unknown:  # a source counting into a field the summary lacks: a defect, found by tests
             raise AttributeError(f"no such RunSummary field: {', '.join(unknown)}")
 

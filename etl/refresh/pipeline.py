@@ -1,6 +1,6 @@
 """The refresh, in the order it happens.
 
-    select -> validate -> MaxMind
+    select -> validate -> offline sources (MaxMind), each adding its block to the frame
            -> network phases in threads at the same time (each source of
               `etl.refresh.sources`, run by `etl.refresh.runner`); the Cymru sessions also
               carry Tier 1 (AS registration data for every ASN lacking it or older than 90
@@ -29,7 +29,7 @@ from functools import cached_property
 import polars as pl
 
 from etl.core.errors import SettingError
-from etl.core.vocabulary import SOURCES, TITLES, Source
+from etl.core.vocabulary import NETWORK_SOURCES, SOURCES, TITLES, Source
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
@@ -52,7 +52,7 @@ from etl.refresh.commit import Committer, write_rows
 from etl.refresh.config import RefreshConfig
 from etl.refresh.network import Arrivals, ask_and_commit, network_phases
 from etl.refresh.runlog import DailyBudget, logged_run, run_budget
-from etl.refresh.sources import REAL, Transports, network_sources
+from etl.refresh.sources import REAL, Transports, network_sources, offline_sources
 from etl.refresh.validation import with_validation
 from etl.report.progress import FanOut
 from etl.report.summary import (
@@ -65,8 +65,8 @@ from etl.report.summary import (
     timed_phase,
 )
 from etl.sources.cymru.steps import NAMED_IPS
-from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind, with_maxmind
 from etl.sources.network import NetworkSource
+from etl.sources.offline import OfflineSources
 
 BASE_COLUMNS = (
     "ip",
@@ -85,16 +85,17 @@ def refresh(
     config: RefreshConfig,
     reporter: Reporter | None = None,
     summary: RunSummary | None = None,
-    maxmind: MaxMindDatabases | None = None,
+    offline: OfflineSources | None = None,
     on_end: Callable[[RunSummary], None] | None = None,
     transports: Transports = REAL,
 ) -> RunSummary:
     """Refresh every stale IP of the configured database; return what was done.
 
     ``summary`` (optional) is filled in as the run goes, so a caller still has the counts of a
-    run that raised. ``maxmind``: the databases `check_before_work` opened (closed here), else
-    that check is made first. ``on_end``: called with the summary of a run that got its run
-    log row, once its outcome is known and before that row is final (`logged_run`).
+    run that raised. ``offline``: the offline sources `check_before_work` opened (closed
+    here), else that check is made first. ``on_end``: called with the summary of a run that
+    got its run log row, once its outcome is known and before that row is final
+    (`logged_run`).
     ``transports``: how the network sources reach their services (the real way by default).
     """
     started = time.monotonic()
@@ -104,7 +105,7 @@ def refresh(
         if on_end is not None:
             on_end(summary)
 
-    maxmind = check_before_work(config) if maxmind is None else maxmind
+    offline = check_before_work(config) if offline is None else offline
     url = config.database
     if url.sqlite_path is not None:
         reader.prestart(url.sqlite_path)  # DuckDB's reader process starts while we work
@@ -120,12 +121,16 @@ def refresh(
         if config.enabled(Source.GREYNOISE) and config.greynoise_api_key and not config.dry_run:
             # requests: it loads while the database is read
             _import_in_background("etl.sources.greynoise.http")
-        summary.maxmind_build_epochs = maxmind.build_epochs
-        opened = _opened(url, config, maxmind, reporter, summary, ended, transports)
+        unknown = [
+            f"{source.name}.{name}" for source in offline for name in summary.keep(source.report())
+        ]
+        if unknown:  # a source reporting into a field the summary lacks: a defect
+            raise AttributeError(f"no such RunSummary field: {', '.join(unknown)}")
+        opened = _opened(url, config, offline, reporter, summary, ended, transports)
         with opened as run:  # None: nothing to do
             if run is not None:
-                # select, validate, MaxMind
-                frame, found = _prepare(run, maxmind, summary, reporter)
+                # select, validate, the offline sources
+                frame, found = _prepare(run, offline, summary, reporter)
                 targets = _network_targets(frame, run)
                 if config.dry_run:
                     _report_dry_run(run, frame, targets, summary, reporter)
@@ -142,7 +147,7 @@ def refresh(
     finally:
         if own is not None:
             own.close()
-        maxmind.close()
+        offline.close()
         if url.sqlite_path is not None:
             reader.discard(url.sqlite_path)
         summary.wall_seconds = round(time.monotonic() - started, 3)
@@ -177,7 +182,7 @@ class _Run:
 def _opened(
     url: DatabaseUrl,
     config: RefreshConfig,
-    maxmind: MaxMindDatabases,
+    offline: OfflineSources,
     reporter: Reporter,
     summary: RunSummary,
     on_end: Callable[[RunSummary], None],
@@ -189,7 +194,7 @@ def _opened(
     if not _database_exists(url, config, reporter):
         yield None
         return
-    active = _announce(url, config, maxmind, reporter)
+    active = _announce(url, config, offline, reporter)
     lock = nullcontext(None) if config.dry_run else run_lock(url, reporter.note)
     create = config.create and not config.dry_run
     with (
@@ -228,17 +233,16 @@ def _within(active: frozenset[Source], budget: DailyBudget) -> frozenset[Source]
 
 
 def _prepare(
-    run: _Run, maxmind: MaxMindDatabases, summary: RunSummary, reporter: Reporter
+    run: _Run, offline: OfflineSources, summary: RunSummary, reporter: Reporter
 ) -> tuple[pl.DataFrame, FoundSessions]:
-    """Select, validate and join MaxMind: the whole frame, no network; and the sessions the
-    loader left unlinked (`etl.db.sessions`)."""
+    """Select, validate and add each offline source's block: the whole frame, no network; and
+    the sessions the loader left unlinked (`etl.db.sessions`)."""
     config = run.config
     rules = SelectionRules(
         now=run.now,
         freshness=config.freshness,
         asked=run.active,
-        maxmind_build_epoch=maxmind.build_epoch,
-        maxmind_lacking=maxmind.lacking,
+        versions=offline.versions,
         max_ips=config.max_ips,
         only_ips=config.only_ips,
     )
@@ -261,10 +265,10 @@ def _prepare(
     with timed_phase(summary, reporter, "validate", frame.height):
         frame = with_validation(frame)
     summary.bogons = int(frame["is_bogon"].sum())
-    looked_up = int((frame["stale_maxmind"] & ~frame["is_bogon"]).sum())  # bogons: never
-    with timed_phase(summary, reporter, "maxmind", looked_up):
-        frame = with_maxmind(frame, maxmind, run.now)
-    count_statuses(summary, "maxmind", frame["maxmind_status"])
+    for source in offline:
+        with timed_phase(summary, reporter, source.name, source.looked_up(frame)):
+            frame = source.add(frame, run.now)
+        count_statuses(summary, source.name, frame[f"{source.name}_status"])
     return frame, found
 
 
@@ -325,10 +329,10 @@ def _not_asked(run: _Run) -> dict[str, str]:
             reasons[str(source)] = "no API key"
         elif source is Source.GREYNOISE:
             reasons[str(source)] = "its daily budget is spent"
-        elif source is Source.MAXMIND:
-            reasons[str(source)] = "no MaxMind database"
-        else:
+        elif source in NETWORK_SOURCES:
             reasons[str(source)] = "not available"
+        else:  # an offline source without its data
+            reasons[str(source)] = f"no {TITLES[source]} data"
     return reasons
 
 
@@ -481,10 +485,10 @@ def _import_in_background(module: str) -> None:
 
 
 def _announce(
-    url: DatabaseUrl, config: RefreshConfig, maxmind: MaxMindDatabases, reporter: Reporter
+    url: DatabaseUrl, config: RefreshConfig, offline: OfflineSources, reporter: Reporter
 ) -> frozenset[Source]:
     """Say what this run asks (and why a source is left out); return the sources asked."""
-    for message in maxmind.notes:
+    for message in offline.notes:
         reporter.note(message)
     active = {source for source in Source if config.enabled(source)}
     if Source.GREYNOISE not in config.skip and not config.greynoise_api_key:
@@ -492,19 +496,19 @@ def _announce(
             "GreyNoise skipped: no API key (set GREYNOISE_API_KEY, or greynoise_api_key in "
             "etl.toml, to enable it)"
         )
-    if Source.MAXMIND in active and not maxmind.available:
-        active.discard(Source.MAXMIND)
+    active -= offline.unavailable()
     asked = ", ".join(sorted(active)) or "no source"
     reporter.info(f"refreshing {url} ({asked}){' (dry run)' if config.dry_run else ''}")
     return frozenset(active)
 
 
-def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
+def check_before_work(config: RefreshConfig) -> OfflineSources:
     """The usage errors a run can find before it starts (exit 2, nothing written yet): the
     database URL and its folder, a SQLite file that does not exist without --create, a file
     or PostgreSQL database that is no database the run can open or has none of
     cowrieprocessor's tables without --create (`recognise`; all also in a dry run), the
-    MaxMind files (`open_maxmind`). Returns the MaxMind databases, open."""
+    offline sources' data (`offline_sources`: the MaxMind files). Returns the offline sources,
+    open."""
     url = config.database.check_folder()
     if url.dialect == "sqlite" and not config.create:
         assert url.sqlite_path is not None
@@ -516,14 +520,7 @@ def check_before_work(config: RefreshConfig) -> MaxMindDatabases:
                 also="create",
             )
     recognise(url, create=config.create, timeout=config.lock_timeout)
-    if not config.enabled(Source.MAXMIND):
-        return MaxMindDatabases()
-    return open_maxmind(
-        asn=config.maxmind_asn,
-        city=config.maxmind_city,
-        directory=config.maxmind_dir,
-        now=config.clock(),
-    )
+    return offline_sources(config)
 
 
 def _database_exists(url: DatabaseUrl, config: RefreshConfig, reporter: Reporter) -> bool:

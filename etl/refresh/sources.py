@@ -1,21 +1,25 @@
-"""The registry: the network sources a run knows, in the order it asks them and reports them.
+"""The registry: the sources a run knows, in the order it asks them and reports them.
 
-Adding a network source is one folder under `etl.sources` that implements
-`etl.sources.network.NetworkSource`, one line here, and its name and block in
-`etl.core.vocabulary`. The run's network phases (`etl.refresh.network`), their targets and
-the dry run's line (`etl.refresh.pipeline`) go through this list and name no source.
+Adding a source is one folder under `etl.sources` that implements
+`etl.sources.offline.OfflineSource` (data on disk: `offline_sources`) or
+`etl.sources.network.NetworkSource` (a service: `network_sources`), one line here, and its
+name and block in `etl.core.vocabulary`. The run's steps and network phases
+(`etl.refresh.pipeline`, `etl.refresh.network`) go through these lists and name no source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from etl.core.vocabulary import Source
 from etl.refresh.config import RefreshConfig
 from etl.sources.cymru.client import Connect
 from etl.sources.cymru.phase import CymruSource
 from etl.sources.greynoise.phase import GreyNoiseSource
 from etl.sources.greynoise.transport import Transport
+from etl.sources.maxmind.source import MaxMindSource
 from etl.sources.network import NetworkSource
+from etl.sources.offline import OfflineSources
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,15 @@ def network_sources(
             transport=transports.greynoise,
         ),
     ]
+
+
+def offline_sources(config: RefreshConfig) -> OfflineSources:
+    """Every offline source, its data open (a skipped one is not opened). Raises the source's
+    usage error (exit 2) for data named or found that cannot be used."""
+    now = config.clock()
+    maxmind = (
+        MaxMindSource.open(config.maxmind_asn, config.maxmind_city, config.maxmind_dir, now)
+        if config.enabled(Source.MAXMIND)
+        else MaxMindSource()
+    )
+    return OfflineSources((maxmind,))

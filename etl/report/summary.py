@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -123,6 +123,15 @@ class RunSummary:
             shown = redact(str(error), secrets) if isinstance(error, EtlError) else None
             self.error = f"run failed: {shown or type(error).__name__}"
         self.notes.append(self.error)
+
+    def keep(self, kept: Mapping[str, object]) -> list[str]:
+        """Put what a source kept (`NetworkSource.finish`, `OfflineSource.report`) into the
+        fields of those names; return the names this summary has no field for (a defect of the
+        source, raised by the caller once every source is done)."""
+        for name, value in kept.items():
+            if hasattr(self, name):
+                setattr(self, name, value)
+        return [name for name in kept if not hasattr(self, name)]
 
     def failed_after_end(self, error: str) -> None:
         """The run did its work, but what it had to write at its end (an output file) could
