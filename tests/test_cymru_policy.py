@@ -17,8 +17,9 @@ import pytest
 
 from etl.core.errors import ServiceUnavailableError
 from etl.sources.cymru.client import NOT_FOUND_IP, Batch, CymruClient, CymruSettings
+from etl.sources.cymru.events import AsLookupsUnanswered, BatchAnswered
 from etl.sources.cymru.phase import Tier1Plan, cymru_phase
-from etl.sources.events import AsLookupsUnanswered, BatchAnswered, Event
+from etl.sources.events import Event
 
 BANNER = "Bulk mode; whois.cymru.com [2026-11-28 12:00:00 +0000]"
 

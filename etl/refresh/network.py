@@ -22,9 +22,8 @@ from etl.refresh.commit import Committer
 from etl.refresh.runner import PhaseRunner
 from etl.report.summary import Reporter, RunSummary, SourceStop, count_statuses, finish_phase
 from etl.sources.events import (
-    AsLookupsUnanswered,
     AsnDetailsAnswered,
-    BatchAnswered,
+    Counted,
     Event,
     Informed,
     Noted,
@@ -105,16 +104,14 @@ def ask_and_commit(
 def account(event: Event, summary: RunSummary, reporter: Reporter) -> None:
     """Count ``event`` into ``summary`` and report it (on the main thread only)."""
     match event:
-        case BatchAnswered():
-            summary.cymru_batches += 1
-            summary.asn_asked += event.asns_asked
-            reporter.info(event.line())
+        case Counted():
+            summary.add(event.counts())
+            if event.line():
+                reporter.info(event.line())
         case PartAnswered(source, frame):
             count_statuses(summary, source, frame[f"{source}_status"])
         case AsnDetailsAnswered(frame):
             summary.asn_details += frame.height
-        case AsLookupsUnanswered(count):
-            summary.cymru_as_lookups_failed += count
         case Progressed(source, done):
             reporter.advanced(source, done)
         case Informed(message):

@@ -133,6 +133,12 @@ class RunSummary:
                 setattr(self, name, value)
         return [name for name in kept if not hasattr(self, name)]
 
+    def add(self, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` to the fields of those names (a source's own counters, posted as
+        `etl.sources.events.Counted`)."""
+        for name, amount in counts.items():
+            setattr(self, name, getattr(self, name) + amount)
+
     def failed_after_end(self, error: str) -> None:
         """The run did its work, but what it had to write at its end (an output file) could
         not be written: a failure (exit 1) with that ``error`` line."""

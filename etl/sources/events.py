@@ -6,8 +6,8 @@ thread takes them in the order they were posted, and it alone counts them into t
 
     PartAnswered(source, frame)     answered rows for the committer (cymru or greynoise)
     AsnDetailsAnswered(frame)       Tier 1 rows (AS registration data) for asn_inventory
-    BatchAnswered(done, total, ...) one Team Cymru chunk answered (a log line)
-    AsLookupsUnanswered(count)      Tier 1 ``AS<n>`` queries of a chunk left without an answer
+    Counted (a source's subclass)   a source's own counters, and a log line (Team Cymru:
+                                    a chunk answered; AS queries left without an answer)
     Progressed(source, n)           n more items of the phase are done
     Informed(message)               a progress line for the log
     Noted(message)                  something the user should read once
@@ -41,32 +41,18 @@ class AsnDetailsAnswered:
 
 
 @dataclass(frozen=True)
-class BatchAnswered:
-    """Team Cymru answered its ``done``-th chunk of ``total`` planned (0: a chunk of AS
-    numbers that the answers named, not planned): ``enriched`` IPs, ``failed`` IPs sent
-    without an answer, ``asns`` AS numbers' registration data of ``asns_asked`` asked."""
+class Counted:
+    """A source's own counters, added to the `RunSummary` fields of the names `counts` gives,
+    and the info `line` to log (none when empty). Each source subclasses it for what it counts
+    (Team Cymru: `etl.sources.cymru.events`), so the main thread counts them naming no source."""
 
-    done: int
-    total: int
-    enriched: int
-    failed: int
-    asns: int = 0
-    asns_asked: int = 0
+    def counts(self) -> dict[str, int]:
+        """The amounts to add, by `RunSummary` field."""
+        return {}
 
     def line(self) -> str:
-        """The log line (users grep it: keep the wording)."""
-        failed = f", {self.failed} failed" if self.failed else ""
-        asns = f", {self.asns} ASNs" if self.asns else ""
-        of = f"/{self.total}" if self.total else " (AS numbers named in the answers)"
-        return f"Cymru batch {self.done}{of}: {self.enriched} IPs enriched{failed}{asns}"
-
-
-@dataclass(frozen=True)
-class AsLookupsUnanswered:
-    """``count`` Tier 1 ``AS<n>`` queries of a Team Cymru chunk got no answer (sent without
-    one, or never sent because Cymru was stopped)."""
-
-    count: int
+        """The log line ("": none)."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -122,8 +108,7 @@ class PhaseFailed:
 Event: TypeAlias = (
     PartAnswered
     | AsnDetailsAnswered
-    | BatchAnswered
-    | AsLookupsUnanswered
+    | Counted
     | Progressed
     | Informed
     | Noted

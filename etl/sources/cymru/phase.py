@@ -24,6 +24,7 @@ from etl.db.database import Database
 from etl.db.select import asn_details_state
 from etl.db.write import MAX_PG_INTEGER
 from etl.sources.cymru.client import Batch, Connect, CymruClient, CymruSettings
+from etl.sources.cymru.events import AsLookupsUnanswered, BatchAnswered
 from etl.sources.cymru.steps import (
     NAMED_IPS,
     as_queries,
@@ -33,9 +34,7 @@ from etl.sources.cymru.steps import (
     split_batch,
 )
 from etl.sources.events import (
-    AsLookupsUnanswered,
     AsnDetailsAnswered,
-    BatchAnswered,
     Informed,
     PartAnswered,
     Post,
