@@ -33,7 +33,7 @@ from etl.core.vocabulary import NETWORK_SOURCES, SOURCES, TITLES, Source
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
-from etl.db.lock import run_lock
+from etl.db.lock import RunLock, run_lock
 from etl.db.pending import PendingAnswers, PendingFile
 from etl.db.recognise import recognise
 from etl.db.runlog import mark_killed
@@ -68,17 +68,8 @@ from etl.sources.cymru.steps import NAMED_IPS
 from etl.sources.network import NetworkSource
 from etl.sources.offline import OfflineSources
 
-BASE_COLUMNS = (
-    "ip",
-    "first_seen",
-    "last_seen",
-    "session_count",
-    "validation",
-    "maxmind",
-    "maxmind_asn",
-    "maxmind_asn_org",
-    "maxmind_status",
-)
+# The columns of a base row (what awaits no answer), before the offline sources' own.
+BASE_COLUMNS = ("ip", "first_seen", "last_seen", "session_count", "validation")
 
 
 def refresh(
@@ -165,6 +156,7 @@ class _Run:
     now: datetime
     budget: DailyBudget
     transports: Transports
+    offline: OfflineSources
     recount_all: bool = False  # a killed run may have left ASN counts behind
 
     @cached_property
@@ -188,9 +180,12 @@ def _opened(
     on_end: Callable[[RunSummary], None],
     transports: Transports,
 ) -> Iterator[_Run | None]:
-    """Lock and open the database; a real run first makes it writable, logs itself in the run
-    log (`logged_run`) and applies the answers a stopped run kept. None when a dry run finds
-    nothing to select."""
+    """The run's context, opened once, step by step: say what is asked (`_announce`), take
+    the run lock (`run_lock`; none for a dry run), open the database (`Database`: the URL's
+    backend, chosen once), check it can take what the run writes (`_ready_to_write`), read
+    the GreyNoise daily budget (`run_budget`), log the run (`logged_run`) and apply the
+    answers a stopped run kept (`apply_pending`). None when a dry run finds nothing to
+    select."""
     if not _database_exists(url, config, reporter):
         yield None
         return
@@ -202,27 +197,23 @@ def _opened(
         Database(url, create=create, lock_timeout=config.lock_timeout, notify=reporter.note) as db,
     ):
         pending = PendingAnswers.of(url, config.pending_dir)
-        if held is not None:
-            db.guard = held.verify  # PostgreSQL: every write first makes sure the lock is held
-            left = _ready_to_write(db, reporter)
-            mark_killed(db, reporter.note)  # rows still 'running' are of runs that died
+        left = _ready_to_write(db, held, reporter) if held is not None else []
         limit, asked = config.greynoise_daily_budget, Source.GREYNOISE in active
         budget = run_budget(db, limit, config.clock(), asked, summary, reporter)
         active = _within(active, budget)
-        if held is None:
-            selectable = _dry_run_can_select(db, pending, reporter)
-            yield (
-                _Run(db, config, active, pending, config.clock(), budget, transports)
-                if selectable
-                else None
-            )
+
+        def run(recount_all: bool = False) -> _Run:  # its time: when the selection starts
+            now = config.clock()
+            return _Run(db, config, active, pending, now, budget, transports, offline, recount_all)
+
+        if held is None:  # a dry run reads as found
+            yield run() if _dry_run_can_select(db, pending, reporter) else None
             return
         cap = budget.left if Source.GREYNOISE in active else None
         secrets = config.secrets()
         with logged_run(db, summary, budget, cap, config.clock, reporter.note, secrets, on_end):
             apply_pending(db, pending, config, reporter)
-            recount_all = bool(left) or held.unfinished
-            yield _Run(db, config, active, pending, config.clock(), budget, transports, recount_all)
+            yield run(recount_all=bool(left) or held.unfinished)
             held.finished()
 
 
@@ -447,7 +438,8 @@ def _ask_and_write(
         arrivals = Arrivals(summary, reporter, committer, writer, run.now)
         # Rows no service will answer are written at once, while the services work; the others
         # wait to be written once, together with their answers.
-        base = frame.select(c for c in BASE_COLUMNS if c in frame.columns)
+        wanted = [*BASE_COLUMNS, *(c for source in run.offline for c in source.columns)]
+        base = frame.select(c for c in wanted if c in frame.columns)
         ask_and_commit(network, base, arrivals, run.pending)
         write_phase.finish()  # the last row is committed
         touched = set(frame["current_asn"].drop_nulls().to_list()) | committer.asns
@@ -551,9 +543,11 @@ def _dry_run_can_select(db: Database, pending: PendingAnswers, reporter: Reporte
     return True
 
 
-def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
-    """Check, before any service is asked, that the run can write what it will write; create
-    absent tables; drop staging tables a killed run left (returned)."""
+def _ready_to_write(db: Database, held: RunLock, reporter: Reporter) -> list[str]:
+    """Check, before any service is asked, that the run can write what it will write (and,
+    on PostgreSQL, before every write that it still holds the run lock); create absent
+    tables; drop staging tables a killed run left (returned); mark the runs that died."""
+    db.guard = held.verify  # PostgreSQL: every write first makes sure the lock is held
     db.check_writable()
     schema = db.ensure_schema()
     if schema.created:
@@ -570,6 +564,7 @@ def _ready_to_write(db: Database, reporter: Reporter) -> list[str]:
             f"dropped {len(left)} staging table(s) left by a killed run; "
             "ASN counts will be recomputed for every ASN"
         )
+    mark_killed(db, reporter.note)  # rows still 'running' are of runs that died
     return left
 
 

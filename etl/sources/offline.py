@@ -9,6 +9,7 @@ registry (`etl.refresh.sources.offline_sources`), in order:
     source.available                     whether its data is there (else it is not asked)
     source.notes                         what was noticed opening it (one line each)
     source.version                       the data's version: older blocks are stale
+    source.columns                       the columns its step adds to the rows it writes
     n = source.looked_up(frame)          how many rows the step looks up (the phase's count)
     frame = source.add(frame, now)       its block, ``<name>``, and ``<name>_status``
     source.report()                      what the run's summary keeps of it
@@ -49,6 +50,12 @@ class OfflineSource(Protocol):
     @property
     def version(self) -> DataVersion:
         """The version of the data open: a block written from an older one is stale."""
+        ...
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns `add` gives the rows it writes: its block, ``<name>_status``, and what
+        the merge reads of it (MaxMind: the ASN and AS organization)."""
         ...
 
     def looked_up(self, frame: pl.DataFrame) -> int:

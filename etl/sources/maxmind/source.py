@@ -46,6 +46,11 @@ class MaxMindSource:
         """The newest build among the files open, and what the blocks lack without the other."""
         return DataVersion(self.databases.build_epoch, self.databases.lacking)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The block, its status, and the ASN and AS organization the merge reads."""
+        return ("maxmind", "maxmind_asn", "maxmind_asn_org", "maxmind_status")
+
     def looked_up(self, frame: pl.DataFrame) -> int:
         """The stale rows that are no bogon (a bogon is never looked up)."""
         return int((frame["stale_maxmind"] & ~frame["is_bogon"]).sum())
