@@ -83,6 +83,8 @@ from tests.world import load_sqlite, plan_world
         (["--config", "/etc/passwd/etl.toml"], "cannot read config file /etc/passwd/etl.toml: not"),
         (["--no-such-option"], "No such option: --no-such-option"),
         (["--db"], "Option '--db' requires an argument"),
+        # a file named as written, not the home of a user "0" (found: a traceback)
+        (["--db", "~0"], "names a SQLite database that does not exist: ~0"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(

@@ -171,8 +171,10 @@ def _taken_paths(config: RefreshConfig, config_file: Path | None) -> dict[str, s
 
 
 def _key(path: Path) -> str:
-    """One spelling per file: absolute, symbolic links resolved."""
-    return os.path.realpath(path.expanduser())
+    """One spelling per file: absolute, symbolic links resolved. No ``~`` is expanded here:
+    the settings expanded theirs (`etl.core.settings`), and a database path names its file
+    as written (``~0`` is a file in the current folder, not the home of a user 0)."""
+    return os.path.realpath(path)
 
 
 def _check_file(output: Output, path: Path) -> None:
