@@ -26,6 +26,7 @@ import polars as pl
 from etl import __version__
 from etl.core.clock import utc_day
 from etl.core.errors import DatabaseError, SettingError
+from etl.core.freshness import DataVersion
 from etl.core.vocabulary import SOURCES, Source
 from etl.db import runlog
 from etl.db.database import Database
@@ -39,7 +40,6 @@ from etl.db.sessions import (
 )
 from etl.refresh.config import RefreshConfig
 from etl.report.metrics import render_state_metrics
-from etl.sources.maxmind.source import MaxMindSource
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
 
 FORECAST_DAYS = 7
@@ -177,9 +177,8 @@ def gather(
         counts = pl.DataFrame(schema={"source": pl.String, "state": pl.String,
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
-        # MaxMind's version as a run would use it: a complete block is kept while a file is
-        # missing, as the selection keeps it (`SelectionRules.versions`)
-        versions = {Source.MAXMIND: MaxMindSource(maxmind).version}
+        # MaxMind's build: a block of an older one is stale (the TTLs count the rest)
+        versions = {Source.MAXMIND: DataVersion(maxmind.build_epoch)}
         rules = SelectionRules(now, config.freshness, frozenset(SOURCES), versions)
         found = find_sessions(db) if found is None else found
         notes += found.notes
