@@ -31,13 +31,18 @@ lint: setup
 	$(BIN)/ruff format --check etl testbed tests bench
 	$(BIN)/mypy
 
+# Four workers on two cores: most tests wait on a server, a child process or a lock, not on a
+# core (pytest-xdist; TEST_WORKERS=0 runs them one after the other).
+TEST_WORKERS ?= 4
+
 test: lint
-	$(BIN)/pytest --cov=etl --cov-report=term --cov-fail-under=85 --durations=10
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --cov=etl --cov-report=term \
+		--cov-fail-under=85 --durations=10
 
 # The tests that need neither PostgreSQL nor a child process (markers set in tests/conftest.py);
-# under a minute, no coverage gate.
+# no coverage gate.
 test-fast: setup
-	$(BIN)/pytest -m "not postgres and not subprocess" -q
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not postgres and not subprocess" -q
 
 # SPEC 7: every benchmark and its ratio against the target (about 30 minutes; PostgreSQL on
 # 127.0.0.1:5432); the tables also go to bench/results.md.

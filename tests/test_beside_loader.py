@@ -1,6 +1,6 @@
 """Beside the live loader (issue 23, item 5): cowrieprocessor's loader runs from cron while a
 refresh runs. A loader-shaped writer (``python -m tests.loader``, another process) loads new
-sessions and events into the same database during a refresh of 20,000 IPs, in the loader's
+sessions and events into the same database during a refresh of 8,000 IPs, in the loader's
 transactions and with its lock policy (SQLite: ``busy_timeout=5000`` per attempt, 3 retries,
 then a 10 s cooldown and exit 1).
 
@@ -40,9 +40,9 @@ from tests.test_loader_compat import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-IPS = 20_000  # the refresh's size: several seconds of writes with both simulators
-NEW_ONLY = 1_000  # addresses only the writer brings (and as many loaded ones it comes back with)
-CONTINUED = 4_000  # loaded sessions the writer adds events to (rows the refresh links)
+IPS = 8_000  # the refresh's size: seconds of writes with both simulators
+NEW_ONLY = 400  # addresses only the writer brings (and as many loaded ones it comes back with)
+CONTINUED = 1_600  # loaded sessions the writer adds events to (rows the refresh links)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -21,7 +21,7 @@ import pytest
 from tests.sims import Simulator, run_module, running
 
 KEY = "kill-safety-key"
-TRIALS = 10  # per journal mode
+TRIALS = 6  # per journal mode (the kill moments: 3 random, 3 while it writes)
 TIMESTAMPS = ("cached_at",)
 # The refreshes run without coverage measurement: they are timed against kills, and the code
 # they run is measured by the other tests.

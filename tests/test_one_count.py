@@ -64,7 +64,7 @@ def _run(
     config = RefreshConfig(
         db_url=f"sqlite:///{db}", maxmind_dir=pristine.parent, greynoise_api_key=KEY,
         greynoise_rate=300.0, batch_size=40, retry_backoff=0.02, cymru_timeout=0.5,
-        progress_every=0.2, **files, **settings,
+        greynoise_timeout=2.0, progress_every=0.2, **files, **settings,
     )  # fmt: skip
     capsys.readouterr()
     summary = monitored_refresh(config)

@@ -61,7 +61,8 @@ def test_a_second_refresh_exits_while_the_first_runs(tmp_path: Path, any_db_url:
         )
         during = len(gn.entries())
         assert first.wait(timeout=120) == 0
-        asked = [ip for e in gn.entries() for ip in e["ips"]]
+        # answered requests only: a request throttled (429) on a busy machine is sent again
+        asked = [ip for e in gn.entries() if e["status"] in (200, 404) for ip in e["ips"]]
     assert second.returncode == 1
     assert "another refresh of" in second.stderr and "Traceback" not in second.stderr
     assert during < len(asked)  # the first run was still asking when the second gave up

@@ -189,6 +189,7 @@ class RefreshConfig:
     # Library-only settings (tests and benchmarks tune them).
     cymru_sessions: int = CYMRU_DEFAULTS.sessions
     cymru_timeout: float = CYMRU_DEFAULTS.read_timeout
+    greynoise_timeout: float = GREYNOISE_DEFAULTS.timeout  # one request's (s)
     retry_backoff: float = RETRY_BACKOFF  # first wait before retrying a failed chunk or request (s)
     freshness: Freshness = field(default_factory=Freshness)
     # What time it is (aware, UTC), for the whole run: which blocks are stale, each block's
@@ -238,6 +239,7 @@ class RefreshConfig:
             budget=self.greynoise_budget,
             search_budget=search_budget,
             backoff=self.retry_backoff,
+            timeout=self.greynoise_timeout,
         )
 
     def cymru_settings(self) -> CymruSettings:
