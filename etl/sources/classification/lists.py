@@ -1,0 +1,239 @@
+"""The lists behind the infrastructure labels, as `honeypot-etl lists update` keeps them in the
+lists folder (SPEC 3.4), read into frames the classification step joins against.
+
+Each list is the file it was downloaded as, beside a record of where it came from
+(``<name>.record.json``: url, etag, last_modified, fetched_at, size, sha256):
+
+    tor.txt                   Tor bulk exit list: one address per line
+    cloud-<provider>-v4.txt   a provider's ranges (cowrieprocessor's source): one CIDR per line,
+    cloud-<provider>-v6.txt   ``#`` comments and blank lines skipped
+    aws-ranges.json           AWS ip-ranges.json: prefixes with region and service
+    gcp-ranges.json           Google Cloud cloud.json: prefixes with scope (region) and service
+    datacenters.csv           the community datacenter list: cidr,hostmin,hostmax,vendor
+
+A list's version is its sha256 (from its record, else computed from the file). Every range
+becomes one row of `ClassificationLists.ranges`: its list, the label it gives, its family and
+prefix length, and its network as integer keys (`network_keys`), so that an address is
+matched by one equality join per prefix length.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import polars as pl
+
+# cowrieprocessor's cloud providers, in the order its classifier tries them (the first that
+# covers an address names it), then the two more of SPEC 3.4.
+DEFAULT_PROVIDERS: Final = ("aws", "azure", "gcp", "cloudflare", "oracle", "digitalocean")
+
+RANGE_SCHEMA: Final = {
+    "list": pl.String,
+    "type": pl.String,  # the ip_type it gives: cloud or datacenter
+    "provider": pl.String,
+    "region": pl.String,
+    "service": pl.String,
+    "network": pl.String,
+    "family": pl.Int8,
+    "prefix": pl.Int16,
+    "key_hi": pl.UInt64,  # IPv4: the network's top ``prefix`` bits; IPv6: of its first 64 bits
+    "key_lo": pl.UInt64,  # IPv6 longer than /64: the top bits of its last 64 bits; else 0
+    "order": pl.Int64,  # the entry's place in its list (a datacenter duplicate: the last wins)
+}
+
+
+@dataclass(frozen=True)
+class ListFile:
+    """One list as the lists folder names it: ``name`` (also its record's stem) and the
+    file's ``suffix``."""
+
+    name: str
+    suffix: str
+    kind: str  # tor, cloud, aws, gcp, datacenters
+    provider: str | None = None
+
+    def path(self, folder: Path) -> Path:
+        """The list's file in ``folder``."""
+        return folder / f"{self.name}{self.suffix}"
+
+    def record_path(self, folder: Path) -> Path:
+        """The record of where the file came from, beside it."""
+        return folder / f"{self.name}.record.json"
+
+
+def list_files(providers: Sequence[str] = DEFAULT_PROVIDERS) -> list[ListFile]:
+    """Every list a lists folder holds, in the order the labels are reported."""
+    cloud = [
+        ListFile(f"cloud-{provider}-v{family}", ".txt", "cloud", provider)
+        for provider in providers
+        for family in (4, 6)
+    ]
+    return [
+        ListFile("tor", ".txt", "tor", "tor"),
+        *cloud,
+        ListFile("aws-ranges", ".json", "aws", "aws"),
+        ListFile("gcp-ranges", ".json", "gcp", "gcp"),
+        ListFile("datacenters", ".csv", "datacenters"),
+    ]
+
+
+@dataclass(frozen=True)
+class ClassificationLists:
+    """The lists found in a folder, read: the Tor exits, every range, each list's version and
+    fetch time, and the lists that were not there."""
+
+    tor: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"ip": pl.String}))
+    ranges: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RANGE_SCHEMA))
+    versions: dict[str, str] = field(default_factory=dict)  # list name -> sha256
+    fetched: dict[str, datetime] = field(default_factory=dict)  # list name -> when
+    missing: list[str] = field(default_factory=list)
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+
+    @property
+    def available(self) -> bool:
+        """Whether any list is there (no block is written from no lists at all)."""
+        return bool(self.versions)
+
+
+def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> ClassificationLists:
+    """Read every list of ``folder`` (a missing one is named in ``missing``)."""
+    tor = pl.DataFrame(schema={"ip": pl.String})
+    parts: list[pl.DataFrame] = []
+    versions: dict[str, str] = {}
+    fetched: dict[str, datetime] = {}
+    missing: list[str] = []
+    for item in list_files(providers):
+        path = item.path(folder)
+        if not path.is_file():
+            missing.append(item.name)
+            continue
+        data = path.read_bytes()
+        record = _record(item.record_path(folder))
+        versions[item.name] = str(record.get("sha256") or hashlib.sha256(data).hexdigest())
+        fetched[item.name] = _fetched_at(record, path)
+        text = data.decode("utf-8", errors="replace")
+        if item.kind == "tor":
+            tor = tor_addresses(text)
+        else:
+            parts.append(_ranges(item, text))
+    ranges = pl.concat(parts) if parts else pl.DataFrame(schema=RANGE_SCHEMA)
+    return ClassificationLists(tor, ranges, versions, fetched, missing, tuple(providers))
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A list's record, or an empty one (a list copied in by hand has none)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _fetched_at(record: dict[str, Any], path: Path) -> datetime:
+    """When the list was fetched: its record says, else the file's modification time."""
+    try:
+        moment = datetime.fromisoformat(str(record["fetched_at"]))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (KeyError, ValueError):
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def tor_addresses(text: str) -> pl.DataFrame:
+    """The Tor exits: every line that is an address, in its canonical text (as the frame's
+    addresses are written)."""
+    found = []
+    for line in text.splitlines():
+        try:
+            found.append(str(ipaddress.ip_address(line.strip())))
+        except ValueError:
+            continue
+    return pl.DataFrame({"ip": found}, schema={"ip": pl.String}).unique(maintain_order=True)
+
+
+def _ranges(item: ListFile, text: str) -> pl.DataFrame:
+    """The ranges of one list file."""
+    if item.kind == "cloud":
+        entries = ((line, item.provider, None, None) for line in _cidr_lines(text))
+        return range_frame(item.name, "cloud", entries)
+    if item.kind == "aws":
+        return range_frame(item.name, "cloud", _aws_entries(text))
+    if item.kind == "gcp":
+        return range_frame(item.name, "cloud", _gcp_entries(text))
+    return range_frame(item.name, "datacenter", _datacenter_entries(text))
+
+
+def _cidr_lines(text: str) -> Iterable[str]:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+def _aws_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return
+    for key, field_name in (("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")):
+        for entry in data.get(key) or []:
+            if isinstance(entry, dict) and isinstance(entry.get(field_name), str):
+                yield entry[field_name], "aws", entry.get("region"), entry.get("service")
+
+
+def _gcp_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return
+    for entry in data.get("prefixes") or []:
+        if not isinstance(entry, dict):
+            continue
+        cidr = entry.get("ipv4Prefix") or entry.get("ipv6Prefix")
+        if isinstance(cidr, str):
+            yield cidr, "gcp", entry.get("scope"), entry.get("service")
+
+
+def _datacenter_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
+    for row in csv.DictReader(io.StringIO(text)):
+        cidr, vendor = (row.get("cidr") or "").strip(), (row.get("vendor") or "").strip()
+        if cidr and vendor:
+            yield cidr, vendor.lower(), None, None
+
+
+def range_frame(
+    name: str, kind: str, entries: Iterable[tuple[str, str | None, str | None, str | None]]
+) -> pl.DataFrame:
+    """One list's ranges: each (cidr, provider, region, service) that is a network (host bits
+    set are masked, as cowrieprocessor's tries do; a line that is no network is skipped)."""
+    rows = []
+    for order, (cidr, provider, region, service) in enumerate(entries):
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            continue
+        hi, lo = network_keys(network)
+        rows.append(
+            (name, kind, provider, region, service, str(network), network.version,
+             network.prefixlen, hi, lo, order)
+        )  # fmt: skip
+    return pl.DataFrame(rows, schema=RANGE_SCHEMA, orient="row")
+
+
+def network_keys(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
+    """The integer keys an address of ``network`` shares with it (see `RANGE_SCHEMA`)."""
+    value, prefix = int(network.network_address), network.prefixlen
+    if network.version == 4:
+        return value >> (32 - prefix), 0
+    hi, lo = value >> 64, value & ((1 << 64) - 1)
+    if prefix <= 64:
+        return hi >> (64 - prefix), 0
+    return hi, lo >> (128 - prefix)
