@@ -167,4 +167,4 @@ def test_sigkill_at_random_moments(world: tuple[Path, Simulator, Simulator]) -> 
             wrong = [(k, pair) for k, pair in diff.items() if pair[0] != pair[1]]
             assert not wrong, f"trial {trial}, {part}: {wrong[:3]}"
         db.unlink()
-    assert killed_mid_run >= TRIALS // 4  # the kills did land while the run was writing
+    assert killed_mid_run >= TRIALS // 3  # the kills did land while the run was writing

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import Run
 from tests.sims import run_module, running
 
 KEY = "true-words-test-key"
@@ -126,3 +128,19 @@ def test_ip_not_in_the_database_is_said_so_not_every_ip_fresh(folder: Path) -> N
         f"2 of the 2 IP(s) named by --ip are not in sqlite:///{folder / 'h.sqlite'} (neither in "
         "ip_inventory nor in session_summaries): 8.8.8.8, 192.0.2.77"
     ), line
+
+
+def test_without_maxmind_files_the_ips_due_for_it_are_counted_with_why(
+    run: Run, sample_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "h.sqlite"
+    shutil.copy(sample_world[0], db)
+    empty = tmp_path / "no-maxmind"
+    empty.mkdir()
+    args = ("--db", f"sqlite:///{db}", "--maxmind-dir", str(empty),
+            "--skip", "cymru", "--skip", "greynoise")  # fmt: skip
+    first = run(*args)  # the new IPs of unlinked sessions get their rows
+    code, out = run(*args)
+    assert first[0] == 0 and code == 0, first[1] + out
+    assert "every IP is fresh" not in out
+    assert re.search(r"[\d,]+ IPs are due for MaxMind, not asked: no MaxMind database", out), out

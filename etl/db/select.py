@@ -85,7 +85,7 @@ class SelectionRules:
     # The version of each offline source's data this run uses (`etl.sources.offline`), by
     # source: MaxMind's build, and what its blocks lack ("no City database") when a file is
     # missing. A source absent here has version 0: no block of it is stale for its version.
-    versions: Mapping[Source, DataVersion] = field(default_factory=dict)
+    versions: Mapping[Source, DataVersion] = field(default_factory=dict, hash=False)
     max_ips: int | None = None
     only_ips: tuple[str, ...] = ()
 

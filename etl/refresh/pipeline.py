@@ -29,7 +29,7 @@ from functools import cached_property
 import polars as pl
 
 from etl.core.errors import SettingError
-from etl.core.vocabulary import NETWORK_SOURCES, SOURCES, TITLES, Source
+from etl.core.vocabulary import SOURCES, TITLES, Source
 from etl.db import reader
 from etl.db.database import Database
 from etl.db.identity import claim_database_id, known_ips
@@ -180,7 +180,8 @@ def _opened(
     on_end: Callable[[RunSummary], None],
     transports: Transports,
 ) -> Iterator[_Run | None]:
-    """The run's context, opened once, step by step: say what is asked (`_announce`), take
+    """The run's context, opened once, step by step (a dry run of a SQLite file that does not
+    exist yet stops first: `_database_exists`): say what is asked (`_announce`), take
     the run lock (`run_lock`; none for a dry run), open the database (`Database`: the URL's
     backend, chosen once), check it can take what the run writes (`_ready_to_write`), read
     the GreyNoise daily budget (`run_budget`), log the run (`logged_run`) and apply the
@@ -320,10 +321,10 @@ def _not_asked(run: _Run) -> dict[str, str]:
             reasons[str(source)] = "no API key"
         elif source is Source.GREYNOISE:
             reasons[str(source)] = "its daily budget is spent"
-        elif source in NETWORK_SOURCES:
+        elif source in run.offline.unavailable():
+            reasons[str(source)] = run.offline.unavailable()[source]
+        else:
             reasons[str(source)] = "not available"
-        else:  # an offline source without its data
-            reasons[str(source)] = f"no {TITLES[source]} data"
     return reasons
 
 
@@ -488,7 +489,7 @@ def _announce(
             "GreyNoise skipped: no API key (set GREYNOISE_API_KEY, or greynoise_api_key in "
             "etl.toml, to enable it)"
         )
-    active -= offline.unavailable()
+    active -= set(offline.unavailable())
     asked = ", ".join(sorted(active)) or "no source"
     reporter.info(f"refreshing {url} ({asked}){' (dry run)' if config.dry_run else ''}")
     return frozenset(active)

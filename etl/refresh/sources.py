@@ -59,9 +59,10 @@ def network_sources(
 def offline_sources(config: RefreshConfig) -> OfflineSources:
     """Every offline source, its data open (a skipped one is not opened). Raises the source's
     usage error (exit 2) for data named or found that cannot be used."""
-    now = config.clock()
     maxmind = (
-        MaxMindSource.open(config.maxmind_asn, config.maxmind_city, config.maxmind_dir, now)
+        MaxMindSource.open(
+            config.maxmind_asn, config.maxmind_city, config.maxmind_dir, config.clock()
+        )
         if config.enabled(Source.MAXMIND)
         else MaxMindSource()
     )

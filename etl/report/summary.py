@@ -136,6 +136,9 @@ class RunSummary:
     def add(self, counts: Mapping[str, int]) -> None:
         """Add ``counts`` to the fields of those names (a source's own counters, posted as
         `etl.sources.events.Counted`)."""
+        unknown = [name for name in counts if not hasattr(self, name)]
+        if unknown:  # a source counting into a field the summary lacks: a defect
+            raise AttributeError(f"no such RunSummary field: {', '.join(unknown)}")
         for name, amount in counts.items():
             setattr(self, name, getattr(self, name) + amount)
 

@@ -6,7 +6,8 @@ An offline source reads data on disk: no network, nothing paid for. The run open
 before any work (a damaged file is a usage error, exit 2), then, for each source in the
 registry (`etl.refresh.sources.offline_sources`), in order:
 
-    source.available                     whether its data is there (else it is not asked)
+    source.available                     whether its data is there (else it is not asked,
+                                         and ``source.absent`` says why)
     source.notes                         what was noticed opening it (one line each)
     source.version                       the data's version: older blocks are stale
     source.columns                       the columns its step adds to the rows it writes
@@ -40,6 +41,11 @@ class OfflineSource(Protocol):
     @property
     def available(self) -> bool:
         """Whether its data is there: a run asks it only then."""
+        ...
+
+    @property
+    def absent(self) -> str:
+        """Why the run does not ask it when its data is not there ("no MaxMind database")."""
         ...
 
     @property
@@ -95,9 +101,9 @@ class OfflineSources:
         """The version of each source's data, by source name."""
         return {source.name: source.version for source in self.sources}
 
-    def unavailable(self) -> frozenset[Source]:
-        """The sources whose data is not there."""
-        return frozenset(source.name for source in self.sources if not source.available)
+    def unavailable(self) -> dict[Source, str]:
+        """The sources whose data is not there, each with why."""
+        return {source.name: source.absent for source in self.sources if not source.available}
 
     def close(self) -> None:
         """Close every source's data."""

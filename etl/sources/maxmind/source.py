@@ -21,7 +21,8 @@ class MaxMindSource:
     """MaxMind's files as the run uses them (none open: the source is skipped or absent)."""
 
     databases: MaxMindDatabases = field(default_factory=MaxMindDatabases)
-    name: Source = Source.MAXMIND
+    name: Source = field(default=Source.MAXMIND, init=False)
+    absent: str = field(default="no MaxMind database", init=False)
 
     @classmethod
     def open(
