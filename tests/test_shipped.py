@@ -76,6 +76,7 @@ def test_the_installed_command_has_no_test_bed(capsys: pytest.CaptureFixture[str
         "status",
         "pending",
         "doctor",
+        "lists",
     ]
     for name in TEST_BED:
         assert f"honeypot-etl {name}" not in listed

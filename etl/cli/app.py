@@ -4,6 +4,7 @@
     honeypot-etl status     where the data stands, read-only (python -m etl.status)
     honeypot-etl pending    answers a stopped run kept: list, --apply, --discard
     honeypot-etl doctor     check what a cron run needs, without a refresh
+    honeypot-etl lists      the infrastructure lists; `lists update` fetches them
 
 The sample world, the simulators and the demo are the repository's test bed (``testbed/``,
 not shipped): ``python -m testbed.sample``, ``python -m testbed.sim.cymru``, ``make demo``.
@@ -19,7 +20,7 @@ from typing import NoReturn
 
 import typer
 
-from etl.cli import doctor, pending, refresh, status
+from etl.cli import doctor, lists, pending, refresh, status
 from etl.cli import options as cli
 
 HELP = "Keep the IP enrichment of Cowrie honeypot databases fresh (MaxMind, Team Cymru, GreyNoise)."
@@ -32,6 +33,7 @@ Examples:
   honeypot-etl status
   honeypot-etl pending
   honeypot-etl doctor
+  honeypot-etl lists update
   honeypot-etl --install-completion
 """
 
@@ -50,6 +52,7 @@ def app() -> typer.Typer:
     root.command("status", help=status.HELP, epilog=status.EXAMPLES)(status.command())
     root.command("pending", help=pending.HELP, epilog=pending.EXAMPLES)(pending.command())
     root.command("doctor", help=doctor.HELP, epilog=doctor.EXAMPLES)(doctor.command())
+    root.add_typer(lists.app(), name="lists", help=lists.HELP)
     return root
 
 

@@ -115,7 +115,13 @@ def _help(d: Declared) -> str:
     if d.setting.env:
         notes.append(f"env {d.setting.env}")
     if not (d.default is None or d.default is False or d.default in ((), frozenset())):
-        shown = f"{d.default:g}" if isinstance(d.default, float) else d.default
+        shown = (
+            f"{d.default:g}"
+            if isinstance(d.default, float)
+            else ", ".join(map(str, d.default))
+            if isinstance(d.default, tuple)
+            else d.default
+        )
         notes.append(f"default {shown}")
     return d.setting.help + (f" [{'; '.join(notes)}]" if notes else "")
 

@@ -21,7 +21,14 @@ import typer
 
 from etl.cli import options as cli
 from etl.core.settings import declared, secret_file_warning
-from etl.refresh.config import CONFIG_ENV, RefreshConfig, config_note, load_config, locate_config
+from etl.refresh.config import (
+    CONFIG_ENV,
+    LISTS_SETTINGS,
+    RefreshConfig,
+    config_note,
+    load_config,
+    locate_config,
+)
 
 PROG = "python -m etl.refresh"
 HELP = """\
@@ -90,13 +97,15 @@ def refresh_command(
 
 
 def command() -> Any:
-    """`refresh_command` with the Typer options of every setting, plus ``--config``."""
+    """`refresh_command` with the Typer options of every setting (but those only `lists`
+    reads), plus ``--config``."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     extra = [
         inspect.Parameter("config_file", keyword, default=None, annotation=ConfigOption),
         inspect.Parameter("version", keyword, default=False, annotation=cli.VersionOption),
     ]
-    return cli.with_signature(refresh_command, [*cli.options_of(RefreshConfig), *extra])
+    names = [name for name in SETTINGS if name not in LISTS_SETTINGS]
+    return cli.with_signature(refresh_command, [*cli.options_of(RefreshConfig, names), *extra])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from etl.core.vocabulary import Source
 from etl.db.recognise import DEFAULT_LOCK_TIMEOUT
 from etl.db.url import DatabaseUrl, parse_database_url
 from etl.report.summary import HEARTBEAT_SECONDS
+from etl.sources.classification.fetch import ListUrls
 from etl.sources.cymru.client import CymruSettings
 from etl.sources.failures import RETRY_BACKOFF
 from etl.sources.greynoise.client import GreyNoiseSettings
@@ -39,6 +40,18 @@ GREYNOISE_DEFAULTS = GreyNoiseSettings()
 
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
+DEFAULT_LISTS_DIR = Path("data/lists")
+LIST_URLS = ListUrls()  # where each list comes from by default: declared with the fetcher
+# The settings only `honeypot-etl lists` reads (a refresh does not take them as options).
+LISTS_SETTINGS = (
+    "lists_dir",
+    "lists_tor_url",
+    "lists_cloud_url",
+    "lists_cloud_providers",
+    "lists_aws_url",
+    "lists_gcp_url",
+    "lists_datacenters_url",
+)
 # IPs per Team Cymru session: Team Cymru says about 10,000 IPs come back in under a minute (our
 # read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
 # session is close to the single-IP querying they null-route for.
@@ -186,6 +199,39 @@ class RefreshConfig:
         None, "GreyNoise API key (never an option: it would show in the process list)",
         env="GREYNOISE_API_KEY", secret=True,
     )  # fmt: skip
+    # The infrastructure lists (SPEC 3.4): `honeypot-etl lists update` fetches them.
+    lists_dir: Path = setting(
+        DEFAULT_LISTS_DIR, "folder of the infrastructure lists (Tor, cloud, datacenters)",
+        flag="--lists-dir", env="ETL_LISTS_DIR", metavar="DIR",
+    )  # fmt: skip
+    lists_tor_url: str = setting(
+        LIST_URLS.tor, "the Tor bulk exit list ('' switches it off)",
+        flag="--tor-url", metavar="URL",
+    )  # fmt: skip
+    lists_cloud_url: str = setting(
+        LIST_URLS.cloud,
+        "base URL of the per-provider cloud ranges, <provider>/<provider>_ips_v4.txt and "
+        "_v6.txt ('' switches them off)",
+        flag="--cloud-url", metavar="URL",
+    )  # fmt: skip
+    lists_cloud_providers: tuple[str, ...] = setting(
+        LIST_URLS.providers,
+        "a cloud provider whose ranges are fetched (repeatable; the first that covers an "
+        "address names its type)",
+        flag="--cloud-provider", metavar="NAME",
+    )  # fmt: skip
+    lists_aws_url: str = setting(
+        LIST_URLS.aws, "AWS ip-ranges.json, for region and service ('' switches it off)",
+        flag="--aws-url", metavar="URL",
+    )  # fmt: skip
+    lists_gcp_url: str = setting(
+        LIST_URLS.gcp, "Google Cloud cloud.json, for region and service ('' switches it off)",
+        flag="--gcp-url", metavar="URL",
+    )  # fmt: skip
+    lists_datacenters_url: str = setting(
+        LIST_URLS.datacenters, "the community datacenter CSV ('' switches it off)",
+        flag="--datacenters-url", metavar="URL",
+    )  # fmt: skip
     # Library-only settings (tests and benchmarks tune them).
     cymru_sessions: int = CYMRU_DEFAULTS.sessions
     cymru_timeout: float = CYMRU_DEFAULTS.read_timeout
@@ -240,6 +286,17 @@ class RefreshConfig:
             search_budget=search_budget,
             backoff=self.retry_backoff,
             timeout=self.greynoise_timeout,
+        )
+
+    def list_urls(self) -> ListUrls:
+        """Where `honeypot-etl lists update` fetches each list."""
+        return ListUrls(
+            tor=self.lists_tor_url,
+            cloud=self.lists_cloud_url,
+            providers=self.lists_cloud_providers,
+            aws=self.lists_aws_url,
+            gcp=self.lists_gcp_url,
+            datacenters=self.lists_datacenters_url,
         )
 
     def cymru_settings(self) -> CymruSettings:

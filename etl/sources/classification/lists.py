@@ -11,7 +11,7 @@ Each list is the file it was downloaded as, beside a record of where it came fro
     gcp-ranges.json           Google Cloud cloud.json: prefixes with scope (region) and service
     datacenters.csv           the community datacenter list: cidr,hostmin,hostmax,vendor
 
-A list's version is its sha256 (from its record, else computed from the file). Every range
+A list's version is the sha256 of its file (the record names it too). Every range
 becomes one row of `ClassificationLists.ranges`: its list, the label it gives, its family and
 prefix length, and its network as integer keys (`network_keys`), so that an address is
 matched by one equality join per prefix length.
@@ -117,9 +117,8 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
             missing.append(item.name)
             continue
         data = path.read_bytes()
-        record = _record(item.record_path(folder))
-        versions[item.name] = str(record.get("sha256") or hashlib.sha256(data).hexdigest())
-        fetched[item.name] = _fetched_at(record, path)
+        versions[item.name] = hashlib.sha256(data).hexdigest()
+        fetched[item.name] = _fetched_at(record_of(folder, item, data), path)
         text = data.decode("utf-8", errors="replace")
         if item.kind == "tor":
             tor = tor_addresses(text)
@@ -129,13 +128,24 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
     return ClassificationLists(tor, ranges, versions, fetched, missing, tuple(providers))
 
 
-def _record(path: Path) -> dict[str, Any]:
-    """A list's record, or an empty one (a list copied in by hand has none)."""
+def record_of(folder: Path, item: ListFile, data: bytes | None = None) -> dict[str, Any]:
+    """A list's record: where its file came from, its validators, when it was fetched (empty
+    when there is none, or when it does not describe the file there: a file copied in by hand,
+    a record left behind by an update that stopped between the two)."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(item.record_path(folder).read_text(encoding="utf-8"))
+        data = item.path(folder).read_bytes() if data is None else data
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(data).hexdigest():
+        return {}
+    return record
+
+
+def entries(item: ListFile, data: bytes) -> int:
+    """How many entries ``data`` holds, read as ``item``'s file (addresses or ranges)."""
+    text = data.decode("utf-8", errors="replace")
+    return tor_addresses(text).height if item.kind == "tor" else _ranges(item, text).height
 
 
 def _fetched_at(record: dict[str, Any], path: Path) -> datetime:

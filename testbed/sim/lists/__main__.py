@@ -1,0 +1,5 @@
+"""``python -m testbed.sim.lists``."""
+
+from testbed.sim.lists.cli import run
+
+run()

@@ -1,0 +1,168 @@
+"""``honeypot-etl lists update`` and ``honeypot-etl lists`` (SPEC 3.4, issue 27 item 1) against
+the lists simulator (``python -m testbed.sim.lists``, real HTTP): conditional requests, atomic
+replacement, a failed download keeping the old file, exit 1 only for a list missing after."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from etl.cli.app import main
+from etl.sources.classification.fetch import ListUrls, update_lists
+from etl.sources.classification.lists import list_files, read_lists
+from tests.sims import Simulator, running
+
+LISTS = [item.name for item in list_files()]
+
+
+def urls(sim: Simulator) -> list[str]:
+    """The options that point every list at ``sim``."""
+    return ["--tor-url", f"{sim.url}/torbulkexitlist", "--cloud-url", f"{sim.url}/cloud",
+            "--aws-url", f"{sim.url}/ip-ranges.json", "--gcp-url", f"{sim.url}/cloud.json",
+            "--datacenters-url", f"{sim.url}/datacenters.csv"]  # fmt: skip
+
+
+def update(
+    folder: Path, sim: Simulator, capsys: pytest.CaptureFixture[str], *more: str
+) -> tuple[int, dict[str, str], str]:
+    """``honeypot-etl lists update``: exit status, each list's line, all it printed."""
+    code = main(["lists", "update", "--lists-dir", str(folder), *urls(sim), *more])
+    out, err = capsys.readouterr()
+    lines = {line.split(":", 1)[0]: line for line in out.splitlines()}
+    return code, lines, out + err
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_first_update_fetches_every_list_and_a_second_asks_conditionally(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    with running("lists", tmp_path / "l.jsonl", "--small") as sim:
+        code, lines, out = update(folder, sim, capsys)
+        assert code == 0, out
+        assert all(lines[name].startswith(f"{name}: new") for name in LISTS), out
+        before = digests(folder)
+        code, lines, out = update(folder, sim, capsys)
+        log = sim.entries()
+    assert code == 0, out
+    assert all(lines[name] == f"{name}: unchanged (not modified)" for name in LISTS), out
+    assert digests(folder) == {**before, **{k: v for k, v in digests(folder).items()
+                                            if k.endswith(".record.json")}}  # fmt: skip
+    second = log[len(LISTS) :]
+    assert len(second) == len(LISTS) and all(
+        e["conditional"] and e["status"] == 304 for e in second
+    )
+    record = json.loads((folder / "tor.record.json").read_text())
+    assert record["url"].endswith("/torbulkexitlist") and record["etag"]
+    assert record["sha256"] == hashlib.sha256((folder / "tor.txt").read_bytes()).hexdigest()
+    lists = read_lists(folder)
+    assert not lists.missing and lists.ranges.height > 0 and lists.tor.height > 0
+    assert main(["lists", "--lists-dir", str(folder), *urls(sim)]) == 0
+    shown = capsys.readouterr().out
+    assert "tor " in shown and "missing" not in shown and "/torbulkexitlist" in shown
+
+
+def test_a_changed_list_is_replaced_and_gets_a_new_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    with running("lists", tmp_path / "l.jsonl", "--small", "--fault", "changed",
+                 "--fault-list", "tor") as sim:  # fmt: skip
+        update(folder, sim, capsys)
+        first = read_lists(folder).versions
+        code, lines, out = update(folder, sim, capsys)
+    assert code == 0, out
+    assert lines["tor"].startswith("tor: new"), out
+    second = read_lists(folder).versions
+    assert first["tor"] != second["tor"]
+    assert {k: v for k, v in first.items() if k != "tor"} == {
+        k: v for k, v in second.items() if k != "tor"
+    }
+
+
+@pytest.mark.parametrize("fault", ["404", "truncated", "html"])
+def test_a_failed_download_keeps_the_old_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: str
+) -> None:
+    folder = tmp_path / "lists"
+    with running("lists", tmp_path / "good.jsonl", "--small") as good:
+        assert update(folder, good, capsys)[0] == 0
+    before = digests(folder)
+    with running("lists", tmp_path / "bad.jsonl", "--small", "--fault", fault,
+                 "--fault-list", "datacenters") as bad:  # fmt: skip
+        code, lines, out = update(folder, bad, capsys)
+    assert code == 0, out  # every list is still there
+    assert lines["datacenters"].startswith("datacenters: failed (")
+    assert lines["datacenters"].endswith("; the old file is kept)"), lines["datacenters"]
+    assert digests(folder)["datacenters.csv"] == before["datacenters.csv"]
+    assert "Traceback" not in out
+    why = {"404": "HTTP 404", "truncated": "the download was cut short",
+           "html": "not a list of its kind: no entry could be read"}[fault]  # fmt: skip
+    assert lines["datacenters"] == f"datacenters: failed ({why}; the old file is kept)"
+
+
+def test_a_list_missing_after_the_update_is_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    with running("lists", tmp_path / "l.jsonl", "--small", "--fault", "404",
+                 "--fault-list", "cloud-aws") as sim:  # fmt: skip
+        code, lines, out = update(folder, sim, capsys, "--datacenters-url", "")
+    assert code == 1, out
+    assert lines["cloud-aws-v4"] == "cloud-aws-v4: failed (HTTP 404; no file yet)"
+    assert lines["datacenters"] == "datacenters: off (its URL is empty)"
+    assert "error: 2 list(s) missing in" in out and "cloud-aws-v4, cloud-aws-v6" in out
+    assert not (folder / "datacenters.csv").exists()
+
+
+def test_a_slow_list_times_out_and_the_others_are_fetched(tmp_path: Path) -> None:
+    folder = tmp_path / "lists"
+    with (
+        running("lists", tmp_path / "l.jsonl", "--small", "--fault", "slow", "--fault-list",
+                "tor", "--slow-seconds", "3") as sim,
+        requests.Session() as session,
+    ):  # fmt: skip
+        base = sim.url
+        fetched = update_lists(
+            folder,
+            ListUrls(
+                tor=f"{base}/torbulkexitlist",
+                cloud=f"{base}/cloud",
+                aws=f"{base}/ip-ranges.json",
+                gcp=f"{base}/cloud.json",
+                datacenters=f"{base}/datacenters.csv",
+            ),
+            session,
+            timeout=0.5,
+        )
+    outcome = {item.name: item for item in fetched}
+    assert outcome["tor"].line() == "tor: failed (no answer within 0.5 s; no file yet)"
+    assert all(item.outcome == "new" for name, item in outcome.items() if name != "tor")
+
+
+def test_a_list_copied_in_by_hand_is_read_and_shown_without_a_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    (folder / "tor.txt").write_text("1.2.3.4\n")
+    assert main(["lists", "--lists-dir", str(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert "no record: copied in by hand?" in shown and "missing" in shown
+    assert read_lists(folder).tor["ip"].to_list() == ["1.2.3.4"]
+
+
+def test_a_lists_folder_in_a_folder_that_does_not_exist_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["lists", "update", "--lists-dir", str(tmp_path / "no" / "lists")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --lists-dir ") and "does not exist" in err
+    assert not (tmp_path / "no").exists()
