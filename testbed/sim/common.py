@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sys
 import threading
 import time
 from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 HOST = "127.0.0.1"
@@ -58,6 +61,38 @@ def announce(port: int, out: TextIO = sys.stdout) -> None:
     """The first stdout line every simulator prints."""
     out.write(f"listening on {HOST}:{port}\n")
     out.flush()
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server bound to 127.0.0.1 that carries its simulator's state."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, handler: type[BaseHTTPRequestHandler], simulator: Any) -> None:
+        super().__init__((HOST, port), handler)
+        self.simulator = simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def serve(server: LoopbackHTTPServer, log: RequestLog) -> None:
+    """Announce ``server``'s port and serve until SIGTERM or SIGINT; then close ``log``."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    announce(server.server_address[1])
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+        log.close()
 
 
 class CymruFault(StrEnum):

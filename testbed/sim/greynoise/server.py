@@ -24,29 +24,26 @@ import contextlib
 import ipaddress
 import json
 import math
-import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from testbed.sample.world import World
 from testbed.sim.common import (
     GREYNOISE_FAULTS,
-    HOST,
     FaultPlan,
+    LoopbackHTTPServer,
     RequestLog,
-    announce,
     parse_faults,
+    serve,
 )
 from testbed.sim.greynoise.bodies import (
     INVALID_IPV4,
@@ -336,20 +333,10 @@ class Bill:
         return 0
 
 
-class GreyNoiseServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to 127.0.0.1 that carries the simulator state."""
+class GreyNoiseServer(LoopbackHTTPServer):
+    """The loopback HTTP server of the GreyNoise simulator."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, simulator: GreyNoiseSimulator) -> None:
-        super().__init__((HOST, port), Handler)
-        self.simulator = simulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (killed, timed out) is normal here; report anything else."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+    simulator: GreyNoiseSimulator
 
 
 def run(
@@ -377,16 +364,4 @@ def run(
         slow_seconds=slow_seconds,
         log=RequestLog(log),
     )
-    server = GreyNoiseServer(port, simulator)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    announce(server.server_address[1])
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
-        simulator.log.close()
+    serve(GreyNoiseServer(port, Handler, simulator), simulator.log)

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import sys
 import tempfile
 import threading
 import time
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from etl.sources.classification.fetch import CLOUD_FOLDERS
 from etl.sources.classification.lists import DEFAULT_PROVIDERS
 from testbed.sample.lists import SMALL, ListSizes, write_lists
-from testbed.sim.common import HOST, RequestLog, announce
+from testbed.sim.common import LoopbackHTTPServer, RequestLog, serve
 
 FAULTS = ("404", "slow", "truncated", "changed", "html")
 
@@ -151,20 +148,10 @@ class Handler(BaseHTTPRequestHandler):
         return status
 
 
-class ListsServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to 127.0.0.1 that carries the simulator."""
+class ListsServer(LoopbackHTTPServer):
+    """The loopback HTTP server of the lists simulator."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, simulator: ListsSimulator) -> None:
-        super().__init__((HOST, port), Handler)
-        self.simulator = simulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away is normal here; report anything else."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+    simulator: ListsSimulator
 
 
 def run(
@@ -180,16 +167,4 @@ def run(
     with tempfile.TemporaryDirectory(prefix="lists-sim-") as scratch:
         write_lists(Path(scratch), seed, SMALL if small else ListSizes())
         simulator = ListsSimulator(Path(scratch), fault, fault_list, slow_seconds, RequestLog(log))
-        server = ListsServer(port, simulator)
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        announce(server.server_address[1])
-        try:
-            server.serve_forever(poll_interval=0.1)
-        finally:
-            server.server_close()
-            simulator.log.close()
+        serve(ListsServer(port, Handler, simulator), simulator.log)
