@@ -3,8 +3,9 @@ refresh.
 
 Builds the sample database and MaxMind files under ``data/demo/`` (default 10,000 IPs; never
 ``data/honeypot.sqlite``, the default ``--db`` of a real refresh), starts the
-Team Cymru and GreyNoise simulators on free 127.0.0.1 ports, runs ``python -m etl.refresh``
-against them exactly as a user would, stops the simulators, and shows ``status``.
+Team Cymru, GreyNoise and lists simulators on free 127.0.0.1 ports, fetches the lists into
+``data/demo/lists`` (``honeypot-etl lists update``), runs ``python -m etl.refresh`` against
+the services exactly as a user would, stops the simulators, and shows ``status``.
 
 It rebuilds only its own world: a database or MaxMind file in ``--data`` that the sample did not
 make (`testbed.sample.marks`) is refused (exit 2) before anything is written, and left as it is.
@@ -23,6 +24,7 @@ import typer
 
 from etl.cli import options as cli
 from etl.core.errors import UsageError
+from testbed.sim.lists.server import url_options
 from testbed.sim.process import running
 
 DEMO_KEY = "demo-greynoise-key"
@@ -63,11 +65,16 @@ def demo(
             running("greynoise", data / "sim-greynoise.jsonl",
                     "--seed", str(seed), "--key", DEMO_KEY)
         )  # fmt: skip
+        lists = stack.enter_context(running("lists", data / "sim-lists.jsonl", "--seed", str(seed)))
         print(
             f"demo: Team Cymru simulator on {cymru.address}, GreyNoise simulator on "
-            f"{greynoise.url}",
+            f"{greynoise.url}, lists simulator on {lists.url}",
             flush=True,
         )
+        fetch = [python, "-m", "etl", "lists", "update", "--lists-dir", str(data / "lists")]
+        fetch += url_options(lists.url)
+        print("demo: python " + " ".join(fetch[1:]), flush=True)
+        subprocess.run(fetch, env=_demo_env(), check=False)
         command = [python, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
         command += refresh_service_options(cymru.address, greynoise.url)
         print("demo: python " + " ".join(command[1:]), flush=True)

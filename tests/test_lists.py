@@ -14,6 +14,7 @@ import requests
 from etl.cli.app import main
 from etl.sources.classification.fetch import ListUrls, update_lists
 from etl.sources.classification.lists import list_files, read_lists
+from testbed.sim.lists.server import url_options
 from tests.sims import Simulator, running
 
 LISTS = [item.name for item in list_files()]
@@ -21,9 +22,7 @@ LISTS = [item.name for item in list_files()]
 
 def urls(sim: Simulator) -> list[str]:
     """The options that point every list at ``sim``."""
-    return ["--tor-url", f"{sim.url}/torbulkexitlist", "--cloud-url", f"{sim.url}/cloud",
-            "--aws-url", f"{sim.url}/ip-ranges.json", "--gcp-url", f"{sim.url}/cloud.json",
-            "--datacenters-url", f"{sim.url}/datacenters.csv"]  # fmt: skip
+    return url_options(sim.url)
 
 
 def update(

@@ -50,6 +50,14 @@ def routes(providers: tuple[str, ...] = DEFAULT_PROVIDERS) -> dict[str, str]:
     return paths
 
 
+def url_options(base: str) -> list[str]:
+    """The options of `honeypot-etl lists update` that point every list at the simulator at
+    ``base`` (``http://127.0.0.1:PORT``)."""
+    return ["--tor-url", f"{base}/torbulkexitlist", "--cloud-url", f"{base}/cloud",
+            "--aws-url", f"{base}/ip-ranges.json", "--gcp-url", f"{base}/cloud.json",
+            "--datacenters-url", f"{base}/datacenters.csv"]  # fmt: skip
+
+
 class ListsSimulator:
     """The lists, their versions, the faults and the request log."""
 
