@@ -49,9 +49,7 @@ SELECTION_SCHEMA = {
     "session_count": pl.Int64,
     "current_asn": pl.Int64,
     "old_maxmind_asn": pl.Int64,
-    "stale_maxmind": pl.Boolean,
-    "stale_cymru": pl.Boolean,
-    "stale_greynoise": pl.Boolean,
+    **{f"stale_{source}": pl.Boolean for source in SOURCES},  # asked about in this run
     "via_raw_events": pl.Boolean,  # a new IP found through the raw events of unlinked sessions
 }
 
@@ -147,6 +145,18 @@ def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
     }
 
 
+# A source whose staleness depends on another's (over the CTE ``flagged``'s columns; else a
+# source is stale when its block is): Team Cymru is asked only where MaxMind has no ASN, known
+# once MaxMind has looked the IP up again.
+_STALE_WHEN = {
+    "cymru": "cymru_block_stale AND (maxmind_block_stale OR old_maxmind_asn IS NULL)",
+}
+# A source's state in the status counts, when it is not its block's (over ``rows``).
+_STATE_WHEN = {
+    "cymru": "CASE WHEN old_maxmind_asn IS NULL THEN cymru_state ELSE 'not_needed' END",
+}
+
+
 def _stale(expires: str) -> str:
     """SQL: whether a block that goes stale at ``expires`` is stale now."""
     return f"({expires} IS NULL OR {expires} < {_NOW})"
@@ -182,6 +192,8 @@ def _inventory_ctes(db: Database, rules: SelectionRules) -> str:
     which sources are stale for it in this run, and each source's state (`_state_columns`)."""
     stale = _stale_expressions(rules)
     paths = ", ".join(f"'{p}'" for p in _PATHS)
+    blocks = ",\n           ".join(f"{stale[f'stale_{s}']} AS {s}_block_stale" for s in SOURCES)
+    sources = ", ".join(f"{_STALE_WHEN.get(s, f'{s}_block_stale')} AS stale_{s}" for s in SOURCES)
     # Where each row is stored (SQLite's rowid); PostgreSQL's scan does not expose one.
     position = db.backend.row_position
     return f"""
@@ -198,14 +210,12 @@ WITH inventory AS (
     SELECT ip, position, last_seen, never_enriched, current_asn,
            coalesce({_F["$.validation.is_bogon"]} IN ('true', '1'), false) AS known_bogon,
            TRY_CAST({_F["$.maxmind.asn"]} AS BIGINT) AS old_maxmind_asn,
-           {stale["stale_maxmind"]} AS stale_maxmind,
-           {stale["stale_cymru"]} AS cymru_block_stale,
-           {stale["stale_greynoise"]} AS stale_greynoise,
+           {blocks},
            {_USABLE_FROM_FIELDS} AS usable,
            {_state_columns(rules)}
     FROM inventory
 ), stale AS (
-    SELECT *, cymru_block_stale AND (stale_maxmind OR old_maxmind_asn IS NULL) AS stale_cymru
+    SELECT *, {sources}
     FROM flagged
 )"""
 
@@ -213,12 +223,13 @@ WITH inventory AS (
 def selection_sql(db: Database, rules: SelectionRules) -> str:
     """The DuckDB query that returns the stale inventory rows (the selection's columns, plus
     ``position``, ``usable`` and ``known_bogon``)."""
+    stale = [f"stale_{source}" for source in SOURCES]
     return f"""{_inventory_ctes(db, rules)}
 SELECT ip, position, false AS is_new, never_enriched, CAST(NULL AS TIMESTAMPTZ) AS first_seen,
        last_seen, CAST(NULL AS BIGINT) AS session_count, current_asn, old_maxmind_asn,
-       stale_maxmind, stale_cymru, stale_greynoise, usable, known_bogon
+       {", ".join(stale)}, usable, known_bogon
 FROM stale
-WHERE stale_maxmind OR stale_cymru OR stale_greynoise
+WHERE {" OR ".join(stale)}
 """
 
 
@@ -296,16 +307,15 @@ def freshness_sql(db: Database, rules: SelectionRules) -> str:
     """The DuckDB query behind `freshness_counts`: the selection's own CTEs, counted."""
     states = ", ".join(f"{source}_state, {source}_expires" for source in SOURCES)
     # Materialized: each row's JSON is parsed once, not once per source.
+    per_source = "\n    UNION ALL\n    ".join(
+        f"SELECT '{source}' AS source, {_STATE_WHEN.get(source, f'{source}_state')} AS state, "
+        f"{source}_expires AS expires FROM rows WHERE counted"
+        for source in SOURCES
+    )
     return f"""{_inventory_ctes(db, rules)}, rows AS MATERIALIZED (
     SELECT usable AND NOT known_bogon AS counted, usable, old_maxmind_asn, {states} FROM stale
 ), per_source AS (
-    SELECT 'maxmind' AS source, maxmind_state AS state, maxmind_expires AS expires
-    FROM rows WHERE counted
-    UNION ALL
-    SELECT 'cymru', CASE WHEN old_maxmind_asn IS NULL THEN cymru_state ELSE 'not_needed' END,
-           cymru_expires FROM rows WHERE counted
-    UNION ALL
-    SELECT 'greynoise', greynoise_state, greynoise_expires FROM rows WHERE counted
+    {per_source}
     UNION ALL
     SELECT 'inventory', CASE WHEN usable THEN 'bogon' ELSE 'unusable' END, NULL
     FROM rows WHERE NOT counted
