@@ -77,7 +77,10 @@ from tests.world import load_sqlite, plan_world
         (["--commit-every", "٣"], "error: --commit-every must be a whole number (see"),
         (["--greynoise-rate", "fast"], "error: --greynoise-rate must be a number (see"),
         (["--lock-timeout", ""], "error: --lock-timeout must be a number (see"),
-        (["--skip", "dshield"], "--skip must be one of maxmind, cymru, greynoise, got 'dshield'"),
+        (
+            ["--skip", "dshield"],
+            "--skip must be one of maxmind, cymru, greynoise, classification, got 'dshield'",
+        ),
         (["--config", "/"], "error: config file / is a folder, not a file"),
         (["--config", "no\nsuch.toml"], "error: config file no such.toml does not exist\n"),
         (["--config", "/etc/passwd/etl.toml"], "cannot read config file /etc/passwd/etl.toml: not"),
@@ -148,7 +151,7 @@ def test_a_full_run_with_summary_json(
     assert data["sources"]["maxmind"]["queried"] + data["bogons"] == 50
     # link: sessions the loader left unlinked whose IPs had rows already
     assert set(data["phase_seconds"]) == {
-        "select", "validate", "maxmind", "write", "asn_counts", "link",
+        "select", "validate", "maxmind", "classification", "write", "asn_counts", "link",
     }  # fmt: skip
     assert data["sessions_linked"] > 0 and data["snapshots_filled"] > 0
     assert "selected 50 IPs" in output

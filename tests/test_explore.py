@@ -144,7 +144,7 @@ def test_every_question_on_sqlite_and_postgres(any_db_url: str) -> None:
         ("cymru", "never"): (2, 0.5),
     }  # fmt: skip
     assert cov.group_by("source").agg(pl.col("needed").first()).sort("source").rows() == [
-        ("cymru", 4), ("greynoise", 7), ("maxmind", 7)
+        ("classification", 7), ("cymru", 4), ("greynoise", 7), ("maxmind", 7)
     ]  # fmt: skip
 
     fc = explore.forecast(snapshot.report, snapshot.freshness)
@@ -222,7 +222,8 @@ def test_an_empty_or_new_database(tmp_path: Path) -> None:
     assert explore.top_asns(inventory.ips, inventory.asns).height == 0
     assert explore.greynoise_classes(inventory.ips, inventory.new_ips).height == 0
     cov = explore.coverage(inventory.report)
-    assert cov.filter(pl.col("state").is_in(explore.NEEDED_STATES))["share"].to_list() == [0.0] * 12
+    needed = cov.filter(pl.col("state").is_in(explore.NEEDED_STATES))["share"].to_list()
+    assert needed == [0.0] * 16  # four states of four sources
 
 
 def test_ttl_days_follow_the_settings() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ def wrong_values(scene: Scene) -> dict[str, st.SearchStrategy[str]]:
         ]
     )
     not_ip = st.text(alphabet="ghijklmnopqrstuvwxyz -_/\n", max_size=30)
-    sources = {"maxmind", "cymru", "greynoise"}
+    sources = {"maxmind", "cymru", "greynoise", "classification"}
     return {
         "--db": st.one_of(
             postgres_urls(),
@@ -163,6 +164,11 @@ def wrong_values(scene: Scene) -> dict[str, st.SearchStrategy[str]]:
             ),
         ),
         "--maxmind-dir": st.sampled_from([str(scene.damaged), *too_long]),
+        "--lists-dir": st.sampled_from([str(scene.db), *too_long]),
+        "--cloud-provider": st.one_of(
+            st.sampled_from(["", "../x", "AWS", "a/b", "a b", "x" * 41]),
+            garbage.filter(lambda t: not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", t)),
+        ),
         "--maxmind-asn": mmdb_wrong,
         "--maxmind-city": st.one_of(mmdb_wrong, st.just(str(scene.maxmind / "GeoLite2-ASN.mmdb"))),
         "--skip": garbage.filter(lambda t: t not in sources),
@@ -254,6 +260,7 @@ def check(scene: Scene, result: tuple[int, str, str], must_fail: bool) -> None:
 
 OUTPUTS = ("--summary-json", "--status-file", "--metrics-file")
 FLAGS = ["--db", "--ips", "--ip", "--maxmind-dir", "--maxmind-asn", "--maxmind-city", "--skip",
+         "--lists-dir", "--cloud-provider",
          "--commit-every", "--lock-timeout", "--progress-every", *OUTPUTS, "--cymru", "--batch-size",
          "--greynoise-url", "--greynoise-mode", "--greynoise-rate", "--greynoise-budget",
          "--greynoise-daily-budget", "--config"]  # fmt: skip
@@ -261,12 +268,12 @@ FLAGS = ["--db", "--ips", "--ip", "--maxmind-dir", "--maxmind-asn", "--maxmind-c
 
 def test_every_option_with_a_value_is_driven() -> None:
     from etl.cli.refresh import SETTINGS
-    from etl.refresh.config import LISTS_SETTINGS  # not options of a refresh
+    from etl.refresh.config import LIST_URL_SETTINGS  # not options of a refresh
 
     flags = {
         d.setting.flag
         for d in SETTINGS.values()
-        if d.setting.flag and d.kind is not bool and d.name not in LISTS_SETTINGS
+        if d.setting.flag and d.kind is not bool and d.name not in LIST_URL_SETTINGS
     }
     assert flags | {"--config"} == set(FLAGS)
 

@@ -91,7 +91,10 @@ def test_freshness_counts_follow_the_selection(sample_world: tuple[Path, Path]) 
         "maxmind": inventory
         + new_ips
         - counts.filter(pl.col("source") == "inventory")["ips"].sum(),
-        **{s: dict(per_source.iter_rows())["maxmind"] for s in ("cymru", "greynoise")},
+        **{
+            s: dict(per_source.iter_rows())["maxmind"]
+            for s in ("cymru", "greynoise", "classification")
+        },
         "inventory": counts.filter(pl.col("source") == "inventory")["ips"].sum(),
     }
     fresh = counts.filter(pl.col("state") == "fresh")

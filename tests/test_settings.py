@@ -17,7 +17,7 @@ from etl.cli import options as cli
 from etl.cli.refresh import SETTINGS
 from etl.core.errors import SettingError, UsageError
 from etl.core.settings import convert, read_file, secret_file_warning
-from etl.refresh.config import LISTS_SETTINGS, RefreshConfig, load_config
+from etl.refresh.config import LIST_URL_SETTINGS, LISTS_SETTINGS, RefreshConfig, load_config
 from tests.conftest import ROOT
 
 KEY = "planted-greynoise-key-5f3a9c"
@@ -212,10 +212,11 @@ def test_the_cli_has_one_option_per_declared_flag_and_both_helps_agree() -> None
     module, installed = helps("-m", "etl.refresh"), helps("-m", "etl", "refresh")
     lists = helps("-m", "etl", "lists", "update")
     flags = {d.setting.flag for d in SETTINGS.values() if d.setting.flag}
-    only_lists = {SETTINGS[name].setting.flag for name in LISTS_SETTINGS}
+    only_lists = {SETTINGS[name].setting.flag for name in LIST_URL_SETTINGS}
     assert _options(module) == _options(installed)
     assert _options(module) == flags - only_lists | {"--config", "--version", "--help"}
-    assert _options(lists) == only_lists | {"--config", "--help"}
+    every_list = {SETTINGS[name].setting.flag for name in LISTS_SETTINGS}
+    assert _options(lists) == every_list | {"--config", "--help"}
     assert module.split("Options:")[1] == installed.split("Options:")[1]
     assert (
         module.split("Usage:")[1].split("\n", 1)[1]

@@ -106,6 +106,9 @@ def test_every_state_and_the_week_ahead(crafted: str, tmp_path: Path) -> None:
                   "not_known": 1},
         "greynoise": {"fresh": 1, "stale": 0, "error": 1, "never": 2, "not_needed": 0,
                       "not_known": 0},
+        # no row has labels yet
+        "classification": {"fresh": 0, "stale": 0, "error": 0, "never": 4, "not_needed": 0,
+                           "not_known": 0},
     }  # fmt: skip
     assert [data["sources"][s]["due"] for s in ("maxmind", "cymru", "greynoise")] == [2, 0, 3]
     week = {name: source["going_stale"] for name, source in data["sources"].items()}
@@ -115,6 +118,7 @@ def test_every_state_and_the_week_ahead(crafted: str, tmp_path: Path) -> None:
         "maxmind": {"2031-03-14": 1},
         "cymru": {"2031-03-14": 1, "2031-03-18": 1},
         "greynoise": {"2031-03-20": 1},
+        "classification": {},  # labels go stale with their lists, not with time
     }
     assert data["searches"] == {"day": "2031-03-14", "spent": 120, "reserved": 50,
                                 "daily_budget": 300, "left": 130}  # fmt: skip

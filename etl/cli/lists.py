@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import typer
 
@@ -38,14 +38,6 @@ Examples:
 \b
 Cron, once a day (the Tor list changes hourly; an hourly line is fine too):
   17 3 * * *  honeypot-etl lists update --config /etc/honeypot-etl/etl.toml"""
-# Older than this, a list gets a warning (SPEC 3.4): Tor exits come and go within hours.
-OLD: Final = {"tor": timedelta(days=2)}
-OLD_DEFAULT: Final = timedelta(days=30)
-
-
-def too_old(name: str) -> timedelta:
-    """The age after which list ``name`` gets a warning."""
-    return OLD.get(name, OLD_DEFAULT)
 
 
 @cli.one_line_errors(SETTINGS)
@@ -69,6 +61,7 @@ def show_command(
 def render(config: RefreshConfig, now: datetime) -> str:
     """The table of `show_command`."""
     from etl.sources.classification.lists import entries, list_files, record_of
+    from etl.sources.classification.source import too_old
 
     folder = config.lists_dir
     urls = config.list_urls()

@@ -23,7 +23,7 @@ from etl.cli import options as cli
 from etl.core.settings import declared, secret_file_warning
 from etl.refresh.config import (
     CONFIG_ENV,
-    LISTS_SETTINGS,
+    LIST_URL_SETTINGS,
     RefreshConfig,
     config_note,
     load_config,
@@ -97,14 +97,14 @@ def refresh_command(
 
 
 def command() -> Any:
-    """`refresh_command` with the Typer options of every setting (but those only `lists`
-    reads), plus ``--config``."""
+    """`refresh_command` with the Typer options of every setting (but the lists' URLs, which
+    only `lists update` reads), plus ``--config``."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     extra = [
         inspect.Parameter("config_file", keyword, default=None, annotation=ConfigOption),
         inspect.Parameter("version", keyword, default=False, annotation=cli.VersionOption),
     ]
-    names = [name for name in SETTINGS if name not in LISTS_SETTINGS]
+    names = [name for name in SETTINGS if name not in LIST_URL_SETTINGS]
     return cli.with_signature(refresh_command, [*cli.options_of(RefreshConfig, names), *extra])
 
 

@@ -24,8 +24,11 @@ class Freshness:
 @dataclass(frozen=True)
 class DataVersion:
     """The version of an offline source's data a run uses (`etl.sources.offline`): a block
-    written from an older ``epoch`` is stale whatever its age. ``lacking``: what this run's
-    blocks lack when part of the data is missing ("no City database"; None when whole)."""
+    written from an older ``epoch`` (or from other ``parts``) is stale whatever its age.
+    ``lacking``: what this run's blocks lack when part of the data is missing ("no City
+    database"; None when whole)."""
 
     epoch: int = 0
     lacking: str | None = None
+    # Data made of several parts, each with its version (the labels' lists: name, sha256).
+    parts: tuple[tuple[str, str], ...] = ()

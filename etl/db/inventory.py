@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from etl.core.vocabulary import SOURCES
+from etl.core.vocabulary import SOURCES, block_of
 from etl.db.database import Database
 from etl.db.select import USABLE_ENRICHMENT
 
 # Output column -> JSON path in the enrichment, in the order DuckDB extracts them.
 _FIELDS = {
-    **{f"{source}_status": f"$.{source}.status" for source in SOURCES},
-    **{f"{source}_error": f"$.{source}.error" for source in SOURCES},
+    **{f"{source}_status": f"$.{block_of(source)}.status" for source in SOURCES},
+    **{f"{source}_error": f"$.{block_of(source)}.error" for source in SOURCES},
     "maxmind_country": "$.maxmind.country",
     "country_name": "$.maxmind.country_name",
     "cymru_country": "$.cymru.country",

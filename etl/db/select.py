@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from etl.core.freshness import DataVersion, Freshness
-from etl.core.vocabulary import SOURCES, Source
+from etl.core.vocabulary import SOURCES, Source, block_of
 from etl.db.database import Database
 from etl.db.sessions import FoundSessions, find_sessions
 from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
@@ -36,6 +36,12 @@ _PATHS = (
     "$.cymru.asn",
     "$.greynoise.status",
     "$.greynoise.cached_at",
+    "$.maxmind.asn_org",
+    "$.cymru.asn_org",
+    "$.ip_classification.status",
+    "$.ip_classification.classified_at",
+    "$.ip_classification.as_org",
+    "$.ip_classification.lists",
 )
 _F = {path: f"f[{i + 1}]" for i, path in enumerate(_PATHS)}
 
@@ -49,6 +55,9 @@ SELECTION_SCHEMA = {
     "session_count": pl.Int64,
     "current_asn": pl.Int64,
     "old_maxmind_asn": pl.Int64,
+    # The AS organization the labels read (MaxMind's, else Team Cymru's), and Team Cymru's.
+    "old_as_org": pl.String,
+    "old_cymru_org": pl.String,
     **{f"stale_{source}": pl.Boolean for source in SOURCES},  # asked about in this run
     "via_raw_events": pl.Boolean,  # a new IP found through the raw events of unlinked sessions
 }
@@ -131,6 +140,7 @@ def _expiry_expressions(rules: SelectionRules) -> dict[str, tuple[str, str]]:
         )
     return {
         "maxmind": (mm_cached, mm_expiry),
+        "classification": _labels_expiry(rules),
         "cymru": (
             cy_cached,
             f"CASE WHEN {cy_status} = 'error' THEN NULL"
@@ -157,6 +167,29 @@ _STATE_WHEN = {
 }
 
 
+def _labels_expiry(rules: SelectionRules) -> tuple[str, str]:
+    """The labels' block (SPEC 3.4): stale when it is not ``ok``, when it was made from other
+    versions of the lists than this run's (one more, one less, one changed), or when the AS
+    organization it read is no longer the row's; else never by age."""
+    lists = _F["$.ip_classification.lists"]
+    parts = rules.version(Source.CLASSIFICATION).parts
+    same_lists = " AND ".join(
+        [
+            *(
+                f"json_extract_string({lists}, '$.\"{name}\"') = '{version}'"
+                for name, version in parts
+            ),
+            f"len(json_keys({lists})) = {len(parts)}",
+        ]
+    )
+    org = f"coalesce({_F['$.maxmind.asn_org']}, {_F['$.cymru.asn_org']})"
+    same_org = f"{_F['$.ip_classification.as_org']} IS NOT DISTINCT FROM {org}"
+    cached = f"etl_ts({_F['$.ip_classification.classified_at']})"
+    ok = f"{_F['$.ip_classification.status']} = 'ok'"
+    expiry = f"CASE WHEN {ok} AND {same_lists} AND {same_org} THEN {_NEVER} ELSE NULL END"
+    return cached, expiry
+
+
 def _stale(expires: str) -> str:
     """SQL: whether a block that goes stale at ``expires`` is stale now."""
     return f"({expires} IS NULL OR {expires} < {_NOW})"
@@ -178,7 +211,7 @@ def _state_columns(rules: SelectionRules) -> str:
     run asks) and ``<source>_expires`` (when a fresh block goes stale)."""
     columns = []
     for source, (cached, expires) in _expiry_expressions(rules).items():
-        status = _F[f"$.{source}.status"]
+        status = _F[f"$.{block_of(source)}.status"]
         state = (
             f"CASE WHEN {cached} IS NULL THEN 'never' WHEN {status} = 'error' THEN 'error'"
             f" WHEN {_stale(expires)} THEN 'stale' ELSE 'fresh' END"
@@ -210,6 +243,8 @@ WITH inventory AS (
     SELECT ip, position, last_seen, never_enriched, current_asn,
            coalesce({_F["$.validation.is_bogon"]} IN ('true', '1'), false) AS known_bogon,
            TRY_CAST({_F["$.maxmind.asn"]} AS BIGINT) AS old_maxmind_asn,
+           coalesce({_F["$.maxmind.asn_org"]}, {_F["$.cymru.asn_org"]}) AS old_as_org,
+           {_F["$.cymru.asn_org"]} AS old_cymru_org,
            {blocks},
            {_USABLE_FROM_FIELDS} AS usable,
            {_state_columns(rules)}
@@ -227,7 +262,7 @@ def selection_sql(db: Database, rules: SelectionRules) -> str:
     return f"""{_inventory_ctes(db, rules)}
 SELECT ip, position, false AS is_new, never_enriched, CAST(NULL AS TIMESTAMPTZ) AS first_seen,
        last_seen, CAST(NULL AS BIGINT) AS session_count, current_asn, old_maxmind_asn,
-       {", ".join(stale)}, usable, known_bogon
+       old_as_org, old_cymru_org, {", ".join(stale)}, usable, known_bogon
 FROM stale
 WHERE {" OR ".join(stale)}
 """
@@ -256,6 +291,8 @@ def new_ip_candidates(db: Database, found: FoundSessions, rules: SelectionRules)
             "session_count",
             pl.lit(None, pl.Int64).alias("current_asn"),
             pl.lit(None, pl.Int64).alias("old_maxmind_asn"),
+            pl.lit(None, pl.String).alias("old_as_org"),
+            pl.lit(None, pl.String).alias("old_cymru_org"),
             *(pl.lit(on).alias(f"stale_{source}") for source, on in enabled.items()),
             pl.lit(True).alias("usable"),
             pl.lit(False).alias("known_bogon"),

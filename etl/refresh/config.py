@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -41,17 +42,18 @@ GREYNOISE_DEFAULTS = GreyNoiseSettings()
 DEFAULT_DB_URL = "sqlite:///data/honeypot.sqlite"
 DEFAULT_MAXMIND_DIR = Path("data/maxmind")
 DEFAULT_LISTS_DIR = Path("data/lists")
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 LIST_URLS = ListUrls()  # where each list comes from by default: declared with the fetcher
-# The settings only `honeypot-etl lists` reads (a refresh does not take them as options).
-LISTS_SETTINGS = (
-    "lists_dir",
+# The settings only `honeypot-etl lists update` reads (a refresh does not take them as options).
+LIST_URL_SETTINGS = (
     "lists_tor_url",
     "lists_cloud_url",
-    "lists_cloud_providers",
     "lists_aws_url",
     "lists_gcp_url",
     "lists_datacenters_url",
 )
+# The settings of `honeypot-etl lists` (the folder and the providers' order a refresh reads too).
+LISTS_SETTINGS = ("lists_dir", "lists_cloud_providers", *LIST_URL_SETTINGS)
 # IPs per Team Cymru session: Team Cymru says about 10,000 IPs come back in under a minute (our
 # read timeout is 30 s per line, a failed session is asked again whole); fewer than 10 per
 # session is close to the single-IP querying they null-route for.
@@ -261,6 +263,12 @@ class RefreshConfig:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingError(name, f"{path}: file not found")
+        for provider in self.lists_cloud_providers:  # it names a file and part of a URL
+            if not PROVIDER_NAME.fullmatch(provider):
+                raise SettingError(
+                    "lists_cloud_providers",
+                    f"{provider[:60]!r} is no provider name (lowercase letters, digits, - and _)",
+                )
         CymruSettings.parse_address(self.cymru)  # the clients' settings check their own
         self.greynoise_settings()
 
@@ -371,9 +379,13 @@ def load_config(
 
 def check_given(config: RefreshConfig, given: Collection[str]) -> None:
     """Raise `SettingError` when a setting the user gave (``given``: by field name; defaults
-    are not checked) names what is not there: a ``maxmind_dir`` that is no folder, when the
-    run reads it (MaxMind not skipped, not both files named). A run without it would send
-    every IP to Team Cymru instead, many times the usual traffic, and exit 0."""
+    are not checked) names what is not there: a ``lists_dir`` that is a file; a
+    ``maxmind_dir`` that is no folder, when the run reads it (MaxMind not skipped, not both
+    files named). A run without it would send every IP to Team Cymru instead, many times the
+    usual traffic, and exit 0."""
+    lists = config.lists_dir  # a folder that does not exist yet: `lists update` makes it
+    if "lists_dir" in given and lists.exists() and not lists.is_dir():
+        raise SettingError("lists_dir", f"{lists} is a file, not a folder")
     folder = config.maxmind_dir
     reads_folder = config.maxmind_asn is None or config.maxmind_city is None
     if "maxmind_dir" not in given or not reads_folder or not config.enabled(Source.MAXMIND):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from etl.core.vocabulary import ANSWERED, BLOCKS, SOURCES
+from etl.core.vocabulary import ANSWERED, BLOCKS, ENRICHING
 from etl.db.write import MAX_PG_INTEGER
 
 
@@ -25,9 +25,10 @@ def current_asn(frame: pl.DataFrame) -> pl.Expr:
 
 
 def answered(frame: pl.DataFrame) -> pl.Expr:
-    """True where at least one source answered ``ok`` or ``not_found`` in this run."""
+    """True where at least one enriching source answered ``ok`` or ``not_found`` in this run
+    (`ENRICHING`: labels alone do not make a row freshly enriched)."""
     statuses = [
-        _column(frame, f"{source}_status", pl.String()).is_in(ANSWERED) for source in SOURCES
+        _column(frame, f"{source}_status", pl.String()).is_in(ANSWERED) for source in ENRICHING
     ]
     return pl.any_horizontal(statuses).fill_null(False)
 

@@ -294,8 +294,12 @@ def _say_what_is_left(
         return  # a source the daily budget leaves out said so (`run_budget`)
     not_asked = _not_asked(run)
     # Counted only for what stops a source the operator wants asked (a budget, a missing file):
-    # a source skipped or without a key would cost every empty run that pass for nothing new.
-    chosen = ("skipped", "no API key")
+    # a source skipped, without a key or without the data the operator chose not to fetch
+    # (`OfflineSource.optional`) would cost every empty run that pass for nothing new.
+    chosen = {"skipped", "no API key"}
+    chosen |= {
+        run.offline.unavailable()[s.name] for s in run.offline if s.optional and not s.available
+    }
     counted = {source: why for source, why in not_asked.items() if why not in chosen}
     due = due_counts(run.db, rules, found) if counted else {}
     left = [

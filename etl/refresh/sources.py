@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from etl.core.vocabulary import Source
 from etl.refresh.config import RefreshConfig
+from etl.sources.classification.source import ClassificationSource
 from etl.sources.cymru.client import Connect
 from etl.sources.cymru.phase import CymruSource
 from etl.sources.greynoise.phase import GreyNoiseSource
@@ -66,4 +67,9 @@ def offline_sources(config: RefreshConfig) -> OfflineSources:
         if config.enabled(Source.MAXMIND)
         else MaxMindSource()
     )
-    return OfflineSources((maxmind,))
+    labels = (
+        ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, config.clock())
+        if config.enabled(Source.CLASSIFICATION)
+        else ClassificationSource()
+    )
+    return OfflineSources((maxmind, labels))

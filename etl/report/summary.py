@@ -170,12 +170,12 @@ class RunSummary:
                 if self.unusable
                 else ""
             ),
-            f"{'source':<10} {'would ask' if self.dry_run else 'queried':>9} "
+            f"{'source':<14} {'would ask' if self.dry_run else 'queried':>9} "
             + " ".join(f"{s:>9}" for s in STATUSES),
         ]
         for name, counts in self.sources.items():
             values = " ".join(f"{getattr(counts, s):>9}" for s in STATUSES)
-            lines.append(f"{name:<10} {counts.queried:>9} {values}")
+            lines.append(f"{name:<14} {counts.queried:>9} {values}")
         lines.append(self._requests_line())
         written = (
             "would write nothing (dry run)"

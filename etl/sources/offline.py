@@ -44,6 +44,12 @@ class OfflineSource(Protocol):
         ...
 
     @property
+    def optional(self) -> bool:
+        """Whether a run without its data is the operator's choice: the IPs due for it are
+        then not counted when nothing else is stale (as for a skipped source)."""
+        ...
+
+    @property
     def absent(self) -> str:
         """Why the run does not ask it when its data is not there ("no MaxMind database")."""
         ...

@@ -40,6 +40,7 @@ from etl.db.sessions import (
 )
 from etl.refresh.config import RefreshConfig
 from etl.report.metrics import render_state_metrics
+from etl.sources.classification.source import ClassificationSource
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
 
 FORECAST_DAYS = 7
@@ -178,7 +179,11 @@ def gather(
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
         # MaxMind's build: a block of an older one is stale (the TTLs count the rest)
-        versions = {Source.MAXMIND: DataVersion(maxmind.build_epoch)}
+        labels = ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, now)
+        versions = {
+            Source.MAXMIND: DataVersion(maxmind.build_epoch),
+            Source.CLASSIFICATION: labels.version,
+        }
         rules = SelectionRules(now, config.freshness, frozenset(SOURCES), versions)
         found = find_sessions(db) if found is None else found
         notes += found.notes

@@ -23,6 +23,7 @@ class MaxMindSource:
     databases: MaxMindDatabases = field(default_factory=MaxMindDatabases)
     name: Source = field(default=Source.MAXMIND, init=False)
     absent: str = field(default="no MaxMind database", init=False)
+    optional: bool = field(default=False, init=False)  # a run without it is a missing file
 
     @classmethod
     def open(

@@ -1,0 +1,111 @@
+"""The labels in a refresh (SPEC 3.4, issue 27 item 3): every selected IP gets its
+``ip_classification`` block from the lists on disk; a rerun selects nothing; after a list
+changes, every labelled row is relabelled, only its labels block is written, and no service is
+asked. Team Cymru and GreyNoise run in memory (`refresh(transports=...)`), so a question sent
+to them is counted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from etl.refresh.config import RefreshConfig
+from etl.refresh.pipeline import refresh
+from etl.refresh.sources import Transports
+from etl.report.summary import RunSummary
+from etl.sources.classification.lists import read_lists
+from testbed.sample.build import build_sample
+from testbed.sample.lists import SMALL, write_lists
+from tests.conftest import Run
+from tests.test_cymru_policy import FakeCymru
+from tests.test_greynoise_policy import URL, ScriptedTransport
+from tests.test_in_memory_refresh import NETWORKS, cymru_script, greynoise_script
+from tests.world import load_sqlite, plan_world
+
+
+def rows(db: Path) -> dict[str, tuple[dict[str, Any], str | None]]:
+    con = sqlite3.connect(db)
+    found = con.execute("SELECT ip_address, enrichment, enrichment_updated_at FROM ip_inventory")
+    result = {ip: (json.loads(text), updated) for ip, text, updated in found if text}
+    con.close()
+    return result
+
+
+def test_labels_follow_the_lists_and_ask_no_service(
+    compat_sqlite: Path, mmdb: dict[str, Path], tmp_path: Path
+) -> None:
+    world = plan_world(200, networks=NETWORKS)
+    load_sqlite(str(compat_sqlite), world)
+    lists = tmp_path / "lists"
+    write_lists(lists, seed=4, sizes=SMALL)
+    cymru, greynoise = FakeCymru(cymru_script), ScriptedTransport(greynoise_script)
+    config = RefreshConfig(
+        db_url=f"sqlite:///{compat_sqlite}", maxmind_asn=mmdb["asn"], maxmind_city=mmdb["city"],
+        greynoise_api_key="k", greynoise_url=URL, greynoise_rate=1000.0, quiet=True,
+        lists_dir=lists,
+    )  # fmt: skip
+
+    def run() -> RunSummary:
+        return refresh(config, transports=Transports(cymru=cymru.connect, greynoise=greynoise))
+
+    first = run()
+    assert first.exit_code == 0
+    labelled = {ip: blocks for ip, (blocks, _) in rows(compat_sqlite).items()
+                if "ip_classification" in blocks}  # fmt: skip
+    assert first.sources["classification"].ok == len(labelled) > 0
+    block = next(iter(labelled.values()))["ip_classification"]
+    assert block["status"] == "ok" and set(block["lists"]) == set(read_lists(lists).versions)
+
+    asked = (len(cymru.sessions), len(greynoise.sent))
+    # The rows whose AS organization came from Team Cymru during the first run (MaxMind had
+    # none) are labelled again with it, asking no service; then nothing is stale.
+    from_cymru = {ip for ip, blocks in labelled.items()
+                  if blocks.get("cymru", {}).get("asn_org") and not blocks["maxmind"].get("asn_org")}  # fmt: skip
+    again = run()
+    assert (len(cymru.sessions), len(greynoise.sent)) == asked
+    assert again.selected == again.sources["classification"].ok == len(from_cymru)
+    assert again.sources["maxmind"].queried == 0
+    assert run().selected == 0
+
+    before = rows(compat_sqlite)
+    with (lists / "tor.txt").open("a") as handle:
+        handle.write(f"{next(iter(labelled))}\n")  # a labelled IP becomes a Tor exit
+    third = run()
+    after = rows(compat_sqlite)
+    assert (len(cymru.sessions), len(greynoise.sent)) == asked  # no service asked
+    assert third.selected == len(labelled) and third.sources["classification"].ok == len(labelled)
+    tor_ip = next(iter(labelled))
+    assert after[tor_ip][0]["ip_classification"]["ip_type"] == "tor"
+    for ip, (blocks, updated) in after.items():
+        old_blocks, old_updated = before[ip]
+        # only the labels changed; enrichment_updated_at is the other sources' clock
+        assert {k: v for k, v in blocks.items() if k != "ip_classification"} == {
+            k: v for k, v in old_blocks.items() if k != "ip_classification"
+        }
+        assert updated == old_updated
+
+
+def test_on_postgresql_a_rerun_selects_nothing_and_a_changed_list_relabels(
+    pg_url: str, tmp_path: Path, run: Run
+) -> None:
+    # PostgreSQL keeps the block as jsonb, its keys in its own order: the lists still compare.
+    build_sample(pg_url, 120, 3, tmp_path / "mm")
+    lists = tmp_path / "lists"
+    write_lists(lists, seed=4, sizes=SMALL)
+    args = ("--db", pg_url, "--maxmind-dir", str(tmp_path / "mm"), "--lists-dir", str(lists),
+            "--skip", "cymru", "--skip", "greynoise", "--summary-json", str(tmp_path / "s.json"))  # fmt: skip
+
+    def labelled() -> int:
+        code, out = run(*args)
+        assert code == 0, out
+        return int(json.loads((tmp_path / "s.json").read_text())["sources"]["classification"]["ok"])
+
+    first = labelled()
+    assert first > 100
+    assert labelled() == 0
+    (lists / "datacenters.csv").write_text(
+        (lists / "datacenters.csv").read_text() + '"203.0.113.0/24","","","NewVendor"\n'
+    )
+    assert labelled() == first
