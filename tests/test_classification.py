@@ -60,7 +60,10 @@ def test_a_tor_exit_inside_a_cloud_range_is_tor_and_keeps_both_labels(tmp_path: 
     (block,) = labelled(lists, ["20.1.2.3"])
     assert (block["ip_type"], block["provider"], block["confidence"]) == ("tor", "tor", 0.95)
     assert block["source"] == "tor_bulk_list"
-    assert [label["list"] for label in block["labels"]] == ["cloud-azure-v4"]
+    assert [(label["list"], label["network"]) for label in block["labels"]] == [
+        ("tor", "20.1.2.3/32"),  # the exit's own label, then every range around it
+        ("cloud-azure-v4", "20.0.0.0/8"),
+    ]
     assert block["status"] == "ok" and set(block["lists"]) == {"tor", "cloud-azure-v4"}
 
 

@@ -33,6 +33,15 @@ def rows(db: Path) -> dict[str, tuple[dict[str, Any], str | None]]:
     return result
 
 
+def snapshots(db: Path) -> dict[str, tuple[str | None, str | None]]:
+    """Each session: (source_ip, snapshot_ip_type)."""
+    con = sqlite3.connect(db)
+    found = con.execute("SELECT session_id, source_ip, snapshot_ip_type FROM session_summaries")
+    result = {session: (ip, kind) for session, ip, kind in found}
+    con.close()
+    return result
+
+
 def test_labels_follow_the_lists_and_ask_no_service(
     compat_sqlite: Path, mmdb: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -50,6 +59,11 @@ def test_labels_follow_the_lists_and_ask_no_service(
     def run() -> RunSummary:
         return refresh(config, transports=Transports(cymru=cymru.connect, greynoise=greynoise))
 
+    con = sqlite3.connect(compat_sqlite)  # a type the loader copied: never replaced
+    con.execute("UPDATE session_summaries SET snapshot_ip_type = 'MOBILE' WHERE rowid % 7 = 0")
+    con.commit()
+    con.close()
+    loaded = snapshots(compat_sqlite)
     first = run()
     assert first.exit_code == 0
     labelled = {ip: blocks for ip, (blocks, _) in rows(compat_sqlite).items()
@@ -69,7 +83,7 @@ def test_labels_follow_the_lists_and_ask_no_service(
     assert again.sources["maxmind"].queried == 0
     assert run().selected == 0
 
-    before = rows(compat_sqlite)
+    before, labelled_once = rows(compat_sqlite), snapshots(compat_sqlite)
     with (lists / "tor.txt").open("a") as handle:
         handle.write(f"{next(iter(labelled))}\n")  # a labelled IP becomes a Tor exit
     third = run()
@@ -78,6 +92,23 @@ def test_labels_follow_the_lists_and_ask_no_service(
     assert third.selected == len(labelled) and third.sources["classification"].ok == len(labelled)
     tor_ip = next(iter(labelled))
     assert after[tor_ip][0]["ip_classification"]["ip_type"] == "tor"
+
+    # Every session of a labelled IP got its type where it had none, but "unknown"; a type
+    # there before (the loader's, or the first labels') is never replaced by a relabel.
+    def type_of(rows_now: dict[str, tuple[dict[str, Any], str | None]], ip: str) -> str | None:
+        kind = rows_now[ip][0].get("ip_classification", {}).get("ip_type")
+        return None if kind == "unknown" else kind
+
+    filled = 0
+    for session, (ip, kind) in snapshots(compat_sqlite).items():
+        if loaded[session][1] is not None:
+            assert kind == loaded[session][1], session  # the loader's
+        elif ip in labelled:
+            once = labelled_once[session][1]
+            assert once == type_of(before, ip), (session, ip)
+            assert kind == (once if once is not None else type_of(after, ip)), (session, ip)
+            filled += kind is not None
+    assert filled > 0
     for ip, (blocks, updated) in after.items():
         old_blocks, old_updated = before[ip]
         # only the labels changed; enrichment_updated_at is the other sources' clock
@@ -93,7 +124,7 @@ def test_on_postgresql_a_rerun_selects_nothing_and_a_changed_list_relabels(
     # PostgreSQL keeps the block as jsonb, its keys in its own order: the lists still compare.
     build_sample(pg_url, 120, 3, tmp_path / "mm")
     lists = tmp_path / "lists"
-    write_lists(lists, seed=4, sizes=SMALL)
+    write_lists(lists, seed=4)  # the real lists' sizes: some of the 120 IPs are covered
     args = ("--db", pg_url, "--maxmind-dir", str(tmp_path / "mm"), "--lists-dir", str(lists),
             "--skip", "cymru", "--skip", "greynoise", "--summary-json", str(tmp_path / "s.json"))  # fmt: skip
 
@@ -104,6 +135,22 @@ def test_on_postgresql_a_rerun_selects_nothing_and_a_changed_list_relabels(
 
     first = labelled()
     assert first > 100
+    import psycopg
+
+    with psycopg.connect(pg_url) as con:
+        found = con.execute(
+            "SELECT enrichment::jsonb -> 'ip_classification', ip_types FROM ip_inventory"
+        ).fetchall()
+    # ip_types: the distinct types of the row's labels and its type, but unknown (SPEC 3.4)
+    typed = 0
+    for block, types in found:
+        if block is None:
+            assert types == []
+            continue
+        expected = {label["type"] for label in block["labels"]} | {block["ip_type"]}
+        assert types == sorted(expected - {"unknown"}), block
+        typed += bool(types)
+    assert typed > 0
     assert labelled() == 0
     (lists / "datacenters.csv").write_text(
         (lists / "datacenters.csv").read_text() + '"203.0.113.0/24","","","NewVendor"\n'

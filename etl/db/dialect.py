@@ -79,6 +79,10 @@ class Backend(ABC):
     stage_prefix: ClassVar[str]  # where the run's staging tables live: "temp." or "public."
     timestamp_type: ClassVar[str]  # the native type a TIMESTAMPTZ stage column gets
 
+    # Whether the merge fills ip_inventory.ip_types (PostgreSQL's text[] of cowrieprocessor;
+    # `PostgresBackend.chunk_merge`), set by the writer once it has looked for the column.
+    label_types: bool = False
+
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self._duck: duckdb.DuckDBPyConnection | None = None

@@ -25,7 +25,7 @@ import duckdb
 import polars as pl
 
 from etl.core.errors import DatabaseError, SchemaError, UnusableDatabaseError
-from etl.core.vocabulary import BLOCKS
+from etl.core.vocabulary import BLOCKS, Source, block_of
 from etl.db import ddl
 from etl.db.dialect import (
     Backend,
@@ -306,22 +306,42 @@ class PostgresBackend(Backend):
     def chunk_merge(
         self, ip_stage: str, asn_stage: str, patterns: list[int], now: datetime
     ) -> Unit:
-        """One ``INSERT ... ON CONFLICT`` per table; blocks merge with ``jsonb ||``."""
+        """One ``INSERT ... ON CONFLICT`` per table; blocks merge with ``jsonb ||``; with a
+        labels block, ``ip_types`` becomes the distinct types of its labels and its type (not
+        ``unknown``), else it stays."""
         ts = postgres_timestamp(now)
         members = ", ".join(f"'{b}', {b}::jsonb" for b in BLOCKS)
         absent = ", ".join(f"CASE WHEN {b} IS NULL THEN '{b}' END" for b in BLOCKS)
         patch = f"jsonb_build_object({members}) - array_remove(ARRAY[{absent}], NULL)"
+        labels = block_of(Source.CLASSIFICATION)
+        types = (
+            f"ARRAY(SELECT DISTINCT t FROM (SELECT jsonb_array_elements("
+            f"coalesce({labels}::jsonb -> 'labels', '[]'::jsonb)) ->> 'type' AS t "
+            f"UNION SELECT {labels}::jsonb ->> 'ip_type') AS x "
+            "WHERE t IS NOT NULL AND t <> 'unknown' ORDER BY t)"
+        )
+        column, value, update = (
+            (
+                ", ip_types",
+                f", CASE WHEN {labels} IS NULL THEN ARRAY[]::text[] ELSE {types} END",
+                f""",
+                    ip_types = CASE WHEN excluded.enrichment::jsonb ? '{labels}'
+                                    THEN excluded.ip_types ELSE ip_inventory.ip_types END""",
+            )
+            if self.label_types
+            else ("", "", "")
+        )
         return Unit(
             [
                 asn_upsert("public.asn_inventory", f"public.{asn_stage}", ts, "'{}'::json"),
                 f"""INSERT INTO public.ip_inventory (ip_address, current_asn, asn_last_verified,
                     first_seen, last_seen, session_count, enrichment, enrichment_updated_at,
-                    created_at, updated_at)
+                    created_at, updated_at{column})
                 SELECT ip_address, current_asn,
                        CASE WHEN current_asn IS NOT NULL THEN {ts} END,
                        coalesce(first_seen, last_seen, {ts}), coalesce(last_seen, first_seen, {ts}),
                        coalesce(session_count, 0), {patch},
-                       CASE WHEN touched = 1 THEN {ts} END, {ts}, {ts}
+                       CASE WHEN touched = 1 THEN {ts} END, {ts}, {ts}{value}
                 FROM public.{ip_stage}
                 ON CONFLICT (ip_address) DO UPDATE SET
                     current_asn = coalesce(excluded.current_asn, ip_inventory.current_asn),
@@ -331,7 +351,7 @@ class PostgresBackend(Backend):
                                  || excluded.enrichment::jsonb,
                     enrichment_updated_at = coalesce(excluded.enrichment_updated_at,
                                                      ip_inventory.enrichment_updated_at),
-                    updated_at = excluded.updated_at""",
+                    updated_at = excluded.updated_at{update}""",
                 f"TRUNCATE public.{asn_stage}, public.{ip_stage}",
             ]
         )

@@ -13,7 +13,9 @@ address is only in the session's ``raw_events.payload`` (``$.src_ip``). So each 
   the sessions whose ``source_ip`` has no inventory row (databases migrated by v16).
 - `SessionLinker` links them once their IP's row is written: sets ``source_ip`` where it is
   NULL, and fills ``snapshot_asn``, ``snapshot_country``, ``enrichment_at`` where they are
-  NULL, as the loader would have at ingest. Never another column, never a non-NULL value.
+  NULL, as the loader would have at ingest, and ``snapshot_ip_type`` with the labels' type
+  (not ``unknown``; SPEC 3.4) of every session of a written IP, whoever linked it. Never
+  another column, never a non-NULL value.
 - A session whose events carry no usable ``src_ip`` is recorded in our table
   ``etl_session_checks`` with its last event id, and read again only when it gets new events.
 """
@@ -410,15 +412,27 @@ def _link_statements(db: Database, stage: str, counts: str) -> list[str]:
     # sessions it would read them all for every batch. An expression has no index and no
     # statistics, so the plan starts from the stage.
     unlinked = "s.source_ip IS NULL" if db.dialect == "sqlite" else "(s.source_ip || '') IS NULL"
+    # The labels' type too, where the table has the column (SPEC 3.4; upstream's v16 has it).
+    typed = "snapshot_ip_type" in db.columns("session_summaries")
     fillable = (
         "((s.snapshot_asn IS NULL AND v.asn IS NOT NULL)"
         " OR (s.snapshot_country IS NULL AND v.country IS NOT NULL)"
-        " OR (s.enrichment_at IS NULL AND v.enriched IS NOT NULL))"
+        + (" OR (s.snapshot_ip_type IS NULL AND v.ip_type IS NOT NULL)" if typed else "")
+        + " OR (s.enrichment_at IS NULL AND v.enriched IS NOT NULL))"
     )
-    filled = """snapshot_asn = coalesce(s.snapshot_asn, v.asn),
-            snapshot_country = coalesce(s.snapshot_country, v.country),
+    filled = (
+        """snapshot_asn = coalesce(s.snapshot_asn, v.asn),
+            snapshot_country = coalesce(s.snapshot_country, v.country),"""
+        + (
+            """
+            snapshot_ip_type = coalesce(s.snapshot_ip_type, v.ip_type),"""
+            if typed
+            else ""
+        )
+        + """
             enrichment_at = coalesce(s.enrichment_at, v.enriched)"""
-    to_link = f"""(SELECT DISTINCT l.session_id, l.ip, v.asn, v.country, v.enriched
+    )
+    to_link = f"""(SELECT DISTINCT l.session_id, l.ip, v.asn, v.country, v.ip_type, v.enriched
               FROM {stage} AS l JOIN {values} AS v ON v.ip = l.ip
               WHERE l.session_id IS NOT NULL) AS v"""
     count_filled = f"""INSERT INTO {counts}
@@ -453,7 +467,8 @@ def _row_values(db: Database, inventory: str, ips: str) -> str:
     """A subquery of the values a session copies from its IP's row (SPEC 2), for the rows
     of the IPs ``ips`` selects: ``asn`` = current_asn, ``country`` = the upper-cased
     coalesce(maxmind.country, cymru.country, dshield.ip.ascountry), only a two-letter code
-    and never the 'XX' fallback, ``enriched`` = enrichment_updated_at."""
+    and never the 'XX' fallback, ``ip_type`` = the labels' type but ``unknown`` (SPEC 3.4),
+    ``enriched`` = enrichment_updated_at."""
     if db.dialect == "sqlite":
         enrichment = "CASE WHEN json_valid(i.enrichment) THEN i.enrichment END"
         raw = (
@@ -462,6 +477,7 @@ def _row_values(db: Database, inventory: str, ips: str) -> str:
             f"json_extract({enrichment}, '$.dshield.ip.ascountry')))"
         )
         iso = f"{raw} GLOB '[A-Z][A-Z]'"
+        ip_type = f"json_extract({enrichment}, '$.ip_classification.ip_type')"
     else:
         enrichment = "i.enrichment::jsonb"
         raw = (
@@ -470,7 +486,9 @@ def _row_values(db: Database, inventory: str, ips: str) -> str:
             f"{enrichment} -> 'dshield' -> 'ip' ->> 'ascountry'))"
         )
         iso = f"{raw} ~ '^[A-Z]{{2}}$'"
+        ip_type = f"{enrichment} -> 'ip_classification' ->> 'ip_type'"
     return f"""(SELECT i.ip_address AS ip, i.current_asn AS asn,
                    CASE WHEN {iso} AND {raw} <> 'XX' THEN {raw} END AS country,
+                   CASE WHEN {ip_type} <> 'unknown' THEN {ip_type} END AS ip_type,
                    i.enrichment_updated_at AS enriched
             FROM {inventory} AS i WHERE i.ip_address IN ({ips}))"""

@@ -64,6 +64,8 @@ class ChunkWriter:
         self.linker = linker  # links each chunk's sessions right after its rows are written
         self.clock = clock  # the rows' update time
         self.backend = db.backend
+        if db.dialect == "postgres":  # cowrieprocessor's column, where the table has it
+            self.backend.label_types = "ip_types" in db.columns("ip_inventory")
         tag = f"{os.getpid()}_{secrets.token_hex(3)}"
         self.ip_stage = f"_etl_stage_ip_{tag}"
         self.asn_stage = f"_etl_stage_asn_{tag}"

@@ -246,8 +246,20 @@ def classify(frame: pl.DataFrame, lists: ClassificationLists, as_org: pl.Expr) -
         .alias("source"),
         pl.when(kind == "cloud").then(pl.col("cloud_region")).alias("region"),
         pl.when(kind == "cloud").then(pl.col("cloud_service")).alias("service"),
-        (pl.lit("[") + pl.col("labels").fill_null("") + pl.lit("]")).alias("labels"),
+        (pl.lit("[") + _with_tor(pl.col("labels")) + pl.lit("]")).alias("labels"),
     )
+
+
+def _with_tor(labels: pl.Expr) -> pl.Expr:
+    """The ranges' labels, after a Tor exit's own (its address, from the Tor list)."""
+    bits = pl.when(pl.col("family") == 6).then(pl.lit("128")).otherwise(pl.lit("32"))
+    tor = pl.concat_str(
+        pl.lit('{"list":"tor","type":"tor","provider":"tor","network":"'),
+        pl.col("canonical"), pl.lit("/"), bits,
+        pl.lit('","region":null,"service":null}'),
+    )  # fmt: skip
+    own = pl.when(pl.col("is_tor").fill_null(False)).then(tor)
+    return pl.concat_str(own, labels, separator=",", ignore_nulls=True)
 
 
 def classification_blocks(
