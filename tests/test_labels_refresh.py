@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ def test_labels_follow_the_lists_and_ask_no_service(
         lists_dir=lists,
     )  # fmt: skip
 
-    def run() -> RunSummary:
-        return refresh(config, transports=Transports(cymru=cymru.connect, greynoise=greynoise))
+    def run(max_ips: int | None = None) -> RunSummary:
+        chosen = replace(config, max_ips=max_ips)
+        return refresh(chosen, transports=Transports(cymru=cymru.connect, greynoise=greynoise))
 
     con = sqlite3.connect(compat_sqlite)  # a type the loader copied: never replaced
     con.execute("UPDATE session_summaries SET snapshot_ip_type = 'MOBILE' WHERE rowid % 7 = 0")
@@ -86,7 +88,7 @@ def test_labels_follow_the_lists_and_ask_no_service(
     before, labelled_once = rows(compat_sqlite), snapshots(compat_sqlite)
     with (lists / "tor.txt").open("a") as handle:
         handle.write(f"{next(iter(labelled))}\n")  # a labelled IP becomes a Tor exit
-    third = run()
+    third = run(max_ips=5)  # --ips counts what a source must look up, not relabelling
     after = rows(compat_sqlite)
     assert (len(cymru.sessions), len(greynoise.sent)) == asked  # no service asked
     assert third.selected == len(labelled) and third.sources["classification"].ok == len(labelled)

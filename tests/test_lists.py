@@ -13,7 +13,7 @@ import requests
 
 from etl.cli.app import main
 from etl.sources.classification.fetch import ListUrls, update_lists
-from etl.sources.classification.lists import list_files, read_lists
+from etl.sources.classification.lists import kind_problem, list_files, read_lists
 from testbed.sim.lists.server import url_options
 from tests.sims import Simulator, running
 
@@ -103,7 +103,7 @@ def test_a_failed_download_keeps_the_old_file(
     assert digests(folder)["datacenters.csv"] == before["datacenters.csv"]
     assert "Traceback" not in out
     why = {"404": "HTTP 404", "truncated": "the download was cut short",
-           "html": "not a list of its kind: no entry could be read"}[fault]  # fmt: skip
+           "html": "not a list of its kind: an HTML page, not a list"}[fault]  # fmt: skip
     assert lines["datacenters"] == f"datacenters: failed ({why}; the old file is kept)"
 
 
@@ -165,3 +165,32 @@ def test_a_lists_folder_in_a_folder_that_does_not_exist_is_exit_2(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --lists-dir ") and "does not exist" in err
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "problem"),
+    [
+        ("cloud-oracle-v6", b"# oracle ranges\n", None),  # empty, as a provider without IPv6
+        ("cloud-aws-v4", b"3.0.0.0/15\n3.5.0.", "entry 2 is not a network: '3.5.0.'"),
+        ("tor", b"<html><body>busy</body></html>", "an HTML page, not a list"),
+        ("aws-ranges", b'{"prefixes": [', "not JSON (cut short?)"),
+        ("aws-ranges", b"[]", "JSON without a list of prefixes"),
+        ("gcp-ranges", b'{"prefixes": []}', None),
+        ("datacenters", b"a,b\n1,2\n", "no cidr,vendor header"),
+    ],
+)
+def test_what_reads_as_a_list_of_its_kind(name: str, data: bytes, problem: str | None) -> None:
+    item = {i.name: i for i in list_files()}[name]
+    assert kind_problem(item, data) == problem
+
+
+def test_junk_in_the_lists_folder_is_read_as_no_entries(tmp_path: Path) -> None:
+    (tmp_path / "aws-ranges.json").write_text('{"prefixes": 5, "ipv6_prefixes": [3, {"x": 1}]}')
+    (tmp_path / "gcp-ranges.json").write_text("[]")
+    (tmp_path / "datacenters.csv").write_text("cidr,vendor\n" + "x" * 200_000 + ",y\n")
+    bad = '{"prefixes": [{"ipv4Prefix": "8.8.8.0/24", "scope": 5, "service": ["x"]}]}'
+    (tmp_path / "gcp-ranges.json").write_text(bad)
+    lists = read_lists(tmp_path)
+    assert lists.ranges.select("network", "region", "service").rows() == [
+        ("8.8.8.0/24", None, None)
+    ]

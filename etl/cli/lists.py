@@ -25,8 +25,8 @@ Fetch every list into --lists-dir, each with a conditional request (ETag, Last-M
 replaced at once, and only by a download that reads as a list of its kind. A download that
 fails keeps the old file, and says so in one line. An empty URL switches a list off.
 
-Exit codes: 0 every list is there (fetched, unchanged, or kept after a failed download);
-1 a list is missing afterwards; 2 bad usage."""
+Exit codes: 0 every list that is not switched off is there (fetched, unchanged, or kept
+after a failed download); 1 one is missing afterwards; 2 bad usage."""
 EXAMPLES = """\
 Examples:
 
@@ -60,7 +60,7 @@ def show_command(
 
 def render(config: RefreshConfig, now: datetime) -> str:
     """The table of `show_command`."""
-    from etl.sources.classification.lists import entries, list_files, record_of
+    from etl.sources.classification.lists import current_at, entries, list_files, record_of
     from etl.sources.classification.source import too_old
 
     folder = config.lists_dir
@@ -74,13 +74,7 @@ def render(config: RefreshConfig, now: datetime) -> str:
             continue
         data = path.read_bytes()
         record = record_of(folder, item, data)
-        fetched = record.get("fetched_at")
-        moment = (
-            datetime.fromisoformat(fetched)
-            if isinstance(fetched, str)
-            else datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        )
-        age = now - moment
+        age = now - current_at(record, path)
         old = "  OLD" if age > too_old(item.name) else ""
         origin = record.get("url") or "(no record: copied in by hand?)"
         lines.append(f"{item.name:<24} {entries(item, data):>9,}  {_age(age):>9}  {origin}{old}")
@@ -111,9 +105,7 @@ def update_command(
         fetched = update_lists(config.lists_dir, config.list_urls(), session)
     for item in fetched:
         print(item.line())
-    missing = [
-        item.name for item in fetched if item.outcome == "failed" and "no file" in item.detail
-    ]
+    missing = [item.name for item in fetched if item.missing]
     if missing:
         return cli.fail(
             f"{len(missing)} list(s) missing in {config.lists_dir}: {', '.join(missing)}", 1

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from etl.core.freshness import DataVersion, Freshness
-from etl.core.vocabulary import SOURCES, Source, block_of
+from etl.core.vocabulary import ENRICHING, SOURCES, Source, block_of
 from etl.db.database import Database
 from etl.db.sessions import FoundSessions, find_sessions
 from etl.db.timestamps import TIMESTAMP_MACRO as _TIMESTAMP_MACRO
@@ -173,7 +173,7 @@ def _labels_expiry(rules: SelectionRules) -> tuple[str, str]:
     organization it read is no longer the row's; else never by age."""
     lists = _F["$.ip_classification.lists"]
     parts = rules.version(Source.CLASSIFICATION).parts
-    same_lists = " AND ".join(
+    same = " AND ".join(
         [
             *(
                 f"json_extract_string({lists}, '$.\"{name}\"') = '{version}'"
@@ -182,6 +182,8 @@ def _labels_expiry(rules: SelectionRules) -> tuple[str, str]:
             f"len(json_keys({lists})) = {len(parts)}",
         ]
     )
+    # A ``lists`` that is no JSON object (written by hand): stale, never an error.
+    same_lists = f"coalesce(TRY(json_type({lists}) = 'OBJECT' AND {same}), false)"
     org = f"coalesce({_F['$.maxmind.asn_org']}, {_F['$.cymru.asn_org']})"
     same_org = f"{_F['$.ip_classification.as_org']} IS NOT DISTINCT FROM {org}"
     cached = f"etl_ts({_F['$.ip_classification.classified_at']})"
@@ -334,7 +336,10 @@ def select_stale(
         ["never_enriched", "last_seen", "ip"], descending=[True, True, False], nulls_last=True
     )
     if rules.max_ips is not None:
-        frame = frame.head(rules.max_ips)
+        # The cap counts the IPs an enriching source needs; the rows stale only for their
+        # labels (after a list changed: every row) ask no service and are all relabelled.
+        enriching = pl.any_horizontal(pl.col(f"stale_{source}") for source in ENRICHING)
+        frame = pl.concat([frame.filter(enriching).head(rules.max_ips), frame.filter(~enriching)])
     frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("priority"))
     frame = frame.sort("position", nulls_last=False, maintain_order=True).drop("position")
     return frame.cast(SELECTION_SCHEMA)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from etl.core.vocabulary import Source
 from etl.refresh.config import RefreshConfig
+from etl.sources.classification.lists import list_files
 from etl.sources.classification.source import ClassificationSource
 from etl.sources.cymru.client import Connect
 from etl.sources.cymru.phase import CymruSource
@@ -67,8 +68,12 @@ def offline_sources(config: RefreshConfig) -> OfflineSources:
         if config.enabled(Source.MAXMIND)
         else MaxMindSource()
     )
+    urls = config.list_urls()
+    off = [item.name for item in list_files(urls.providers) if not urls.of(item)]
     labels = (
-        ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, config.clock())
+        ClassificationSource.open(
+            config.lists_dir, config.lists_cloud_providers, config.clock(), off
+        )
         if config.enabled(Source.CLASSIFICATION)
         else ClassificationSource()
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from etl.core.errors import SettingError
 from etl.sources.classification.lists import (
     DEFAULT_PROVIDERS,
     ListFile,
-    entries,
+    kind_problem,
     list_files,
     record_of,
 )
@@ -40,7 +42,9 @@ DATACENTERS_URL: Final = (
 # The cloud-range repository keeps some providers under another folder name than ours (Google
 # Cloud: googlecloud/; cowrieprocessor asks gcp/ and gets nothing).
 CLOUD_FOLDERS: Final = {"gcp": "googlecloud"}
-TIMEOUT_SECONDS: Final = 30.0
+TIMEOUT_SECONDS: Final = 30.0  # per read
+DEADLINE_TIMEOUTS: Final = 10  # a whole download: this many read timeouts (5 minutes)
+MAX_BYTES: Final = 64 << 20  # the largest list today (AWS) is about 1.5 MiB
 USER_AGENT: Final = "honeypot-etl lists update"
 
 
@@ -74,6 +78,7 @@ class Fetched:
     name: str
     outcome: str
     detail: str = ""
+    missing: bool = False  # failed, and no earlier file of the list is there
 
     def line(self) -> str:
         """One line for the operator."""
@@ -119,7 +124,10 @@ def _update_one(
         if record.get("last_modified"):
             headers["If-Modified-Since"] = str(record["last_modified"])
     try:
-        response = session.get(url, headers=headers, timeout=timeout)
+        with session.get(url, headers=headers, timeout=timeout, stream=True) as response:
+            status, etag = response.status_code, response.headers.get("ETag")
+            modified = response.headers.get("Last-Modified")
+            data = _body(response, timeout * DEADLINE_TIMEOUTS) if status == 200 else b""
     except requests.Timeout:
         return _failed(folder, item, f"no answer within {timeout:g} s")
     except requests.ConnectionError:
@@ -128,12 +136,13 @@ def _update_one(
         return _failed(folder, item, "the download was cut short")
     except requests.RequestException as exc:
         return _failed(folder, item, f"{type(exc).__name__}: {_first_line(exc)}")
-    if response.status_code == 304 and record:
+    except DownloadRefusedError as exc:
+        return _failed(folder, item, str(exc))
+    if status == 304 and record:
         _write_record(folder, item, {**record, "checked_at": clock().isoformat()})
         return Fetched(item.name, "unchanged", "not modified")
-    if response.status_code != 200:
-        return _failed(folder, item, f"HTTP {response.status_code}")
-    data = response.content
+    if status != 200:
+        return _failed(folder, item, f"HTTP {status}")
     problem = _problem(item, data)
     if problem:
         return _failed(folder, item, problem)
@@ -147,8 +156,8 @@ def _update_one(
         item,
         {
             "url": url,
-            "etag": response.headers.get("ETag"),
-            "last_modified": response.headers.get("Last-Modified"),
+            "etag": etag,
+            "last_modified": modified,
             "fetched_at": record.get("fetched_at", now) if unchanged else now,
             "checked_at": now,
             "size": len(data),
@@ -158,9 +167,29 @@ def _update_one(
     return Fetched(item.name, "unchanged" if unchanged else "new", f"{len(data):,} bytes")
 
 
+class DownloadRefusedError(Exception):
+    """A download stopped before its end: larger than `MAX_BYTES`, or slower than its
+    deadline."""
+
+
+def _body(response: requests.Response, seconds: float) -> bytes:
+    """The body, read in pieces: at most `MAX_BYTES` (decoded), within ``seconds`` in all (a
+    server that trickles bytes resets no read timeout of ours)."""
+    deadline, parts, size = time.monotonic() + seconds, [], 0
+    for part in response.iter_content(chunk_size=1 << 16):
+        size += len(part)
+        if size > MAX_BYTES:
+            raise DownloadRefusedError(f"larger than {MAX_BYTES // (1 << 20)} MiB")
+        if time.monotonic() > deadline:
+            raise DownloadRefusedError(f"not downloaded within {seconds:g} s")
+        parts.append(part)
+    return b"".join(parts)
+
+
 def _failed(folder: Path, item: ListFile, why: str) -> Fetched:
-    kept = "the old file is kept" if item.path(folder).is_file() else "no file yet"
-    return Fetched(item.name, "failed", f"{why}; {kept}")
+    there = item.path(folder).is_file()
+    kept = "the old file is kept" if there else "no file yet"
+    return Fetched(item.name, "failed", f"{why}; {kept}", missing=not there)
 
 
 def _first_line(error: Exception) -> str:
@@ -168,21 +197,25 @@ def _first_line(error: Exception) -> str:
 
 
 def _problem(item: ListFile, data: bytes) -> str | None:
-    """Why ``data`` is no list of ``item``'s kind (a page of HTML, a JSON document cut
-    short), or None: read as the refresh reads it, it must hold at least one entry."""
-    if entries(item, data) == 0:
-        return "not a list of its kind: no entry could be read"
-    return None
+    """Why ``data`` is no list of ``item``'s kind (`kind_problem`), or None."""
+    problem = kind_problem(item, data)
+    return f"not a list of its kind: {problem}" if problem else None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` at once (a reader sees the old file or the new one)."""
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    """Replace ``path`` with ``data`` at once (a reader sees the old file or the new one),
+    through a new file of its own beside it (two updates at once never share one)."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    partial = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _write_record(folder: Path, item: ListFile, record: dict[str, Any]) -> None:

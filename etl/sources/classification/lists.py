@@ -25,6 +25,7 @@ import io
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,7 +119,7 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
             continue
         data = path.read_bytes()
         versions[item.name] = hashlib.sha256(data).hexdigest()
-        fetched[item.name] = _fetched_at(record_of(folder, item, data), path)
+        fetched[item.name] = current_at(record_of(folder, item, data), path)
         text = data.decode("utf-8", errors="replace")
         if item.kind == "tor":
             tor = tor_addresses(text)
@@ -148,13 +149,51 @@ def entries(item: ListFile, data: bytes) -> int:
     return tor_addresses(text).height if item.kind == "tor" else _ranges(item, text).height
 
 
-def _fetched_at(record: dict[str, Any], path: Path) -> datetime:
-    """When the list was fetched: its record says, else the file's modification time."""
-    try:
-        moment = datetime.fromisoformat(str(record["fetched_at"]))
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except (KeyError, ValueError):
-        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+def current_at(record: dict[str, Any], path: Path) -> datetime:
+    """When the list was last known current: its source last confirmed it (``checked_at``: a
+    304 or the same bytes count), else it was fetched, else the file's modification time."""
+    for key in ("checked_at", "fetched_at"):
+        with suppress(KeyError, TypeError, ValueError):
+            moment = datetime.fromisoformat(str(record[key]))
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def kind_problem(item: ListFile, data: bytes) -> str | None:
+    """Why ``data`` is no list of ``item``'s kind (an HTML page, a JSON document of another
+    shape or cut short, a text line that is no address or network), or None. A list may be
+    empty (a provider with no IPv6 ranges)."""
+    text = data.decode("utf-8", errors="replace")
+    if text.lstrip().startswith("<"):
+        return "an HTML page, not a list"
+    if item.kind in ("aws", "gcp"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return "not JSON (cut short?)"
+        if not isinstance(document, dict) or not isinstance(document.get("prefixes"), list):
+            return "JSON without a list of prefixes"
+        return None
+    if item.kind == "datacenters":
+        header = next(csv.reader(io.StringIO(text)), [])
+        return None if {"cidr", "vendor"} <= set(header) else "no cidr,vendor header"
+    parse = ipaddress.ip_address if item.kind == "tor" else _network
+    for number, line in enumerate(_cidr_lines(text), start=1):
+        try:
+            parse(line)
+        except ValueError:
+            kind = "an address" if item.kind == "tor" else "a network"
+            return f"entry {number} is not {kind}: {line[:40]!r}"
+    return None
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _text(value: object) -> str | None:
+    """A region or service as a list gives it: text, else none."""
+    return value if isinstance(value, str) else None
 
 
 def tor_addresses(text: str) -> pl.DataFrame:
@@ -188,35 +227,40 @@ def _cidr_lines(text: str) -> Iterable[str]:
             yield line
 
 
-def _aws_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
+def _json_list(text: str, key: str) -> list[Any]:
+    """The list at ``key`` of a JSON object (empty for anything else: a list stays readable
+    whatever lands in the folder)."""
     try:
-        data = json.loads(text)
+        document = json.loads(text)
     except ValueError:
-        return
+        return []
+    found = document.get(key) if isinstance(document, dict) else None
+    return found if isinstance(found, list) else []
+
+
+def _aws_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
     for key, field_name in (("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")):
-        for entry in data.get(key) or []:
+        for entry in _json_list(text, key):
             if isinstance(entry, dict) and isinstance(entry.get(field_name), str):
-                yield entry[field_name], "aws", entry.get("region"), entry.get("service")
+                yield (entry[field_name], "aws", _text(entry.get("region")),
+                       _text(entry.get("service")))  # fmt: skip
 
 
 def _gcp_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return
-    for entry in data.get("prefixes") or []:
+    for entry in _json_list(text, "prefixes"):
         if not isinstance(entry, dict):
             continue
         cidr = entry.get("ipv4Prefix") or entry.get("ipv6Prefix")
         if isinstance(cidr, str):
-            yield cidr, "gcp", entry.get("scope"), entry.get("service")
+            yield cidr, "gcp", _text(entry.get("scope")), _text(entry.get("service"))
 
 
 def _datacenter_entries(text: str) -> Iterable[tuple[str, str | None, str | None, str | None]]:
-    for row in csv.DictReader(io.StringIO(text)):
-        cidr, vendor = (row.get("cidr") or "").strip(), (row.get("vendor") or "").strip()
-        if cidr and vendor:
-            yield cidr, vendor.lower(), None, None
+    with suppress(csv.Error):  # a field past csv's limit: the rows before it are read
+        for row in csv.DictReader(io.StringIO(text)):
+            cidr, vendor = _text(row.get("cidr")) or "", _text(row.get("vendor")) or ""
+            if cidr.strip() and vendor.strip():
+                yield cidr.strip(), vendor.strip().lower(), None, None
 
 
 def range_frame(

@@ -4,7 +4,7 @@ step that adds the ``ip_classification`` block (`classify`, `classification_bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,16 +40,22 @@ class ClassificationSource:
     lists: ClassificationLists = field(default_factory=ClassificationLists)
     folder: Path | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    switched_off: frozenset[str] = frozenset()  # lists whose URL is empty: not "missing"
     name: Source = field(default=Source.CLASSIFICATION, init=False)
     optional: bool = field(default=True, init=False)  # labels need lists the operator fetches
 
     @classmethod
     def open(
-        cls, folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS, now: datetime | None = None
+        cls,
+        folder: Path,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        now: datetime | None = None,
+        switched_off: Iterable[str] = (),
     ) -> ClassificationSource:
-        """Read every list of ``folder`` (a folder that does not exist holds none)."""
+        """Read every list of ``folder`` (a folder that does not exist holds none; a list
+        switched off is still read when its file is there: lists copied in by hand)."""
         lists = read_lists(folder, providers) if folder.is_dir() else ClassificationLists()
-        return cls(lists, folder, now or datetime.now(UTC))
+        return cls(lists, folder, now or datetime.now(UTC), frozenset(switched_off))
 
     @property
     def available(self) -> bool:
@@ -67,11 +73,11 @@ class ClassificationSource:
         if not self.available:
             return []
         notes = []
-        if self.lists.missing:
+        missing = [name for name in self.lists.missing if name not in self.switched_off]
+        if missing:
             notes.append(
-                f"{len(self.lists.missing)} list(s) missing in {self.folder}: "
-                f"{', '.join(self.lists.missing)}; the labels they give are not assigned "
-                "(`honeypot-etl lists update` fetches them)"
+                f"{len(missing)} list(s) missing in {self.folder}: {', '.join(missing)}; the "
+                "labels they give are not assigned (`honeypot-etl lists update` fetches them)"
             )
         old = [
             f"{name} ({(self.now - fetched).days} days)"

@@ -9,8 +9,8 @@ priority, vocabulary and confidences (`cowrieprocessor/enrichment/ip_classificat
     tor          the address is a Tor exit                   provider tor, 0.95
     cloud        a cloud range covers it; the provider is     provider, 0.99
                  the first of the providers' order (aws, azure, gcp, cloudflare, ...) that
-                 covers it, as cowrieprocessor tries them; region and service from the most
-                 specific range of that provider that gives them (AWS, Google Cloud JSON)
+                 covers it, as cowrieprocessor tries them; region and service each from the
+                 most specific range of that provider that gives one (AWS, Google Cloud JSON)
     datacenter   the most specific datacenter range (the     vendor, lowercased, 0.75
                  last of equal ones)
     residential  the AS organization matches the heuristic   the organization, 0.8/0.7/0.5
