@@ -194,3 +194,12 @@ def test_junk_in_the_lists_folder_is_read_as_no_entries(tmp_path: Path) -> None:
     assert lists.ranges.select("network", "region", "service").rows() == [
         ("8.8.8.0/24", None, None)
     ]
+
+
+def test_a_lists_folder_that_is_a_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "lists").write_text("not a folder")
+    code = main(["lists", "update", "--lists-dir", str(tmp_path / "lists"), "--tor-url", ""])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --lists-dir ") and "is a file" in err

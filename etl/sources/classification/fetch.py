@@ -95,6 +95,8 @@ def update_lists(
     """Fetch every list of ``urls`` into ``folder`` (made when absent, in a folder that
     exists: else `SettingError`); what became of each."""
     if not folder.is_dir():
+        if folder.exists():
+            raise SettingError("lists_dir", f"{folder} is a file, not a folder")
         if not folder.parent.is_dir():
             raise SettingError("lists_dir", f"{folder}: its folder {folder.parent} does not exist")
         folder.mkdir()
