@@ -203,3 +203,33 @@ def test_a_lists_folder_that_is_a_file_is_exit_2(
     code = main(["lists", "update", "--lists-dir", str(tmp_path / "lists"), "--tor-url", ""])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --lists-dir ") and "is a file" in err
+
+
+def test_status_shows_each_lists_age_and_the_old_ones(
+    sample_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from etl.refresh.config import RefreshConfig
+    from etl.status.collect import status_report
+    from etl.status.text import render
+    from testbed.sample.lists import SMALL, write_lists
+
+    db, maxmind = sample_world
+    folder = tmp_path / "lists"
+    write_lists(folder, sizes=SMALL)
+    (folder / "gcp-ranges.json").unlink()
+    tor = (folder / "tor.txt").read_bytes()
+    three_days = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    (folder / "tor.record.json").write_text(json.dumps(
+        {"sha256": hashlib.sha256(tor).hexdigest(), "checked_at": three_days}
+    ))  # fmt: skip
+    config = RefreshConfig(db_url=f"sqlite:///{db}", maxmind_dir=maxmind, lists_dir=folder)
+    report = status_report(config)
+    ages = {item.name: item for item in report.lists}
+    assert ages["tor"].old and ages["tor"].age_days == 3.0 and ages["tor"].entries == SMALL.tor
+    assert not ages["datacenters"].old and report.lists_missing == ["gcp-ranges"]
+    line = next(line for line in render(report).splitlines() if line.startswith("lists: "))
+    assert line == (
+        f"lists: 15 in {folder}, the oldest tor (3 days); OLD: tor (3 days); missing: gcp-ranges"
+    )

@@ -42,7 +42,8 @@ Examples:
 
 python -m etl.status takes the same options."""
 # The settings the report reads, declared with the refresh's.
-OPTIONS = ("db_url", "maxmind_dir", "maxmind_asn", "maxmind_city", "greynoise_daily_budget")
+OPTIONS = ("db_url", "maxmind_dir", "maxmind_asn", "maxmind_city", "greynoise_daily_budget",
+           "lists_dir", "lists_cloud_providers")  # fmt: skip
 MAX_RUNS = 1_000
 
 JsonOption = Annotated[

@@ -40,7 +40,7 @@ from etl.db.sessions import (
 )
 from etl.refresh.config import RefreshConfig
 from etl.report.metrics import render_state_metrics
-from etl.sources.classification.source import ClassificationSource
+from etl.sources.classification.source import ClassificationSource, too_old
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
 
 FORECAST_DAYS = 7
@@ -92,6 +92,17 @@ class MaxMindBuild:
 
 
 @dataclass(frozen=True)
+class ListAge:
+    """One infrastructure list in the lists folder: its entries and how long since its source
+    last confirmed it (``old``: past the age that gets a warning, SPEC 3.4)."""
+
+    name: str
+    entries: int
+    age_days: float
+    old: bool
+
+
+@dataclass(frozen=True)
 class StatusReport:
     """What `status_report` found; `to_dict` for JSON."""
 
@@ -110,6 +121,9 @@ class StatusReport:
     maxmind: list[MaxMindBuild]
     runs: list[dict[str, Any]]  # newest first
     notes: list[str] = field(default_factory=list)
+    lists_dir: str = ""  # the infrastructure lists' folder, and each list found there
+    lists: list[ListAge] = field(default_factory=list)
+    lists_missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (the ``due`` count of each source included)."""
@@ -170,6 +184,7 @@ def gather(
     """The `StatusReport` of an open database (see `reading`); ``found``: its sessions
     (`sessions_found`), read here when not given."""
     notes = list(maxmind.notes)
+    labels = ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, now)
     missing = _missing_tables(db)
     no_address = 0
     if missing:
@@ -179,7 +194,6 @@ def gather(
                                       "stale_on": pl.Date, "ips": pl.Int64})  # fmt: skip
     else:
         # MaxMind's build: a block of an older one is stale (the TTLs count the rest)
-        labels = ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, now)
         versions = {
             Source.MAXMIND: DataVersion(maxmind.build_epoch),
             Source.CLASSIFICATION: labels.version,
@@ -206,6 +220,9 @@ def gather(
         maxmind=_builds(maxmind, now),
         runs=_runs(db, runs),
         notes=notes,
+        lists_dir=str(config.lists_dir),
+        lists=_list_ages(labels, now),
+        lists_missing=list(labels.lists.missing) if labels.available else [],
     )
 
 
@@ -258,6 +275,19 @@ def _builds(maxmind: MaxMindDatabases, now: datetime) -> list[MaxMindBuild]:
             age = round((now - built).total_seconds() / 86_400, 1)
             builds.append(MaxMindBuild(kind, str(Path(database.path)), built.isoformat(), age))
     return builds
+
+
+def _list_ages(labels: ClassificationSource, now: datetime) -> list[ListAge]:
+    """Each list read: its entries (Tor exits, or ranges) and age."""
+    lists = labels.lists
+    ranges = dict(lists.ranges.group_by("list").len().iter_rows())
+    ages = []
+    for name, fetched in lists.fetched.items():
+        entries = lists.tor.height if name == "tor" else int(ranges.get(name, 0))
+        age = now - fetched
+        ages.append(ListAge(name, entries, round(age.total_seconds() / 86_400, 1),
+                            age > too_old(name)))  # fmt: skip
+    return ages
 
 
 def runs_as_found(db: Database, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:

@@ -42,6 +42,7 @@ def render(report: StatusReport) -> str:
         "",
         _searches(report.searches),
         *_maxmind(report),
+        _lists(report),
         "",
         *_runs(report.runs),
     ]
@@ -92,6 +93,25 @@ def _maxmind(report: StatusReport) -> list[str]:
         f"{build.built[:10]} ({build.age_days:g} days ago)"
         for build in report.maxmind
     ]
+
+
+def _lists(report: StatusReport) -> str:
+    if not report.lists:
+        return (
+            f"lists: none in {report.lists_dir} (`honeypot-etl lists update` fetches them; "
+            "no labels until then)"
+        )
+    oldest = max(report.lists, key=lambda item: item.age_days)
+    line = (
+        f"lists: {len(report.lists)} in {report.lists_dir}, the oldest {oldest.name} "
+        f"({oldest.age_days:g} days)"
+    )
+    old = [f"{item.name} ({item.age_days:g} days)" for item in report.lists if item.old]
+    if old:
+        line += f"; OLD: {', '.join(old)}"
+    if report.lists_missing:
+        line += f"; missing: {', '.join(report.lists_missing)}"
+    return line
 
 
 def _runs(runs: list[dict[str, Any]]) -> list[str]:
