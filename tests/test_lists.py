@@ -233,3 +233,21 @@ def test_status_shows_each_lists_age_and_the_old_ones(
     assert line == (
         f"lists: 15 in {folder}, the oldest tor (3 days); OLD: tor (3 days); missing: gcp-ranges"
     )
+
+
+def test_a_file_lists_update_did_not_write_is_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    mine = folder / "tor.txt"
+    mine.write_text("an operator's own file\n")
+    with running("lists", tmp_path / "l.jsonl", "--small") as sim:
+        code, lines, out = update(folder, sim, capsys)
+    assert code == 0, out
+    assert lines["tor"] == (
+        "tor: kept (not fetched by lists update (no record beside it): left as it is)"
+    )
+    assert mine.read_text() == "an operator's own file\n"
+    assert not (folder / "tor.record.json").exists()
+    assert lines["datacenters"].startswith("datacenters: new")

@@ -73,7 +73,8 @@ class ListUrls:
 @dataclass(frozen=True)
 class Fetched:
     """What `update_lists` did with one list: ``outcome`` is ``new`` (replaced), ``unchanged``
-    (304, or the same bytes), ``failed`` (the old file kept, or none) or ``off``."""
+    (304, or the same bytes), ``failed`` (the old file kept, or none), ``kept`` (a file there
+    that lists update did not write: never replaced) or ``off``."""
 
     name: str
     outcome: str
@@ -118,6 +119,12 @@ def _update_one(
 
     if not url:
         return Fetched(item.name, "off", "its URL is empty")
+    if item.path(folder).exists() and not item.record_path(folder).is_file():
+        # A file of that name we did not fetch (copied in by hand, or someone else's): never
+        # written over; the refresh reads it as it is.
+        return Fetched(
+            item.name, "kept", "not fetched by lists update (no record beside it): left as it is"
+        )
     record = record_of(folder, item)
     headers = {"User-Agent": USER_AGENT}
     if record.get("url") == url:  # the validators of another URL say nothing about this one
