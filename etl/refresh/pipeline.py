@@ -318,6 +318,7 @@ def _say_what_is_left(
 def _not_asked(run: _Run) -> dict[str, str]:
     """The sources this run does not ask, each with why."""
     config, reasons = run.config, {}
+    absent = run.offline.unavailable()
     for source in set(Source) - run.active:
         if source in config.skip:
             reasons[str(source)] = "skipped"
@@ -325,8 +326,8 @@ def _not_asked(run: _Run) -> dict[str, str]:
             reasons[str(source)] = "no API key"
         elif source is Source.GREYNOISE:
             reasons[str(source)] = "its daily budget is spent"
-        elif source in run.offline.unavailable():
-            reasons[str(source)] = run.offline.unavailable()[source]
+        elif source in absent:
+            reasons[str(source)] = absent[source]
         else:
             reasons[str(source)] = "not available"
     return reasons
