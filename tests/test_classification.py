@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,43 @@ def test_list_files_are_read_as_cowrieprocessor_reads_them(tmp_path: Path) -> No
 def test_an_empty_folder_has_no_lists(tmp_path: Path) -> None:
     lists = read_lists(tmp_path)
     assert not lists.available and lists.ranges.is_empty()
+
+
+def test_old_lists_get_one_warning_line_and_their_ages_go_to_the_metrics(tmp_path: Path) -> None:
+    """SPEC 3.4: Tor older than 2 days, another list older than 30 days; a missing list is
+    reported once (a switched-off one is not missing)."""
+    from datetime import timedelta
+
+    from etl.report.metrics import render_metrics
+    from etl.report.summary import RunSummary
+    from etl.sources.classification.source import ClassificationSource
+
+    write_lists(tmp_path, seed=2, sizes=SMALL)
+    (tmp_path / "datacenters.csv").unlink()
+    (tmp_path / "cloud-oracle-v6.txt").unlink()
+    fetched = datetime(2026, 11, 1, tzinfo=UTC)  # no records: the files' time counts
+    for path in tmp_path.iterdir():
+        os.utime(path, (fetched.timestamp(), fetched.timestamp()))
+    for days, old in ((1, []), (3, ["tor"]), (31, None)):
+        source = ClassificationSource.open(
+            tmp_path, now=fetched + timedelta(days=days), switched_off=["cloud-oracle-v6"]
+        )
+        expected = old if old is not None else list(source.lists.fetched)
+        assert source.old == expected
+        warnings = [note for note in source.notes if note.startswith("warning: old list")]
+        assert len(warnings) == (1 if expected else 0)
+        assert all(f"{name} ({days} days)" in warnings[0] for name in expected)
+        assert source.missing == ["datacenters"]
+        summary = RunSummary()
+        assert summary.keep(source.report()) == []
+        assert summary.list_ages["tor"] == pytest.approx(days * 86_400)
+        text = render_metrics(summary, True, 1.0, None)
+        assert f'honeypot_etl_list_age_seconds{{list="tor"}} {days * 86_400}' in text
+        assert f'honeypot_etl_list_old{{list="tor"}} {int("tor" in expected)}' in text
+        assert 'honeypot_etl_list_missing{list="datacenters"} 1' in text
+        assert 'honeypot_etl_list_missing{list="tor"} 0' in text
+        assert 'list="cloud-oracle-v6"' not in text
+    assert "list_age_seconds" not in render_metrics(RunSummary(), True, 1.0, None)
 
 
 # -- the join against an oracle ---------------------------------------------------------------

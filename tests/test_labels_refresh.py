@@ -73,6 +73,8 @@ def test_labels_follow_the_lists_and_ask_no_service(
     assert first.sources["classification"].ok == len(labelled) > 0
     block = next(iter(labelled.values()))["ip_classification"]
     assert block["status"] == "ok" and set(block["lists"]) == set(read_lists(lists).versions)
+    # for the metrics: each list's age (fetched just now), none old, none missing
+    assert set(first.list_ages) == set(block["lists"]) and max(first.list_ages.values()) < 600
 
     asked = (len(cymru.sessions), len(greynoise.sent))
     # The rows whose AS organization came from Team Cymru during the first run (MaxMind had

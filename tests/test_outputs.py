@@ -128,6 +128,7 @@ def test_the_readmes_alerts_use_series_and_labels_the_metrics_file_has(tmp_path:
 
     summary = RunSummary()
     summary.stopped["greynoise"] = SourceStop("key_refused", "GreyNoise refused the key", 3)
+    summary.list_ages, summary.lists_old = {"tor": 200_000.0}, ["tor"]
     path = tmp_path / "etl.prom"
     write_metrics(path, summary, success=True)
     state = render_state_metrics({"greynoise": 1}, "0.1.0", 1.0)  # status --metrics-file

@@ -10,6 +10,7 @@ name and block in `etl.core.vocabulary`. The run's steps and network phases
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from etl.core.vocabulary import Source
 from etl.refresh.config import RefreshConfig
@@ -68,13 +69,15 @@ def offline_sources(config: RefreshConfig) -> OfflineSources:
         if config.enabled(Source.MAXMIND)
         else MaxMindSource()
     )
+    labels = lists_source(config) if config.enabled(Source.CLASSIFICATION) else None
+    return OfflineSources((maxmind, labels or ClassificationSource()))
+
+
+def lists_source(config: RefreshConfig, now: datetime | None = None) -> ClassificationSource:
+    """The labels' lists of ``config``'s lists folder, read at ``now`` (the run's clock); a list
+    whose URL is empty is switched off, so not missing."""
     urls = config.list_urls()
     off = [item.name for item in list_files(urls.providers) if not urls.of(item)]
-    labels = (
-        ClassificationSource.open(
-            config.lists_dir, config.lists_cloud_providers, config.clock(), off
-        )
-        if config.enabled(Source.CLASSIFICATION)
-        else ClassificationSource()
+    return ClassificationSource.open(
+        config.lists_dir, config.lists_cloud_providers, now or config.clock(), off
     )
-    return OfflineSources((maxmind, labels))

@@ -132,7 +132,29 @@ def render_metrics(
                 "it (its build time is then 0), else 0.",
                 [(f'{{database="{kind}"}}', 0 if epoch else 1)
                  for kind, epoch in sorted(summary.maxmind_build_epochs.items())])  # fmt: skip
+    _list_metrics(lines, summary)
     return "\n".join(lines) + "\n"
+
+
+def _list_metrics(lines: list[str], summary: RunSummary) -> None:
+    """The infrastructure lists' ages (SPEC 3.4), when the run read lists."""
+    if not summary.list_ages and not summary.lists_missing:
+        return
+    ages = sorted(summary.list_ages.items())
+    _metric(lines, "list_age_seconds",
+            "Seconds since the source of each infrastructure list the run read last confirmed "
+            "it (at the run's start).",
+            [(f'{{list="{name}"}}', age) for name, age in ages])  # fmt: skip
+    _metric(lines, "list_old",
+            "1 if the list is past the age that gets a warning (Tor 2 days, the others 30), "
+            "else 0.",
+            [(f'{{list="{name}"}}', 1 if name in summary.lists_old else 0)
+             for name, _ in ages])  # fmt: skip
+    _metric(lines, "list_missing",
+            "1 if the run looked for this infrastructure list in its folder and did not find "
+            "it (the labels it gives are not assigned), else 0.",
+            [(f'{{list="{name}"}}', 1 if name in summary.lists_missing else 0)
+             for name in sorted([*summary.list_ages, *summary.lists_missing])])  # fmt: skip
 
 
 def metrics_text(path: Path, summary: RunSummary, success: bool) -> str:

@@ -91,6 +91,11 @@ class RunSummary:
     asn_upserted: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     maxmind_build_epochs: dict[str, int] = field(default_factory=dict)  # asn, city
+    # the infrastructure lists read: seconds since each one's source last confirmed it, the
+    # ones past their warning age, and the ones looked for and not found
+    list_ages: dict[str, float] = field(default_factory=dict)
+    lists_old: list[str] = field(default_factory=list)
+    lists_missing: list[str] = field(default_factory=list)
     stopped: dict[str, SourceStop] = field(default_factory=dict)  # per source stopped
     wall_seconds: float = 0.0
     dry_run: bool = False

@@ -39,8 +39,9 @@ from etl.db.sessions import (
     without_address,
 )
 from etl.refresh.config import RefreshConfig
+from etl.refresh.sources import lists_source
 from etl.report.metrics import render_state_metrics
-from etl.sources.classification.source import ClassificationSource, too_old
+from etl.sources.classification.source import ClassificationSource
 from etl.sources.maxmind.steps import MaxMindDatabases, open_maxmind
 
 FORECAST_DAYS = 7
@@ -184,7 +185,7 @@ def gather(
     """The `StatusReport` of an open database (see `reading`); ``found``: its sessions
     (`sessions_found`), read here when not given."""
     notes = list(maxmind.notes)
-    labels = ClassificationSource.open(config.lists_dir, config.lists_cloud_providers, now)
+    labels = lists_source(config, now)
     missing = _missing_tables(db)
     no_address = 0
     if missing:
@@ -222,7 +223,7 @@ def gather(
         notes=notes,
         lists_dir=str(config.lists_dir),
         lists=_list_ages(labels, now),
-        lists_missing=list(labels.lists.missing) if labels.available else [],
+        lists_missing=labels.missing,
     )
 
 
@@ -281,12 +282,11 @@ def _list_ages(labels: ClassificationSource, now: datetime) -> list[ListAge]:
     """Each list read: its entries (Tor exits, or ranges) and age."""
     lists = labels.lists
     ranges = dict(lists.ranges.group_by("list").len().iter_rows())
+    old = set(labels.old)
     ages = []
-    for name, fetched in lists.fetched.items():
+    for name, age in labels.ages.items():
         entries = lists.tor.height if name == "tor" else int(ranges.get(name, 0))
-        age = now - fetched
-        ages.append(ListAge(name, entries, round(age.total_seconds() / 86_400, 1),
-                            age > too_old(name)))  # fmt: skip
+        ages.append(ListAge(name, entries, round(age.total_seconds() / 86_400, 1), name in old))
     return ages
 
 

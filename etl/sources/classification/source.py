@@ -73,23 +73,38 @@ class ClassificationSource:
         if not self.available:
             return []
         notes = []
-        missing = [name for name in self.lists.missing if name not in self.switched_off]
+        missing = self.missing
         if missing:
             notes.append(
                 f"{len(missing)} list(s) missing in {self.folder}: {', '.join(missing)}; the "
                 "labels they give are not assigned (`honeypot-etl lists update` fetches them)"
             )
-        old = [
-            f"{name} ({(self.now - fetched).days} days)"
-            for name, fetched in self.lists.fetched.items()
-            if self.now - fetched > too_old(name)
-        ]
+        ages = self.ages
+        old = [f"{name} ({ages[name].days} days)" for name in self.old]
         if old:
             notes.append(
                 f"warning: old list(s) in {self.folder}: {', '.join(old)}; "
                 "`honeypot-etl lists update` fetches them anew"
             )
         return notes
+
+    @property
+    def ages(self) -> dict[str, timedelta]:
+        """Each list read: how long since its source last confirmed it."""
+        return {name: self.now - fetched for name, fetched in self.lists.fetched.items()}
+
+    @property
+    def old(self) -> list[str]:
+        """The lists read that are past the age that gets a warning (SPEC 3.4)."""
+        return [name for name, age in self.ages.items() if age > too_old(name)]
+
+    @property
+    def missing(self) -> list[str]:
+        """The lists looked for and not found, those switched off aside (none when no list is
+        there at all: then the labels are not asked)."""
+        if not self.available:
+            return []
+        return [name for name in self.lists.missing if name not in self.switched_off]
 
     @property
     def version(self) -> DataVersion:
@@ -141,8 +156,9 @@ class ClassificationSource:
         )
 
     def report(self) -> Mapping[str, object]:
-        """Nothing yet (the lists' ages go to the metrics in a later step)."""
-        return {}
+        """Each list's age, the old ones and the missing ones, for the metrics."""
+        ages = {name: age.total_seconds() for name, age in self.ages.items()}
+        return {"list_ages": ages, "lists_old": self.old, "lists_missing": self.missing}
 
     def close(self) -> None:
         """Nothing to close: the lists are frames."""
