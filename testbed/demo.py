@@ -47,7 +47,7 @@ def demo(
     """Sample world, both simulators on 127.0.0.1, a full refresh against them, and the
     status afterwards."""
     db_url = f"sqlite:///{data / 'honeypot.sqlite'}"
-    maxmind_dir = data / "maxmind"
+    maxmind_dir, lists_dir = data / "maxmind", data / "lists"
     refuse_what_is_not_ours(db_url, maxmind_dir)
     data.mkdir(parents=True, exist_ok=True)
     python = sys.executable
@@ -71,16 +71,18 @@ def demo(
             f"{greynoise.url}, lists simulator on {lists.url}",
             flush=True,
         )
-        fetch = [python, "-m", "etl", "lists", "update", "--lists-dir", str(data / "lists")]
+        fetch = [python, "-m", "etl", "lists", "update", "--lists-dir", str(lists_dir)]
         fetch += url_options(lists.url)
         print("demo: python " + " ".join(fetch[1:]), flush=True)
         subprocess.run(fetch, env=_demo_env(), check=False)
-        command = [python, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
+        command = [python, "-m", "etl.refresh", "--db", db_url, "--maxmind-dir", str(maxmind_dir),
+                   "--lists-dir", str(lists_dir)]  # fmt: skip
         command += refresh_service_options(cymru.address, greynoise.url)
         print("demo: python " + " ".join(command[1:]), flush=True)
         refreshed = subprocess.run(command, env=_demo_env(), check=False).returncode
     # Where the data stands now: every session the loader left unlinked is linked.
-    status = [python, "-m", "etl.status", "--db", db_url, "--maxmind-dir", str(maxmind_dir)]
+    status = [python, "-m", "etl.status", "--db", db_url, "--maxmind-dir", str(maxmind_dir),
+              "--lists-dir", str(lists_dir)]  # fmt: skip
     print("demo: python " + " ".join(status[1:]), flush=True)
     subprocess.run(status, env=_demo_env(), check=False)
     return refreshed

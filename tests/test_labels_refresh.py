@@ -6,6 +6,7 @@ to them is counted."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sqlite3
 from dataclasses import replace
@@ -160,3 +161,54 @@ def test_on_postgresql_a_rerun_selects_nothing_and_a_changed_list_relabels(
         (lists / "datacenters.csv").read_text() + '"203.0.113.0/24","","","NewVendor"\n'
     )
     assert labelled() == first
+
+
+def test_the_sample_worlds_lists_label_its_own_attackers(tmp_path: Path) -> None:
+    """The lists of the sample world (what the lists simulator serves and `make demo` fetches)
+    cover its attackers: every type, Tor exits inside a cloud range, a range of one provider
+    inside another's, AWS regions, and the residential heuristic on the world's AS names; and
+    each IP gets the type its AS's kind stands for."""
+    from etl.core.vocabulary import Source
+    from testbed.sample.lists import world_lists
+    from testbed.sample.world import World
+
+    db = tmp_path / "h.sqlite"
+    build_sample(f"sqlite:///{db}", 3000, seed=1, maxmind_dir=tmp_path / "mm")
+    world = World(1)
+    written = world_lists(world, tmp_path / "lists")
+    config = RefreshConfig(
+        db_url=f"sqlite:///{db}", maxmind_dir=tmp_path / "mm", lists_dir=tmp_path / "lists",
+        skip=frozenset({Source.CYMRU, Source.GREYNOISE}), quiet=True,
+    )  # fmt: skip
+    assert refresh(config).exit_code == 0
+    blocks = {ip: b["ip_classification"] for ip, (b, _) in rows(db).items()
+              if "ip_classification" in b}  # fmt: skip
+    types = [block["ip_type"] for block in blocks.values()]
+    counts = {kind: types.count(kind) for kind in set(types)}
+    assert set(counts) == {"tor", "cloud", "datacenter", "residential", "unknown"}, counts
+    assert min(counts.values()) >= 10, counts
+    providers = {block["provider"] for block in blocks.values() if block["ip_type"] == "cloud"}
+    assert len(providers) >= 5, providers
+
+    def lists_of(block: dict[str, Any]) -> list[str]:
+        return [label["list"] for label in block["labels"]]
+
+    tor_in_cloud = [b for b in blocks.values()
+                    if b["ip_type"] == "tor" and any(n.startswith("cloud-") for n in lists_of(b))]  # fmt: skip
+    two_providers = [b for b in blocks.values()
+                     if len({n.split("-")[1] for n in lists_of(b) if n.startswith("cloud-")}) > 1]  # fmt: skip
+    assert tor_in_cloud and two_providers
+    assert any(b.get("region") for b in blocks.values() if b.get("provider") == "aws")
+    tor = set(written["tor"])
+    for ip, block in blocks.items():
+        prefix = world.route(ipaddress.ip_address(ip))
+        assert prefix is not None
+        kind = world.systems[prefix.origins[0]].kind if prefix.in_maxmind_asn else ""
+        # (without MaxMind's AS organization, Team Cymru's is not asked here: no name to read)
+        expected = {"CLOUD": "cloud", "ISP": "residential", "NET": "residential"}.get(kind)
+        if ip in tor:
+            assert block["ip_type"] == "tor", ip
+        elif expected and block["ip_type"] != "datacenter":  # a cloud range in the CSV too
+            assert block["ip_type"] == expected, (ip, kind, block)
+        elif kind == "HOSTING":  # a residential word and an exclusion: never residential
+            assert block["ip_type"] in ("datacenter", "unknown"), (ip, block)

@@ -346,6 +346,9 @@ def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
         r"\nwrite: \d+ ip_inventory rows to do", output
     )
     assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
+    # The lists came from the lists simulator (the world's own), and labelled every IP.
+    assert re.search(r"classification +(\d+) +\1 ", output), output
+    assert re.search(r"lists: 16 in \S+, the oldest", output)
     # The sample is what cowrieprocessor's loader leaves: new IPs only in raw events. The
     # refresh finds and links them; the status afterwards has none left.
     found = re.search(r"found (\d+) sessions without source_ip through their raw events", output)

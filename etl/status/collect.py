@@ -64,10 +64,14 @@ class SourceStatus:
 
     states: dict[str, int]
     going_stale: dict[str, int]
+    askable: bool = True  # False: a refresh cannot ask it now (the labels, without lists)
 
     @property
     def due(self) -> int:
-        """IPs a refresh would ask this source about now: stale, error or never asked."""
+        """IPs a refresh would ask this source about now: stale, error or never asked (none
+        when it cannot be asked: a backlog alert on them could not be cleared by a refresh)."""
+        if not self.askable:
+            return 0
         return sum(self.states[state] for state in ("stale", "error", "never"))
 
 
@@ -216,7 +220,10 @@ def gather(
         sessions_without_address=no_address,
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
-        sources={s: _source(counts, s, today, forecast_days) for s in SOURCES},
+        sources={
+            s: _source(counts, s, today, forecast_days, s != labels.name or labels.available)
+            for s in SOURCES
+        },
         searches=_searches(db, config.greynoise_daily_budget, today),
         maxmind=_builds(maxmind, now),
         runs=_runs(db, runs),
@@ -243,12 +250,14 @@ def _count(frame: pl.DataFrame) -> int:
     return int(frame["ips"].sum()) if frame.height else 0
 
 
-def _source(counts: pl.DataFrame, source: str, today: date, forecast_days: int) -> SourceStatus:
+def _source(
+    counts: pl.DataFrame, source: str, today: date, forecast_days: int, askable: bool
+) -> SourceStatus:
     mine = counts.filter(pl.col("source") == source)
     states = {state: _count(mine.filter(pl.col("state") == state)) for state in STATES}
     days = [today + timedelta(days=n) for n in range(forecast_days)]
     going = {day.isoformat(): _count(mine.filter(pl.col("stale_on") == day)) for day in days}
-    return SourceStatus(states, going)
+    return SourceStatus(states, going, askable)
 
 
 def _sessions(found: FoundSessions) -> dict[str, int]:

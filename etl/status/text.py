@@ -50,15 +50,22 @@ def render(report: StatusReport) -> str:
     return "\n".join(lines)
 
 
+def _name_width(report: StatusReport) -> int:
+    """The first column's width: the longest source name, and a space."""
+    return max(len("goes stale"), *map(len, report.sources)) + 1
+
+
 def _freshness(report: StatusReport) -> list[str]:
     headings = [_HEADINGS.get(state, state) for state in STATES]
-    lines = [f"{'source':<10}" + "".join(f"{h:>13}" for h in headings) + f"{'due now':>13}"]
+    width = _name_width(report)
+    lines = [f"{'source':<{width}}" + "".join(f"{h:>13}" for h in headings) + f"{'due now':>13}"]
     for name, source in report.sources.items():
         cells = [
             "-" if state in _CYMRU_ONLY and name != "cymru" else f"{source.states[state]:,}"
             for state in STATES
         ]
-        lines.append(f"{name:<10}" + "".join(f"{c:>13}" for c in cells) + f"{source.due:>13,}")
+        due = f"{source.due:,}" if source.askable else "-"
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>13}" for c in cells) + f"{due:>13}")
     lines += [
         "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind",
         " ASN; not known: IPs seen only in sessions, which MaxMind has not looked up yet)",
@@ -68,9 +75,12 @@ def _freshness(report: StatusReport) -> list[str]:
 
 def _forecast(report: StatusReport) -> list[str]:
     days = list(next(iter(report.sources.values())).going_stale)
-    lines = [f"{'goes stale':<10}" + "".join(f"{day[5:]:>9}" for day in days) + "  (UTC days)"]
+    width = _name_width(report)
+    lines = [f"{'goes stale':<{width}}" + "".join(f"{day[5:]:>9}" for day in days)]
+    lines[0] += "  (UTC days)"
     for name, source in report.sources.items():
-        lines.append(f"{name:<10}" + "".join(f"{n:>9,}" for n in source.going_stale.values()))
+        counts = "".join(f"{n:>9,}" for n in source.going_stale.values())
+        lines.append(f"{name:<{width}}" + counts)
     return lines
 
 

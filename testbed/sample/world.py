@@ -106,6 +106,19 @@ _WORDS: Final = (
     "BACKBONE",
 )
 _KINDS: Final = ("AS", "NET", "HOSTING", "CLOUD", "BACKBONE", "ISP", "DC")
+# How an AS of each kind names itself after its word: what the residential heuristic of the
+# labels (SPEC 3.4) reads. Two strong patterns, one strong, one weak, none, and a hosting name
+# that matches a residential pattern and an exclusion (not residential).
+_NAME_TAILS: Final = {
+    "AS": "Networks Ltd",
+    "NET": "Internet Service Provider",
+    "HOSTING": "Telecom Hosting Ltd",
+    "CLOUD": "Cloud Networks Ltd",
+    "BACKBONE": "Networks Ltd",
+    "ISP": "Broadband Telecom",
+    "DC": "Data Center Ltd",
+}
+HOSTING_KINDS: Final = ("HOSTING", "DC")  # their prefixes are in the datacenter list
 # AS names that break naive code: commas, quotes, non-ASCII, length, SQL.
 AWKWARD_NAMES: Final = (
     'O\'REILLY-NET "Fast" Hosting, Inc., US',
@@ -128,6 +141,7 @@ class AutonomousSystem:
     country: str
     registry: str
     allocated: str
+    kind: str = ""  # one of _KINDS (a generated AS), or "" (an AS of the protocol references)
 
     @property
     def organization(self) -> str:
@@ -217,7 +231,8 @@ _CVES: Final = ("CVE-2021-44228", "CVE-2023-46604", "CVE-2024-3400", "CVE-2022-2
 _VPNS: Final = ("IPVANISH_VPN", "NORD_VPN", "MULLVAD_VPN")
 
 
-def _digest(seed: int, text: str) -> int:
+def digest(seed: int, text: str) -> int:
+    """A number drawn from ``seed`` and ``text`` alone (the same in every process)."""
     return int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest())
 
 
@@ -259,14 +274,17 @@ class World:
     @staticmethod
     def _system(rng: random.Random, number: int, index: int) -> AutonomousSystem:
         country = rng.choice(list(REGISTRY))
+        kind = ""
         if index < len(AWKWARD_NAMES):
             name = AWKWARD_NAMES[index]
             country = name.rpartition(", ")[2]
         else:
-            word = rng.choice(_WORDS)
-            name = f"{word}-{rng.choice(_KINDS)}{index} {word.title()} Networks Ltd, {country}"
+            word, kind = rng.choice(_WORDS), rng.choice(_KINDS)
+            name = f"{word}-{kind}{index} {word.title()} {_NAME_TAILS[kind]}, {country}"
         allocated = date(1995, 1, 1) + timedelta(days=rng.randrange(11000))
-        return AutonomousSystem(number, name, country, REGISTRY[country], allocated.isoformat())
+        return AutonomousSystem(
+            number, name, country, REGISTRY[country], allocated.isoformat(), kind
+        )
 
     def _generate_prefixes(self, rng: random.Random, count: int, numbers: list[int]) -> None:
         taken = {
@@ -327,7 +345,7 @@ class World:
         """GreyNoise's view of an IPv4 address; None when it was never observed."""
         if address in _KNOWN_GREYNOISE:
             return _KNOWN_GREYNOISE[address]
-        value = _digest(self.seed, "greynoise:" + address)
+        value = digest(self.seed, "greynoise:" + address)
         draw = (value % 10_000) / 10_000
         seen = (date(2026, 11, 27) - timedelta(days=(value >> 20) % 60)).isoformat()
         if draw < 0.40:
@@ -344,7 +362,7 @@ class World:
 
     def _scanner_context(self, address: str, last_seen: str) -> dict[str, Any]:
         """Tags, CVEs, VPN/Tor, first_seen and spoofable of an IP seen scanning."""
-        value = _digest(self.seed, "greynoise-context:" + address)
+        value = digest(self.seed, "greynoise-context:" + address)
         tags = tuple(tag for bit, tag in enumerate(_TAGS) if value >> bit & 7 == 0)
         cves = tuple(cve for bit, cve in enumerate(_CVES) if value >> (8 + bit) & 15 == 0)
         vpn = value >> 16 & 31 == 0

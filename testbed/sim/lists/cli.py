@@ -27,8 +27,8 @@ Then: honeypot-etl lists update --tor-url http://127.0.0.1:8090/torbulkexitlist 
 
 def lists(
     port: Port = 8090,
-    seed: Seed = 7,
-    small: Annotated[bool, typer.Option(help="a few entries per list (tests)")] = False,
+    seed: Seed = 1,
+    small: Annotated[bool, typer.Option(help="a few random entries per list (tests)")] = False,
     fault: Annotated[str | None, typer.Option(help="404, slow, truncated, changed or html")] = None,
     fault_list: Annotated[
         str | None, typer.Option(help="only the list files whose name starts with this")

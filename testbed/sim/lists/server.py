@@ -1,5 +1,6 @@
-"""The lists simulator: the sample world's lists (`testbed.sample.lists`) served as their
-sources serve them, on 127.0.0.1.
+"""The lists simulator: the sample world's lists (`testbed.sample.lists.world_lists`: they
+cover its attackers; with ``--small``, a few random entries per list) served as their sources
+serve them, on 127.0.0.1.
 
     /torbulkexitlist                         the Tor bulk exit list
     /cloud/<folder>/<folder>_ips_v4.txt      a provider's ranges (and _v6.txt); the folder as
@@ -29,7 +30,8 @@ from typing import Any
 
 from etl.sources.classification.fetch import CLOUD_FOLDERS
 from etl.sources.classification.lists import DEFAULT_PROVIDERS
-from testbed.sample.lists import SMALL, ListSizes, write_lists
+from testbed.sample.lists import SMALL, world_lists, write_lists
+from testbed.sample.world import World
 from testbed.sim.common import LoopbackHTTPServer, RequestLog, serve
 
 FAULTS = ("404", "slow", "truncated", "changed", "html")
@@ -164,7 +166,7 @@ class ListsServer(LoopbackHTTPServer):
 
 def run(
     port: int,
-    seed: int = 7,
+    seed: int = 1,
     small: bool = False,
     fault: str | None = None,
     fault_list: str | None = None,
@@ -173,6 +175,9 @@ def run(
 ) -> None:
     """Serve the lists on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
     with tempfile.TemporaryDirectory(prefix="lists-sim-") as scratch:
-        write_lists(Path(scratch), seed, SMALL if small else ListSizes())
+        if small:
+            write_lists(Path(scratch), seed, SMALL)
+        else:
+            world_lists(World(seed), Path(scratch))
         simulator = ListsSimulator(Path(scratch), fault, fault_list, slow_seconds, RequestLog(log))
         serve(ListsServer(port, Handler, simulator), simulator.log)
