@@ -1,5 +1,5 @@
 """``honeypot-etl doctor``: one line per check of what a cron run needs (settings, database,
-run lock, MaxMind, Team Cymru, GreyNoise), ok or what to fix, without a refresh; exit 1 at the
+run lock, MaxMind, the lists, Team Cymru, GreyNoise), ok or what to fix, without a refresh; exit 1 at the
 first failure, the checks after it skipped."""
 
 from __future__ import annotations
@@ -22,17 +22,20 @@ from etl.db.database import Database
 from etl.db.lock import ADVISORY_KEY, run_lock_path
 from etl.db.url import parse_database_url
 from etl.refresh.config import RefreshConfig
+from testbed.sample.lists import world_lists
+from testbed.sample.world import World
 from tests.sims import Simulator, run_module, running
 
 KEY = "doctor-Kq9Zx7Wm-key"
 WRONG_KEY = "wrong-Vb3Tq8Lp-key"
-CHECKS = ["config", "database", "run lock", "maxmind", "cymru", "greynoise"]
+CHECKS = ["config", "database", "run lock", "maxmind", "lists", "cymru", "greynoise"]
 
 
 @dataclass
 class Services:
     cymru: Simulator
     greynoise: Simulator
+    lists: Path  # the sample world's lists, as `honeypot-etl lists update` fetches them
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         running("cymru", folder / "cymru.jsonl", "--seed", "3") as cymru,
         running("greynoise", folder / "greynoise.jsonl", "--seed", "3", "--key", KEY) as gn,
     ):
-        yield Services(cymru, gn)
+        world_lists(World(3), folder / "lists")
+        yield Services(cymru, gn, folder / "lists")
 
 
 def closed_port() -> int:
@@ -77,7 +81,8 @@ def doctor(
     env = {**os.environ, "GREYNOISE_API_KEY": key}
     result: subprocess.CompletedProcess[str] = run_module(
         "etl", "doctor", "--db", f"sqlite:///{db or database}", "--maxmind-dir", str(maxmind),
-        "--cymru", services.cymru.address, "--greynoise-url", services.greynoise.url, *args,
+        "--cymru", services.cymru.address, "--greynoise-url", services.greynoise.url,
+        "--lists-dir", str(services.lists), *args,
         env=env, timeout=120,
     )  # fmt: skip
     lines = result.stdout.splitlines()
@@ -330,3 +335,36 @@ def test_a_database_in_a_folder_that_does_not_exist_names_the_option(
     assert outcome.verdict("database") == "FAIL"
     assert "--db" in outcome.lines["database"] and "does not exist" in outcome.lines["database"]
     assert not (tmp_path / "nope").exists()
+
+
+def test_the_lists_are_a_warning_when_absent_missing_or_old(tmp_path: Path) -> None:
+    """No lists, a missing one, an old one: each a warning naming what to run, never a
+    failure (the labels are the operator's choice); skipped with --skip classification; a
+    --lists-dir that is a file is a failure."""
+    from etl.core.vocabulary import Source
+    from etl.refresh.doctor import lists_check
+
+    folder = tmp_path / "lists"
+    fetched = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def check(days: float = 1, skip: frozenset[Source] = frozenset()) -> tuple[str, str]:
+        moment = fetched + timedelta(days=days)
+        found = lists_check(RefreshConfig(lists_dir=folder, clock=lambda: moment, skip=skip))
+        return found.verdict, found.detail
+
+    verdict, detail = check()
+    assert verdict == "warn" and "no lists in" in detail and "lists update" in detail
+    world_lists(World(3), folder)
+    for path in folder.iterdir():
+        os.utime(path, (fetched.timestamp(), fetched.timestamp()))
+    verdict, detail = check()
+    assert verdict == "ok" and detail.startswith(f"16 lists in {folder}, the oldest")
+    verdict, detail = check(days=3)
+    assert verdict == "warn" and "old: tor (3 days)" in detail
+    (folder / "datacenters.csv").unlink()
+    verdict, detail = check()
+    assert verdict == "warn" and "missing: datacenters" in detail
+    assert check(skip=frozenset({Source.CLASSIFICATION}))[0] == "skip"
+    file = tmp_path / "file"
+    file.write_text("")
+    assert lists_check(RefreshConfig(lists_dir=file)).verdict == "fail"

@@ -39,6 +39,8 @@ OPTIONS = (
     "maxmind_dir",
     "maxmind_asn",
     "maxmind_city",
+    "lists_dir",
+    "lists_cloud_providers",
     "skip",
     "cymru",
     "greynoise_url",

@@ -10,6 +10,9 @@ One `Check` per line, in this order (the cheap, local ones first):
     maxmind    both files there and whole (`etl.sources.maxmind.steps.open_maxmind`), a
                warning when a build is older than GeoLite2's 30-day licence window (the
                refresh's own note)
+    lists      the infrastructure lists of the labels (`etl.sources.classification`): a
+               warning for none at all, a missing one, or one past its age (Tor 2 days, the
+               others 30), as the refresh's own notes say
     cymru      one bulk session of one address (`PROBE_ADDRESS`) through the run's own client,
                with its timeouts: answered, or why not ("connection refused", ...)
     greynoise  ``GET /ping`` with the key (`etl.sources.greynoise.ping`); without a key it is
@@ -34,6 +37,7 @@ from etl.core.vocabulary import Source
 from etl.db.database import Database
 from etl.db.lock import lock_holder
 from etl.refresh.config import RefreshConfig
+from etl.refresh.sources import lists_source
 from etl.sources.cymru.client import CymruClient, IpAnswer
 from etl.sources.greynoise.ping import Pong, ping
 from etl.sources.maxmind.steps import ASN_FILES, CITY_FILES, LICENCE_WINDOW, open_maxmind
@@ -75,6 +79,7 @@ def doctor(
         ("database", lambda: database_check(config)),
         ("run lock", lambda: lock_check(config)),
         ("maxmind", lambda: maxmind_check(config)),
+        ("lists", lambda: lists_check(config)),
         ("cymru", lambda: cymru_check(config)),
         ("greynoise", lambda: greynoise_check(config)),
     ]
@@ -173,6 +178,39 @@ def maxmind_check(config: RefreshConfig) -> Check:
             f"{LICENCE_WINDOW.days} days; update (geoipupdate)",
         )
     return Check("maxmind", "ok", "; ".join(parts))
+
+
+def lists_check(config: RefreshConfig) -> Check:
+    """The lists in the lists folder: a warning when there are none (no labels), when one is
+    missing (the labels it gives are not assigned) or past its age; never a failure (the
+    labels are the operator's choice)."""
+    if not config.enabled(Source.CLASSIFICATION):
+        return Check("lists", "skip", "skipped (--skip classification): a refresh writes no labels")
+    folder = config.lists_dir
+    if folder.exists() and not folder.is_dir():
+        return Check("lists", "fail", f"{folder} is a file, not a folder; check --lists-dir")
+    labels = lists_source(config)
+    if not labels.available:
+        return Check(
+            "lists", "warn",
+            f"no lists in {folder}: a refresh writes no labels; fetch them with "
+            "`honeypot-etl lists update` (a daily cron line), or --skip classification",
+        )  # fmt: skip
+    ages = labels.ages
+    oldest = max(ages, key=lambda name: ages[name])
+    found = f"{len(ages)} lists in {folder}, the oldest {oldest} ({ages[oldest].days} days)"
+    problems = []
+    if labels.missing:
+        problems.append(f"missing: {', '.join(labels.missing)} (their labels are not assigned)")
+    if labels.old:
+        problems.append(
+            f"old: {', '.join(f'{name} ({ages[name].days} days)' for name in labels.old)}"
+        )
+    if problems:
+        return Check(
+            "lists", "warn", f"{found}; {'; '.join(problems)}: run `honeypot-etl lists update`"
+        )
+    return Check("lists", "ok", found)
 
 
 def cymru_check(config: RefreshConfig) -> Check:
