@@ -22,12 +22,15 @@ from etl.refresh.pipeline import refresh
 from etl.report.summary import LineReporter
 from etl.status import explore
 from testbed.sample.build import build_sample
+from testbed.sample.lists import world_lists
+from testbed.sample.world import World
 from tests.conftest import ROOT
 from tests.sims import running
 
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
 FIGURES = ROOT / "build" / "notebook-figures"
-PLOTS = ("coverage", "forecast", "errors", "runs", "top_asns", "countries", "greynoise")
+PLOTS = ("coverage", "forecast", "errors", "runs", "top_asns", "countries", "network_types",
+         "greynoise")  # fmt: skip
 KEY = "notebook-test-key"
 # When each run was, before now: five days apart, then one 7 minutes after the last.
 RUNS_AGO = (*(timedelta(days=days) for days in (9, 7, 5, 3, 1)), timedelta(hours=23, minutes=53))
@@ -42,6 +45,7 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     folder = tmp_path_factory.mktemp("week")
     url = f"sqlite:///{folder / 'honeypot.sqlite'}"
     build_sample(url, 1500, 7, folder / "maxmind")
+    world_lists(World(7), folder / "lists")  # the labels, for the network types' plot
     faults = ("--fault-rate", "0.1")
     with (
         running("cymru", folder / "cy.jsonl", "--seed", "7", "--fault", "garble", *faults) as cy,
@@ -53,6 +57,7 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
             config = RefreshConfig(
                 db_url=url, maxmind_dir=folder / "maxmind", max_ips=350, cymru=cy.address,
                 greynoise_url=gn.url, greynoise_api_key=KEY, greynoise_rate=1000,
+                lists_dir=folder / "lists",
                 clock=lambda moment=moment: moment,
             )  # fmt: skip
             refresh(config, LineReporter(verbosity=-1))

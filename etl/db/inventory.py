@@ -26,6 +26,8 @@ _FIELDS = {
     "classification": "$.greynoise.classification",
     "greynoise_name": "$.greynoise.name",
     "is_bogon": "$.validation.is_bogon",
+    "ip_type": "$.ip_classification.ip_type",
+    "provider": "$.ip_classification.provider",
 }
 _F = {column: f"f[{i + 1}]" for i, column in enumerate(_FIELDS)}
 # Fields that are combined or cast into other columns (the others are passed as they are).
@@ -43,6 +45,8 @@ IP_DETAILS_SCHEMA: dict[str, pl.DataType] = {
     "classification": pl.String(),
     "greynoise_name": pl.String(),
     "is_bogon": pl.Boolean(),
+    "ip_type": pl.String(),  # the labels' (SPEC 3.4): tor, cloud, datacenter, residential, ...
+    "provider": pl.String(),
     "maxmind_asn": pl.Int64(),  # MaxMind's ASN: an IP without one is the IPs Cymru is asked
     "usable": pl.Boolean(),  # enrichment NULL or a JSON object (else the refresh leaves the row)
 }
@@ -58,7 +62,8 @@ def ip_details(db: Database) -> pl.DataFrame:
     """One row per ip_inventory row (columns of `IP_DETAILS_SCHEMA`): its ASN and sessions,
     each source's ``status`` and ``error`` reason (null where the block has none), the country
     (MaxMind's, else Cymru's allocation country) and MaxMind's country name, the AS name its
-    blocks give, GreyNoise's classification and name, whether it is a bogon, MaxMind's ASN, and
+    blocks give, GreyNoise's classification and name, whether it is a bogon, the labels' type
+    and provider, MaxMind's ASN, and
     whether its enrichment is usable (a row whose enrichment is not a JSON object has only its
     ip, ASN and sessions: the refresh leaves it alone)."""
     if not db.columns("ip_inventory"):

@@ -42,6 +42,10 @@ NEVER_ASKED = "never asked"
 # The run plot's tick labels: the UTC day (month and day) and time a run started.
 RUN_LABEL = "%m-%d %H:%M"
 NEW_IPS_SCHEMA = {"ip": pl.String, "sessions": pl.Int64}
+# The labels' network types in their priority order (SPEC 3.4), then the IPs not labelled yet.
+NOT_LABELLED = "not labelled"
+NETWORK_TYPES = ("tor", "cloud", "datacenter", "residential", "unknown", NOT_LABELLED)
+OTHER_PROVIDERS = "other providers"
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,41 @@ def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
             "sessions",
             "ips",
         )
+    )
+
+
+def network_types(ips: pl.DataFrame, providers: int = 10) -> pl.DataFrame:
+    """Sessions and IPs by the kind of network an attack comes from (the labels' ``ip_type``,
+    in `NETWORK_TYPES` order; `NOT_LABELLED`: no labels block yet) and provider: the
+    ``providers`` providers with the most sessions by name, the others as `OTHER_PROVIDERS`,
+    none as "". Counts the IPs `_counted` keeps."""
+    kind = pl.col("ip_type").fill_null(NOT_LABELLED)
+    by_provider = (
+        _counted(ips)
+        .with_columns(kind.alias("ip_type"), pl.col("provider").fill_null(""))
+        .group_by("ip_type", "provider")
+        .agg(pl.col("sessions").sum(), pl.len().cast(pl.Int64).alias("ips"))
+    )
+    ranked = (
+        by_provider.filter(pl.col("provider") != "")
+        .group_by("provider")
+        .agg(pl.col("sessions").sum())
+        .sort(["sessions", "provider"], descending=[True, False])
+        .head(providers)["provider"]
+    )
+    named = pl.when(pl.col("provider").is_in(ranked.implode()) | (pl.col("provider") == ""))
+    order = {name: i for i, name in enumerate(NETWORK_TYPES)}
+    return (
+        by_provider.with_columns(
+            named.then(pl.col("provider")).otherwise(pl.lit(OTHER_PROVIDERS)).alias("provider")
+        )
+        .group_by("ip_type", "provider")
+        .agg(pl.col("sessions").sum(), pl.col("ips").sum())
+        .with_columns(
+            pl.col("ip_type").replace_strict(order, default=len(order)).alias("_order")
+        )
+        .sort(["_order", "sessions", "provider"], descending=[False, True, False])
+        .drop("_order")
     )
 
 
