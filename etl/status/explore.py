@@ -287,9 +287,7 @@ def network_types(ips: pl.DataFrame, providers: int = 10) -> pl.DataFrame:
         )
         .group_by("ip_type", "provider")
         .agg(pl.col("sessions").sum(), pl.col("ips").sum())
-        .with_columns(
-            pl.col("ip_type").replace_strict(order, default=len(order)).alias("_order")
-        )
+        .with_columns(pl.col("ip_type").replace_strict(order, default=len(order)).alias("_order"))
         .sort(["_order", "sessions", "provider"], descending=[False, True, False])
         .drop("_order")
     )
