@@ -321,17 +321,20 @@ def test_runs_minutes_apart_stay_apart_and_their_ticks_carry_the_day(tmp_path: P
 
 
 def test_network_types_count_sessions_by_type_and_the_busiest_providers() -> None:
-    """In the labels' priority order, then the IPs not labelled; the providers beyond the
-    busiest ``providers`` together; bogons and unusable rows left out."""
+    """In the labels' priority order, then the IPs not labelled; of cloud and hosting ranges
+    the busiest ``providers`` providers by name, the others together (Tor's provider and a
+    residential IP's organization are no hosting companies: never ranked); bogons and
+    unusable rows left out."""
     ips = pl.DataFrame(
         {
             "ip": [f"192.0.2.{i}" for i in range(9)],
-            "sessions": [5, 3, 2, 1, 4, 7, 6, 9, 2],
+            "sessions": [5, 3, 2, 1, 4, 12, 6, 9, 2],  # the residential IP's: the most
             "usable": [True] * 8 + [False],
             "is_bogon": [False] * 7 + [True, False],
             "ip_type": ["cloud", "cloud", "datacenter", None, "tor", "residential", "cloud",
                         "cloud", "cloud"],
-            "provider": ["aws", "gcp", "Hetzner", None, None, None, "aws", "aws", "aws"],
+            "provider": ["aws", "gcp", "Hetzner", None, "tor", "COMCAST Cable", "aws", "aws",
+                         "aws"],
         }
     )  # fmt: skip
     assert explore.network_types(ips, providers=1).rows() == [
@@ -339,7 +342,7 @@ def test_network_types_count_sessions_by_type_and_the_busiest_providers() -> Non
         ("cloud", "aws", 11, 2),  # the bogon's 9 and the unusable row's 2 left out
         ("cloud", explore.OTHER_PROVIDERS, 3, 1),
         ("datacenter", explore.OTHER_PROVIDERS, 2, 1),
-        ("residential", "", 7, 1),
+        ("residential", "", 12, 1),
         (explore.NOT_LABELLED, "", 1, 1),
     ]
     assert explore.network_types(ips).filter(pl.col("ip_type") == "datacenter").rows() == [

@@ -46,6 +46,7 @@ NEW_IPS_SCHEMA = {"ip": pl.String, "sessions": pl.Int64}
 NOT_LABELLED = "not labelled"
 NETWORK_TYPES = ("tor", "cloud", "datacenter", "residential", "unknown", NOT_LABELLED)
 OTHER_PROVIDERS = "other providers"
+HOSTED_TYPES = ("cloud", "datacenter")  # the types whose provider is a hosting company
 
 
 @dataclass(frozen=True)
@@ -262,13 +263,18 @@ def top_countries(ips: pl.DataFrame, n: int = 15) -> pl.DataFrame:
 
 def network_types(ips: pl.DataFrame, providers: int = 10) -> pl.DataFrame:
     """Sessions and IPs by the kind of network an attack comes from (the labels' ``ip_type``,
-    in `NETWORK_TYPES` order; `NOT_LABELLED`: no labels block yet) and provider: the
-    ``providers`` providers with the most sessions by name, the others as `OTHER_PROVIDERS`,
-    none as "". Counts the IPs `_counted` keeps."""
+    in `NETWORK_TYPES` order; `NOT_LABELLED`: no labels block yet) and, for cloud and hosting
+    (datacenter) ranges, provider: the ``providers`` providers with the most sessions by name,
+    the others as `OTHER_PROVIDERS`. The other types' provider (Tor's "tor", a residential
+    IP's AS organization) is "". Counts the IPs `_counted` keeps."""
     kind = pl.col("ip_type").fill_null(NOT_LABELLED)
+    hosted = kind.is_in(HOSTED_TYPES)
     by_provider = (
         _counted(ips)
-        .with_columns(kind.alias("ip_type"), pl.col("provider").fill_null(""))
+        .with_columns(
+            kind.alias("ip_type"),
+            pl.when(hosted).then(pl.col("provider").fill_null("")).otherwise(pl.lit("")),
+        )
         .group_by("ip_type", "provider")
         .agg(pl.col("sessions").sum(), pl.len().cast(pl.Int64).alias("ips"))
     )
