@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from etl.sources.classification.steps import (
     covering_ranges,
     residential_confidence,
 )
-from testbed.sample.lists import SMALL, write_lists
+from testbed.sample.lists import SMALL, record_lists, write_lists
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 CP_PROVIDERS = ("aws", "azure", "gcp", "cloudflare")  # cowrieprocessor's cloud lists, in order
@@ -164,9 +163,8 @@ def test_old_lists_get_one_warning_line_and_their_ages_go_to_the_metrics(tmp_pat
     write_lists(tmp_path, seed=2, sizes=SMALL)
     (tmp_path / "datacenters.csv").unlink()
     (tmp_path / "cloud-oracle-v6.txt").unlink()
-    fetched = datetime(2026, 11, 1, tzinfo=UTC)  # no records: the files' time counts
-    for path in tmp_path.iterdir():
-        os.utime(path, (fetched.timestamp(), fetched.timestamp()))
+    fetched = datetime(2026, 11, 1, tzinfo=UTC)
+    record_lists(tmp_path, fetched)  # fetched by `lists update`: it keeps them
     for days, old in ((1, []), (3, ["tor"]), (31, None)):
         source = ClassificationSource.open(
             tmp_path, now=fetched + timedelta(days=days), switched_off=["cloud-oracle-v6"]
@@ -175,7 +173,7 @@ def test_old_lists_get_one_warning_line_and_their_ages_go_to_the_metrics(tmp_pat
         assert source.old == expected
         warnings = [note for note in source.notes if note.startswith("warning: old list")]
         assert len(warnings) == (1 if expected else 0)
-        assert all(f"{name} ({days} days)" in warnings[0] for name in expected)
+        assert all(f"{name} ({days:.1f} days)" in warnings[0] for name in expected)
         assert source.missing == ["datacenters"]
         summary = RunSummary()
         assert summary.keep(source.report()) == []
@@ -187,6 +185,19 @@ def test_old_lists_get_one_warning_line_and_their_ages_go_to_the_metrics(tmp_pat
         assert 'honeypot_etl_list_missing{list="tor"} 0' in text
         assert 'list="cloud-oracle-v6"' not in text
     assert "list_age_seconds" not in render_metrics(RunSummary(), True, 1.0, None)
+    # A list put there by hand (no record) is never replaced by `lists update`: not old.
+    (tmp_path / "tor.record.json").unlink()
+    assert ClassificationSource.open(tmp_path, now=fetched + timedelta(days=31)).old == [
+        name for name in read_lists(tmp_path).versions if name != "tor"
+    ]
+    # No list at all: the labels are not asked (one line, not a note per list), and every
+    # list is a missing one in the metrics (a monitor sees the labels stop).
+    empty = ClassificationSource.open(tmp_path / "none")
+    assert (empty.available, empty.notes, empty.missing) == (False, [], [])
+    summary = RunSummary()
+    summary.keep(empty.report())
+    assert len(summary.lists_missing) == 16
+    assert 'honeypot_etl_list_missing{list="tor"} 1' in render_metrics(summary, True, 1.0, None)
 
 
 # -- the join against an oracle ---------------------------------------------------------------

@@ -347,7 +347,7 @@ def test_demo_runs_end_to_end(demo: tuple[Path, str]) -> None:
     )
     assert re.search(r"greynoise +\d+ +[1-9]\d*", output)  # GreyNoise answered via the simulator
     # The lists came from the lists simulator (the world's own), and labelled every IP.
-    assert re.search(r"classification +(\d+) +\1 ", output), output
+    assert re.search(r"classification +([1-9]\d*) +\1 ", output), output
     assert re.search(r"lists: 16 in \S+, the oldest", output)
     # The sample is what cowrieprocessor's loader leaves: new IPs only in raw events. The
     # refresh finds and links them; the status afterwards has none left.

@@ -26,15 +26,20 @@ from etl.report.metrics import write_metrics
 from etl.report.summary import LineReporter, RunSummary
 from etl.status.collect import status_report
 from testbed.sample.build import build_sample
+from testbed.sample.lists import world_lists
+from testbed.sample.world import World
 
 PROM_LINE = re.compile(r'^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+)$')
 
 
 @pytest.fixture
 def sample(tmp_path: Path) -> tuple[str, Path]:
-    """A 300-IP sample database with IPs due for every source: (its URL, its MaxMind folder)."""
+    """A 300-IP sample database with IPs due for every source, the labels too (its lists in
+    the default lists folder of ``tmp_path``, where `cli` runs): (its URL, its MaxMind
+    folder)."""
     url = f"sqlite:///{tmp_path / 'honeypot.sqlite'}"
     build_sample(url, 300, 5, tmp_path / "maxmind")
+    world_lists(World(5), tmp_path / "data" / "lists")
     return url, tmp_path / "maxmind"
 
 

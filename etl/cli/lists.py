@@ -6,7 +6,7 @@ in `etl.refresh.config.RefreshConfig`; the work is `etl.sources.classification.f
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,35 +59,27 @@ def show_command(
 
 
 def render(config: RefreshConfig, now: datetime) -> str:
-    """The table of `show_command`."""
-    from etl.sources.classification.lists import current_at, entries, list_files, record_of
-    from etl.sources.classification.source import too_old
+    """The table of `show_command`: each list as a refresh reads it (`lists_source`)."""
+    from etl.refresh.sources import lists_source
+    from etl.sources.classification.lists import list_files, record_of
+    from etl.sources.classification.source import age_words
 
     folder = config.lists_dir
     urls = config.list_urls()
+    labels = lists_source(config, now)
+    ages, old, entries = labels.ages, set(labels.old), labels.entries
     lines = [f"lists in {folder}:", f"{'list':<24} {'entries':>9}  {'age':>9}  from"]
     for item in list_files(urls.providers):
-        path, url = item.path(folder), urls.of(item)
-        if not path.is_file():
+        url = urls.of(item)
+        if item.name not in ages:
             state = "off" if not url else "missing"
             lines.append(f"{item.name:<24} {state:>9}  {'':>9}  {url or '(no URL)'}")
             continue
-        data = path.read_bytes()
-        record = record_of(folder, item, data)
-        age = now - current_at(record, path)
-        old = "  OLD" if age > too_old(item.name) else ""
-        origin = record.get("url") or "(no record: copied in by hand?)"
-        lines.append(f"{item.name:<24} {entries(item, data):>9,}  {_age(age):>9}  {origin}{old}")
+        origin = record_of(folder, item).get("url") or "(no record: copied in by hand?)"
+        flag = "  OLD" if item.name in old else ""
+        age = age_words(ages[item.name])
+        lines.append(f"{item.name:<24} {entries[item.name]:>9,}  {age:>9}  {origin}{flag}")
     return "\n".join(lines)
-
-
-def _age(age: timedelta) -> str:
-    seconds = max(age.total_seconds(), 0)
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 @cli.one_line_errors(SETTINGS)

@@ -107,8 +107,11 @@ class Committer:
         on_base_written: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_hold: float = MAX_HOLD_SECONDS,
+        revise: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
     ) -> None:
         self.writer = writer
+        # base rows with their answers, before they are written (`OfflineSources.revise`)
+        self.revise = revise
         self.base_written = 0
         self.commit_every = commit_every
         self.max_wait = max_wait
@@ -194,6 +197,8 @@ class Committer:
         base = self._held.take(frame["ip"]) if self._held is not None else None
         if base is not None and base.height:
             frame = combine([base, frame])
+            if self.revise is not None:
+                frame = self.revise(frame)
         self._write(frame, base_rows=0 if base is None else base.height)
 
     def _release_held(self) -> None:

@@ -38,6 +38,7 @@ from etl.db.database import Database
 from etl.db.lock import lock_holder
 from etl.refresh.config import RefreshConfig
 from etl.refresh.sources import lists_source
+from etl.sources.classification.source import age_words
 from etl.sources.cymru.client import CymruClient, IpAnswer
 from etl.sources.greynoise.ping import Pong, ping
 from etl.sources.maxmind.steps import ASN_FILES, CITY_FILES, LICENCE_WINDOW, open_maxmind
@@ -182,8 +183,8 @@ def maxmind_check(config: RefreshConfig) -> Check:
 
 def lists_check(config: RefreshConfig) -> Check:
     """The lists in the lists folder: a warning when there are none (no labels), when one is
-    missing (the labels it gives are not assigned) or past its age; never a failure (the
-    labels are the operator's choice)."""
+    missing (the labels it gives are not assigned) or past its age (the labels are the
+    operator's choice); a failure only for a folder a refresh refuses (a file: exit 2)."""
     if not config.enabled(Source.CLASSIFICATION):
         return Check("lists", "skip", "skipped (--skip classification): a refresh writes no labels")
     folder = config.lists_dir
@@ -198,13 +199,13 @@ def lists_check(config: RefreshConfig) -> Check:
         )  # fmt: skip
     ages = labels.ages
     oldest = max(ages, key=lambda name: ages[name])
-    found = f"{len(ages)} lists in {folder}, the oldest {oldest} ({ages[oldest].days} days)"
+    found = f"{len(ages)} lists in {folder}, the oldest {oldest} ({age_words(ages[oldest])})"
     problems = []
     if labels.missing:
         problems.append(f"missing: {', '.join(labels.missing)} (their labels are not assigned)")
     if labels.old:
         problems.append(
-            f"old: {', '.join(f'{name} ({ages[name].days} days)' for name in labels.old)}"
+            f"old: {', '.join(f'{name} ({age_words(ages[name])})' for name in labels.old)}"
         )
     if problems:
         return Check(

@@ -439,7 +439,12 @@ def _ask_and_write(
     network = network_phases(_planned(run, frame), targets)
     # The write phase: every selected IP's row committed (the summary's "wrote N rows").
     write_phase = WritePhase(summary, reporter, frame.height)
-    committer = Committer(writer, run.config.commit_every, on_base_written=write_phase.advance)
+    committer = Committer(
+        writer,
+        run.config.commit_every,
+        on_base_written=write_phase.advance,
+        revise=lambda rows: run.offline.revise(rows, run.now),
+    )
     try:
         arrivals = Arrivals(summary, reporter, committer, writer, run.now)
         # Rows no service will answer are written at once, while the services work; the others

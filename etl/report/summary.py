@@ -318,6 +318,7 @@ VERBOSE_SECONDS = 5.0  # --verbose: at most one progress line per phase this oft
 PHASE_UNITS = {  # what each phase counts, named in its progress lines (one count everywhere)
     "validate": "IPs",
     "maxmind": "IPs",
+    "classification": "IPs",
     "write": "ip_inventory rows",
     "cymru": "queries",  # IPs and AS numbers, one bulk query line each
     "greynoise": "IPs",

@@ -13,6 +13,9 @@ registry (`etl.refresh.sources.offline_sources`), in order:
     source.columns                       the columns its step adds to the rows it writes
     n = source.looked_up(frame)          how many rows the step looks up (the phase's count)
     frame = source.add(frame, now)       its block, ``<name>``, and ``<name>_status``
+    rows = source.revise(rows, now)      its columns of rows about to be written with their
+                                         network answers, revised for what those answers
+                                         say (the labels: Team Cymru's AS organization)
     source.report()                      what the run's summary keeps of it
     source.close()
 """
@@ -79,6 +82,12 @@ class OfflineSource(Protocol):
         the rows it looks up (null on the others)."""
         ...
 
+    def revise(self, rows: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        """``rows`` (base rows with the network answers that arrived for them, about to be
+        written) with this source's columns revised for what the answers say, or as they are
+        (MaxMind needs no other source)."""
+        ...
+
     def report(self) -> Mapping[str, object]:
         """What the run's summary keeps of this source, by `RunSummary` field."""
         ...
@@ -106,6 +115,12 @@ class OfflineSources:
     def versions(self) -> dict[Source, DataVersion]:
         """The version of each source's data, by source name."""
         return {source.name: source.version for source in self.sources}
+
+    def revise(self, rows: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        """``rows`` revised by each source in order (`OfflineSource.revise`)."""
+        for source in self.sources:
+            rows = source.revise(rows, now)
+        return rows
 
     def unavailable(self) -> dict[Source, str]:
         """The sources whose data is not there, each with why."""

@@ -64,7 +64,7 @@ class SourceStatus:
 
     states: dict[str, int]
     going_stale: dict[str, int]
-    askable: bool = True  # False: a refresh cannot ask it now (the labels, without lists)
+    askable: bool = True  # False: a refresh does not ask it (skipped; the labels without lists)
 
     @property
     def due(self) -> int:
@@ -221,7 +221,7 @@ def gather(
         bogons=_count(inventory.filter(pl.col("state") == "bogon")),
         unusable=_count(inventory.filter(pl.col("state") == "unusable")),
         sources={
-            s: _source(counts, s, today, forecast_days, s != labels.name or labels.available)
+            s: _source(counts, s, today, forecast_days, _askable(config, s, labels))
             for s in SOURCES
         },
         searches=_searches(db, config.greynoise_daily_budget, today),
@@ -229,7 +229,7 @@ def gather(
         runs=_runs(db, runs),
         notes=notes,
         lists_dir=str(config.lists_dir),
-        lists=_list_ages(labels, now),
+        lists=_list_ages(labels),
         lists_missing=labels.missing,
     )
 
@@ -248,6 +248,12 @@ def sessions_found(db: Database) -> FoundSessions:
 
 def _count(frame: pl.DataFrame) -> int:
     return int(frame["ips"].sum()) if frame.height else 0
+
+
+def _askable(config: RefreshConfig, source: str, labels: ClassificationSource) -> bool:
+    """Whether a refresh with ``config`` asks ``source``: not skipped, and for the labels with
+    lists there (GreyNoise without a key is still due: a key is all it takes)."""
+    return Source(source) not in config.skip and (source != labels.name or labels.available)
 
 
 def _source(
@@ -287,16 +293,13 @@ def _builds(maxmind: MaxMindDatabases, now: datetime) -> list[MaxMindBuild]:
     return builds
 
 
-def _list_ages(labels: ClassificationSource, now: datetime) -> list[ListAge]:
+def _list_ages(labels: ClassificationSource) -> list[ListAge]:
     """Each list read: its entries (Tor exits, or ranges) and age."""
-    lists = labels.lists
-    ranges = dict(lists.ranges.group_by("list").len().iter_rows())
-    old = set(labels.old)
-    ages = []
-    for name, age in labels.ages.items():
-        entries = lists.tor.height if name == "tor" else int(ranges.get(name, 0))
-        ages.append(ListAge(name, entries, round(age.total_seconds() / 86_400, 1), name in old))
-    return ages
+    old, entries = set(labels.old), labels.entries
+    return [
+        ListAge(name, entries[name], round(age.total_seconds() / 86_400, 1), name in old)
+        for name, age in labels.ages.items()
+    ]
 
 
 def runs_as_found(db: Database, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:

@@ -70,6 +70,8 @@ def _freshness(report: StatusReport) -> list[str]:
         "(due now: stale, in error or never asked; Cymru is needed only for IPs with no MaxMind",
         " ASN; not known: IPs seen only in sessions, which MaxMind has not looked up yet)",
     ]
+    if not all(source.askable for source in report.sources.values()):
+        lines.append("(due now -: a refresh does not ask it: skipped, or the labels without lists)")
     return lines
 
 

@@ -8,22 +8,24 @@ its own attackers (what the lists simulator serves, so `make demo` labels its se
 `write_lists`, random lists of a chosen size, for the classification step's tests and benchmark.
 
 Written as `honeypot-etl lists update` leaves the lists folder (`etl.sources.classification.lists`),
-without the records: a list's version is then the sha256 of its file.
+without the records (a list's version is then the sha256 of its file; `record_lists` adds them).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import ipaddress
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from etl.sources.classification.lists import DEFAULT_PROVIDERS
+from etl.sources.classification.lists import DEFAULT_PROVIDERS, list_files
 from testbed.sample.world import HOSTING_KINDS, World, digest
 
 
@@ -241,3 +243,17 @@ def world_lists(
     gcp = (written.get("cloud-gcp-v4", []), written.get("cloud-gcp-v6", []))
     _write_all(folder, written, providers, aws, gcp, datacenters)
     return written
+
+
+def record_lists(
+    folder: Path, fetched: datetime, providers: tuple[str, ...] = DEFAULT_PROVIDERS
+) -> None:
+    """A record beside each list file of ``folder``, as `honeypot-etl lists update` leaves it
+    after fetching the list at ``fetched`` (it then keeps the list, and its age counts)."""
+    for item in list_files(providers):
+        path = item.path(folder)
+        if path.is_file():
+            data = path.read_bytes()
+            record = {"url": f"http://127.0.0.1/{path.name}", "fetched_at": fetched.isoformat(),
+                      "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+            item.record_path(folder).write_text(json.dumps(record))

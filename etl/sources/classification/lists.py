@@ -98,6 +98,9 @@ class ClassificationLists:
     fetched: dict[str, datetime] = field(default_factory=dict)  # list name -> when
     missing: list[str] = field(default_factory=list)
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    # the lists `honeypot-etl lists update` fetched (their record describes the file); the
+    # others were put there by hand, or by another tool, and it never replaces them
+    recorded: list[str] = field(default_factory=list)
 
     @property
     def available(self) -> bool:
@@ -112,21 +115,28 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
     versions: dict[str, str] = {}
     fetched: dict[str, datetime] = {}
     missing: list[str] = []
+    recorded: list[str] = []
     for item in list_files(providers):
         path = item.path(folder)
-        if not path.is_file():
+        try:
+            data = path.read_bytes() if path.is_file() else None
+        except OSError:  # unreadable (its permissions): as good as not there
+            data = None
+        if data is None:
             missing.append(item.name)
             continue
-        data = path.read_bytes()
         versions[item.name] = hashlib.sha256(data).hexdigest()
-        fetched[item.name] = current_at(record_of(folder, item, data), path)
+        record = record_of(folder, item, data)
+        fetched[item.name] = current_at(record, path)
+        if record:
+            recorded.append(item.name)
         text = data.decode("utf-8", errors="replace")
         if item.kind == "tor":
             tor = tor_addresses(text)
         else:
             parts.append(_ranges(item, text))
     ranges = pl.concat(parts) if parts else pl.DataFrame(schema=RANGE_SCHEMA)
-    return ClassificationLists(tor, ranges, versions, fetched, missing, tuple(providers))
+    return ClassificationLists(tor, ranges, versions, fetched, missing, tuple(providers), recorded)
 
 
 def record_of(folder: Path, item: ListFile, data: bytes | None = None) -> dict[str, Any]:

@@ -17,12 +17,17 @@ from etl.core.vocabulary import Source, block_of
 from etl.sources.classification.lists import (
     DEFAULT_PROVIDERS,
     ClassificationLists,
+    list_files,
     read_lists,
 )
 from etl.sources.classification.steps import classification_blocks, classify, list_versions
 
 BLOCK: Final = block_of(Source.CLASSIFICATION)
 STATUS: Final = f"{Source.CLASSIFICATION}_status"
+ORG: Final = "classification_org"  # the AS organization the labels read (null: none known)
+# What the labels of a row need again when Team Cymru's answer brings its organization.
+ADDRESS_COLUMNS: Final = ("ip_version", "ipv4_int", "ipv6_packed")
+CYMRU_ORG: Final = f"{Source.CYMRU}_asn_org"
 # Older than this, a list gets a warning (SPEC 3.4): Tor exits come and go within hours.
 OLD: Final = {"tor": timedelta(days=2)}
 OLD_DEFAULT: Final = timedelta(days=30)
@@ -31,6 +36,17 @@ OLD_DEFAULT: Final = timedelta(days=30)
 def too_old(name: str) -> timedelta:
     """The age after which list ``name`` gets a warning."""
     return OLD.get(name, OLD_DEFAULT)
+
+
+def age_words(age: timedelta) -> str:
+    """A list's age as every output says it: minutes, hours under 2 days, else days (one
+    decimal: "2.1 days" is past Tor's 2 days, where a whole "2 days" would not say so)."""
+    seconds = max(age.total_seconds(), 0)
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,13 @@ class ClassificationSource:
     ) -> ClassificationSource:
         """Read every list of ``folder`` (a folder that does not exist holds none; a list
         switched off is still read when its file is there: lists copied in by hand)."""
-        lists = read_lists(folder, providers) if folder.is_dir() else ClassificationLists()
+        lists = (
+            read_lists(folder, providers)
+            if folder.is_dir()
+            else ClassificationLists(
+                missing=[item.name for item in list_files(providers)], providers=tuple(providers)
+            )
+        )
         return cls(lists, folder, now or datetime.now(UTC), frozenset(switched_off))
 
     @property
@@ -80,7 +102,7 @@ class ClassificationSource:
                 "labels they give are not assigned (`honeypot-etl lists update` fetches them)"
             )
         ages = self.ages
-        old = [f"{name} ({ages[name].days} days)" for name in self.old]
+        old = [f"{name} ({age_words(ages[name])})" for name in self.old]
         if old:
             notes.append(
                 f"warning: old list(s) in {self.folder}: {', '.join(old)}; "
@@ -95,16 +117,32 @@ class ClassificationSource:
 
     @property
     def old(self) -> list[str]:
-        """The lists read that are past the age that gets a warning (SPEC 3.4)."""
-        return [name for name, age in self.ages.items() if age > too_old(name)]
+        """The lists `honeypot-etl lists update` keeps that are past the age that gets a
+        warning (SPEC 3.4). A list switched off, or put there by hand (no record), is never
+        replaced by it: its age is the operator's affair (an alert it cannot clear helps no
+        one)."""
+        kept = set(self.lists.recorded) - self.switched_off
+        return [name for name, age in self.ages.items() if name in kept and age > too_old(name)]
+
+    @property
+    def looked_for(self) -> list[str]:
+        """The lists not found, those switched off aside (every one, when none is there)."""
+        return [name for name in self.lists.missing if name not in self.switched_off]
 
     @property
     def missing(self) -> list[str]:
-        """The lists looked for and not found, those switched off aside (none when no list is
-        there at all: then the labels are not asked)."""
-        if not self.available:
-            return []
-        return [name for name in self.lists.missing if name not in self.switched_off]
+        """The lists not found when others are there (with none at all, the labels are not
+        asked: one line says so, `absent`)."""
+        return self.looked_for if self.available else []
+
+    @property
+    def entries(self) -> dict[str, int]:
+        """Each list read: its entries (Tor exits, or ranges)."""
+        ranges = dict(self.lists.ranges.group_by("list").len().iter_rows())
+        return {
+            name: self.lists.tor.height if name == "tor" else int(ranges.get(name, 0))
+            for name in self.lists.versions
+        }
 
     @property
     def version(self) -> DataVersion:
@@ -113,8 +151,8 @@ class ClassificationSource:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The block and its status."""
-        return (BLOCK, STATUS)
+        """The block and its status; the organization read and the address, for `revise`."""
+        return (BLOCK, STATUS, ORG, *ADDRESS_COLUMNS)
 
     def looked_up(self, frame: pl.DataFrame) -> int:
         """The stale rows that are no bogon (a bogon is never labelled)."""
@@ -128,7 +166,7 @@ class ClassificationSource:
         rows = frame.with_row_index("_row").filter(wanted)
         if rows.is_empty():
             return frame.with_columns(
-                pl.lit(None, pl.String).alias(BLOCK), pl.lit(None, pl.String).alias(STATUS)
+                pl.lit(None, pl.String).alias(c) for c in (BLOCK, STATUS, ORG)
             )
         looked_up = (
             pl.col("maxmind_status").is_not_null()
@@ -148,17 +186,37 @@ class ClassificationSource:
         rows = rows.with_columns(org.alias("_org"))
         classified = classify(rows, self.lists, pl.col("_org"))
         blocks = classification_blocks(classified, self.lists, rows["_org"], now)
-        labelled = rows.select("_row").with_columns(blocks.alias(BLOCK), pl.lit("ok").alias(STATUS))
+        labelled = rows.select(
+            "_row", blocks.alias(BLOCK), pl.lit("ok").alias(STATUS), pl.col("_org").alias(ORG)
+        )
         return (
             frame.with_row_index("_row")
             .join(labelled, on="_row", how="left", maintain_order="left")
             .drop("_row")
         )
 
+    def revise(self, rows: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        """The rows labelled without an AS organization (MaxMind had none) whose Team Cymru
+        answer brings one, labelled again with it: the residential heuristic reads it in the
+        same run, and the next run finds the block fresh."""
+        needed = (BLOCK, ORG, CYMRU_ORG, *ADDRESS_COLUMNS)
+        if any(column not in rows.columns for column in needed):
+            return rows
+        wanted = pl.col(BLOCK).is_not_null() & pl.col(ORG).is_null()
+        again = rows.with_row_index("_row").filter(wanted & pl.col(CYMRU_ORG).is_not_null())
+        if again.is_empty():
+            return rows
+        again = again.with_columns(pl.col(CYMRU_ORG).alias("_org"))
+        classified = classify(again, self.lists, pl.col("_org"))
+        blocks = classification_blocks(classified, self.lists, again["_org"], now)
+        revised = again.select("_row", blocks.alias(BLOCK), pl.col("_org").alias(ORG))
+        return rows.with_row_index("_row").update(revised, on="_row").drop("_row")
+
     def report(self) -> Mapping[str, object]:
-        """Each list's age, the old ones and the missing ones, for the metrics."""
+        """Each list's age, the old ones and the missing ones (every one, when none is there:
+        a monitor sees the labels stop), for the metrics."""
         ages = {name: age.total_seconds() for name, age in self.ages.items()}
-        return {"list_ages": ages, "lists_old": self.old, "lists_missing": self.missing}
+        return {"list_ages": ages, "lists_old": self.old, "lists_missing": self.looked_for}
 
     def close(self) -> None:
         """Nothing to close: the lists are frames."""

@@ -61,6 +61,10 @@ class MaxMindSource:
         """The ``maxmind`` block, its ASN, AS organization and status (`with_maxmind`)."""
         return with_maxmind(frame, self.databases, now)
 
+    def revise(self, rows: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        """As they are: MaxMind's blocks need no other source's answer."""
+        return rows
+
     def report(self) -> Mapping[str, object]:
         """The build time of each file, for the metrics' age alert."""
         return {"maxmind_build_epochs": self.databases.build_epochs}
