@@ -341,6 +341,7 @@ def test_the_lists_are_a_warning_when_absent_missing_or_old(tmp_path: Path) -> N
     """No lists, a missing one, an old one: each a warning naming what to run, never a
     failure (the labels are the operator's choice); skipped with --skip classification; a
     --lists-dir that is a file is a failure."""
+    from etl.core.errors import SettingError
     from etl.core.vocabulary import Source
     from etl.refresh.doctor import lists_check
 
@@ -352,6 +353,10 @@ def test_the_lists_are_a_warning_when_absent_missing_or_old(tmp_path: Path) -> N
         found = lists_check(RefreshConfig(lists_dir=folder, clock=lambda: moment, skip=skip))
         return found.verdict, found.detail
 
+    # a folder named that does not exist: a typo, not "no labels" (doctor's FAIL line)
+    with pytest.raises(SettingError, match="no such folder"):
+        check()
+    folder.mkdir()
     verdict, detail = check()
     assert verdict == "warn" and "no lists in" in detail and "lists update" in detail
     world_lists(World(3), folder)

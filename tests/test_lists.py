@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,43 @@ def test_a_list_copied_in_by_hand_is_read_and_shown_without_a_record(
     shown = capsys.readouterr().out
     assert "no record: copied in by hand?" in shown and "missing" in shown
     assert read_lists(folder).tor["ip"].to_list() == ["1.2.3.4"]
+
+
+def test_lists_are_readable_by_the_users_that_refresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written under the process's umask, as any new file (a cron refresh may run as another
+    user than the one that fetched the lists): not owner-only, as a temporary file is."""
+    folder = tmp_path / "lists"
+    previous = os.umask(0o022)
+    try:
+        with running("lists", tmp_path / "l.jsonl", "--small") as sim:
+            code, _, out = update(folder, sim, capsys)
+    finally:
+        os.umask(previous)
+    assert code == 0, out
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host/list.txt", "file:///etc/passwd"])
+def test_a_list_url_that_is_no_http_url_is_exit_2(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["lists", "update", "--lists-dir", str(tmp_path), "--tor-url", url])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --tor-url ") and "no http:// or https://" in err
+    assert not list(tmp_path.iterdir())  # nothing fetched
+
+
+def test_a_lists_folder_named_that_does_not_exist_is_a_typo_not_no_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lists` (and a refresh, status, doctor) refuse it; `lists update` makes it."""
+    typo = tmp_path / "lsits"
+    assert main(["lists", "--lists-dir", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --lists-dir ") and "no such folder (a typo?" in err
 
 
 def test_a_lists_folder_in_a_folder_that_does_not_exist_is_exit_2(

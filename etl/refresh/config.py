@@ -218,8 +218,9 @@ class RefreshConfig:
     )  # fmt: skip
     lists_cloud_providers: tuple[str, ...] = setting(
         LIST_URLS.providers,
-        "a cloud provider whose ranges are fetched (repeatable; the first that covers an "
-        "address names its type)",
+        "a cloud provider whose ranges are read and fetched (repeatable; replaces the "
+        "default list: name every provider wanted; the first that covers an address names "
+        "its type)",
         flag="--cloud-provider", metavar="NAME",
     )  # fmt: skip
     lists_aws_url: str = setting(
@@ -269,6 +270,10 @@ class RefreshConfig:
                     "lists_cloud_providers",
                     f"{provider[:60]!r} is no provider name (lowercase letters, digits, - and _)",
                 )
+        for name in LIST_URL_SETTINGS:  # '' switches a list off
+            url = getattr(self, name)
+            if url and not url.lower().startswith(("http://", "https://")):
+                raise SettingError(name, f"{url[:80]!r} is no http:// or https:// URL")
         CymruSettings.parse_address(self.cymru)  # the clients' settings check their own
         self.greynoise_settings()
 

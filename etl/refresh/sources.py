@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from etl.core.errors import SettingError
 from etl.core.vocabulary import Source
-from etl.refresh.config import RefreshConfig
+from etl.refresh.config import DEFAULT_LISTS_DIR, RefreshConfig
 from etl.sources.classification.lists import list_files
 from etl.sources.classification.source import ClassificationSource
 from etl.sources.cymru.client import Connect
@@ -75,7 +76,16 @@ def offline_sources(config: RefreshConfig) -> OfflineSources:
 
 def lists_source(config: RefreshConfig, now: datetime | None = None) -> ClassificationSource:
     """The labels' lists of ``config``'s lists folder, read at ``now`` (the run's clock); a list
-    whose URL is empty is switched off, so not missing."""
+    whose URL is empty is switched off, so not missing. Raises `SettingError` for a folder
+    named that does not exist (a typo would silently mean no labels); the default one may
+    not exist yet (no lists: the labels are not asked)."""
+    folder = config.lists_dir
+    if folder != DEFAULT_LISTS_DIR and not folder.exists():
+        raise SettingError(
+            "lists_dir",
+            f"{folder}: no such folder (a typo? `honeypot-etl lists update --lists-dir "
+            f"{folder}` makes it and fetches the lists; --skip classification: no labels)",
+        )
     urls = config.list_urls()
     off = [item.name for item in list_files(urls.providers) if not urls.of(item)]
     return ClassificationSource.open(

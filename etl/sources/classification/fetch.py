@@ -217,6 +217,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     partial = Path(name)
     try:
+        # mkstemp makes it readable by its owner only: a list is for every user that
+        # refreshes (cron as another user), as any new file under the process's umask
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
@@ -225,6 +228,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, and set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_record(folder: Path, item: ListFile, record: dict[str, Any]) -> None:
