@@ -70,8 +70,10 @@ def offline_sources(config: RefreshConfig) -> OfflineSources:
         if config.enabled(Source.MAXMIND)
         else MaxMindSource()
     )
-    labels = lists_source(config) if config.enabled(Source.CLASSIFICATION) else None
-    return OfflineSources((maxmind, labels or ClassificationSource()))
+    labels = (
+        lists_source(config) if config.enabled(Source.CLASSIFICATION) else ClassificationSource()
+    )
+    return OfflineSources((maxmind, labels))
 
 
 def lists_source(config: RefreshConfig, now: datetime | None = None) -> ClassificationSource:
