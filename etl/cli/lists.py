@@ -61,13 +61,14 @@ def show_command(
 def render(config: RefreshConfig, now: datetime) -> str:
     """The table of `show_command`: each list as a refresh reads it (`lists_source`)."""
     from etl.refresh.sources import lists_source
-    from etl.sources.classification.lists import list_files, record_of
+    from etl.sources.classification.lists import list_files
     from etl.sources.classification.source import age_words
 
     folder = config.lists_dir
     urls = config.list_urls()
     labels = lists_source(config, now)
     ages, old, entries = labels.ages, set(labels.old), labels.entries
+    origins = labels.lists.origins  # read with the lists: no file read twice
     lines = [f"lists in {folder}:", f"{'list':<24} {'entries':>9}  {'age':>9}  from"]
     for item in list_files(urls.providers):
         url = urls.of(item)
@@ -75,7 +76,7 @@ def render(config: RefreshConfig, now: datetime) -> str:
             state = "off" if not url else "missing"
             lines.append(f"{item.name:<24} {state:>9}  {'':>9}  {url or '(no URL)'}")
             continue
-        origin = record_of(folder, item).get("url") or "(no record: copied in by hand?)"
+        origin = origins.get(item.name) or "(no record: copied in by hand?)"
         flag = "  OLD" if item.name in old else ""
         age = age_words(ages[item.name])
         lines.append(f"{item.name:<24} {entries[item.name]:>9,}  {age:>9}  {origin}{flag}")

@@ -101,6 +101,7 @@ class ClassificationLists:
     # the lists `honeypot-etl lists update` fetched (their record describes the file); the
     # others were put there by hand, or by another tool, and it never replaces them
     recorded: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # list name -> its record's URL
 
     @property
     def available(self) -> bool:
@@ -116,6 +117,7 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
     fetched: dict[str, datetime] = {}
     missing: list[str] = []
     recorded: list[str] = []
+    origins: dict[str, str] = {}
     for item in list_files(providers):
         path = item.path(folder)
         try:
@@ -130,13 +132,16 @@ def read_lists(folder: Path, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Cl
         fetched[item.name] = current_at(record, path)
         if record:
             recorded.append(item.name)
+            origins[item.name] = str(record.get("url") or "")
         text = data.decode("utf-8", errors="replace")
         if item.kind == "tor":
             tor = tor_addresses(text)
         else:
             parts.append(_ranges(item, text))
     ranges = pl.concat(parts) if parts else pl.DataFrame(schema=RANGE_SCHEMA)
-    return ClassificationLists(tor, ranges, versions, fetched, missing, tuple(providers), recorded)
+    return ClassificationLists(
+        tor, ranges, versions, fetched, missing, tuple(providers), recorded, origins
+    )
 
 
 def record_of(folder: Path, item: ListFile, data: bytes | None = None) -> dict[str, Any]:
